@@ -1,0 +1,72 @@
+"""The Celery app: ``celery -A mediaconduit_worker.celery_app worker|flower`` works unchanged."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Celery, signals
+from kombu import Queue
+
+from .capabilities import MediaCapability
+from .settings import get_settings
+
+log = logging.getLogger(__name__)
+DEFAULT_QUEUE = "mediaconduit"
+TRANSFORM_TASK = "mediaconduit.transform"
+CAPABILITY_QUEUES = [c.value for c in MediaCapability]
+
+
+def route_transform(name: str, args: Any, kwargs: Any, options: dict[str, Any], task: Any = None, **_: Any) -> dict[str, str] | None:
+    """Send a transform to its capability's queue (explicit option, else the manifest's model entry)."""
+    if name != TRANSFORM_TASK:
+        return None
+    from .routing import capability_for
+
+    call = dict(zip(("input", "provider", "model", "options"), args or ()))
+    call.update(kwargs or {})
+    cap = capability_for(call.get("provider"), call.get("model"), call.get("options"))
+    return {"queue": cap.value if cap else DEFAULT_QUEUE}
+
+
+def make_app() -> Celery:
+    settings = get_settings()
+    app = Celery("mediaconduit", include=["mediaconduit_worker.tasks"])
+    app.conf.update(
+        broker_url=settings.effective_broker_url,
+        result_backend=settings.effective_result_backend,
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        event_serializer="json",
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        task_track_started=True,
+        result_extended=True,
+        result_expires=settings.result_expires,
+        task_time_limit=settings.task_time_limit,
+        task_soft_time_limit=max(settings.task_time_limit - 30, 1),
+        task_default_queue=DEFAULT_QUEUE,
+        task_queues=[Queue(DEFAULT_QUEUE)] + [Queue(q) for q in CAPABILITY_QUEUES],
+        task_routes=(route_transform,),
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout},
+        result_backend_transport_options={"visibility_timeout": settings.visibility_timeout},
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=True,
+    )
+    return app
+
+
+app = make_app()
+
+
+@signals.celeryd_init.connect
+def _start_embedded_broker(**_: Any) -> None:
+    """A plain ``celery worker`` with no broker configured gets the embedded Redis too."""
+    from .broker import ensure_broker
+
+    ensure_broker()

@@ -1,0 +1,210 @@
+"""Provider and service manifests: as tolerant as the real published ones, strict about types."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .capabilities import MediaCapability, parse_capability
+from .errors import ManifestError
+
+PROVIDER_MANIFEST = "MediaConduit.provider.yml"
+SERVICE_MANIFEST = "MediaConduit.service.yml"
+
+
+def _split_capabilities(values: Any) -> tuple[list[MediaCapability], list[str]]:
+    """Known capabilities (any spelling) and the other words, kept apart."""
+    if values is None:
+        return [], []
+    if isinstance(values, str):
+        values = [values]
+    if not isinstance(values, list):
+        raise ValueError("must be a list of capability names")
+    known: list[MediaCapability] = []
+    other: list[str] = []
+    for v in values:
+        if not isinstance(v, str):
+            raise ValueError(f"capability {v!r} is not a string")
+        cap = parse_capability(v)
+        if cap is None:
+            other.append(v)
+        elif cap not in known:
+            known.append(cap)
+    return known, other
+
+
+class _Tolerant(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _capabilities(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "capabilities" in data:
+            data = dict(data)
+            known, other = _split_capabilities(data["capabilities"])
+            data["capabilities"], data["other_capabilities"] = known, other
+        return data
+
+
+class ModelEntry(_Tolerant):
+    id: str
+    name: str | None = None
+    description: str | None = None
+    capabilities: list[MediaCapability] = Field(default_factory=list)
+    other_capabilities: list[str] = Field(default_factory=list)
+    input_types: list[str] = Field(default_factory=list, alias="inputTypes")
+    output_types: list[str] = Field(default_factory=list, alias="outputTypes")
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+class ServiceConfig(_Tolerant):
+    docker_compose: str | None = Field(default=None, alias="dockerCompose")
+    service_name: str | None = Field(default=None, alias="serviceName")
+    health_endpoint: str | None = Field(default=None, alias="healthEndpoint")
+    default_base_url: str | None = Field(default=None, alias="defaultBaseUrl")
+
+
+class ProviderManifest(_Tolerant):
+    id: str
+    name: str
+    description: str | None = None
+    version: str | None = None
+    author: str | None = None
+    type: str = "local"
+    capabilities: list[MediaCapability] = Field(default_factory=list)
+    other_capabilities: list[str] = Field(default_factory=list)
+    models: list[ModelEntry] = Field(default_factory=list)
+    dynamic_models: bool = False
+    model_defaults: dict[str, Any] = Field(default_factory=dict)
+    service_url: str | None = Field(default=None, alias="serviceUrl")
+    service_config: ServiceConfig | None = Field(default=None, alias="serviceConfig")
+    main: str | None = None
+    export_name: str | None = Field(default=None, alias="exportName")
+    dependencies: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _type(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.strip().lower()
+            if value not in ("local", "remote"):
+                raise ValueError(f"must be 'local' or 'remote', not {value!r}")
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _models_and_dependencies(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        models = data.get("models")
+        if isinstance(models, dict):
+            if "dynamic" in models or not all(isinstance(v, dict) for v in models.values()):
+                # Ollama style: `models: {dynamic: true, capabilities: [...], parameters: {...}}`.
+                data["dynamic_models"] = bool(models.get("dynamic", True))
+                data["model_defaults"] = {k: v for k, v in models.items() if k != "dynamic"}
+                data["models"] = []
+            else:
+                data["models"] = [{"id": k, **v} for k, v in models.items()]
+        elif models is None:
+            data.pop("models", None)
+        deps = data.get("dependencies")
+        if isinstance(deps, list):
+            merged: dict[str, Any] = {}
+            for item in deps:
+                if isinstance(item, dict):
+                    merged.update(item)
+                elif isinstance(item, str):
+                    name = item.split(";")[0]
+                    for op in ("==", ">=", "<=", "~=", "!=", ">", "<", "["):
+                        name = name.split(op)[0]
+                    merged[name.strip()] = item[len(name.strip()) :].strip()
+                else:
+                    raise ValueError(f"dependencies: entry {item!r} is neither a string nor a map")
+            data["dependencies"] = merged
+        elif deps is None:
+            data.pop("dependencies", None)
+        if isinstance(data.get("dependencies"), dict):
+            data["dependencies"] = {k: "" if v is None else str(v) for k, v in data["dependencies"].items()}
+        return data
+
+    def model_entry(self, model_id: str) -> ModelEntry | None:
+        return next((m for m in self.models if m.id == model_id), None)
+
+    def capability_of(self, model_id: str) -> MediaCapability | None:
+        """The queue a model's jobs go to: its entry's first capability, else the provider's first."""
+        entry = self.model_entry(model_id)
+        if entry is not None and entry.capabilities:
+            return entry.capabilities[0]
+        caps = _split_capabilities(self.model_defaults.get("capabilities"))[0] or self.capabilities
+        return caps[0] if caps else None
+
+
+class HealthCheck(_Tolerant):
+    endpoint: str | None = None
+    url: str | None = None
+    interval: str | int | float | None = None
+    timeout: str | int | float | None = None
+    retries: int | None = None
+    startup_timeout: float | None = Field(default=None, alias="startupTimeout")
+
+
+class DockerSection(_Tolerant):
+    compose_file: str | None = Field(default=None, alias="composeFile")
+    service_name: str | None = Field(default=None, alias="serviceName")
+    image: str | None = None
+    build: str | dict[str, Any] | None = None
+    ports: list[int | str] = Field(default_factory=list)
+    health_check: HealthCheck | None = Field(default=None, alias="healthCheck")
+    environment: dict[str, Any] | list[str] = Field(default_factory=dict)
+
+
+class ServiceManifest(_Tolerant):
+    id: str
+    name: str
+    description: str | None = None
+    version: str | None = None
+    capabilities: list[MediaCapability] = Field(default_factory=list)
+    other_capabilities: list[str] = Field(default_factory=list)
+    docker: DockerSection
+
+    @model_validator(mode="before")
+    @classmethod
+    def _id_from_name(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "id" not in data and isinstance(data.get("name"), str):
+            data = {**data, "id": data["name"]}
+        return data
+
+
+def _format_errors(err: ValidationError) -> str:
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(root)"
+        parts.append(f"field '{loc}': {e['msg']}")
+    return "; ".join(parts)
+
+
+def _load(model: type[BaseModel], path: Path, origin: str) -> Any:
+    if not path.is_file():
+        raise ManifestError(f"{origin}: no {path.name} at the repository root")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ManifestError(f"{origin}: {path.name} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ManifestError(f"{origin}: {path.name} must be a mapping, got {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ManifestError(f"{origin}: {path.name}: {_format_errors(exc)}") from None
+
+
+def load_provider_manifest(root: Path, origin: str | None = None) -> ProviderManifest:
+    return _load(ProviderManifest, Path(root) / PROVIDER_MANIFEST, origin or str(root))
+
+
+def load_service_manifest(root: Path, origin: str | None = None) -> ServiceManifest:
+    return _load(ServiceManifest, Path(root) / SERVICE_MANIFEST, origin or str(root))

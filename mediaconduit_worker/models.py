@@ -1,0 +1,119 @@
+"""Model base classes: what a provider hands the worker for one model id."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from .assets import Asset, Text
+from .capabilities import MediaCapability
+from .prompt import create_generation_prompt
+
+if TYPE_CHECKING:
+    from .provider import MediaProvider
+
+
+class Model:
+    """One transformable model. Subclasses implement ``transform``."""
+
+    capability: ClassVar[MediaCapability | None] = None
+
+    def __init__(self, id: str, name: str | None = None, description: str | None = None, **extra: Any) -> None:
+        self.id = id
+        self.name = name or id
+        self.description = description
+        self.provider: MediaProvider | None = extra.pop("provider", None)
+        self.extra = extra
+
+    def transform(self, input: Any, options: dict[str, Any] | None = None) -> Asset:
+        raise NotImplementedError(f"model {self.id!r} does not implement transform()")
+
+    def generation_prompt(self, input: Any, options: dict[str, Any] | None, started: float, **extra: Any) -> dict[str, Any]:
+        """``create_generation_prompt`` filled in from this model; ``started`` is a ``time.perf_counter()``."""
+        return create_generation_prompt(
+            input=input,
+            options=options,
+            model_id=self.id,
+            model_name=self.name,
+            provider=self.provider.id if self.provider else "unknown",
+            transformation_type=str(self.capability) if self.capability else type(self).__name__,
+            processing_time=round((time.perf_counter() - started) * 1000, 3),
+            **extra,
+        )
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.id!r}>"
+
+
+def input_text(input: Any) -> str:
+    """The text of a ``str``, a ``Text`` asset or a list of them (joined by newlines)."""
+    if isinstance(input, str):
+        return input
+    if isinstance(input, Text):
+        return input.content
+    if isinstance(input, list):
+        return "\n".join(input_text(i) for i in input)
+    raise TypeError(f"expected text input, got {type(input).__name__}")
+
+
+def input_asset(input: Any, kind: type[Asset]) -> Any:
+    """The single asset of type ``kind`` in ``input`` (a list of one is unwrapped)."""
+    if isinstance(input, list) and len(input) == 1:
+        input = input[0]
+    if not isinstance(input, kind):
+        raise TypeError(f"expected a {kind.__name__.lower()} asset, got {type(input).__name__}")
+    return input
+
+
+class TextToTextModel(Model):
+    """Text in, ``Text`` out."""
+
+    capability = MediaCapability.TEXT_TO_TEXT
+
+
+class TextToAudioModel(Model):
+    """Text in, ``Audio`` out."""
+
+    capability = MediaCapability.TEXT_TO_AUDIO
+
+
+class TextToImageModel(Model):
+    """Text in, ``Image`` out."""
+
+    capability = MediaCapability.TEXT_TO_IMAGE
+
+
+class TextToVideoModel(Model):
+    """Text in, ``Video`` out."""
+
+    capability = MediaCapability.TEXT_TO_VIDEO
+
+
+class AudioToTextModel(Model):
+    """``Audio`` in, ``Text`` out."""
+
+    capability = MediaCapability.AUDIO_TO_TEXT
+
+
+class ImageToTextModel(Model):
+    """``Image`` in, ``Text`` out."""
+
+    capability = MediaCapability.IMAGE_TO_TEXT
+
+
+class ImageToImageModel(Model):
+    """``Image`` in, ``Image`` out."""
+
+    capability = MediaCapability.IMAGE_TO_IMAGE
+
+
+class AudioToAudioModel(Model):
+    """``Audio`` in, ``Audio`` out."""
+
+    capability = MediaCapability.AUDIO_TO_AUDIO
+
+
+class VideoToAudioModel(Model):
+    """``Video`` in, ``Audio`` out."""
+
+    capability = MediaCapability.VIDEO_TO_AUDIO

@@ -1,0 +1,170 @@
+"""Provider base classes: what a provider repository's ``main`` module subclasses."""
+
+from __future__ import annotations
+
+import os
+from enum import Enum
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, Field, field_validator
+
+from .capabilities import MediaCapability, capability
+from .errors import UnknownModelError
+from .models import Model
+
+if TYPE_CHECKING:
+    from .manifest import ProviderManifest
+    from .services import ServiceInfo
+
+
+class ProviderType(str, Enum):
+    LOCAL = "local"
+    REMOTE = "remote"
+
+
+class ProviderModel(BaseModel):
+    """A model a provider offers: metadata only; ``MediaProvider.get_model`` builds the runnable one."""
+
+    id: str
+    name: str
+    description: str | None = None
+    capabilities: list[MediaCapability] = Field(default_factory=list)
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    pricing: dict[str, Any] | None = None
+
+    def __init__(self, id: str | None = None, name: str | None = None, description: str | None = None, **data: Any) -> None:
+        if id is not None:
+            data["id"] = id
+        data.setdefault("name", name or data.get("id"))
+        if description is not None:
+            data["description"] = description
+        super().__init__(**data)
+
+    @field_validator("capabilities", mode="before")
+    @classmethod
+    def _caps(cls, value: Any) -> Any:
+        return [capability(v) for v in value] if isinstance(value, list) else value
+
+
+class MediaProvider:
+    """A source of models. Class attributes left empty are filled from the manifest.
+
+    Subclasses map capabilities to model classes in ``model_classes`` (or override
+    ``create_model``), and name the environment variables their settings come from in
+    ``config_env`` (e.g. ``{"api_key": "OPENROUTER_API_KEY"}``).
+    """
+
+    id: ClassVar[str] = ""
+    name: ClassVar[str] = ""
+    type: ClassVar[ProviderType] = ProviderType.LOCAL
+    capabilities: ClassVar[list[MediaCapability]] = []
+    model_classes: ClassVar[dict[MediaCapability, type[Model]]] = {}
+    config_env: ClassVar[dict[str, str]] = {}
+
+    def __init__(self) -> None:
+        self.config: dict[str, Any] = {}
+        self._models: list[ProviderModel] | None = None
+        self._instances: dict[str, Model] = {}
+        self.manifest: ProviderManifest | None = None
+        self.configure({})
+
+    # -- set-up -------------------------------------------------------------
+    def attach_manifest(self, manifest: ProviderManifest) -> None:
+        """Called by the registry: fills what the class leaves empty from ``MediaConduit.provider.yml``."""
+        self.manifest = manifest
+        if not type(self).id:
+            self.id = manifest.id  # type: ignore[misc]
+        if not type(self).name:
+            self.name = manifest.name  # type: ignore[misc]
+        if not type(self).capabilities:
+            self.capabilities = list(manifest.capabilities)  # type: ignore[misc]
+        if "type" not in type(self).__dict__:
+            self.type = ProviderType(manifest.type)  # type: ignore[misc]
+
+    def configure(self, config: dict[str, Any]) -> None:
+        """Settings such as API keys: explicit values win, then the ``config_env`` variables."""
+        for key, env in self.config_env.items():
+            if key not in self.config and os.environ.get(env):
+                self.config[key] = os.environ[env]
+        self.config.update({k: v for k, v in config.items() if v is not None})
+
+    def is_available(self) -> bool:
+        return True
+
+    # -- models -------------------------------------------------------------
+    @property
+    def models(self) -> list[ProviderModel]:
+        if self._models is None:
+            self._models = self.discover_models()
+        return self._models
+
+    def discover_models(self) -> list[ProviderModel]:
+        """The model list; by default the manifest's. Providers with dynamic lists override this."""
+        if self.manifest is None:
+            return []
+        return [
+            ProviderModel(
+                id=m.id,
+                name=m.name or m.id,
+                description=m.description,
+                capabilities=m.capabilities or list(self.capabilities),
+                parameters=m.parameters,
+            )
+            for m in self.manifest.models
+        ]
+
+    def get_models_for_capability(self, cap: MediaCapability | str) -> list[ProviderModel]:
+        wanted = capability(cap)
+        return [m for m in self.models if wanted in m.capabilities]
+
+    def get_model_info(self, model_id: str) -> ProviderModel:
+        for m in self.models:
+            if m.id == model_id:
+                return m
+        known = ", ".join(m.id for m in self.models) or "none"
+        raise UnknownModelError(f"provider {self.id!r} has no model {model_id!r} (available: {known})")
+
+    def get_model(self, model_id: str) -> Model:
+        """The runnable model for ``model_id``, built once per process."""
+        if model_id not in self._instances:
+            self._instances[model_id] = self.create_model(self.get_model_info(model_id))
+        return self._instances[model_id]
+
+    def create_model(self, info: ProviderModel) -> Model:
+        for cap in info.capabilities or self.capabilities:
+            cls = self.model_classes.get(cap)
+            if cls is not None:
+                return cls(info.id, info.name, info.description, provider=self, parameters=info.parameters)
+        raise UnknownModelError(
+            f"provider {self.id!r} has no model class for {info.id!r} "
+            f"(capabilities {[str(c) for c in info.capabilities]})"
+        )
+
+
+class DockerProvider(MediaProvider):
+    """A provider backed by a Docker service; the worker starts or attaches it before the first call."""
+
+    service_info: ServiceInfo | None = None
+
+    def get_service_url(self) -> str:
+        """The service repository (URL or path); by default the manifest's ``serviceUrl``."""
+        if self.manifest is not None and self.manifest.service_url:
+            return self.manifest.service_url
+        raise NotImplementedError(f"provider {self.id!r} names no service: override get_service_url()")
+
+    def on_service_ready(self, service_info: ServiceInfo) -> None:
+        """Hook: called once the service answers its health check, with the real host port."""
+
+    def ensure_service(self) -> ServiceInfo:
+        """Start or attach the service (healthy) and return where it listens; cheap when already up."""
+        from .services import get_service_registry
+
+        info = get_service_registry().ensure(self.get_service_url(), origin=self.id)
+        if self.service_info is None or info.container_id != self.service_info.container_id or info.base_url != self.service_info.base_url:
+            self.service_info = info
+            self.on_service_ready(info)
+        return info
+
+    @property
+    def base_url(self) -> str:
+        return self.ensure_service().base_url

@@ -1,0 +1,69 @@
+"""Configuration from the environment (``MEDIACONDUIT_*``), read once per process."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of the worker system; each field is ``MEDIACONDUIT_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="MEDIACONDUIT_", extra="ignore")
+
+    home: Path = Field(default_factory=lambda: Path.home() / ".mediaconduit")
+    broker_url: str | None = None
+    """Any kombu URL; unset means the embedded Redis under ``home``."""
+    result_backend: str | None = None
+    """Defaults to the broker URL."""
+    embedded_port: int = 6390
+    """Loopback port of the embedded Redis."""
+    visibility_timeout: int = 3600
+    """Seconds before an unacknowledged job is redelivered; must exceed the longest job."""
+    task_time_limit: int = 1800
+    """Hard per-job time limit in seconds."""
+    result_expires: int = 7 * 24 * 3600
+    provider_allow: str | None = None
+    """Comma-separated URL prefixes a worker may load providers from; unset allows all."""
+    provider_refresh: int = 0
+    """Seconds after which a branch/tag pin is fetched again; 0 keeps pins until `providers update`."""
+    blob_dir: Path | None = None
+    """Content-addressed blob store; defaults to ``home/blobs``. Share it to span machines."""
+    service_idle_timeout: int = 1800
+    """Seconds after its last use before a worker stops a service container."""
+    base_image: str = "mediaconduit/base:bookworm"
+    """``BASE_IMAGE`` build argument for service Dockerfiles."""
+    docker_network: str | None = None
+    """When set, workers reach services by container name on this Docker network."""
+    flower_auth: str | None = None
+    """``user:password`` for Flower's basic auth."""
+    flower_address: str = "127.0.0.1"
+    flower_port: int = 5555
+
+    @property
+    def effective_broker_url(self) -> str:
+        return self.broker_url or f"redis://127.0.0.1:{self.embedded_port}/0"
+
+    @property
+    def effective_result_backend(self) -> str:
+        return self.result_backend or self.effective_broker_url
+
+    @property
+    def uses_embedded_broker(self) -> bool:
+        return self.broker_url is None
+
+    @property
+    def blobs(self) -> Path:
+        return self.blob_dir or self.home / "blobs"
+
+    @property
+    def cache(self) -> Path:
+        return self.home / "cache"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

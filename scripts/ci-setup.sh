@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# System parts the tests use: git, a Docker engine (started if not running) and the offline base image.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+need=()
+command -v git >/dev/null || need+=(git)
+command -v dockerd >/dev/null || need+=(docker.io)
+command -v debootstrap >/dev/null || need+=(debootstrap)
+command -v espeak-ng >/dev/null || need+=(espeak-ng)
+command -v tesseract >/dev/null || need+=(tesseract-ocr)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "ci-setup: installing ${need[*]}"
+  apt-get update -q
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}"
+fi
+if ! docker info >/dev/null 2>&1; then
+  echo "ci-setup: starting dockerd"
+  (dockerd >/var/log/dockerd.log 2>&1 &)
+  for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
+  docker info >/dev/null
+fi
+if [ -f scripts/base-image.sh ]; then bash scripts/base-image.sh; fi
