@@ -1,0 +1,186 @@
+"""Real parts for every test: a Redis started here, worker processes, git repos served by URL.
+
+Environment is set before anything reads settings, so the test process and the workers it
+starts share one Redis, one MEDIACONDUIT_HOME and one git ``insteadOf`` mirror of github.com.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+RUN_DIR = Path(tempfile.mkdtemp(prefix="mediaconduit-tests-"))
+MIRRORS = RUN_DIR / "mirrors"
+GITHUB = "https://github.com/"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _setup_environment() -> None:
+    MIRRORS.mkdir(parents=True)
+    gitconfig = RUN_DIR / "gitconfig"
+    gitconfig.write_text(
+        f'[url "file://{MIRRORS}/"]\n\tinsteadOf = {GITHUB}\n'
+        "[user]\n\tname = MediaConduit Tests\n\temail = tests@mediaconduit.invalid\n"
+        "[init]\n\tdefaultBranch = main\n[protocol \"file\"]\n\tallow = always\n"
+    )
+    os.environ["GIT_CONFIG_GLOBAL"] = str(gitconfig)
+    os.environ["MEDIACONDUIT_HOME"] = str(RUN_DIR / "home")
+    os.environ.pop("MEDIACONDUIT_PROVIDER_ALLOW", None)
+    if "MEDIACONDUIT_TEST_BROKER_URL" in os.environ:
+        os.environ["MEDIACONDUIT_BROKER_URL"] = os.environ["MEDIACONDUIT_TEST_BROKER_URL"]
+        return
+    from mediaconduit_worker.broker import EmbeddedRedis
+
+    redis = EmbeddedRedis(RUN_DIR / "home", _free_port())
+    os.environ["MEDIACONDUIT_BROKER_URL"] = redis.ensure_started()
+    os.environ.pop("MEDIACONDUIT_RESULT_BACKEND", None)
+    global _REDIS
+    _REDIS = redis
+
+
+_REDIS = None
+_setup_environment()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _REDIS is not None:
+        _REDIS.stop()
+    shutil.rmtree(RUN_DIR, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    """The embedded Redis these tests run on (None when MEDIACONDUIT_TEST_BROKER_URL points elsewhere)."""
+    return _REDIS
+
+
+# -- git repositories served by URL --------------------------------------------------------------
+def git(*args: str, cwd: Path) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def publish(folder: Path, name: str, org: str = "MediaConduit") -> str:
+    """Commit ``folder`` into a bare repo behind ``https://github.com/<org>/<name>``; return that URL.
+
+    Publishing again adds a commit on top, like a push.
+    """
+    bare = MIRRORS / org / name
+    work = RUN_DIR / "work" / org / name
+    if not bare.exists():
+        bare.parent.mkdir(parents=True, exist_ok=True)
+        git("init", "--bare", "-q", str(bare), cwd=RUN_DIR)
+        work.parent.mkdir(parents=True, exist_ok=True)
+        git("clone", "-q", str(bare), str(work), cwd=RUN_DIR)
+    for item in work.iterdir():
+        if item.name != ".git":
+            shutil.rmtree(item) if item.is_dir() else item.unlink()
+    shutil.copytree(folder, work, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+    git("add", "-A", cwd=work)
+    git("commit", "-q", "--allow-empty", "-m", f"publish {name}", cwd=work)
+    git("push", "-q", "origin", "HEAD:main", cwd=work)
+    return f"{GITHUB}{org}/{name}"
+
+
+def head_commit(name: str, org: str = "MediaConduit") -> str:
+    return git("rev-parse", "main", cwd=MIRRORS / org / name)
+
+
+@pytest.fixture(scope="session")
+def echo_url() -> str:
+    """The reference echo provider, published as github.com/MediaConduit/echo-provider."""
+    return publish(REPO / "providers" / "echo-provider", "echo-provider")
+
+
+@pytest.fixture
+def make_provider(tmp_path: Path) -> Callable[..., str]:
+    """Publish a throw-away provider repo from a manifest (dict or text) and files; returns its URL."""
+    import yaml
+
+    def make(name: str, manifest: dict | str, files: dict[str, str] | None = None) -> str:
+        folder = tmp_path / name
+        folder.mkdir()
+        text = manifest if isinstance(manifest, str) else yaml.safe_dump(manifest)
+        (folder / "MediaConduit.provider.yml").write_text(text)
+        for rel, content in (files or {}).items():
+            (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+            (folder / rel).write_text(content)
+        return publish(folder, f"{name}-{uuid.uuid4().hex[:6]}", org="tests")
+
+    return make
+
+
+# -- worker processes ------------------------------------------------------------------------------
+class WorkerProcess:
+    """``mediaconduit worker`` in its own process group, with its log kept for failure messages."""
+
+    def __init__(self, capabilities: list[str], concurrency: int = 2, env: dict[str, str] | None = None) -> None:
+        self.name = f"w{uuid.uuid4().hex[:8]}@%h"
+        self.log = RUN_DIR / f"{self.name.split('@')[0]}.log"
+        cmd = [sys.executable, "-m", "mediaconduit_worker.cli", "worker", "-c", str(concurrency), "-n", self.name,
+               "-l", "INFO"]
+        for cap in capabilities:
+            cmd += ["--capability", cap]
+        self.proc = subprocess.Popen(cmd, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT,
+                                     env={**os.environ, **(env or {})}, start_new_session=True)
+        self.hostname = self.name.replace("%h", socket.gethostname())
+
+    def wait_ready(self, timeout: float = 60) -> WorkerProcess:
+        from mediaconduit_worker.celery_app import app
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited early:\n{self.log_text()}")
+            if app.control.ping(destination=[self.hostname], timeout=0.5):
+                return self
+        raise TimeoutError(f"worker {self.hostname} not ready:\n{self.log_text()}")
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+    def child_pids(self) -> list[int]:
+        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout
+        return [int(p) for p in out.split()]
+
+    def stop(self) -> None:
+        from mediaconduit_worker.cli import stop_process
+
+        stop_process(self.proc)
+
+
+@pytest.fixture
+def start_worker() -> Iterator[Callable[..., WorkerProcess]]:
+    started: list[WorkerProcess] = []
+
+    def start(capabilities: list[str] | None = None, concurrency: int = 2, env: dict[str, str] | None = None) -> WorkerProcess:
+        w = WorkerProcess(capabilities or ["text-to-text"], concurrency, env)
+        started.append(w)
+        return w.wait_ready()
+
+    yield start
+    for w in started:
+        w.stop()
+
+
+@pytest.fixture(scope="session")
+def text_worker() -> Iterator[WorkerProcess]:
+    """A text-to-text pool shared by the tests that only need one."""
+    w = WorkerProcess(["text-to-text"], concurrency=2).wait_ready()
+    yield w
+    w.stop()
