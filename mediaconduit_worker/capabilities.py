@@ -42,7 +42,7 @@ class MediaCapability(str, Enum):
 
 def parse_capability(value: str) -> MediaCapability | None:
     """Accept ``text-to-text``, ``TEXT_TO_TEXT``, ``TextToText``, ``text_to_3d``; None for other words."""
-    words = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "-", value.strip())
+    words = re.sub(r"(?<=[a-z])(?=[A-Z0-9])", "-", value.strip())
     norm = re.sub(r"[_\s]+", "-", words).lower()
     for cap in MediaCapability:
         if cap.value == norm:

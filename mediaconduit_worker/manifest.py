@@ -22,12 +22,12 @@ def _split_capabilities(values: Any) -> tuple[list[MediaCapability], list[str]]:
     if isinstance(values, str):
         values = [values]
     if not isinstance(values, list):
-        raise ValueError("must be a list of capability names")
+        raise ValueError("field 'capabilities': must be a list of capability names")
     known: list[MediaCapability] = []
     other: list[str] = []
     for v in values:
         if not isinstance(v, str):
-            raise ValueError(f"capability {v!r} is not a string")
+            raise ValueError(f"field 'capabilities': {v!r} is not a string")
         cap = parse_capability(v)
         if cap is None:
             other.append(v)
@@ -182,8 +182,9 @@ class ServiceManifest(_Tolerant):
 def _format_errors(err: ValidationError) -> str:
     parts = []
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(root)"
-        parts.append(f"field '{loc}': {e['msg']}")
+        loc = ".".join(str(p) for p in e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")
+        parts.append(f"field '{loc}': {msg}" if loc else msg)
     return "; ".join(parts)
 
 
