@@ -34,6 +34,17 @@ from .models import (
 from .prompt import create_generation_prompt
 from .provider import DockerProvider, MediaProvider, ProviderModel, ProviderType
 from .results import TransformResult
+from .chat import ChatOptions, cost_metadata, usage_metadata
+from .errors import ConfigurationError
+from .http import HttpClient, ProviderHTTPError, ProviderResponseError, parse_retry_after
+from .openai_compat import (
+    OpenAICompatAPI,
+    OpenAICompatChatModel,
+    OpenAICompatImageModel,
+    OpenAICompatProvider,
+    OpenAICompatSpeechModel,
+)
+from .remote import RemoteProvider
 
 if TYPE_CHECKING:
     from .tasks import transform
@@ -46,6 +57,13 @@ __all__ = [
     "TransformResult", "transform", "MediaConduitError", "InvalidInputError", "ManifestError",
     "ProviderExecutionError", "ProviderLoadError", "ProviderSourceError", "ServiceError",
     "TransientError", "UnknownModelError",
+]
+
+
+__all__ += [
+    "ConfigurationError", "ChatOptions", "cost_metadata", "usage_metadata", "HttpClient", "ProviderHTTPError",
+    "ProviderResponseError", "parse_retry_after", "RemoteProvider", "OpenAICompatAPI", "OpenAICompatChatModel",
+    "OpenAICompatImageModel", "OpenAICompatSpeechModel", "OpenAICompatProvider",
 ]
 
 

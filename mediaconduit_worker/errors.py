@@ -28,6 +28,10 @@ class InvalidInputError(MediaConduitError, ValueError):
     """A job input that is neither a string, an asset nor a TransformResult."""
 
 
+class ConfigurationError(MediaConduitError):
+    """A provider setting (API key, base URL) that is missing or wrong; the message names the variable."""
+
+
 class ProviderExecutionError(MediaConduitError):
     """The provider's own code raised while transforming."""
 

@@ -1,0 +1,303 @@
+"""The HTTP layer remote providers share: auth, timeouts, retries that honour Retry-After, clear errors.
+
+Why one layer: every API provider needs the same failure policy. A 429 or 5xx is retried a few
+times here (short waits only), then surfaces as ``TransientError(retry_after=...)`` so the Celery
+task retries later without holding a worker slot. Anything else is a permanent
+``ProviderHTTPError`` naming the provider, the request and the API's own message. Secrets the
+client was given are scrubbed from every message it produces.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Iterator, Mapping
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+
+from .errors import ProviderExecutionError, TransientError
+
+log = logging.getLogger(__name__)
+
+RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
+"""Statuses worth another try: rate limits, overload (Anthropic's 529) and gateway trouble."""
+REDACTED = "[REDACTED]"
+
+
+class ProviderHTTPError(ProviderExecutionError):
+    """A permanent HTTP failure: wrong key (401), bad request (400), unknown model (404), ..."""
+
+    def __init__(self, message: str, status: int | None = None, api_message: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.api_message = api_message
+
+
+class ProviderResponseError(ProviderExecutionError):
+    """A response the API should not have sent: malformed JSON, missing fields, an error in a stream."""
+
+
+def parse_retry_after(headers: Mapping[str, str], now: datetime | None = None) -> float | None:
+    """Seconds to wait from ``Retry-After`` (seconds or an HTTP date) or ``retry-after-ms``; None if absent."""
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(float(ms) / 1000.0, 0.0)
+        except ValueError:
+            pass
+    value = (headers.get("retry-after") or "").strip()
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max((when - (now or datetime.now(timezone.utc))).total_seconds(), 0.0)
+
+
+def api_error_message(body: Any) -> str | None:
+    """The human message inside the error bodies of the APIs we speak (OpenAI, Anthropic, Ollama, FastAPI, ...)."""
+    if isinstance(body, str):
+        return body.strip()[:500] or None
+    if not isinstance(body, dict):
+        return None
+    for key in ("error", "detail"):
+        inner = body.get(key)
+        if isinstance(inner, str) and inner:
+            return inner
+        if isinstance(inner, dict):
+            msg = inner.get("message") or inner.get("msg") or inner.get("status")
+            kind = inner.get("type") or inner.get("code")
+            if msg:
+                return f"{kind}: {msg}" if isinstance(kind, str) and kind and kind not in str(msg) else str(msg)
+        if isinstance(inner, list) and inner:
+            first = inner[0]
+            return str(first.get("msg") if isinstance(first, dict) else first)
+    msg = body.get("message")
+    return str(msg) if msg else None
+
+
+def _body_of(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return response.text
+
+
+class HttpClient:
+    """One API's endpoint: base URL, auth headers (sent only to that base URL), timeouts and retries."""
+
+    def __init__(
+        self,
+        provider: str,
+        base_url: str,
+        *,
+        auth_headers: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        secrets: list[str] | None = None,
+        timeout: float = 60.0,
+        max_retries: int = 2,
+        backoff: float = 0.5,
+        max_backoff: float = 8.0,
+        max_inline_wait: float = 10.0,
+        auth_hint: str | None = None,
+    ) -> None:
+        self.provider = provider
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.max_inline_wait = max_inline_wait
+        self.auth_hint = auth_hint
+        self._auth = dict(auth_headers or {})
+        self._secrets = [s for s in (secrets or []) if s]
+        self._secrets += [v for v in self._auth.values() if v]
+        self._client = httpx.Client(
+            headers={"User-Agent": "mediaconduit-worker", **dict(headers or {})},
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+            follow_redirects=True,
+        )
+
+    def __repr__(self) -> str:  # never the headers: they hold the key
+        return f"<HttpClient {self.provider} {self.base_url}>"
+
+    def close(self) -> None:
+        self._client.close()
+
+    # -- public calls ---------------------------------------------------------------------------
+    def get_json(self, path: str, **kwargs: Any) -> Any:
+        return self.request_json("GET", path, **kwargs)
+
+    def post_json(self, path: str, body: Any, **kwargs: Any) -> Any:
+        return self.request_json("POST", path, json=body, **kwargs)
+
+    def request_json(self, method: str, path: str, **kwargs: Any) -> Any:
+        """The decoded JSON body; malformed JSON is a clear ``ProviderResponseError``."""
+        response = self.request(method, path, **kwargs)
+        try:
+            return response.json()
+        except ValueError as exc:
+            snippet = response.text[:200]
+            raise ProviderResponseError(self.scrub(
+                f"{self.provider}: {method} {self._show(path)} returned malformed JSON "
+                f"(HTTP {response.status_code}, {response.headers.get('content-type', 'no content-type')}): "
+                f"{exc}; body starts {snippet!r}"
+            )) from None
+
+    def request_bytes(self, method: str, path: str, **kwargs: Any) -> tuple[bytes, str]:
+        """Raw body and its content type (audio, images)."""
+        response = self.request(method, path, **kwargs)
+        return response.content, response.headers.get("content-type", "application/octet-stream").split(";")[0]
+
+    def download(self, url: str) -> tuple[bytes, str]:
+        """A file the API pointed us at (e.g. a generated image URL); auth goes only to the API's own host."""
+        return self.request_bytes("GET", url)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> httpx.Response:
+        """Send with retries; a successful (2xx/3xx) response, or an error as described in the module doc."""
+        response = self._send(method, path, json=json, params=params, headers=headers, timeout=timeout, stream=False)
+        return response
+
+    def stream_ndjson(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        timeout: float | None = None,
+        what: str | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Objects of a newline-delimited JSON stream; a line carrying ``error`` ends it with a clear error."""
+        response = self._send(method, path, json=json, params=None, headers=None, timeout=timeout, stream=True)
+        label = what or f"{method} {self._show(path)}"
+        try:
+            for line in response.iter_lines():
+                if not line.strip():
+                    continue
+                try:
+                    item = _json_loads(line)
+                except ValueError as exc:
+                    raise ProviderResponseError(self.scrub(
+                        f"{self.provider}: {label} streamed a malformed JSON line: {exc}; line {line[:200]!r}"
+                    )) from None
+                if isinstance(item, dict) and item.get("error"):
+                    raise ProviderResponseError(self.scrub(
+                        f"{self.provider}: {label} failed: {api_error_message(item) or item['error']}"
+                    ))
+                if not isinstance(item, dict):
+                    raise ProviderResponseError(self.scrub(f"{self.provider}: {label} streamed a non-object line {line[:200]!r}"))
+                yield item
+        except httpx.TimeoutException:
+            raise TransientError(self.scrub(f"{self.provider}: {label} stalled (no data for {self._timeout(timeout)}s)")) from None
+        except httpx.TransportError as exc:
+            raise TransientError(self.scrub(f"{self.provider}: {label} stream broke: {type(exc).__name__}: {exc}")) from None
+        finally:
+            response.close()
+
+    def scrub(self, text: str) -> str:
+        """``text`` with every secret this client holds replaced."""
+        for secret in self._secrets:
+            text = text.replace(secret, REDACTED)
+        return text
+
+    # -- internals ------------------------------------------------------------------------------
+    def _timeout(self, timeout: float | None) -> float:
+        return self.timeout if timeout is None else timeout
+
+    def _url(self, path: str) -> tuple[str, bool]:
+        """Absolute URL and whether it is the API's own (only then does it get the auth headers)."""
+        if path.startswith(("http://", "https://")):
+            own = path == self.base_url or path.startswith(self.base_url + "/")
+            return path, own
+        return f"{self.base_url}/{path.lstrip('/')}", True
+
+    def _show(self, path: str) -> str:
+        return path.split("?")[0]
+
+    def _delay(self, attempt: int) -> float:
+        base = min(self.backoff * (2 ** attempt), self.max_backoff)
+        return base * (0.8 + 0.4 * random.random())
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any,
+        params: Mapping[str, Any] | None,
+        headers: Mapping[str, str] | None,
+        timeout: float | None,
+        stream: bool,
+    ) -> httpx.Response:
+        url, own = self._url(path)
+        sent_headers = {**(self._auth if own else {}), **dict(headers or {})}
+        wait = self._timeout(timeout)
+        label = f"{method} {self._show(path)}"
+        attempt = 0
+        while True:
+            request = self._client.build_request(
+                method, url, json=json, params=params, headers=sent_headers,
+                timeout=httpx.Timeout(wait, connect=min(wait, 10.0)),
+            )
+            try:
+                response = self._client.send(request, stream=stream)
+            except httpx.TimeoutException:
+                # The full timeout has already been spent: let the task retry later instead.
+                raise TransientError(self.scrub(f"{self.provider}: {label} timed out after {wait:g}s")) from None
+            except httpx.TransportError as exc:
+                message = self.scrub(f"{self.provider}: cannot reach {self.base_url} ({label}): {type(exc).__name__}: {exc}")
+                delay = self._delay(attempt)
+                if attempt < self.max_retries:
+                    log.warning("%s; retrying in %.1fs (%d/%d)", message, delay, attempt + 1, self.max_retries)
+                    time.sleep(delay)
+                    attempt += 1
+                    continue
+                raise TransientError(message, retry_after=delay) from None
+            if response.is_success or response.is_redirect:
+                return response
+            if stream:
+                response.read()
+                response.close()
+            body = _body_of(response)
+            api_message = api_error_message(body)
+            message = self.scrub(
+                f"{self.provider}: {label} failed with HTTP {response.status_code} {response.reason_phrase}"
+                + (f": {api_message}" if api_message else "")
+            )
+            if response.status_code in RETRY_STATUSES:
+                retry_after = parse_retry_after(response.headers)
+                delay = retry_after if retry_after is not None else self._delay(attempt)
+                if attempt < self.max_retries and delay <= self.max_inline_wait:
+                    log.warning("%s; retrying in %.1fs (%d/%d)", message, delay, attempt + 1, self.max_retries)
+                    time.sleep(delay)
+                    attempt += 1
+                    continue
+                raise TransientError(message, retry_after=delay)
+            if response.status_code in (401, 403) and self.auth_hint:
+                message += f" ({self.auth_hint})"
+            raise ProviderHTTPError(message, status=response.status_code, api_message=self.scrub(api_message or ""))
+
+
+def _json_loads(line: str) -> Any:
+    return json.loads(line)
