@@ -16,8 +16,9 @@ import redis
 from .settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
-#: Durable settings shared with the compose stack (see broker/redis.conf).
-DURABLE_ARGS = ["--appendonly", "yes", "--appendfsync", "everysec", "--save", "900 1 300 100"]
+#: The durable settings (append-only file, no eviction): broker/redis.conf, shipped in the package as a
+#: symlink so the embedded broker and the compose stack read the very same file.
+REDIS_CONF = Path(__file__).resolve().with_name("redis.conf")
 
 
 def redis_server_binary() -> str:
@@ -74,9 +75,9 @@ class EmbeddedRedis:
                 )
         self.dir.mkdir(parents=True, exist_ok=True)
         cmd = [
-            redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
+            redis_server_binary(), str(REDIS_CONF), "--port", str(self.port), "--bind", "127.0.0.1",
             "--dir", str(self.dir), "--pidfile", str(self.pidfile), "--logfile", str(self.logfile),
-            "--daemonize", "no", *DURABLE_ARGS,
+            "--daemonize", "no",
         ]
         if self.password:
             cmd += ["--requirepass", self.password]
