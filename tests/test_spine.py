@@ -298,3 +298,23 @@ def test_embedded_broker_starts_under_home_and_stops_cleanly(tmp_path):
         time.sleep(0.05)
     assert not redis.ping()
     assert (tmp_path / "redis").is_dir()
+
+
+def test_a_job_lands_in_exactly_one_queue(echo_url):
+    """Every queue bound at once, one job published: one message in total, in its capability's queue."""
+    from mediaconduit_worker import transform
+    from mediaconduit_worker.celery_app import app
+
+    queues = list(app.amqp.queues.values())
+    assert len({q.routing_key for q in queues}) == len(queues) == 15
+    with app.connection_for_write() as conn:
+        for q in queues:
+            q(conn.default_channel).declare()
+        client = conn.default_channel.client
+        before = {q.name: client.llen(q.name) for q in queues}
+        transform.apply_async(("x", echo_url, "echo", {"capability": "image-to-3d"}))
+        after = {q.name: client.llen(q.name) for q in queues}
+    grown = {name: after[name] - before[name] for name in after if after[name] != before[name]}
+    assert grown == {"image-to-3d": 1}
+    with app.connection_for_write() as conn:
+        conn.default_channel.client.delete("image-to-3d")

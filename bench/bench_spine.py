@@ -1,0 +1,109 @@
+"""Spine benchmark: echo transforms vs a raw Celery task on the same Redis and worker settings,
+and provider resolution (in-process warm, fresh process from disk cache, cold from a git mirror).
+
+    python bench/bench_spine.py [--inflight 2000] [--rtt 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import REPO, isolated_environment, percentile, row, start_celery  # noqa: E402
+
+HOME = isolated_environment()
+
+
+def measure(send, inflight: int, rtt_count: int) -> tuple[float, float, float]:
+    """(throughput jobs/s with ``inflight`` queued at once, p50 ms, p99 ms of sequential round trips)."""
+    for _ in range(20):
+        send().get(timeout=60)  # warm up: provider loaded, connections open
+    times = []
+    for _ in range(rtt_count):
+        t = time.perf_counter()
+        send().get(timeout=60)
+        times.append((time.perf_counter() - t) * 1000)
+    t = time.perf_counter()
+    results = [send() for _ in range(inflight)]
+    for r in results:
+        r.get(timeout=300)
+    throughput = inflight / (time.perf_counter() - t)
+    return throughput, percentile(times, 50), percentile(times, 99)
+
+
+def resolution(url: str) -> dict[str, float]:
+    code = (
+        "import json, sys, time\n"
+        "t0 = time.perf_counter()\n"
+        "from mediaconduit_worker.registry import ProviderRegistry\n"
+        "r = ProviderRegistry()\n"
+        "t1 = time.perf_counter(); r.get(sys.argv[1]); t2 = time.perf_counter(); r.get(sys.argv[1]); t3 = time.perf_counter()\n"
+        "print(json.dumps({'import': (t1-t0)*1e3, 'load': (t2-t1)*1e3, 'warm': (t3-t2)*1e6}))\n"
+    )
+    t = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", code, url], capture_output=True, text=True, check=True)
+    figures = json.loads(out.stdout.splitlines()[-1])
+    figures["process"] = (time.perf_counter() - t) * 1000
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--inflight", type=int, default=2000)
+    parser.add_argument("--rtt", type=int, default=300)
+    args = parser.parse_args()
+
+    # A local bare mirror of the echo provider, as a git URL.
+    mirror = Path(tempfile.mkdtemp(prefix="mc-mirror-")) / "echo-provider.git"
+    work = mirror.parent / "work"
+    shutil.copytree(REPO / "providers" / "echo-provider", work)
+    git = ["git", "-c", "user.name=bench", "-c", "user.email=bench@invalid"]
+    subprocess.run([*git, "init", "-q"], cwd=work, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=work, check=True)
+    subprocess.run([*git, "commit", "-qm", "bench"], cwd=work, check=True)
+    subprocess.run(["git", "clone", "-q", "--bare", str(work), str(mirror)], check=True)
+    url = f"file://{mirror}"
+
+    print("provider resolution (echo-provider from a local git mirror):")
+    cold = resolution(url)
+    disk = resolution(url)
+    row("cold: clone + export + import", cold["load"], "ms", "(target < 2000)")
+    row("fresh process, from the disk cache", disk["load"], "ms", "(target < 50)")
+    row("in-process warm", disk["warm"], "us")
+    row("(fresh process wall time incl. interpreter)", disk["process"], "ms")
+
+    from celery import signature
+
+    from mediaconduit_worker.tasks import transform
+
+    print(f"\nround trips ({args.rtt} sequential) and throughput ({args.inflight} in flight), prefork -c 2:")
+    raw_worker = start_celery("raw_app", "raw-bench")
+    try:
+        raw = signature("bench.raw", args=("hello",), queue="raw-bench")
+        raw_tp, raw_p50, raw_p99 = measure(lambda: raw.apply_async(), args.inflight, args.rtt)
+    finally:
+        raw_worker.terminate()
+        raw_worker.wait()
+    mc_worker = start_celery("mediaconduit_worker.celery_app", "text-to-text")
+    try:
+        mc_tp, mc_p50, mc_p99 = measure(lambda: transform.delay("hello", url, "echo"), args.inflight, args.rtt)
+    finally:
+        mc_worker.terminate()
+        mc_worker.wait()
+    row("raw Celery throughput", raw_tp, "jobs/s")
+    row("echo transform throughput", mc_tp, "jobs/s", f"({mc_tp / raw_tp:.2f}x raw; target >= 0.9x)")
+    row("raw Celery round trip p50", raw_p50, "ms")
+    row("echo transform round trip p50", mc_p50, "ms", f"(+{mc_p50 - raw_p50:.2f} ms; target within 1 ms)")
+    row("raw Celery round trip p99", raw_p99, "ms")
+    row("echo transform round trip p99", mc_p99, "ms")
+
+
+if __name__ == "__main__":
+    main()

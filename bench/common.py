@@ -1,0 +1,54 @@
+"""Shared by the benchmark scripts: a private Redis and worker processes, figures printed plainly."""
+
+from __future__ import annotations
+
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def isolated_environment() -> Path:
+    """A fresh MEDIACONDUIT_HOME and embedded Redis on a free port; must run before app imports."""
+    home = Path(tempfile.mkdtemp(prefix="mediaconduit-bench-"))
+    os.environ["MEDIACONDUIT_HOME"] = str(home)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    from mediaconduit_worker.broker import EmbeddedRedis
+
+    redis = EmbeddedRedis(home, port)
+    os.environ["MEDIACONDUIT_BROKER_URL"] = redis.ensure_started()
+    import atexit
+
+    atexit.register(redis.stop)
+    return home
+
+
+def start_celery(app_module: str, queue: str, concurrency: int = 2) -> subprocess.Popen[bytes]:
+    """A worker process; ``app_module`` is a Celery -A argument."""
+    cmd = [sys.executable, "-m", "celery", "-A", app_module, "worker", "-Q", queue, "-c", str(concurrency),
+           "-n", f"{queue}-bench@%h", "-l", "WARNING"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "bench")])}
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+    from mediaconduit_worker.celery_app import app
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if app.control.ping(destination=[f"{queue}-bench@{socket.gethostname()}"], timeout=0.5):
+            return proc
+    raise TimeoutError(f"{app_module} worker did not start")
+
+
+def percentile(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] if len(values) > 1 else values[0]
+
+
+def row(label: str, value: float, unit: str, target: str = "") -> None:
+    print(f"  {label:<48} {value:>10.2f} {unit:<7} {target}")
