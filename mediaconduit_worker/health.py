@@ -52,7 +52,7 @@ def _http() -> httpx.Client:
 def http_ok(url: str, timeout: float = 2.0) -> tuple[bool, str]:
     """One probe: (True, "") on 2xx, else (False, why)."""
     try:
-        response = _http().get(url, timeout=timeout)
+        response = _http().get(url, timeout=timeout, follow_redirects=True)
     except httpx.HTTPError as exc:
         return False, f"{type(exc).__name__}: {exc}"
     if 200 <= response.status_code < 300:
