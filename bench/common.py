@@ -33,7 +33,7 @@ def isolated_environment() -> Path:
 
 def start_celery(app_module: str, queue: str, concurrency: int = 2) -> subprocess.Popen[bytes]:
     """A worker process; ``app_module`` is a Celery -A argument."""
-    cmd = [sys.executable, "-m", "celery", "-A", app_module, "worker", "-Q", queue, "-c", str(concurrency),
+    cmd = [sys.executable, "-m", "celery", "-q", "-A", app_module, "worker", "-Q", queue, "-c", str(concurrency),
            "-n", f"{queue}-bench@%h", "-l", "WARNING"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "bench")])}
     proc = subprocess.Popen(cmd, env=env, start_new_session=True)

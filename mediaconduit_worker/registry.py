@@ -192,7 +192,7 @@ class ProviderRegistry:
         if manifest.dependencies:
             reqs = sorted(requirement(n, s) for n, s in manifest.dependencies.items())
             digest = hashlib.sha1("\n".join(reqs).encode()).hexdigest()[:16]
-            _add_path(pip_install(reqs, self.cache.root / "deps" / digest, f"provider {manifest.id!r}"))
+            _add_path(pip_install(reqs, self.cache.root / "deps" / f"{manifest.id}-{digest}", f"provider {manifest.id!r}"))
         tag = hashlib.sha1(f"{url}@{checkout.commit}".encode()).hexdigest()[:12]
         module = _import(main, f"mediaconduit_providers.{re.sub(r'[^0-9a-zA-Z_]', '_', manifest.id)}_{tag}")
         cls = _provider_class(module, manifest.export_name, url)

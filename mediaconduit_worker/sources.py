@@ -223,5 +223,8 @@ class SourceCache:
 
 def _folder_commit(root: Path) -> str | None:
     """The git HEAD of a provider folder, when it is a work tree; None otherwise."""
-    proc = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True)
+    try:
+        proc = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True)
+    except FileNotFoundError:  # no git on this machine: folders still load
+        return None
     return proc.stdout.strip() if proc.returncode == 0 else None
