@@ -108,6 +108,7 @@ class OpenAICompatChatModel(TextToTextModel):
 
     def transform(self, input: Any, options: dict[str, Any] | None = None) -> Text:
         started = time.perf_counter()
+        self.provider.ensure_configured()
         opts = ChatOptions.parse(options)
         body = self.provider.chat_body(self, input_text(input), opts)
         reply = self.provider.api.chat(body)
@@ -126,6 +127,7 @@ class OpenAICompatImageModel(TextToImageModel):
 
     def transform(self, input: Any, options: dict[str, Any] | None = None) -> Image:
         started = time.perf_counter()
+        self.provider.ensure_configured()
         opts = dict(options or {})
         fmt = opts.get("responseFormat", opts.get("response_format", "b64_json"))
         if fmt not in ("b64_json", "url"):
@@ -157,6 +159,7 @@ class OpenAICompatSpeechModel(TextToAudioModel):
 
     def transform(self, input: Any, options: dict[str, Any] | None = None) -> Audio:
         started = time.perf_counter()
+        self.provider.ensure_configured()
         opts = dict(options or {})
         text = input_text(input)
         fmt = str(opts.get("format", opts.get("response_format", self.provider.default_audio_format)))
@@ -180,6 +183,7 @@ class OpenAICompatProvider(RemoteProvider):
         MediaCapability.TEXT_TO_AUDIO: OpenAICompatSpeechModel,
     }
     lists_models: ClassVar[bool] = True
+    listing_needs_key: ClassVar[bool] = True
     default_voice: ClassVar[str] = "alloy"
     default_audio_format: ClassVar[str] = "mp3"
 
@@ -190,6 +194,8 @@ class OpenAICompatProvider(RemoteProvider):
     def fetch_models(self) -> list[ProviderModel]:
         if not self.lists_models:
             return []
+        if self.listing_needs_key:
+            self.ensure_configured()
         models = (self.model_from_api(entry) for entry in self.api.list_models())
         return [m for m in models if m is not None]
 

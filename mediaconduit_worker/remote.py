@@ -64,6 +64,11 @@ class RemoteProvider(MediaProvider):
             raise ConfigurationError(f"provider {self.label!r} has no base URL: set {env}")
         return url
 
+    def ensure_configured(self) -> None:
+        """Called by models before a request: a missing key fails here, clearly, not as an HTTP 401."""
+        if self.requires_api_key:
+            self.api_key()
+
     def auth_headers(self) -> dict[str, str]:
         """How this API takes its key; Bearer by default."""
         return {"Authorization": f"Bearer {self.api_key()}"}
@@ -75,7 +80,8 @@ class RemoteProvider(MediaProvider):
     @property
     def http(self) -> HttpClient:
         if self._http is None:
-            auth = self.auth_headers() if self.requires_api_key else {}
+            # No key, no auth headers: public endpoints (e.g. a model list) still work.
+            auth = self.auth_headers() if self.config.get("api_key") else {}
             env = self.config_env.get("api_key")
             self._http = HttpClient(
                 self.label,
