@@ -168,3 +168,8 @@ class DockerProvider(MediaProvider):
     @property
     def base_url(self) -> str:
         return self.ensure_service().base_url
+
+    def service_metadata(self) -> dict[str, Any]:
+        """Which service build answered (for generation prompts): id, source commit, image."""
+        info = self.service_info
+        return {"id": info.service_id, "commit": info.commit, "image": info.image} if info else {}

@@ -1,0 +1,75 @@
+"""Audio to text over the whisper ASR webservice API (``POST /asr``, multipart ``audio_file``).
+
+Only that API is used, so the provider works unchanged against the real
+``onerahmet/openai-whisper-asr-webservice`` image and against the offline pocketsphinx service.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+
+from mediaconduit_worker import (
+    Audio, AudioToTextModel, DockerProvider, MediaCapability, ProviderExecutionError, Text, TransientError, input_asset,
+)
+from mediaconduit_worker.services import ServiceInfo
+
+TASKS = ("transcribe", "translate")
+EXTENSIONS = {"audio/wav": "wav", "audio/x-wav": "wav", "audio/wave": "wav", "audio/mpeg": "mp3", "audio/ogg": "ogg",
+              "audio/flac": "flac", "audio/webm": "webm", "audio/mp4": "m4a"}
+
+
+class WhisperModel(AudioToTextModel):
+    def transform(self, input: Any, options: dict[str, Any] | None = None) -> Text:
+        started = time.perf_counter()
+        opts = dict(options or {})
+        audio = input_asset(input, Audio)
+        task = str(opts.get("task", "transcribe"))
+        if task not in TASKS:
+            raise ValueError(f"option 'task' must be one of {TASKS}, not {task!r}")
+        params: dict[str, str] = {"task": task, "output": "json", "encode": "true"}
+        language = str(opts.get("language") or "auto")
+        if language != "auto":
+            params["language"] = language
+        if opts.get("wordTimestamps") or opts.get("word_timestamps"):
+            params["word_timestamps"] = "true"
+        if opts.get("initialPrompt") or opts.get("initial_prompt"):
+            params["initial_prompt"] = str(opts.get("initialPrompt") or opts.get("initial_prompt"))
+        assert isinstance(self.provider, WhisperDockerProvider)
+        name = f"audio.{EXTENSIONS.get(audio.mime_type, 'bin')}"
+        response = self.provider.post("/asr", params=params, files={"audio_file": (name, audio.data, audio.mime_type)})
+        try:
+            result = response.json()
+        except ValueError:
+            raise ProviderExecutionError(f"whisper service answered /asr with non-JSON: {response.text[:200]!r}") from None
+        text = str(result.get("text", "")).strip()
+        extra = {"service": self.provider.service_metadata(), "asr_engine": response.headers.get("asr-engine"),
+                 "segments": len(result.get("segments") or [])}
+        prompt = self.generation_prompt(input, opts, started, **extra)
+        return Text.from_string(text, language=str(result.get("language") or language),
+                                metadata={"generation_prompt": prompt, "segments": result.get("segments") or []})
+
+
+class WhisperDockerProvider(DockerProvider):
+    model_classes = {MediaCapability.AUDIO_TO_TEXT: WhisperModel}
+    timeout: float = 300.0
+    _http: httpx.Client | None = None
+
+    def on_service_ready(self, service_info: ServiceInfo) -> None:
+        self._http = httpx.Client(base_url=service_info.base_url, timeout=self.timeout, trust_env=False)
+
+    def post(self, path: str, **kwargs: Any) -> httpx.Response:
+        """POST to the service: unreachable is worth a retry (the next attempt restarts it), 4xx is not."""
+        self.ensure_service()
+        assert self._http is not None
+        try:
+            response = self._http.post(path, **kwargs)
+        except httpx.TransportError as exc:
+            raise TransientError(f"{self.id}: whisper service unreachable: {type(exc).__name__}: {exc}") from None
+        if response.status_code >= 500:
+            raise TransientError(f"{self.id}: POST {path} failed with HTTP {response.status_code}: {response.text[:300]}")
+        if response.status_code >= 400:
+            raise ProviderExecutionError(f"{self.id}: POST {path} rejected (HTTP {response.status_code}): {response.text[:300]}")
+        return response
