@@ -31,7 +31,10 @@ def route_transform(name: str, args: Any, kwargs: Any, options: dict[str, Any], 
 
 def make_app() -> Celery:
     settings = get_settings()
-    app = Celery("mediaconduit", include=["mediaconduit_worker.tasks"])
+    app = Celery(
+        "mediaconduit",
+        include=["mediaconduit_worker.tasks", "mediaconduit_worker.batch_tasks", "mediaconduit_worker.worker_report"],
+    )
     app.conf.update(
         broker_url=settings.effective_broker_url,
         result_backend=settings.effective_result_backend,
@@ -58,6 +61,11 @@ def make_app() -> Celery:
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=True,
     )
+    from .flower import apply_flower_defaults
+    from .reliability import celery_options
+
+    app.conf.update(celery_options())
+    apply_flower_defaults()
     return app
 
 

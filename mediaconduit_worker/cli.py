@@ -196,5 +196,11 @@ def demo() -> None:
     console.print(f"worker log: {log_path}")
 
 
+from .cli_ops import COMMANDS as _OPS_COMMANDS  # noqa: E402  (batch, flower, status)
+
+for _command in _OPS_COMMANDS:
+    main.add_command(_command)
+
+
 if __name__ == "__main__":
     main()

@@ -17,6 +17,7 @@ from .errors import InvalidInputError, MediaConduitError, ProviderExecutionError
 from .prompt import redact
 from .provider import DockerProvider
 from .registry import get_registry
+from .reliability import TRANSIENT_EXCEPTIONS, WORKER_LOST_RETRY_DELAY, backoff
 from .results import ResultMetadata, SourceInfo, TransformResult, asset_ref
 
 log = logging.getLogger(__name__)
@@ -25,6 +26,9 @@ MAX_TRANSIENT_RETRIES = 5
 
 class TransformTask(Task):
     """Checks payloads are JSON before queueing and keeps secrets out of events, logs and Flower."""
+
+    #: Worker-side request that names a job crashing its worker process on every delivery a poison job.
+    Request = "mediaconduit_worker.reliability:CrashAwareRequest"
 
     def apply_async(self, args: Any = None, kwargs: Any = None, **options: Any) -> Any:  # type: ignore[override]
         try:
@@ -52,7 +56,8 @@ def to_model_input(value: Any) -> Any:
     )
 
 
-@app.task(name=TRANSFORM_TASK, bind=True, base=TransformTask, max_retries=MAX_TRANSIENT_RETRIES)
+@app.task(name=TRANSFORM_TASK, bind=True, base=TransformTask, max_retries=MAX_TRANSIENT_RETRIES,
+          default_retry_delay=WORKER_LOST_RETRY_DELAY)
 def transform(self: Task, input: Any, provider: str, model: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Turn ``input`` into an output asset with ``provider``'s ``model``; JSON TransformResult out."""
     request_args, request_kwargs = self.request.args, self.request.kwargs
@@ -75,8 +80,8 @@ def transform(self: Task, input: Any, provider: str, model: str, options: dict[s
         if isinstance(loaded.provider, DockerProvider):
             loaded.provider.ensure_service()
         output = runnable.transform(model_input, opts)
-    except TransientError as exc:
-        countdown = exc.retry_after if exc.retry_after is not None else min(2 ** self.request.retries, 60)
+    except (TransientError, *TRANSIENT_EXCEPTIONS) as exc:
+        countdown = backoff(self.request.retries, getattr(exc, "retry_after", None))
         log.warning("transient error from %s/%s (%s); retry in %.1fs", loaded.manifest.id, model, exc, countdown)
         raise self.retry(exc=exc, countdown=countdown, args=request_args, kwargs=request_kwargs)
     except MediaConduitError:

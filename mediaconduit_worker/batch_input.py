@@ -1,0 +1,82 @@
+"""Reading a batch file (JSONL): good lines become items, bad lines become errors with their line
+number, and one bad line never stops the rest."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class InputItem:
+    """One job's input from line ``line``; ``options`` add to the command's, ``key`` is the line's ``id``."""
+
+    line: int
+    input: Any
+    options: dict[str, Any] = field(default_factory=dict)
+    key: Any = None
+
+
+@dataclass(frozen=True)
+class BadLine:
+    line: int
+    error: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.error}"
+
+
+def parse_line(number: int, text: str) -> InputItem | BadLine:
+    """A line is a JSON string (the input), an object ``{"input": …, "options": {…}, "id": …}``, an asset
+    object (with ``type``), or a list of inputs."""
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        return BadLine(number, f"not JSON ({exc})")
+    if isinstance(value, str) or (isinstance(value, list) and value):
+        return InputItem(number, value)
+    if isinstance(value, dict) and "input" in value:
+        options = value.get("options") or {}
+        if not isinstance(options, dict):
+            return BadLine(number, f"'options' must be a JSON object, got {type(options).__name__}")
+        inp = value["input"]
+        if not (isinstance(inp, (str, dict)) or (isinstance(inp, list) and inp)):
+            return BadLine(number, f"'input' must be a string, an asset object or a list, got {type(inp).__name__}")
+        return InputItem(number, inp, options, value.get("id"))
+    if isinstance(value, dict) and "type" in value:
+        return InputItem(number, value)
+    return BadLine(number, "expected a string, an object with 'input', an asset object or a list of inputs, "
+                           f"got {type(value).__name__}")
+
+
+def read_jsonl(path: Path) -> tuple[list[InputItem], list[BadLine], int]:
+    """Items, bad lines, and how many non-blank lines there were (0: the file is empty)."""
+    items: list[InputItem] = []
+    bad: list[BadLine] = []
+    nonblank = 0
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for number, text in enumerate(fh, start=1):
+            if not text.strip():
+                continue
+            nonblank += 1
+            parsed = parse_line(number, text)
+            (items if isinstance(parsed, InputItem) else bad).append(parsed)  # type: ignore[arg-type]
+    return items, bad, nonblank
+
+
+def read_results(path: Path) -> dict[str, dict[str, Any]]:
+    """Records of an earlier run's results file by job id (the last record of an id wins)."""
+    records: dict[str, dict[str, Any]] = {}
+    if not path.exists():
+        return records
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for text in fh:
+            try:
+                rec = json.loads(text)
+            except ValueError:
+                continue  # a line cut short by an interrupted run
+            if isinstance(rec, dict) and isinstance(rec.get("id"), str):
+                records[rec["id"]] = rec
+    return records
