@@ -201,6 +201,10 @@ from .cli_ops import COMMANDS as _OPS_COMMANDS  # noqa: E402  (batch, flower, st
 for _command in _OPS_COMMANDS:
     main.add_command(_command)
 
+from .cli_services import services as _services  # noqa: E402  (services ls | stop | logs)
+
+main.add_command(_services)
+
 
 if __name__ == "__main__":
     main()

@@ -8,12 +8,12 @@ from collections import deque
 import docker
 from docker.errors import APIError, BuildError, ImageNotFound
 
+from . import service_labels as labels
 from .errors import ServiceError
 from .service_spec import ServiceSpec
 from .settings import get_settings
 
 log = logging.getLogger(__name__)
-LABEL_PREFIX = "org.mediaconduit"
 
 
 def image_exists(client: docker.DockerClient, ref: str) -> bool:
@@ -55,8 +55,8 @@ def build(client: docker.DockerClient, spec: ServiceSpec, tag: str) -> None:
         stream = client.api.build(
             path=str(spec.build_context), dockerfile=spec.dockerfile, tag=tag, buildargs=args, target=spec.build_target,
             rm=True, forcerm=True, decode=True,
-            labels={f"{LABEL_PREFIX}.service": spec.id, f"{LABEL_PREFIX}.commit": spec.version,
-                    f"{LABEL_PREFIX}.source": spec.url},
+            labels={labels.SERVICE: spec.id, labels.COMMIT: spec.version, labels.SOURCE: spec.url,
+                    labels.KEY: spec.key, labels.SCOPE: labels.scope()},
         )
         for chunk in stream:
             if "error" in chunk:

@@ -7,7 +7,6 @@ a cross-process file lock makes two workers asking at once end with one containe
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -23,19 +22,20 @@ from pydantic import BaseModel
 
 from .errors import ProviderSourceError, ServiceError
 from .health import http_ok, resolve_health_url, tcp_ok
-from .service_images import LABEL_PREFIX, ensure_image
+from .service_images import ensure_image
+from .service_labels import COMMIT as L_COMMIT
+from .service_labels import HEALTH as L_HEALTH
+from .service_labels import KEY as L_KEY
+from .service_labels import MANAGED as L_MANAGED
+from .service_labels import SCOPE as L_SCOPE
+from .service_labels import SERVICE as L_SERVICE
+from .service_labels import SOURCE as L_SOURCE
+from .service_labels import scope
 from .service_spec import ServiceSpec, load_spec
 from .settings import get_settings
 from .sources import SourceCache, check_allowed, file_lock, parse_source
 
 log = logging.getLogger(__name__)
-L_MANAGED = f"{LABEL_PREFIX}.managed"
-L_SCOPE = f"{LABEL_PREFIX}.scope"
-L_SERVICE = f"{LABEL_PREFIX}.service"
-L_KEY = f"{LABEL_PREFIX}.key"
-L_SOURCE = f"{LABEL_PREFIX}.source"
-L_COMMIT = f"{LABEL_PREFIX}.commit"
-L_HEALTH = f"{LABEL_PREFIX}.health"
 LOG_TAIL = 40
 
 
@@ -55,11 +55,6 @@ class ServiceInfo(BaseModel):
     commit: str
     image: str
     health_url: str | None = None
-
-
-def scope() -> str:
-    """This installation's label value: containers of other homes (or test runs) are left alone."""
-    return hashlib.sha1(str(get_settings().home.resolve()).encode()).hexdigest()[:10]
 
 
 def docker_client() -> docker.DockerClient:
@@ -379,6 +374,17 @@ class ServiceRegistry:
                 self._remove(container)
             names.append(container.name)
         return names
+
+    def remove_images(self) -> list[str]:
+        """Images this installation built (test teardown): the next build starts from the base image again."""
+        removed = []
+        for image in self.client.images.list(filters={"label": [f"{L_SCOPE}={scope()}"]}):
+            try:
+                self.client.images.remove(image.id, force=True)
+                removed.append(image.tags[0] if image.tags else image.short_id)
+            except APIError as exc:
+                log.warning("removing image %s failed: %s", image.short_id, exc.explanation or exc)
+        return removed
 
     def remove_all(self) -> list[str]:
         """Every container of this installation, gone (test teardown, ``services stop --all``)."""

@@ -59,6 +59,10 @@ _setup_environment()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    try:
+        _remove_our_containers()  # a safety net: the docker_engine fixture already did it
+    except Exception:
+        pass
     if _REDIS is not None:
         _REDIS.stop()
     shutil.rmtree(RUN_DIR, ignore_errors=True)
@@ -184,3 +188,72 @@ def text_worker() -> Iterator[WorkerProcess]:
     w = WorkerProcess(["text-to-text"], concurrency=2).wait_ready()
     yield w
     w.stop()
+
+
+# -- Docker engine (issue 3) -----------------------------------------------------------------------
+REQUIRE_DOCKER = os.environ.get("MEDIACONDUIT_REQUIRE_DOCKER") == "1"
+_DOCKER_USED = False
+
+
+def _no_docker(reason: str) -> None:
+    """Skip with the reason, or fail in CI (MEDIACONDUIT_REQUIRE_DOCKER=1, set by .ci/run)."""
+    if REQUIRE_DOCKER:
+        pytest.fail(f"MEDIACONDUIT_REQUIRE_DOCKER=1 but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def docker_engine():
+    """A Docker engine that answers, with the offline base image built; yields the SDK client.
+
+    Without an engine the Docker tests skip (and fail in CI). At the end of the session every
+    container this run started (labelled with its MEDIACONDUIT_HOME scope) is removed.
+    """
+    global _DOCKER_USED
+    try:
+        import docker
+
+        client = docker.from_env(timeout=120)
+        client.ping()
+    except Exception as exc:  # any failure to reach the engine means "no engine" here
+        _no_docker(f"no Docker engine answers: {type(exc).__name__}: {exc}")
+    from mediaconduit_worker.settings import get_settings
+
+    base = get_settings().base_image
+    try:
+        client.images.get(base)
+    except Exception:
+        script = REPO / "scripts" / "base-image.sh"
+        if shutil.which("debootstrap") is None:
+            _no_docker(f"base image {base!r} is missing and debootstrap is not installed (run `make base-image`)")
+        proc = subprocess.run(["bash", str(script)], capture_output=True, text=True)
+        if proc.returncode != 0:
+            pytest.fail(f"building the base image failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}", pytrace=False)
+    _DOCKER_USED = True
+    yield client
+    _remove_our_containers()
+
+
+def _remove_our_containers() -> None:
+    """Containers and images this test run created (its scope label) are removed."""
+    if not _DOCKER_USED:
+        return
+    from mediaconduit_worker.services import ServiceRegistry
+
+    registry = ServiceRegistry()
+    registry.remove_all()
+    registry.remove_images()
+
+
+@pytest.fixture(scope="session")
+def service_urls(docker_engine) -> dict[str, str]:
+    """The reference services published at github.com/MediaConduit/<name>-service, as providers name them."""
+    return {name: publish(REPO / "services" / f"{name}-service", f"{name}-service")
+            for name in ("cowsay", "espeak", "whisper", "tesseract")}
+
+
+@pytest.fixture(scope="session")
+def provider_urls(service_urls) -> dict[str, str]:
+    """The reference providers published at github.com/MediaConduit/<name>-provider."""
+    return {name: publish(REPO / "providers" / f"{name}-provider", f"{name}-provider")
+            for name in ("cowsay", "espeak", "whisper", "tesseract", "textrender")}

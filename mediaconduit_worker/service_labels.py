@@ -1,0 +1,21 @@
+"""Labels on service containers and images: how any worker process finds what another started."""
+
+from __future__ import annotations
+
+import hashlib
+
+from .settings import get_settings
+
+PREFIX = "org.mediaconduit"
+MANAGED = f"{PREFIX}.managed"
+SCOPE = f"{PREFIX}.scope"
+SERVICE = f"{PREFIX}.service"
+KEY = f"{PREFIX}.key"
+SOURCE = f"{PREFIX}.source"
+COMMIT = f"{PREFIX}.commit"
+HEALTH = f"{PREFIX}.health"
+
+
+def scope() -> str:
+    """This installation (a hash of ``MEDIACONDUIT_HOME``): containers of other homes or test runs are left alone."""
+    return hashlib.sha1(str(get_settings().home.resolve()).encode()).hexdigest()[:10]
