@@ -47,6 +47,10 @@ def ensure_image(client: docker.DockerClient, spec: ServiceSpec) -> str:
 def build(client: docker.DockerClient, spec: ServiceSpec, tag: str) -> None:
     """``docker build`` through the SDK's streaming API, each step logged as it happens."""
     assert spec.build_context is not None
+    dockerfile = spec.build_context / (spec.dockerfile or "Dockerfile")
+    if not dockerfile.is_file():
+        raise ServiceError(f"service {spec.id!r} ({spec.url}): no {dockerfile.relative_to(spec.root.resolve())} "
+                           "to build the service from")
     base = get_settings().base_image
     args = {"BASE_IMAGE": base, **spec.build_args}
     log.info("service %s: building %s from %s (BASE_IMAGE=%s)", spec.id, tag, spec.url, base)

@@ -118,10 +118,6 @@ def build_spec(manifest: ServiceManifest, checkout: Checkout, origin: str) -> Se
     if spec.build_context is None and spec.image is None:
         raise ServiceError(f"{origin}: the service has no image to run: give docker.image, docker.build, "
                            "a compose 'build'/'image', or a Dockerfile at the repository root")
-    if spec.build_context is not None:
-        dockerfile = spec.build_context / (spec.dockerfile or "Dockerfile")
-        if not dockerfile.is_file():
-            raise ServiceError(f"{origin}: no {dockerfile.relative_to(root.resolve())} to build the service from")
     if not spec.ports:
         spec.ports = _manifest_ports(manifest, origin)
     spec.environment.update(parse_environment(docker.environment, f"{origin}: docker.environment"))
