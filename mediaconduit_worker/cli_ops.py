@@ -83,7 +83,7 @@ def batch(input_file: Path, provider: str, model: str, options_json: str | None,
     from .batch import Batch, Step
     from .broker import ensure_broker
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)
     options = _json_object(options_json, "--options")
     if capability_name:
         try:
