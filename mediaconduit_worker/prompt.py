@@ -9,7 +9,8 @@ from typing import Any
 from .assets import Asset
 
 REDACTED = "[REDACTED]"
-_SECRET_KEY = re.compile(r"(api[_-]?key|apikey|token|secret|password|passwd|authorization|credential|private[_-]?key)", re.I)
+# "token" but not "maxTokens"/"max_tokens" (counts, not credentials) or "tokenizer".
+_SECRET_KEY = re.compile(r"(api[_-]?key|apikey|token(?!s|iz)|secret|password|passwd|authorization|credential|private[_-]?key)", re.I)
 _SECRET_VALUE = re.compile(r"^(sk-|sk_|xai-|hf_|ghp_|gho_|Bearer\s)[A-Za-z0-9_\-.]{8,}")
 
 
