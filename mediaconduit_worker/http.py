@@ -122,8 +122,11 @@ class HttpClient:
         self.max_inline_wait = max_inline_wait
         self.auth_hint = auth_hint
         self._auth = dict(auth_headers or {})
-        self._secrets = [s for s in (secrets or []) if s]
-        self._secrets += [v for v in self._auth.values() if v]
+        # The raw key as well as the header value ("Bearer <key>"): APIs echo the key alone.
+        found = [s for s in (secrets or []) if s]
+        for value in self._auth.values():
+            found += [value, value.split(" ", 1)[-1]]
+        self._secrets = sorted({s for s in found if len(s) >= 6}, key=len, reverse=True)
         self._client = httpx.Client(
             headers={"User-Agent": "mediaconduit-worker", **dict(headers or {})},
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
