@@ -214,7 +214,8 @@ class SourceCache:
         try:
             archive = subprocess.run(["git", "archive", "--format=tar", commit], cwd=mirror, capture_output=True, check=True)
             with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
-                tar.extractall(tmp, filter="data")
+                # The "data" filter (refuses links and paths leaving tmp) exists from Python 3.11.4.
+                tar.extractall(tmp, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
             os.replace(tmp, target)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
