@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 from .capabilities import MediaCapability
 from .errors import ConfigurationError, MediaConduitError, UnknownModelError
 from .http import HttpClient
+from .models import Model
 from .provider import MediaProvider, ProviderModel, ProviderType
 
 log = logging.getLogger(__name__)
@@ -136,3 +137,10 @@ class RemoteProvider(MediaProvider):
         known = ", ".join(m.id for m in models[:30]) or "none"
         more = f" and {len(models) - 30} more" if len(models) > 30 else ""
         raise UnknownModelError(f"provider {self.label!r} has no model {model_id!r} (available: {known}{more})")
+
+    def get_model(self, model_id: str) -> Model:
+        """As the base class, but a stand-in for an unlisted id is not cached: the next listing may know it."""
+        info = self.get_model_info(model_id)
+        if info.parameters.get("unlisted"):
+            return self.create_model(info)
+        return super().get_model(model_id)

@@ -232,6 +232,15 @@ def test_rejected_key_is_a_clear_error_without_the_key(worker, urls, apis):
     assert_no_secrets(message, worker.log_text())
 
 
+def test_malformed_json_is_a_clear_error(worker, urls, apis):
+    apis.script("POST", "/openrouter/api/v1/chat/completions",
+                Reply(200, raw=b"<html>upstream error</html>", headers={"Content-Type": "text/html"}))
+    with pytest.raises(Exception) as err:
+        worker.run("x", urls["openrouter"], "openai/gpt-4o-mini")
+    assert type(err.value).__name__ == "ProviderResponseError"
+    assert "openrouter-provider: POST /chat/completions returned malformed JSON (HTTP 200, text/html)" in str(err.value)
+
+
 def test_rate_limit_then_success_honours_retry_after(worker, urls, apis):
     apis.script("POST", "/openai/v1/chat/completions", Reply(429, {"error": {
         "message": "Rate limit reached for requests", "type": "requests", "code": "rate_limit_exceeded"}},
