@@ -37,6 +37,10 @@ class TransformTask(Task):
             raise InvalidInputError(f"transform arguments must be JSON (input, provider, model, options): {exc}") from None
         options.setdefault("argsrepr", saferepr(redact(list(args or []))))
         options.setdefault("kwargsrepr", saferepr(redact(dict(kwargs or {}))))
+        # Celery would stamp the producer's configured limits into the message; leave them to the worker
+        # (MEDIACONDUIT_TASK_TIME_LIMIT where the job runs) unless this call sets its own.
+        options.setdefault("time_limit", None)
+        options.setdefault("soft_time_limit", None)
         return super().apply_async(args, kwargs, **options)
 
 
