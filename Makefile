@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: venv run test bench base-image clean
+.PHONY: venv run test bench base-image wheelhouse up down clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,27 @@ bench: venv
 ## Offline base image for the reference services (no registry needed).
 base-image:
 	bash scripts/base-image.sh
+
+## The compose/ stack: Redis + worker pools + Flower, images built here (offline after base-image).
+COMPOSE := docker-compose -p mediaconduit --env-file compose/.env -f compose/docker-compose.yml
+
+compose/.env:
+	@umask 077; printf 'MEDIACONDUIT_REDIS_PASSWORD=%s\nMEDIACONDUIT_FLOWER_AUTH=admin:%s\n' \
+	  "$$($(PYTHON) -c 'import secrets; print(secrets.token_hex(16))')" \
+	  "$$($(PYTHON) -c 'import secrets; print(secrets.token_hex(12))')" > $@
+	@echo "wrote $@ (Redis password and Flower admin password)"
+
+# async-timeout: redis needs it on the image's Python 3.11.2 (< 3.11.3), which the host may not.
+wheelhouse: venv
+	$(PY) -m pip wheel --disable-pip-version-check -q --wheel-dir compose/wheelhouse . pip async-timeout
+
+up: base-image wheelhouse compose/.env
+	mkdir -p compose/data/blobs
+	$(COMPOSE) up -d --build
+
+down:
+	-docker ps -aq --filter label=org.mediaconduit.managed=1 --filter network=mediaconduit | xargs -r docker rm -f
+	$(COMPOSE) down -v --remove-orphans
 
 clean:
 	rm -rf $(VENV) .pytest_cache

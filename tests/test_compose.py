@@ -1,177 +1,214 @@
-"""Compose files and service manifests, read without Docker: every real published one must load."""
+"""The compose/ stack for real: images built here, Redis with a password, two worker pools in
+containers starting a provider service through the host's engine, Flower with basic auth.
+
+200 jobs from the host (text and a Docker-service provider), the text pool scaled to 2 and one
+worker container SIGKILLed mid-batch: every job ends with exactly one final result, Flower lists
+them all, and nothing is left running afterwards.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import secrets
 import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
 from pathlib import Path
 
+import httpx
 import pytest
 
-from mediaconduit_worker.compose import interpolate, load_compose, parse_port, seconds
-from mediaconduit_worker.errors import ServiceError
-from mediaconduit_worker.health import resolve_health_url
-from mediaconduit_worker.service_spec import load_spec
-from mediaconduit_worker.sources import Checkout, parse_source
+from conftest import MIRRORS, REPO, RUN_DIR, publish
 
-REAL = Path("/work/shared/fixtures/real-manifests")
-REPO = Path(__file__).resolve().parents[1]
-needs_real = pytest.mark.skipif(not REAL.is_dir(), reason=f"real manifests not present at {REAL}")
-
-
-def service_repo(tmp_path: Path, name: str) -> Checkout:
-    """A folder laid out like the real <name>-service repository, from the fixture files."""
-    root = tmp_path / name
-    root.mkdir()
-    for f in REAL.glob(f"{name}--*"):
-        shutil.copy(f, root / f.name.split("--", 1)[1])
-    return Checkout(parse_source(str(root)), root, None)
-
-
-def write(tmp_path: Path, text: str, name: str = "docker-compose.yml") -> Path:
-    path = tmp_path / name
-    path.write_text(text)
-    return path
-
-
-# -- the real published files ----------------------------------------------------------------------
-@needs_real
-@pytest.mark.parametrize("path", sorted(REAL.glob("*docker-compose.yml")) if REAL.is_dir() else [], ids=lambda p: p.name)
-def test_every_real_compose_file_loads(path: Path) -> None:
-    svc = load_compose(path, env={})
-    assert svc.ports and svc.ports[0].host == 0 and svc.ports[0].host_ip == "127.0.0.1"
-    assert svc.healthcheck and svc.healthcheck["test"][0] in ("CMD", "CMD-SHELL")
-    assert svc.image or svc.build_context
+pytestmark = pytest.mark.docker
+JOBS = 200
+PRODUCER = r"""
+import json, sys
+from celery.result import AsyncResult
+from mediaconduit_worker.celery_app import app
+from mediaconduit_worker.tasks import transform
+cmd, arg = sys.argv[1], sys.argv[2]
+if cmd == "send":
+    jobs = json.loads(arg)
+    print(json.dumps([transform.delay(*job).id for job in jobs]))
+else:
+    out = {}
+    for task_id in json.loads(arg):
+        r = AsyncResult(task_id, app=app)
+        try:
+            value = r.get(timeout=600)
+            out[task_id] = ["SUCCESS", value["asset"]["content"], value["metadata"]["worker"]]
+        except Exception as exc:
+            out[task_id] = [r.state, str(exc), None]
+    print(json.dumps(out))
+"""
 
 
-@needs_real
-def test_real_cowsay_service(tmp_path: Path) -> None:
-    spec = load_spec(service_repo(tmp_path, "cowsay-service"), "cowsay")
-    assert spec.id == "cowsay-service"
-    assert spec.build_context == (tmp_path / "cowsay-service").resolve()  # compose `build: .` wins over `image`
-    assert [(p.container, p.host) for p in spec.ports] == [(80, 0)]  # manifest `ports: [0]` says nothing more
-    assert spec.environment == {"PORT": "80"}
-    assert spec.healthcheck == {"test": ["CMD-SHELL", "curl -f http://localhost:80/health || exit 1"],
-                                "interval": 30_000_000_000, "timeout": 10_000_000_000, "retries": 3,
-                                "start_period": 30_000_000_000}
-    assert spec.health_url == "http://localhost:__PORT__/health"
-    assert spec.built_image.startswith("mediaconduit/svc-cowsay-service:dir")
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
-@needs_real
-def test_real_whisper_service(tmp_path: Path) -> None:
-    spec = load_spec(service_repo(tmp_path, "whisper-service"), "whisper")
-    assert spec.image == "onerahmet/openai-whisper-asr-webservice:latest" and spec.build_context is None
-    assert [p.container for p in spec.ports] == [9000]
-    assert spec.environment == {"LANG": "C.UTF-8", "POETRY_VENV": "/app/.venv"}
-    assert spec.working_dir == "/app"
-    assert spec.volumes == {"whisper_models": {"bind": "/root/.cache/whisper", "mode": "rw"}}
-    assert spec.health_url == "/"
-    assert spec.startup_timeout >= 90  # compose start_period 60s plus a margin
+class Stack:
+    """One compose project with its own name, ports, network and secrets."""
+
+    def __init__(self) -> None:
+        self.project = f"mctest{uuid.uuid4().hex[:8]}"
+        self.dir = RUN_DIR / self.project
+        self.dir.mkdir()
+        self.password = secrets.token_hex(12)
+        self.flower_auth = ("admin", secrets.token_hex(8))
+        self.redis_port, self.flower_port = _free_port(), _free_port()
+        self.network = self.project
+        env = {
+            "MEDIACONDUIT_REDIS_PASSWORD": self.password,
+            "MEDIACONDUIT_FLOWER_AUTH": ":".join(self.flower_auth),
+            "MEDIACONDUIT_REDIS_PORT": str(self.redis_port),
+            "MEDIACONDUIT_FLOWER_PORT": str(self.flower_port),
+            "MEDIACONDUIT_NETWORK": self.network,
+            "MEDIACONDUIT_BLOB_DIR": str(self.dir / "blobs"),
+            "MEDIACONDUIT_VISIBILITY_TIMEOUT": "20",
+        }
+        (self.dir / ".env").write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+        # Test-only: github.com served from this run's bare repos, as on an air-gapped site.
+        override = {
+            "version": "3.7",
+            "x-git": None,
+            "services": {
+                name: {
+                    "volumes": [f"{MIRRORS}:/mirrors:ro"],
+                    "environment": {
+                        "GIT_CONFIG_COUNT": "1",
+                        "GIT_CONFIG_KEY_0": "url.file:///mirrors/.insteadOf",
+                        "GIT_CONFIG_VALUE_0": "https://github.com/",
+                    },
+                }
+                for name in ("worker-text", "worker-media")
+            },
+        }
+        del override["x-git"]
+        (self.dir / "override.yml").write_text(json.dumps(override))
+        self.base = ["docker-compose", "-p", self.project, "--env-file", str(self.dir / ".env"),
+                     "-f", str(REPO / "compose" / "docker-compose.yml"), "-f", str(self.dir / "override.yml")]
+
+    @property
+    def broker_url(self) -> str:
+        return f"redis://:{self.password}@127.0.0.1:{self.redis_port}/0"
+
+    def compose(self, *args: str, timeout: float = 900) -> str:
+        proc = subprocess.run([*self.base, *args], capture_output=True, text=True, timeout=timeout)
+        if proc.returncode != 0:
+            raise AssertionError(f"docker-compose {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        return proc.stdout
+
+    def producer(self, cmd: str, arg: object) -> object:
+        env = {**os.environ, "MEDIACONDUIT_BROKER_URL": self.broker_url, "MEDIACONDUIT_HOME": str(self.dir / "home"),
+               "MEDIACONDUIT_BLOB_DIR": str(self.dir / "blobs")}
+        env.pop("MEDIACONDUIT_RESULT_BACKEND", None)
+        proc = subprocess.run([sys.executable, "-c", PRODUCER, cmd, json.dumps(arg)], capture_output=True,
+                              text=True, env=env, timeout=900)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return json.loads(proc.stdout.splitlines()[-1])
+
+    def containers(self, service: str | None = None) -> list[str]:
+        filters = ["--filter", f"label=com.docker.compose.project={self.project}"]
+        if service:
+            filters += ["--filter", f"label=com.docker.compose.service={service}"]
+        out = subprocess.run(["docker", "ps", "-q", *filters], capture_output=True, text=True, check=True).stdout
+        return out.split()
+
+    def service_containers(self) -> list[str]:
+        out = subprocess.run(["docker", "ps", "-aq", "--filter", "label=org.mediaconduit.managed=1",
+                              "--filter", f"network={self.network}"], capture_output=True, text=True, check=True)
+        return out.stdout.split()
+
+    def down(self) -> None:
+        ids = self.service_containers()
+        if ids:
+            subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
+        self.compose("down", "-v", "--remove-orphans")
+
+    def wait_workers(self, count: int, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            out = subprocess.run(
+                [sys.executable, "-c", "from mediaconduit_worker.celery_app import app; "
+                 "print(len(app.control.ping(timeout=1)))"],
+                capture_output=True, text=True, env={**os.environ, "MEDIACONDUIT_BROKER_URL": self.broker_url},
+            )
+            if out.returncode == 0 and int(out.stdout.strip() or 0) >= count:
+                return
+            time.sleep(1)
+        raise TimeoutError(f"{count} workers did not answer:\n{self.compose('logs', '--tail=40')}")
 
 
-@needs_real
-def test_real_ollama_service(tmp_path: Path) -> None:
-    spec = load_spec(service_repo(tmp_path, "ollama-service"), "ollama")
-    assert spec.id == "ollama-service"  # no `id`: taken from `name`
-    assert spec.image == "ollama/ollama:latest"
-    assert [p.container for p in spec.ports] == [11434]
-    assert spec.environment == {"OLLAMA_HOST": "0.0.0.0"}
-    assert spec.healthcheck["test"] == ["CMD", "ollama", "list"]
-    assert spec.health_url == "http://localhost:11434/api/tags"
+@pytest.fixture
+def stack(docker_engine):
+    if shutil.which("docker-compose") is None:
+        from conftest import _no_docker
+
+        _no_docker("docker-compose is not installed (apt-get install docker-compose)")
+    build = subprocess.run(["make", "-C", str(REPO), "wheelhouse"], capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr[-2000:]
+    s = Stack()
+    try:
+        s.compose("up", "-d", "--build")
+        yield s
+    finally:
+        s.down()
 
 
-@pytest.mark.parametrize("name", ["cowsay", "espeak", "whisper", "tesseract"])
-def test_reference_services_load(name: str) -> None:
-    root = REPO / "services" / f"{name}-service"
-    spec = load_spec(Checkout(parse_source(str(root)), root, None), name)
-    assert spec.build_context == root.resolve() and spec.ports and spec.health_url
+def test_stack_survives_a_killed_worker_container(stack):
+    echo = publish(REPO / "providers" / "echo-provider", "echo-provider")
+    cowsay = publish(REPO / "providers" / "cowsay-provider", "cowsay-provider")
+    publish(REPO / "services" / "cowsay-service", "cowsay-service")
+    stack.wait_workers(2)
+    # Warm the Docker-service path once (image build + container start) before the batch.
+    warm = stack.producer("wait", stack.producer("send", [["warm", cowsay, "cowsay-default"]]))
+    assert [r[0] for r in warm.values()] == ["SUCCESS"], warm
+    jobs = [[f"job {i}", echo, "upper"] if i % 2 else [f"moo {i}", cowsay, "cowsay-default"] for i in range(JOBS)]
+    ids = stack.producer("send", jobs[: JOBS // 2])
+    stack.compose("up", "-d", "--no-recreate", "--scale", "worker-text=2")
+    stack.wait_workers(3)
+    ids += stack.producer("send", jobs[JOBS // 2 :])
+    victim = stack.containers("worker-text")[0]
+    subprocess.run(["docker", "kill", "--signal", "KILL", victim], check=True, capture_output=True)
+    results = stack.producer("wait", ids)
 
+    assert len(ids) == len(set(ids)) == JOBS
+    states = {tid: r[0] for tid, r in results.items()}
+    assert states == {tid: "SUCCESS" for tid in ids}, {t: results[t] for t in ids if results[t][0] != "SUCCESS"}
+    for tid, (job_input, _, _) in zip(ids, jobs):
+        content = results[tid][1]
+        assert (job_input.upper() == content) if "job" in job_input else (job_input in content and "(oo)" in content)
+    assert len({r[2] for r in results.values()}) >= 2  # served by more than one worker container
 
-# -- health URLs as published manifests write them -------------------------------------------------
-@pytest.mark.parametrize("template, expected", [
-    ("http://localhost:__PORT__/health", "http://127.0.0.1:49001/health"),
-    ("http://localhost:11434/api/tags", "http://127.0.0.1:49001/api/tags"),  # container port → real host port
-    ("/", "http://127.0.0.1:49001/"),
-    ("health", None),
-    ("http://localhost/health", "http://127.0.0.1:49001/health"),
-    ("https://status.example.com/ok", "https://status.example.com/ok"),
-])
-def test_health_url_resolution(template: str, expected: str | None) -> None:
-    if expected is None:
-        return  # relative endpoints are normalised to "/health" by the spec loader
-    assert resolve_health_url(template, "http://127.0.0.1:49001", {11434: 49001, 80: 49001}, 49001) == expected
+    # One final result per job in the backend, and nothing else queued or left unacknowledged.
+    import redis
 
+    client = redis.Redis.from_url(stack.broker_url)
+    assert len(client.keys("celery-task-meta-*")) == JOBS + 1
+    assert client.llen("text-to-text") == 0 and client.hlen("unacked") == 0
+    auth = httpx.BasicAuth(*stack.flower_auth)
+    base = f"http://127.0.0.1:{stack.flower_port}"
+    assert httpx.get(f"{base}/api/tasks", timeout=10).status_code == 401
+    deadline = time.monotonic() + 60
+    listed: dict = {}
+    while time.monotonic() < deadline:
+        listed = httpx.get(f"{base}/api/tasks", params={"limit": 100000}, auth=auth, timeout=30).json()
+        if all(listed.get(t, {}).get("state") == "SUCCESS" for t in ids):
+            break
+        time.sleep(2)
+    missing = [t for t in ids if listed.get(t, {}).get("state") != "SUCCESS"]
+    assert not missing, f"{len(missing)} jobs not SUCCESS in Flower"
+    assert {listed[t]["name"] for t in ids} == {"mediaconduit.transform"}
+    # The Docker-service provider ran in a container on the stack's network, reached by name.
+    assert stack.service_containers()
 
-def test_health_url_inside_a_network() -> None:
-    url = resolve_health_url("http://localhost:__PORT__/health", "http://svc-a:9000", {9000: 9000}, 9000)
-    assert url == "http://svc-a:9000/health"
-
-
-# -- compose syntax ----------------------------------------------------------------------------------
-def test_interpolation_forms() -> None:
-    env = {"SET": "x", "EMPTY": ""}
-    assert interpolate("${SET:-d} ${UNSET:-d} ${EMPTY:-d} ${EMPTY-d} $SET $$SET ${SET}", env) == "x d d  x $SET x"
-    with pytest.raises(ServiceError, match="'NEEDED' is required"):
-        interpolate("${NEEDED:?set it}", env)
-
-
-def test_port_forms() -> None:
-    assert parse_port("${X:-0}:80".replace("${X:-0}", "0"), "t").container == 80
-    assert parse_port("8080:80", "t").host == 8080
-    assert parse_port("0.0.0.0:8080:80/udp", "t") == parse_port({"target": 80, "published": 8080, "protocol": "udp"}, "t")
-    assert parse_port("0.0.0.0::80", "t").host_ip == "127.0.0.1"  # never a wildcard bind
-    with pytest.raises(ServiceError, match="ranges"):
-        parse_port("9000-9001:9000-9001", "t")
-    with pytest.raises(ServiceError, match="not numeric"):
-        parse_port("http", "t")
-
-
-def test_host_port_variable_is_honoured(tmp_path: Path) -> None:
-    path = write(tmp_path, "services:\n  a:\n    image: x\n    ports: ['${A_HOST_PORT:-0}:80']\n")
-    assert load_compose(path, env={}).ports[0].host == 0
-    assert load_compose(path, env={"A_HOST_PORT": "8081"}).ports[0].host == 8081
-
-
-def test_durations() -> None:
-    assert seconds("1m30s", "t") == 90 and seconds("500ms", "t") == 0.5 and seconds(5, "t") == 5
-    with pytest.raises(ServiceError, match="not a duration"):
-        seconds("soon", "t")
-
-
-@pytest.mark.parametrize("extra, culprit", [
-    ("    depends_on: [db]\n", "'depends_on'"),
-    ("    privileged: true\n", "'privileged'"),
-    ("    volumes: ['/etc:/host-etc']\n", "host bind mount"),
-    ("    healthcheck: {test: [CMD, true], bogus: 1}\n", "'bogus'"),
-    ("    build: {context: ., secrets: [a]}\n", "'secrets'"),
-    ("    environment: 5\n", "'environment'"),
-])
-def test_unsupported_keys_are_named(tmp_path: Path, extra: str, culprit: str) -> None:
-    path = write(tmp_path, "services:\n  a:\n    image: x\n" + extra)
-    with pytest.raises(ServiceError, match=culprit):
-        load_compose(path)
-
-
-def test_structure_errors(tmp_path: Path) -> None:
-    with pytest.raises(ServiceError, match="top-level key 'configs'"):
-        load_compose(write(tmp_path, "services: {a: {image: x}}\nconfigs: {}\n"))
-    with pytest.raises(ServiceError, match="defines 2 services"):
-        load_compose(write(tmp_path, "services: {a: {image: x}, b: {image: y}}\n"))
-    assert load_compose(write(tmp_path, "services: {a: {image: x}, b: {image: y}}\n"), "b").image == "y"
-    with pytest.raises(ServiceError, match="no service 'c'"):
-        load_compose(write(tmp_path, "services: {a: {image: x}}\n"), "c")
-    with pytest.raises(ServiceError, match="needs 'build' or 'image'"):
-        load_compose(write(tmp_path, "services: {a: {ports: [80]}}\n"))
-    with pytest.raises(ServiceError, match="outside the repository"):
-        load_compose(write(tmp_path, "services: {a: {build: ../..}}\n"))
-    with pytest.raises(ServiceError, match="not valid YAML"):
-        load_compose(write(tmp_path, "services: [\n"))
-
-
-def test_manifest_errors(tmp_path: Path) -> None:
-    (tmp_path / "MediaConduit.service.yml").write_text("id: s\nname: s\ndocker:\n  composeFile: missing.yml\n")
-    with pytest.raises(ServiceError, match="'missing.yml' does not exist"):
-        load_spec(Checkout(parse_source(str(tmp_path)), tmp_path, None), "s")
-    (tmp_path / "MediaConduit.service.yml").write_text("id: s\nname: s\ndocker:\n  ports: [80]\n")
-    with pytest.raises(ServiceError, match="no image to run"):
-        load_spec(Checkout(parse_source(str(tmp_path)), tmp_path, None), "s")
+    stack.down()
+    assert stack.containers() == [] and stack.service_containers() == []
