@@ -65,8 +65,13 @@ class QueueWorker:
 
     def submit(self, input: Any, provider: str, model: str, options: dict[str, Any] | None = None) -> Any:
         from mediaconduit_worker import transform
+        from mediaconduit_worker.celery_app import app
 
-        return transform.apply_async((input, provider, model, options or {}), queue=self.queue)
+        try:
+            return transform.apply_async((input, provider, model, options or {}), queue=self.queue)
+        finally:
+            # Celery adds an undeclared queue to the app's table on send; leave the table as other tests expect it.
+            app.amqp.queues.pop(self.queue, None)
 
     def stop(self) -> None:
         from mediaconduit_worker.cli import stop_process
