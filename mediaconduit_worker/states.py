@@ -91,7 +91,7 @@ def outcome(step_ids: list[str], known: dict[str, JobState]) -> Outcome:
     if steps[-1].state == states.SUCCESS:
         return Outcome("done", result=steps[-1].result)
     for k, st in enumerate(steps):
-        if st.state in states.EXCEPTION_STATES:
+        if st.state in states.PROPAGATE_STATES:  # FAILURE, REVOKED (RETRY is still running)
             return Outcome("failed", error=st.error, step=k)
     if any(st.state in RUNNING for st in steps):
         return Outcome("running")
