@@ -23,6 +23,7 @@ test: venv
 ## Benchmarks against raw Celery in the same run.
 bench: venv
 	$(PY) bench/bench_spine.py
+	$(PY) bench/bench_services.py
 
 ## Offline base image for the reference services (no registry needed).
 base-image:
