@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import docker
+import requests
 from docker.errors import APIError, DockerException, NotFound
 from docker.models.containers import Container
 from pydantic import BaseModel
 
-from .errors import ProviderSourceError, ServiceError
+from .errors import ProviderSourceError, ServiceError, TransientError
 from .health import http_ok, resolve_health_url, tcp_ok
 from .service_images import ensure_image
 from .service_labels import COMMIT as L_COMMIT
@@ -104,14 +105,17 @@ class ServiceRegistry:
     def ensure(self, url: str, origin: str | None = None) -> ServiceInfo:
         """The running, healthy service for ``url``: attached if one runs anywhere, else started."""
         with self._lock:
-            info = self._known.get(url)
-            if info is not None and self._still_running(info):
-                self._touch(info)
-                return info
-            if info is not None:
-                log.warning("service %s (container %s) is no longer running; starting it again",
-                            info.service_id, info.container_name)
-            info = self._ensure(url, origin or url)
+            try:
+                info = self._known.get(url)
+                if info is not None and self._still_running(info):
+                    self._touch(info)
+                    return info
+                if info is not None:
+                    log.warning("service %s (container %s) is no longer running; starting it again",
+                                info.service_id, info.container_name)
+                info = self._ensure(url, origin or url)
+            except requests.exceptions.ConnectionError as exc:
+                raise TransientError(f"Docker engine unreachable while ensuring service {url!r}: {exc}") from None
             self._known[url] = info
             self._touch(info)
             self._start_reaper()
@@ -296,10 +300,10 @@ class ServiceRegistry:
             pass
         except APIError as exc:
             log.warning("removing container %s failed: %s", container.name, exc.explanation or exc)
-        with self._lock:
-            for url, info in list(self._known.items()):
-                if info.container_id == container.id:
-                    del self._known[url]
+        # No self._lock here: the reaper calls this holding a file lock that ensure() may be waiting for.
+        for url, info in list(self._known.items()):
+            if info.container_id == container.id:
+                self._known.pop(url, None)
 
     def _usage_file(self, key: str) -> Path:
         return get_settings().cache / "services" / f"{scope()}-{key}.used"
