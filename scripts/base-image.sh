@@ -23,9 +23,9 @@ if [ "$have" = "$recipe" ]; then
 fi
 
 command -v debootstrap >/dev/null || { echo "base-image: debootstrap is not installed (apt-get install debootstrap)" >&2; exit 1; }
-PIP=()
-if [ -x .venv/bin/python ]; then PIP=(.venv/bin/python -m pip); elif python3 -m pip --version >/dev/null 2>&1; then PIP=(python3 -m pip); fi
-[ ${#PIP[@]} -gt 0 ] || { echo "base-image: no pip on this host (run make venv first)" >&2; exit 1; }
+# The project's venv has the pip that fetches the wheels (a fresh CI machine gets it made here first).
+[ -x .venv/bin/python ] || make -s venv
+PIP=(.venv/bin/python -m pip)
 
 ROOTFS="$(mktemp -d /var/tmp/mediaconduit-rootfs.XXXXXX)"
 trap 'rm -rf "$ROOTFS"' EXIT
