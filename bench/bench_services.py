@@ -35,7 +35,7 @@ def main() -> None:
     parser.add_argument("--cold", type=int, default=5, help="cold starts to time")
     args = parser.parse_args()
 
-    from mediaconduit_worker.service_images import ensure_image
+    from mediaconduit_worker.service_images import ensure_image, image_exists
     from mediaconduit_worker.services import ServiceRegistry, docker_client
 
     client = docker_client()
@@ -43,8 +43,9 @@ def main() -> None:
     registry = ServiceRegistry(client)
     print(f"service {url} on Docker {client.version().get('Version')}")
     try:
+        prebuilt = image_exists(client, registry.spec_for(url).built_image)
         first_ms, info = timed(lambda: registry.ensure(url))
-        row("first ensure (build if needed + start + healthy)", first_ms, "ms")
+        row("first ensure: " + ("start + healthy (image existed)" if prebuilt else "build + start + healthy"), first_ms, "ms")
         print(f"  -> {info.container_name} at {info.base_url}")  # type: ignore[attr-defined]
 
         warm = [timed(lambda: registry.ensure(url))[0] for _ in range(args.attach)]
