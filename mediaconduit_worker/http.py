@@ -179,8 +179,7 @@ class HttpClient:
         timeout: float | None = None,
     ) -> httpx.Response:
         """Send with retries; a successful (2xx/3xx) response, or an error as described in the module doc."""
-        response = self._send(method, path, json=json, params=params, headers=headers, timeout=timeout, stream=False)
-        return response
+        return self._send(method, path, json=json, params=params, headers=headers, timeout=timeout, stream=False)
 
     def stream_ndjson(
         self,
@@ -303,4 +302,5 @@ class HttpClient:
 
 
 def _json_loads(line: str) -> Any:
+    """Module-level so methods whose ``json=`` argument shadows the module can still decode."""
     return json.loads(line)
