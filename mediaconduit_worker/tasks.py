@@ -79,8 +79,8 @@ def transform(self: Task, input: Any, provider: str, model: str, options: dict[s
         raise InvalidInputError(f"model must be a model id string, got {model!r}")
     model_input = to_model_input(input)
     loaded = get_registry().get(provider)
-    runnable = loaded.provider.get_model(model)
     try:
+        runnable = loaded.provider.get_model(model)  # may discover models over HTTP: transient errors retry
         if isinstance(loaded.provider, DockerProvider):
             loaded.provider.ensure_service()
         output = runnable.transform(model_input, opts)

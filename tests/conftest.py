@@ -82,7 +82,7 @@ def git(*args: str, cwd: Path) -> str:
 def publish(folder: Path, name: str, org: str = "MediaConduit") -> str:
     """Commit ``folder`` into a bare repo behind ``https://github.com/<org>/<name>``; return that URL.
 
-    Publishing again adds a commit on top, like a push.
+    Publishing changed content adds a commit on top, like a push; the same content again is a no-op.
     """
     bare = MIRRORS / org / name
     work = RUN_DIR / "work" / org / name
@@ -96,8 +96,9 @@ def publish(folder: Path, name: str, org: str = "MediaConduit") -> str:
             shutil.rmtree(item) if item.is_dir() else item.unlink()
     shutil.copytree(folder, work, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
     git("add", "-A", cwd=work)
-    git("commit", "-q", "--allow-empty", "-m", f"publish {name}", cwd=work)
-    git("push", "-q", "origin", "HEAD:main", cwd=work)
+    if git("status", "--porcelain", cwd=work) or not (bare / "refs" / "heads" / "main").exists():
+        git("commit", "-q", "--allow-empty", "-m", f"publish {name}", cwd=work)
+        git("push", "-q", "origin", "HEAD:main", cwd=work)
     return f"{GITHUB}{org}/{name}"
 
 

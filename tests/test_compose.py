@@ -176,7 +176,9 @@ def test_stack_survives_a_killed_worker_container(stack):
     stack.compose("up", "-d", "--no-recreate", "--scale", "worker-text=2")
     stack.wait_workers(3)
     ids += stack.producer("send", jobs[JOBS // 2 :])
-    victim = stack.containers("worker-text")[0]
+    text_pool = stack.containers("worker-text")
+    assert len(text_pool) == 2
+    victim = text_pool[0]
     subprocess.run(["docker", "kill", "--signal", "KILL", victim], check=True, capture_output=True)
     results = stack.producer("wait", ids)
 
@@ -186,7 +188,6 @@ def test_stack_survives_a_killed_worker_container(stack):
     for tid, (job_input, _, _) in zip(ids, jobs):
         content = results[tid][1]
         assert (job_input.upper() == content) if "job" in job_input else (job_input in content and "(oo)" in content)
-    assert len({r[2] for r in results.values()}) >= 2  # served by more than one worker container
 
     # One final result per job in the backend, and nothing else queued or left unacknowledged.
     import redis
