@@ -68,7 +68,20 @@ class CrashAwareRequest(Request):
 
 def celery_options() -> dict[str, Any]:
     """Celery settings that turn crashes and broker blips into delays instead of lost jobs."""
+    from .settings import get_settings
+
+    visibility = get_settings().visibility_timeout
     return {
+        # Jobs of a worker that died whole wait in Redis' unacked table until the visibility timeout;
+        # kombu then only sweeps every interval x throttle seconds (100 s by default). Sweep at a tenth
+        # of the timeout (1-10 s, one cheap ZRANGE) so recovery takes about the visibility timeout.
+        "broker_transport_options": {
+            "visibility_timeout": visibility,
+            "unacked_restore_interval": max(1, min(10, visibility // 10)),
+            "unacked_restore_throttle": 1,
+            # A sweeper killed while holding the sweep lock blocks sweeps until it expires (default 300 s).
+            "unacked_mutex_expire": 30,
+        },
         # A dead pool child: re-send the job as a retry (bounded by max_retries) instead of a requeue loop.
         "task_retry_on_worker_lost": True,
         # A producer or a chain step publishing during a broker restart keeps trying for ~1 minute.

@@ -105,7 +105,11 @@ class FaultRig:
 
     def assert_every_job_has_exactly_one_result(self) -> None:
         assert self.batch is not None
-        output, _ = self.batch.communicate(timeout=600)
+        try:
+            output, _ = self.batch.communicate(timeout=240)
+        except subprocess.TimeoutExpired:
+            self.batch.kill()
+            raise AssertionError(f"batch did not finish: {self.diagnose()}") from None
         assert self.batch.returncode == 0, output
         records = [json.loads(line) for line in self.out.read_text().splitlines()]
         ids = [r["id"] for r in records]
@@ -122,6 +126,14 @@ class FaultRig:
         runs = Counter(self.exec_log.read_text().splitlines())
         assert set(runs) == set(self.inputs)  # every job ran; re-runs after a fault are allowed
         print(f"{N} jobs, {sum(runs.values())} executions, {sum(c > 1 for c in runs.values())} ran twice or more")
+
+    def diagnose(self) -> str:
+        """Where the jobs are, for a failure message."""
+        c = self.client
+        return (f"results {self.finished()}/{N}, queue {c.llen('text-to-text')}, unacked {c.hlen('unacked')}, "
+                f"unacked_index {c.zrange('unacked_index', 0, -1, withscores=True)}, "
+                f"mutex {c.get('unacked_mutex')!r} ttl {c.ttl('unacked_mutex')}\n"
+                + "\n".join(w.log_text()[-1500:] for w in self.workers))
 
     def close(self) -> None:
         if self.batch and self.batch.poll() is None:
