@@ -24,6 +24,7 @@ test: venv
 bench: venv
 	$(PY) bench/bench_spine.py
 	$(PY) bench/bench_services.py
+	$(PY) bench/bench_batch.py
 
 ## Offline base image for the reference services (no registry needed).
 base-image:
