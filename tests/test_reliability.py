@@ -120,7 +120,12 @@ def _through_worker(broker_url: str, echo_url: str) -> dict:
         worker.stop()
 
 
-def test_redis_password_url(tmp_path, echo_url):
+ACL_RULES = ["~*", "&*", "+@all", "-@admin", "-@dangerous", "+info", "+client|setname", "+client|id"]
+
+
+def test_redis_password_and_acl_user_urls(tmp_path, echo_url):
+    import redis as redis_py
+
     from mediaconduit_worker.broker import EmbeddedRedis
 
     redis = EmbeddedRedis(tmp_path, _free_port(), password="s3cret-pw")
@@ -128,6 +133,13 @@ def test_redis_password_url(tmp_path, echo_url):
     try:
         assert url.startswith("redis://:s3cret-pw@")
         assert _through_worker(url, echo_url)["asset"]["content"] == "SECURE"
+        # The ACL user of broker/README.md is enough for workers and producers.
+        admin = redis_py.Redis.from_url(url)
+        admin.execute_command("ACL", "SETUSER", "mediaconduit", "reset", "on", ">acl-pw", *ACL_RULES)
+        acl_url = url.replace(":s3cret-pw@", "mediaconduit:acl-pw@")
+        assert _through_worker(acl_url, echo_url)["asset"]["content"] == "SECURE"
+        with pytest.raises(redis_py.ResponseError, match="permission"):
+            redis_py.Redis.from_url(acl_url).config_get("dir")
     finally:
         redis.stop()
 
