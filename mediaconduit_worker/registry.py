@@ -22,7 +22,6 @@ from typing import Any
 from .errors import ManifestError, ProviderLoadError
 from .manifest import PROVIDER_MANIFEST, ProviderManifest, load_provider_manifest
 from .provider import MediaProvider
-from .settings import get_settings
 from .sources import Checkout, SourceCache, check_allowed, file_lock, parse_source
 
 log = logging.getLogger(__name__)

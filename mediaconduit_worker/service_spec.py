@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
 
 from .compose import ComposeService, PortMapping, load_compose, parse_environment, parse_port
 from .errors import ServiceError
@@ -17,31 +17,19 @@ DEFAULT_COMPOSE_FILES = ("docker-compose.yml", "docker-compose.yaml", "compose.y
 DEFAULT_STARTUP_TIMEOUT = 120.0
 
 
-@dataclass
-class ServiceSpec:
-    """Everything the registry needs to build, run and health-check one service."""
+@dataclass(kw_only=True)
+class ServiceSpec(ComposeService):
+    """Everything the registry needs to build, run and health-check one service: the compose
+    service's settings plus where it came from and how to tell it is ready."""
 
     id: str
     url: str
     version: str
     """The source commit (or a content hash for a plain folder): images are tagged with it."""
     root: Path
-    image: str | None
-    build_context: Path | None = None
-    dockerfile: str | None = None
-    build_args: dict[str, str] = field(default_factory=dict)
-    build_target: str | None = None
-    ports: list[PortMapping] = field(default_factory=list)
-    environment: dict[str, str] = field(default_factory=dict)
-    healthcheck: dict[str, Any] | None = None
     health_url: str | None = None
     """Absolute (``http://localhost:__PORT__/health``) or relative (``/health``) health endpoint."""
     startup_timeout: float = DEFAULT_STARTUP_TIMEOUT
-    command: str | list[str] | None = None
-    entrypoint: str | list[str] | None = None
-    working_dir: str | None = None
-    volumes: dict[str, dict[str, str]] = field(default_factory=dict)
-    labels: dict[str, str] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -98,11 +86,8 @@ def build_spec(manifest: ServiceManifest, checkout: Checkout, origin: str) -> Se
     compose_path = _compose_path(manifest, root, origin)
     svc = load_compose(compose_path, docker.service_name if compose_path else None) if compose_path else ComposeService(name=manifest.id)
     spec = ServiceSpec(
-        id=manifest.id, url=checkout.source.url, version=source_version(checkout), root=root, image=svc.image,
-        build_context=svc.build_context, dockerfile=svc.dockerfile, build_args=dict(svc.build_args),
-        build_target=svc.build_target, ports=list(svc.ports), environment=dict(svc.environment),
-        healthcheck=svc.healthcheck, command=svc.command, entrypoint=svc.entrypoint, working_dir=svc.working_dir,
-        volumes=dict(svc.volumes), labels=dict(svc.labels),
+        id=manifest.id, url=checkout.source.url, version=source_version(checkout), root=root,
+        **{f.name: copy.copy(getattr(svc, f.name)) for f in fields(ComposeService)},
     )
     if docker.build is not None and spec.build_context is None:
         build = {"context": docker.build} if isinstance(docker.build, str) else dict(docker.build)

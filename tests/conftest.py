@@ -15,6 +15,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Self
 from pathlib import Path
 
 import pytest
@@ -132,32 +133,43 @@ def make_provider(tmp_path: Path) -> Callable[..., str]:
 
 # -- worker processes ------------------------------------------------------------------------------
 class WorkerProcess:
-    """``mediaconduit worker`` in its own process group, with its log kept for failure messages."""
+    """A worker in its own process group, with its log kept for failure messages.
 
-    def __init__(self, capabilities: list[str], concurrency: int = 2, env: dict[str, str] | None = None) -> None:
-        self.name = f"w{uuid.uuid4().hex[:8]}@%h"
-        self.log = RUN_DIR / f"{self.name.split('@')[0]}.log"
-        cmd = [sys.executable, "-m", "mediaconduit_worker.cli", "worker", "-c", str(concurrency), "-n", self.name,
-               "-l", "INFO"]
-        for cap in capabilities:
-            cmd += ["--capability", cap]
-        self.proc = subprocess.Popen(cmd, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT,
-                                     env={**os.environ, **(env or {})}, start_new_session=True)
-        self.hostname = self.name.replace("%h", socket.gethostname())
+    By default ``mediaconduit worker --capability …``; with ``queue``, plain ``celery worker -Q queue``
+    (a private queue keeps a job on the worker whose environment a test chose).
+    """
 
-    def wait_ready(self, timeout: float = 60) -> WorkerProcess:
+    def __init__(self, capabilities: list[str] | None = None, concurrency: int = 2,
+                 env: dict[str, str] | None = None, *, queue: str | None = None, drop: list[str] | None = None) -> None:
+        name = f"{queue or 'w'}-{uuid.uuid4().hex[:8]}"
+        self.log = RUN_DIR / f"{name}.log"
+        self.hostname = f"{name}@{socket.gethostname()}"
+        if queue:
+            cmd = [sys.executable, "-m", "celery", "-A", "mediaconduit_worker.celery_app", "worker", "-Q", queue]
+        else:
+            cmd = [sys.executable, "-m", "mediaconduit_worker.cli", "worker"]
+            for cap in capabilities or ["text-to-text"]:
+                cmd += ["--capability", cap]
+        cmd += ["-c", str(concurrency), "-n", self.hostname, "-l", "INFO"]
+        environ = {**os.environ, **(env or {})}
+        for var in drop or []:
+            environ.pop(var, None)
+        self.proc = subprocess.Popen(cmd, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT, env=environ,
+                                     start_new_session=True)
+
+    def wait_ready(self, timeout: float = 60) -> Self:
         from mediaconduit_worker.celery_app import app
 
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"worker exited early:\n{self.log_text()}")
+                raise RuntimeError(f"worker exited early:\n{self.log_text()[-4000:]}")
             if app.control.ping(destination=[self.hostname], timeout=0.5):
                 return self
-        raise TimeoutError(f"worker {self.hostname} not ready:\n{self.log_text()}")
+        raise TimeoutError(f"worker {self.hostname} not ready:\n{self.log_text()[-4000:]}")
 
     def log_text(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:]
+        return self.log.read_text(errors="replace")
 
     def child_pids(self) -> list[int]:
         out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout

@@ -7,16 +7,9 @@ A queue of our own keeps each job on the worker whose environment the test chose
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
-import uuid
-from pathlib import Path
 from typing import Any
 
-from conftest import REPO, RUN_DIR, publish
+from conftest import REPO, WorkerProcess, publish
 
 REMOTE_PROVIDERS = ["openrouter", "together", "xai", "openai", "anthropic", "ollama", "elevenlabs"]
 KEY_VARS = ["OPENROUTER_API_KEY", "TOGETHER_API_KEY", "XAI_API_KEY", "OPENAI_API_KEY", "ANTHROPIC_API_KEY",
@@ -28,35 +21,12 @@ def publish_remote_providers() -> dict[str, str]:
     return {name: publish(REPO / "providers" / f"{name}-provider", f"{name}-provider") for name in REMOTE_PROVIDERS}
 
 
-class QueueWorker:
-    """``celery worker -Q <queue>`` in its own process group with a chosen environment; log kept."""
+class QueueWorker(WorkerProcess):
+    """A worker on a private queue with a chosen environment, and jobs sent to that queue."""
 
     def __init__(self, queue: str, env: dict[str, str], drop: list[str] | None = None, concurrency: int = 2) -> None:
+        super().__init__(concurrency=concurrency, env=env, queue=queue, drop=drop)
         self.queue = queue
-        name = f"{queue}-{uuid.uuid4().hex[:6]}"
-        self.log = Path(RUN_DIR) / f"{name}.log"
-        self.hostname = f"{name}@{socket.gethostname()}"
-        environ = {**os.environ, **env}
-        for var in drop or []:
-            environ.pop(var, None)
-        cmd = [sys.executable, "-m", "celery", "-A", "mediaconduit_worker.celery_app", "worker", "-Q", queue,
-               "-c", str(concurrency), "-n", self.hostname, "-l", "INFO"]
-        self.proc = subprocess.Popen(cmd, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT, env=environ,
-                                     start_new_session=True)
-
-    def wait_ready(self, timeout: float = 60) -> QueueWorker:
-        from mediaconduit_worker.celery_app import app
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"worker exited early:\n{self.log_text()}")
-            if app.control.ping(destination=[self.hostname], timeout=0.5):
-                return self
-        raise TimeoutError(f"worker {self.hostname} not ready:\n{self.log_text()}")
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace")
 
     def run(self, input: Any, provider: str, model: str, options: dict[str, Any] | None = None,
             timeout: float = 60) -> dict[str, Any]:
@@ -72,8 +42,3 @@ class QueueWorker:
         finally:
             # Celery adds an undeclared queue to the app's table on send; leave the table as other tests expect it.
             app.amqp.queues.pop(self.queue, None)
-
-    def stop(self) -> None:
-        from mediaconduit_worker.cli import stop_process
-
-        stop_process(self.proc)

@@ -13,7 +13,7 @@ from mediaconduit_worker.health import resolve_health_url
 from mediaconduit_worker.service_spec import load_spec
 from mediaconduit_worker.sources import Checkout, parse_source
 
-REAL = Path("/work/shared/fixtures/real-manifests")
+REAL = Path(__file__).resolve().parent / "fixtures" / "real-manifests"
 REPO = Path(__file__).resolve().parents[1]
 needs_real = pytest.mark.skipif(not REAL.is_dir(), reason=f"real manifests not present at {REAL}")
 

@@ -17,7 +17,7 @@ from mediaconduit_worker.manifest import (
     load_service_manifest,
 )
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "real-manifests"
+REAL = Path(__file__).resolve().parent / "fixtures" / "real-manifests"
 REAL_PROVIDERS = sorted(REAL.glob("*--MediaConduit.provider.yml"))
 REAL_SERVICES = sorted(REAL.glob("*--MediaConduit.service.yml"))
 

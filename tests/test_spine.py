@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import pytest
-from celery.result import AsyncResult
 
 from conftest import REPO, head_commit, publish
 
