@@ -1,7 +1,7 @@
 """Spine benchmark: echo transforms vs a raw Celery task on the same Redis and worker settings,
 and provider resolution (in-process warm, fresh process from disk cache, cold from a git mirror).
 
-    python bench/bench_spine.py [--inflight 2000] [--rtt 300]
+    python bench/bench_spine.py [--inflight 2000] [--rtt 300] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -58,6 +59,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--inflight", type=int, default=2000)
     parser.add_argument("--rtt", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
 
     # A local bare mirror of the echo provider, as a git URL.
@@ -83,20 +85,21 @@ def main() -> None:
 
     from mediaconduit_worker.tasks import transform
 
-    print(f"\nround trips ({args.rtt} sequential) and throughput ({args.inflight} in flight), prefork -c 2:")
-    raw_worker = start_celery("raw_app", "raw-bench")
+    print(f"\nround trips ({args.rtt} sequential) and throughput ({args.inflight} in flight), prefork -c 2,"
+          f" median of {args.rounds} alternating rounds:")
+    workers = [start_celery("raw_app", "raw-bench"), start_celery("mediaconduit_worker.celery_app", "text-to-text")]
+    raw = signature("bench.raw", args=("hello",), queue="raw-bench")
+    rounds: dict[str, list[tuple[float, float, float]]] = {"raw": [], "echo": []}
     try:
-        raw = signature("bench.raw", args=("hello",), queue="raw-bench")
-        raw_tp, raw_p50, raw_p99 = measure(lambda: raw.apply_async(), args.inflight, args.rtt)
+        for _ in range(args.rounds):  # alternate so drifts of a shared machine hit both alike
+            rounds["raw"].append(measure(lambda: raw.apply_async(), args.inflight, args.rtt))
+            rounds["echo"].append(measure(lambda: transform.delay("hello", url, "echo"), args.inflight, args.rtt))
     finally:
-        raw_worker.terminate()
-        raw_worker.wait()
-    mc_worker = start_celery("mediaconduit_worker.celery_app", "text-to-text")
-    try:
-        mc_tp, mc_p50, mc_p99 = measure(lambda: transform.delay("hello", url, "echo"), args.inflight, args.rtt)
-    finally:
-        mc_worker.terminate()
-        mc_worker.wait()
+        for w in workers:
+            w.terminate()
+            w.wait()
+    raw_tp, raw_p50, raw_p99 = (statistics.median(col) for col in zip(*rounds["raw"]))
+    mc_tp, mc_p50, mc_p99 = (statistics.median(col) for col in zip(*rounds["echo"]))
     row("raw Celery throughput", raw_tp, "jobs/s")
     row("echo transform throughput", mc_tp, "jobs/s", f"({mc_tp / raw_tp:.2f}x raw; target >= 0.9x)")
     row("raw Celery round trip p50", raw_p50, "ms")
