@@ -46,6 +46,7 @@ class EmbeddedRedis:
         self.password = password
         self.pidfile = self.dir / "redis.pid"
         self.logfile = self.dir / "redis.log"
+        self._proc: subprocess.Popen[bytes] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> EmbeddedRedis:
@@ -82,7 +83,7 @@ class EmbeddedRedis:
         if self.password:
             cmd += ["--requirepass", self.password]
         log.info("starting embedded Redis on 127.0.0.1:%d (data in %s)", self.port, self.dir)
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        self._proc = proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -108,6 +109,9 @@ class EmbeddedRedis:
             time.sleep(0.05)
         if pid and self.ping():
             os.kill(pid, signal.SIGTERM)
+        if self._proc is not None:  # started by this process: reap it rather than leave a zombie
+            self._proc.wait(timeout)
+            self._proc = None
         return True
 
 
