@@ -10,6 +10,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -58,9 +59,13 @@ class EmbeddedRedis:
         auth = f":{self.password}@" if self.password else ""
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
+    def _client(self, **kwargs: Any) -> redis.Redis:
+        """A client that fails at once: redis-py's default retries would add seconds to every probe."""
+        return redis.Redis(host="127.0.0.1", port=self.port, password=self.password, retry=None, **kwargs)
+
     def ping(self) -> bool:
         try:
-            return bool(redis.Redis(host="127.0.0.1", port=self.port, password=self.password, socket_timeout=1).ping())
+            return bool(self._client(socket_timeout=1).ping())
         except redis.RedisError:
             return False
 
@@ -101,7 +106,7 @@ class EmbeddedRedis:
         if not self.ping():
             return False
         try:
-            redis.Redis(host="127.0.0.1", port=self.port, password=self.password).shutdown()
+            self._client().shutdown()
         except redis.ConnectionError:
             pass  # shutdown closes the connection
         deadline = time.monotonic() + timeout
