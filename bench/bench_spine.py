@@ -22,21 +22,25 @@ from common import REPO, isolated_environment, percentile, row, start_celery  # 
 HOME = isolated_environment()
 
 
-def measure(send, inflight: int, rtt_count: int) -> tuple[float, float, float]:
-    """(throughput jobs/s with ``inflight`` queued at once, p50 ms, p99 ms of sequential round trips)."""
+def round_trips(send, count: int) -> tuple[float, float]:
+    """p50 and p99 (ms) of ``count`` sequential send-and-wait round trips, after a warm-up."""
     for _ in range(20):
         send().get(timeout=60)  # warm up: provider loaded, connections open
     times = []
-    for _ in range(rtt_count):
+    for _ in range(count):
         t = time.perf_counter()
         send().get(timeout=60)
         times.append((time.perf_counter() - t) * 1000)
+    return percentile(times, 50), percentile(times, 99)
+
+
+def throughput(send, inflight: int) -> float:
+    """Jobs per second with ``inflight`` jobs queued at once, from the first send to the last result."""
     t = time.perf_counter()
     results = [send() for _ in range(inflight)]
     for r in results:
         r.get(timeout=300)
-    throughput = inflight / (time.perf_counter() - t)
-    return throughput, percentile(times, 50), percentile(times, 99)
+    return inflight / (time.perf_counter() - t)
 
 
 def resolution(url: str) -> dict[str, float]:
@@ -89,17 +93,23 @@ def main() -> None:
           f" median of {args.rounds} alternating rounds:")
     workers = [start_celery("raw_app", "raw-bench"), start_celery("mediaconduit_worker.celery_app", "text-to-text")]
     raw = signature("bench.raw", args=("hello",), queue="raw-bench")
-    rounds: dict[str, list[tuple[float, float, float]]] = {"raw": [], "echo": []}
+    senders = {"raw": lambda: raw.apply_async(), "echo": lambda: transform.delay("hello", url, "echo")}
+    rtts: dict[str, list[tuple[float, float]]] = {"raw": [], "echo": []}
+    rates: dict[str, list[float]] = {"raw": [], "echo": []}
     try:
-        for _ in range(args.rounds):  # alternate so drifts of a shared machine hit both alike
-            rounds["raw"].append(measure(lambda: raw.apply_async(), args.inflight, args.rtt))
-            rounds["echo"].append(measure(lambda: transform.delay("hello", url, "echo"), args.inflight, args.rtt))
+        # Alternate, and take all round trips before any burst, so drift and backlog hit both alike.
+        for _ in range(args.rounds):
+            for name, send in senders.items():
+                rtts[name].append(round_trips(send, args.rtt))
+        for _ in range(args.rounds):
+            for name, send in senders.items():
+                rates[name].append(throughput(send, args.inflight))
     finally:
         for w in workers:
             w.terminate()
             w.wait()
-    raw_tp, raw_p50, raw_p99 = (statistics.median(col) for col in zip(*rounds["raw"]))
-    mc_tp, mc_p50, mc_p99 = (statistics.median(col) for col in zip(*rounds["echo"]))
+    (raw_p50, raw_p99), (mc_p50, mc_p99) = ((statistics.median(c) for c in zip(*rtts[n])) for n in senders)
+    raw_tp, mc_tp = (statistics.median(rates[n]) for n in senders)
     row("raw Celery throughput", raw_tp, "jobs/s")
     row("echo transform throughput", mc_tp, "jobs/s", f"({mc_tp / raw_tp:.2f}x raw; target >= 0.9x)")
     row("raw Celery round trip p50", raw_p50, "ms")
