@@ -70,16 +70,26 @@ def test_flower_loopback_auth_metrics_and_job_details(flower, text_worker, echo_
     assert httpx.get(f"{base}/api/workers", timeout=5).status_code == 401
     assert httpx.get(f"{base}/api/workers", auth=("ops", "wrong"), timeout=5).status_code == 401
 
+    def flower_record(task_id: str, timeout: float = 30) -> dict:
+        """Flower's view of a finished job, once it has seen the job's events through SUCCESS."""
+        deadline = time.monotonic() + timeout
+        record: dict = {}
+        while time.monotonic() < deadline:
+            reply = httpx.get(f"{base}/api/task/info/{task_id}", auth=auth, timeout=5)
+            record = reply.json() if reply.status_code == 200 else {}
+            if record.get("state") == "SUCCESS" and record.get("name"):
+                break
+            time.sleep(0.3)
+        return record
+
+    # Flower's event receiver binds its queue a moment after its HTTP side answers: events sent
+    # before that (task-sent) are not delivered to it. Wait until it sees a whole job first.
+    deadline = time.monotonic() + 60
+    while not flower_record(transform.delay("warm-up", echo_url, "echo").id, timeout=5).get("name"):
+        assert time.monotonic() < deadline, "Flower never saw a job's events"
     r = transform.delay("watched", echo_url, "upper", {"api_key": "sk-secret-value"})
     assert r.get(timeout=60)["asset"]["content"] == "WATCHED"
-    deadline = time.monotonic() + 30
-    task: dict = {}
-    while time.monotonic() < deadline:
-        task = httpx.get(f"{base}/api/task/info/{r.id}", auth=auth, timeout=5).json() if httpx.get(
-            f"{base}/api/task/info/{r.id}", auth=auth, timeout=5).status_code == 200 else {}
-        if task.get("state") == "SUCCESS":
-            break
-        time.sleep(0.3)
+    task = flower_record(r.id)
     assert task.get("state") == "SUCCESS", task
     assert task["name"] == "mediaconduit.transform"
     assert echo_url in task["args"] and "'upper'" in task["args"]  # provider and model
