@@ -177,9 +177,15 @@ class HttpClient:
         params: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
         timeout: float | None = None,
+        content: bytes | None = None,
+        files: Mapping[str, Any] | None = None,
     ) -> httpx.Response:
-        """Send with retries; a successful (2xx/3xx) response, or an error as described in the module doc."""
-        return self._send(method, path, json=json, params=params, headers=headers, timeout=timeout, stream=False)
+        """Send with retries; a successful (2xx/3xx) response, or an error as described in the module doc.
+
+        ``content`` (a raw body) and ``files`` (multipart) are bytes, so a retry sends them again as is.
+        """
+        return self._send(method, path, json=json, params=params, headers=headers, timeout=timeout, stream=False,
+                          content=content, files=files)
 
     def stream_ndjson(
         self,
@@ -251,6 +257,8 @@ class HttpClient:
         headers: Mapping[str, str] | None,
         timeout: float | None,
         stream: bool,
+        content: bytes | None = None,
+        files: Mapping[str, Any] | None = None,
     ) -> httpx.Response:
         url, own = self._url(path)
         sent_headers = {**(self._auth if own else {}), **dict(headers or {})}
@@ -259,7 +267,7 @@ class HttpClient:
         attempt = 0
         while True:
             request = self._client.build_request(
-                method, url, json=json, params=params, headers=sent_headers,
+                method, url, json=json, params=params, headers=sent_headers, content=content, files=files,
                 timeout=httpx.Timeout(wait, connect=min(wait, 10.0)),
             )
             try:

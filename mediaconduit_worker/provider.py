@@ -13,6 +13,7 @@ from .errors import UnknownModelError
 from .models import Model
 
 if TYPE_CHECKING:
+    from .http import HttpClient
     from .manifest import ProviderManifest
     from .services import ServiceInfo
 
@@ -145,6 +146,9 @@ class DockerProvider(MediaProvider):
     """A provider backed by a Docker service; the worker starts or attaches it before the first call."""
 
     service_info: ServiceInfo | None = None
+    service_timeout: ClassVar[float] = 60.0
+    """Seconds one call to the service may take (``client()``)."""
+    _client: HttpClient | None = None
 
     def get_service_url(self) -> str:
         """The service repository (URL or path); by default the manifest's ``serviceUrl``."""
@@ -168,6 +172,16 @@ class DockerProvider(MediaProvider):
     @property
     def base_url(self) -> str:
         return self.ensure_service().base_url
+
+    def client(self) -> HttpClient:
+        """The SDK's HTTP client for the ready service, so every Docker provider fails alike: unreachable,
+        429 and 5xx are retried (then handed back to the queue), 4xx is a clear permanent error."""
+        info = self.ensure_service()
+        if self._client is None or self._client.base_url != info.base_url.rstrip("/"):
+            from .http import HttpClient
+
+            self._client = HttpClient(self.id, info.base_url, timeout=self.service_timeout)
+        return self._client
 
     def service_metadata(self) -> dict[str, Any]:
         """Which service build answered (for generation prompts): id, source commit, image."""

@@ -5,8 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from mediaconduit_worker import DockerProvider, HttpClient, MediaCapability, Text, TextToTextModel, input_text
-from mediaconduit_worker.services import ServiceInfo
+from mediaconduit_worker import DockerProvider, MediaCapability, Text, TextToTextModel, input_text
 
 
 class CowsayModel(TextToTextModel):
@@ -24,12 +23,4 @@ class CowsayModel(TextToTextModel):
 
 class CowsayDockerProvider(DockerProvider):
     model_classes = {MediaCapability.TEXT_TO_TEXT: CowsayModel}
-    _client: HttpClient | None = None
-
-    def on_service_ready(self, service_info: ServiceInfo) -> None:
-        self._client = HttpClient(self.id, service_info.base_url, timeout=30)
-
-    def client(self) -> HttpClient:
-        self.ensure_service()
-        assert self._client is not None
-        return self._client
+    service_timeout = 30

@@ -7,8 +7,7 @@ import time
 import wave
 from typing import Any
 
-from mediaconduit_worker import Audio, DockerProvider, HttpClient, MediaCapability, TextToAudioModel, input_text
-from mediaconduit_worker.services import ServiceInfo
+from mediaconduit_worker import Audio, DockerProvider, MediaCapability, TextToAudioModel, input_text
 
 
 def wav_info(data: bytes) -> dict[str, Any]:
@@ -39,12 +38,4 @@ class EspeakModel(TextToAudioModel):
 
 class EspeakDockerProvider(DockerProvider):
     model_classes = {MediaCapability.TEXT_TO_AUDIO: EspeakModel}
-    _client: HttpClient | None = None
-
-    def on_service_ready(self, service_info: ServiceInfo) -> None:
-        self._client = HttpClient(self.id, service_info.base_url, timeout=120)
-
-    def client(self) -> HttpClient:
-        self.ensure_service()
-        assert self._client is not None
-        return self._client
+    service_timeout = 120

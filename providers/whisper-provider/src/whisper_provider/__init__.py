@@ -9,12 +9,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import httpx
-
 from mediaconduit_worker import (
-    Audio, AudioToTextModel, DockerProvider, MediaCapability, ProviderExecutionError, Text, TransientError, input_asset,
+    Audio, AudioToTextModel, DockerProvider, MediaCapability, ProviderExecutionError, Text, input_asset,
 )
-from mediaconduit_worker.services import ServiceInfo
 
 TASKS = ("transcribe", "translate")
 EXTENSIONS = {"audio/wav": "wav", "audio/x-wav": "wav", "audio/wave": "wav", "audio/mpeg": "mp3", "audio/ogg": "ogg",
@@ -39,7 +36,8 @@ class WhisperModel(AudioToTextModel):
             params["initial_prompt"] = str(opts.get("initialPrompt") or opts.get("initial_prompt"))
         assert isinstance(self.provider, WhisperDockerProvider)
         name = f"audio.{EXTENSIONS.get(audio.mime_type, 'bin')}"
-        response = self.provider.post("/asr", params=params, files={"audio_file": (name, audio.data, audio.mime_type)})
+        response = self.provider.client().request("POST", "/asr", params=params,
+                                                  files={"audio_file": (name, audio.data, audio.mime_type)})
         try:
             result = response.json()
         except ValueError:
@@ -54,22 +52,4 @@ class WhisperModel(AudioToTextModel):
 
 class WhisperDockerProvider(DockerProvider):
     model_classes = {MediaCapability.AUDIO_TO_TEXT: WhisperModel}
-    timeout: float = 300.0
-    _http: httpx.Client | None = None
-
-    def on_service_ready(self, service_info: ServiceInfo) -> None:
-        self._http = httpx.Client(base_url=service_info.base_url, timeout=self.timeout, trust_env=False)
-
-    def post(self, path: str, **kwargs: Any) -> httpx.Response:
-        """POST to the service: unreachable is worth a retry (the next attempt restarts it), 4xx is not."""
-        self.ensure_service()
-        assert self._http is not None
-        try:
-            response = self._http.post(path, **kwargs)
-        except httpx.TransportError as exc:
-            raise TransientError(f"{self.id}: whisper service unreachable: {type(exc).__name__}: {exc}") from None
-        if response.status_code >= 500:
-            raise TransientError(f"{self.id}: POST {path} failed with HTTP {response.status_code}: {response.text[:300]}")
-        if response.status_code >= 400:
-            raise ProviderExecutionError(f"{self.id}: POST {path} rejected (HTTP {response.status_code}): {response.text[:300]}")
-        return response
+    service_timeout = 300
