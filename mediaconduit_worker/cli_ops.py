@@ -30,24 +30,16 @@ def check_step(provider: str, model: str, options: dict[str, Any]) -> str:
     """The step's capability (its queue), or a clear error before anything is queued."""
     from .errors import MediaConduitError
     from .registry import get_registry
+    from .routing import resolve_capability
 
-    explicit = options.get("capability")
-    if explicit is not None:
-        if not isinstance(explicit, str) or parse_capability(explicit) is None:
-            raise click.ClickException(f"unknown capability {explicit!r} for {model!r}")
     try:
         manifest, _ = get_registry().manifest(provider)
+        if manifest.models and not manifest.dynamic_models and manifest.model_entry(model) is None:
+            known = ", ".join(m.id for m in manifest.models)
+            raise click.ClickException(f"provider {manifest.id!r} has no model {model!r} (models: {known})")
+        return resolve_capability(provider, model, options).value
     except MediaConduitError as exc:
         raise click.ClickException(f"provider {provider}: {exc}") from None
-    if manifest.models and not manifest.dynamic_models and manifest.model_entry(model) is None:
-        known = ", ".join(m.id for m in manifest.models)
-        raise click.ClickException(f"provider {manifest.id!r} has no model {model!r} (models: {known})")
-    cap = parse_capability(explicit) if isinstance(explicit, str) else manifest.capability_of(model)
-    if cap is None:
-        raise click.ClickException(
-            f"cannot tell the capability of model {model!r} of provider {manifest.id!r}; pass --capability"
-        )
-    return cap.value
 
 
 def _item_error(item: InputItem) -> BadLine | None:

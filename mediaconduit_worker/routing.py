@@ -6,30 +6,38 @@ import logging
 from typing import Any
 
 from .capabilities import MediaCapability, parse_capability
-from .errors import MediaConduitError
+from .errors import InvalidInputError, ManifestError, MediaConduitError
 
 log = logging.getLogger(__name__)
 
 
-def capability_for(provider: Any, model: Any, options: Any) -> MediaCapability | None:
-    """The explicit ``capability`` option, else the provider manifest's entry for the model, else None."""
+def resolve_capability(provider: Any, model: Any, options: Any) -> MediaCapability:
+    """The explicit ``capability`` option, else the provider manifest's entry for the model.
+
+    Strict: raises a ``MediaConduitError`` saying why it cannot tell (the batch CLI refuses the job).
+    """
     explicit = options.get("capability") if isinstance(options, dict) else None
-    if isinstance(explicit, str) and (cap := parse_capability(explicit)):
-        return cap
     if explicit is not None:
-        log.warning("job for model %r: option capability=%r is not a capability; using the default queue", model, explicit)
-        return None
+        cap = parse_capability(explicit) if isinstance(explicit, str) else None
+        if cap is None:
+            raise InvalidInputError(f"unknown capability {explicit!r} for {model!r}")
+        return cap
     if not isinstance(provider, str) or not isinstance(model, str):
-        log.warning("job with provider=%r model=%r: cannot tell its capability; using the default queue", provider, model)
-        return None
+        raise InvalidInputError(f"provider={provider!r} model={model!r} are not a provider URL and a model id")
     from .registry import get_registry
 
-    try:
-        manifest, _ = get_registry().manifest(provider)
-    except MediaConduitError as exc:
-        log.warning("job for %s model %r: cannot tell its capability (%s); using the default queue", provider, model, exc)
-        return None
+    manifest, _ = get_registry().manifest(provider)
     cap = manifest.capability_of(model)
     if cap is None:
-        log.warning("job for %s model %r: the manifest gives no capability; using the default queue", provider, model)
+        raise ManifestError(f"the manifest of provider {manifest.id!r} gives no capability for model {model!r}")
     return cap
+
+
+def capability_for(provider: Any, model: Any, options: Any) -> MediaCapability | None:
+    """``resolve_capability``, or None (the default queue) with a warning naming why."""
+    try:
+        return resolve_capability(provider, model, options)
+    except MediaConduitError as exc:
+        log.warning("job for %s model %r: cannot tell its capability (%s); using the default queue",
+                    provider, model, exc)
+        return None
