@@ -26,7 +26,8 @@ MIRRORS = RUN_DIR / "mirrors"
 GITHUB = "https://github.com/"
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback port nothing listens on right now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -48,7 +49,7 @@ def _setup_environment() -> None:
         return
     from mediaconduit_worker.broker import EmbeddedRedis
 
-    redis = EmbeddedRedis(RUN_DIR / "home", _free_port())
+    redis = EmbeddedRedis(RUN_DIR / "home", free_port())
     os.environ["MEDIACONDUIT_BROKER_URL"] = redis.ensure_started()
     os.environ.pop("MEDIACONDUIT_RESULT_BACKEND", None)
     global _REDIS

@@ -12,7 +12,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ import uuid
 import httpx
 import pytest
 
-from conftest import MIRRORS, REPO, RUN_DIR, publish
+from conftest import MIRRORS, REPO, RUN_DIR, free_port, publish
 
 pytestmark = pytest.mark.docker
 JOBS = 200
@@ -47,12 +46,6 @@ else:
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Stack:
     """One compose project with its own name, ports, network and secrets."""
 
@@ -62,7 +55,7 @@ class Stack:
         self.dir.mkdir()
         self.password = secrets.token_hex(12)
         self.flower_auth = ("admin", secrets.token_hex(8))
-        self.redis_port, self.flower_port = _free_port(), _free_port()
+        self.redis_port, self.flower_port = free_port(), free_port()
         self.network = self.project
         env = {
             "MEDIACONDUIT_REDIS_PASSWORD": self.password,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 import pytest
 import redis as redis_py
 
-from conftest import WorkerProcess
+from conftest import WorkerProcess, free_port
 
 N = 500
 SLOW_ECHO = """
@@ -45,12 +44,6 @@ class SlowEchoProvider(MediaProvider):
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class FaultRig:
     """A Redis of its own (durable, embedded), workers and one batch producer on it."""
 
@@ -58,7 +51,7 @@ class FaultRig:
         from mediaconduit_worker.broker import EmbeddedRedis
 
         self.tmp = tmp_path
-        self.redis = EmbeddedRedis(tmp_path / "broker", _free_port())
+        self.redis = EmbeddedRedis(tmp_path / "broker", free_port())
         url = self.redis.ensure_started()
         self.client = redis_py.Redis.from_url(url)
         # A short visibility timeout: jobs held by a SIGKILLed worker come back in seconds, not an hour.

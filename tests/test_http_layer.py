@@ -7,7 +7,6 @@ bodies, streams, slow answers and refused connections.
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -15,6 +14,7 @@ from email.utils import format_datetime
 
 import pytest
 
+from conftest import free_port
 from mediaconduit_worker import ConfigurationError, InvalidInputError, RemoteProvider, TransientError
 from mediaconduit_worker.chat import ChatOptions, cost_metadata
 from mediaconduit_worker.http import (
@@ -151,9 +151,7 @@ def test_timeout_is_transient_and_names_the_request(apis):
 
 
 def test_refused_connection_is_transient_after_retries():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # closed again: nothing listens there
+    port = free_port()  # nothing listens there
     c = HttpClient("unit-provider", f"http://127.0.0.1:{port}", max_retries=1, backoff=0.01)
     with pytest.raises(TransientError, match=r"unit-provider: cannot reach http://127.0.0.1:\d+ \(GET /z\)"):
         c.get_json("/z")

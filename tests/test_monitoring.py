@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,11 +13,7 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from conftest import free_port
 
 
 def _listening_addresses(port: int) -> set[str]:
@@ -39,7 +34,7 @@ def _listening_addresses(port: int) -> set[str]:
 
 @pytest.fixture
 def flower():
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "MEDIACONDUIT_FLOWER_AUTH": "ops:flower-pw", "MEDIACONDUIT_FLOWER_PORT": str(port)}
     env.pop("FLOWER_ADDRESS", None)
     proc = subprocess.Popen([sys.executable, "-m", "mediaconduit_worker.cli", "flower"], env=env,

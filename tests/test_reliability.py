@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import WorkerProcess
+from conftest import WorkerProcess, free_port
 
 TOOLS = """
 import os, signal, time
@@ -97,12 +97,6 @@ def test_manifest_main_outside_the_repository_is_rejected(make_provider, main):
 
 
 # -- Redis password and TLS -------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _through_worker(broker_url: str, echo_url: str) -> dict:
     """A worker and a producer (``mediaconduit submit``), both only told ``broker_url``."""
     env = {"MEDIACONDUIT_BROKER_URL": broker_url, "MEDIACONDUIT_RESULT_BACKEND": broker_url}
@@ -127,7 +121,7 @@ def test_redis_password_and_acl_user_urls(tmp_path, echo_url):
 
     from mediaconduit_worker.broker import EmbeddedRedis
 
-    redis = EmbeddedRedis(tmp_path, _free_port(), password="s3cret-pw")
+    redis = EmbeddedRedis(tmp_path, free_port(), password="s3cret-pw")
     url = redis.ensure_started()
     try:
         assert url.startswith("redis://:s3cret-pw@")
@@ -161,7 +155,7 @@ def test_redis_tls_url(tmp_path, echo_url):
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
                     "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
                    check=True, capture_output=True)
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen([exe, "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
                                "--tls-cert-file", str(cert), "--tls-key-file", str(key), "--tls-ca-cert-file", str(cert),
                                "--tls-auth-clients", "no", "--requirepass", "tls-pw", "--dir", str(tmp_path),

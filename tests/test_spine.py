@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, head_commit, publish
+from conftest import REPO, free_port, head_commit, publish
 
 ECHO_MODULE = (REPO / "providers" / "echo-provider" / "src" / "echo_provider" / "__init__.py").read_text()
 SLOW_IMPORT = ECHO_MODULE + "\nimport time as _time\n_time.sleep(0.5)  # widen the window in which loaders race\n"
@@ -272,13 +272,10 @@ def test_unknown_pypi_package_names_the_package(tmp_path):
 
 
 def test_embedded_broker_starts_under_home_and_stops_cleanly(tmp_path):
-    import socket
 
     from mediaconduit_worker.broker import EmbeddedRedis
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     redis = EmbeddedRedis(tmp_path, port)
     url = redis.ensure_started()
     assert url == f"redis://127.0.0.1:{port}/0"
