@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: venv run test bench base-image wheelhouse up down clean
+.PHONY: venv run test lint bench base-image wheelhouse up down clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,11 @@ run: venv
 ## The test suite (real Redis, real workers; Docker tests skip without an engine unless in CI).
 test: venv
 	$(PY) -m pytest -q tests
+
+## Lint: ruff (rules and import order) and mypy on the package.
+lint: venv
+	$(VENV)/bin/ruff check mediaconduit_worker tests bench providers services
+	$(VENV)/bin/mypy
 
 ## Benchmarks against raw Celery in the same run.
 bench: venv

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, isolated_environment, row, start_celery  # noqa: E402
+from common import REPO, isolated_environment, row, start_celery
 
 HOME = isolated_environment()
 
@@ -38,8 +38,8 @@ def raw_run(items: int) -> tuple[float, int]:
     """(jobs/s, lost) for ``items`` raw tasks published in groups of 500 and polled by MGET."""
     from celery import group, signature
 
+    from mediaconduit_worker.batch.states import fetch_states
     from mediaconduit_worker.celery_app import app
-    from mediaconduit_worker.states import fetch_states
 
     ids = [f"raw-{i}" for i in range(items)]
     t = time.perf_counter()

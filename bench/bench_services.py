@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, percentile, row  # noqa: E402
+from common import REPO, percentile, row
 
 os.environ["MEDIACONDUIT_HOME"] = tempfile.mkdtemp(prefix="mediaconduit-bench-services-")
 
@@ -35,8 +35,8 @@ def main() -> None:
     parser.add_argument("--cold", type=int, default=5, help="cold starts to time")
     args = parser.parse_args()
 
-    from mediaconduit_worker.service_images import ensure_image, image_exists
     from mediaconduit_worker.services import ServiceRegistry, docker_client
+    from mediaconduit_worker.services.images import ensure_image, image_exists
 
     client = docker_client()
     url = args.service

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, isolated_environment, percentile, row, start_celery  # noqa: E402
+from common import REPO, isolated_environment, percentile, row, start_celery
 
 HOME = isolated_environment()
 
@@ -47,7 +47,7 @@ def resolution(url: str) -> dict[str, float]:
     code = (
         "import json, sys, time\n"
         "t0 = time.perf_counter()\n"
-        "from mediaconduit_worker.registry import ProviderRegistry\n"
+        "from mediaconduit_worker.worker.loader import ProviderRegistry\n"
         "r = ProviderRegistry()\n"
         "t1 = time.perf_counter(); r.get(sys.argv[1]); t2 = time.perf_counter(); r.get(sys.argv[1]); t3 = time.perf_counter()\n"
         "print(json.dumps({'import': (t1-t0)*1e3, 'load': (t2-t1)*1e3, 'warm': (t3-t2)*1e6}))\n"
@@ -87,7 +87,7 @@ def main() -> None:
 
     from celery import signature
 
-    from mediaconduit_worker.tasks import transform
+    from mediaconduit_worker import transform
 
     print(f"\nround trips ({args.rtt} sequential) and throughput ({args.inflight} in flight), prefork -c 2,"
           f" median of {args.rounds} alternating rounds:")

@@ -8,7 +8,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -21,7 +20,7 @@ def isolated_environment() -> Path:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    from mediaconduit_worker.broker import EmbeddedRedis
+    from mediaconduit_worker.worker.broker import EmbeddedRedis
 
     redis = EmbeddedRedis(home, port)
     os.environ["MEDIACONDUIT_BROKER_URL"] = redis.ensure_started()
@@ -38,12 +37,10 @@ def start_celery(app_module: str, queue: str, concurrency: int = 2) -> subproces
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "bench")])}
     proc = subprocess.Popen(cmd, env=env, start_new_session=True)
     from mediaconduit_worker.celery_app import app
+    from mediaconduit_worker.worker.status import wait_for_workers
 
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if app.control.ping(destination=[f"{queue}-bench@{socket.gethostname()}"], timeout=0.5):
-            return proc
-    raise TimeoutError(f"{app_module} worker did not start")
+    wait_for_workers(app, destination=[f"{queue}-bench@{socket.gethostname()}"], alive=lambda: proc.poll() is None)
+    return proc
 
 
 def percentile(values: list[float], q: float) -> float:

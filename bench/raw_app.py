@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mediaconduit_worker.celery_app import make_app
+from mediaconduit_worker.worker.app import make_app
 
 app = make_app()
 app.main = "raw"

@@ -1,22 +1,27 @@
-"""MediaConduit Worker: the provider SDK, and (lazily) the producer API ``transform``."""
+"""MediaConduit Worker's provider SDK: what a provider repository imports. It never loads Celery or
+Docker; ``transform`` (the producer API) is imported from the worker runtime on first use."""
 
-from __future__ import annotations
-
-from typing import TYPE_CHECKING, Any
+import typing
 
 from .assets import Asset, Audio, Image, Text, Video
 from .capabilities import MediaCapability
+from .chat import ChatOptions, cost_metadata, per_token_price, usage_metadata
 from .errors import (
+    ConfigurationError,
     InvalidInputError,
     ManifestError,
     MediaConduitError,
+    PoisonJobError,
     ProviderExecutionError,
+    ProviderHTTPError,
     ProviderLoadError,
+    ProviderResponseError,
     ProviderSourceError,
     ServiceError,
     TransientError,
     UnknownModelError,
 )
+from .http import HttpClient, parse_retry_after
 from .models import (
     AudioToAudioModel,
     AudioToTextModel,
@@ -31,12 +36,6 @@ from .models import (
     input_asset,
     input_text,
 )
-from .prompt import create_generation_prompt
-from .provider import DockerProvider, MediaProvider, ProviderModel, ProviderType
-from .results import TransformResult
-from .chat import ChatOptions, cost_metadata, usage_metadata
-from .errors import ConfigurationError
-from .http import HttpClient, ProviderHTTPError, ProviderResponseError, parse_retry_after
 from .openai_compat import (
     OpenAICompatAPI,
     OpenAICompatChatModel,
@@ -44,33 +43,75 @@ from .openai_compat import (
     OpenAICompatProvider,
     OpenAICompatSpeechModel,
 )
+from .provider import DockerProvider, MediaProvider, ProviderModel, ProviderType, ServiceHost, ServiceInfo
+from .record import REDACTED, TransformResult, create_generation_prompt, redact
 from .remote import RemoteProvider
 
-if TYPE_CHECKING:
-    from .tasks import transform
+if typing.TYPE_CHECKING:
+    from .worker.tasks import transform
 
 __all__ = [
-    "Asset", "Audio", "Image", "Text", "Video", "MediaCapability", "Model", "TextToTextModel",
-    "TextToAudioModel", "TextToImageModel", "TextToVideoModel", "AudioToTextModel", "ImageToTextModel",
-    "ImageToImageModel", "AudioToAudioModel", "VideoToAudioModel", "input_asset", "input_text",
-    "create_generation_prompt", "DockerProvider", "MediaProvider", "ProviderModel", "ProviderType",
-    "TransformResult", "transform", "MediaConduitError", "InvalidInputError", "ManifestError",
-    "ProviderExecutionError", "ProviderLoadError", "ProviderSourceError", "ServiceError",
-    "TransientError", "UnknownModelError",
+    "Asset",
+    "Audio",
+    "AudioToAudioModel",
+    "AudioToTextModel",
+    "ChatOptions",
+    "ConfigurationError",
+    "DockerProvider",
+    "HttpClient",
+    "Image",
+    "ImageToImageModel",
+    "ImageToTextModel",
+    "InvalidInputError",
+    "ManifestError",
+    "MediaCapability",
+    "MediaConduitError",
+    "MediaProvider",
+    "Model",
+    "OpenAICompatAPI",
+    "OpenAICompatChatModel",
+    "OpenAICompatImageModel",
+    "OpenAICompatProvider",
+    "OpenAICompatSpeechModel",
+    "PoisonJobError",
+    "ProviderExecutionError",
+    "ProviderHTTPError",
+    "ProviderLoadError",
+    "ProviderModel",
+    "ProviderResponseError",
+    "ProviderSourceError",
+    "ProviderType",
+    "REDACTED",
+    "RemoteProvider",
+    "ServiceError",
+    "ServiceHost",
+    "ServiceInfo",
+    "Text",
+    "TextToAudioModel",
+    "TextToImageModel",
+    "TextToTextModel",
+    "TextToVideoModel",
+    "TransformResult",
+    "TransientError",
+    "UnknownModelError",
+    "Video",
+    "VideoToAudioModel",
+    "cost_metadata",
+    "create_generation_prompt",
+    "input_asset",
+    "input_text",
+    "parse_retry_after",
+    "per_token_price",
+    "redact",
+    "transform",
+    "usage_metadata",
 ]
 
 
-__all__ += [
-    "ConfigurationError", "ChatOptions", "cost_metadata", "usage_metadata", "HttpClient", "ProviderHTTPError",
-    "ProviderResponseError", "parse_retry_after", "RemoteProvider", "OpenAICompatAPI", "OpenAICompatChatModel",
-    "OpenAICompatImageModel", "OpenAICompatSpeechModel", "OpenAICompatProvider",
-]
-
-
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> typing.Any:
     """``transform`` pulls in Celery; provider code importing the SDK does not pay for it."""
     if name == "transform":
-        from .tasks import transform
+        from .worker.tasks import transform
 
         return transform
     raise AttributeError(f"module 'mediaconduit_worker' has no attribute {name!r}")

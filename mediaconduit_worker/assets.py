@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Any, ClassVar, Literal, Union
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from .blobs import BlobStore
+from .errors import InvalidInputError
 
 
 class Asset(BaseModel):
@@ -22,9 +23,14 @@ class Asset(BaseModel):
     def generation_prompt(self) -> dict[str, Any] | None:
         return self.metadata.get("generation_prompt")
 
-    def describe(self) -> dict[str, Any]:
-        """JSON form kept in a generation prompt: raw content or blob identity, plus metadata."""
+    def to_json(self, with_prompt: bool = True) -> dict[str, Any]:
+        """The asset's one JSON form (results, generation prompts, chain inputs); binary media are
+        stored as a blob first. ``with_prompt=False`` leaves out the generation prompt, which a
+        result carries beside the asset."""
         raise NotImplementedError
+
+    def _metadata(self, with_prompt: bool) -> dict[str, Any]:
+        return dict(self.metadata) if with_prompt else {k: v for k, v in self.metadata.items() if k != "generation_prompt"}
 
 
 class Text(Asset):
@@ -47,8 +53,9 @@ class Text(Asset):
     def __str__(self) -> str:
         return self.content
 
-    def describe(self) -> dict[str, Any]:
-        return {"type": "text", "content": self.content, "language": self.language, "metadata": self.metadata}
+    def to_json(self, with_prompt: bool = True) -> dict[str, Any]:
+        return {"type": "text", "content": self.content, "language": self.language,
+                "metadata": self._metadata(with_prompt)}
 
 
 class BinaryAsset(Asset):
@@ -91,14 +98,15 @@ class BinaryAsset(Asset):
             self.size = len(self.data)
         return self.uri
 
-    def describe(self) -> dict[str, Any]:
+    def to_json(self, with_prompt: bool = True) -> dict[str, Any]:
+        self.store()
         return {
             "type": self.type,
             "uri": self.uri,
             "sha256": self.sha256,
             "size": self.size,
             "mime_type": self.mime_type,
-            "metadata": self.metadata,
+            "metadata": self._metadata(with_prompt),
         }
 
 
@@ -118,8 +126,6 @@ class Video(BinaryAsset):
 
 
 ASSET_TYPES: dict[str, type[Asset]] = {"text": Text, "audio": Audio, "image": Image, "video": Video}
-AssetInput = Union[str, Asset, list[Union[str, Asset]]]
-AssetType = Literal["text", "image", "audio", "video"]
 
 
 def asset_from_json(value: dict[str, Any]) -> Asset:
@@ -133,12 +139,26 @@ def asset_from_json(value: dict[str, Any]) -> Asset:
     kind = value.get("type")
     cls = ASSET_TYPES.get(kind) if isinstance(kind, str) else None
     if cls is None:
-        raise ValueError(f"input asset has unknown type {kind!r}; expected one of {sorted(ASSET_TYPES)}")
+        raise InvalidInputError(f"input asset has unknown type {kind!r}; expected one of {sorted(ASSET_TYPES)}")
     fields = {k: v for k, v in value.items() if k != "type" and k in cls.model_fields}
     if cls is Text:
         if not isinstance(value.get("content"), str):
-            raise ValueError("text input asset needs a string 'content'")
+            raise InvalidInputError("text input asset needs a string 'content'")
         return Text(**fields)
     if not value.get("uri"):
-        raise ValueError(f"{kind} input asset needs a blob 'uri'")
+        raise InvalidInputError(f"{kind} input asset needs a blob 'uri'")
     return cls(**fields)
+
+
+def job_input(value: Any) -> Any:
+    """A job's JSON input as models take it: ``str``, an asset (from asset JSON or a TransformResult),
+    or a list of them."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        return asset_from_json(value)
+    if isinstance(value, list) and value:
+        return [job_input(v) for v in value]
+    raise InvalidInputError(
+        f"invalid input of type {type(value).__name__}: expected a string, an asset, a TransformResult or a list of them"
+    )

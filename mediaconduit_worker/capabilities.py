@@ -31,14 +31,6 @@ class MediaCapability(str, Enum):
     def _missing_(cls, value: object) -> MediaCapability | None:
         return parse_capability(value) if isinstance(value, str) else None
 
-    @property
-    def input_type(self) -> str:
-        return self.value.split("-to-")[0]
-
-    @property
-    def output_type(self) -> str:
-        return self.value.split("-to-")[1]
-
 
 def parse_capability(value: str) -> MediaCapability | None:
     """Accept ``text-to-text``, ``TEXT_TO_TEXT``, ``TextToText``, ``text_to_3d``; None for other words."""

@@ -101,7 +101,7 @@ class ChatOptions:
 
     @property
     def wants_json(self) -> bool:
-        return bool(self.response_format) and self.response_format.get("type") in ("json_object", "json_schema")
+        return self.response_format is not None and self.response_format.get("type") in ("json_object", "json_schema")
 
     def messages(self, text: str) -> list[dict[str, str]]:
         """OpenAI-style messages: the system prompt (if any), then the input as the user turn."""

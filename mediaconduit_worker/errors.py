@@ -1,8 +1,34 @@
-"""Errors that end a job with a message naming the culprit; none of them is worth a retry."""
+"""Every error a job can end with. Each message names the culprit: the URL, the field, the model id.
+
+The tree::
+
+    MediaConduitError                 permanent: the job fails, nothing is retried
+    ├── InvalidInputError             a job's input or options are malformed (also a ValueError)
+    ├── ProviderSourceError           a provider/service URL that cannot be fetched or is not allowed
+    ├── ManifestError                 a manifest that is missing, unparsable or has a wrong field
+    ├── ProviderLoadError             provider code that cannot be installed or imported
+    ├── UnknownModelError             a model id the provider does not offer (also a KeyError)
+    ├── ConfigurationError            a provider setting (API key, base URL) that is missing
+    ├── ServiceError                  a Docker service that cannot be built, started or made healthy
+    ├── PoisonJobError                a job that crashed its worker process on every delivery
+    ├── ProviderExecutionError        the provider's own code raised while transforming
+    │   ├── ProviderHTTPError         an API answered 4xx: wrong key, bad request, unknown model
+    │   └── ProviderResponseError     an API answered something it should not have (bad JSON, no fields)
+    └── TransientError                the one retryable kind: 429/5xx, a restarting service, a broker blip
+
+``TransientError`` is the exception to "permanent": the task retries it with backoff (honouring
+``retry_after``) until its retries are used up.
+"""
+
+from __future__ import annotations
 
 
 class MediaConduitError(Exception):
-    """Base class; permanent unless a subclass says otherwise."""
+    """Base class; permanent unless it is a ``TransientError``."""
+
+
+class InvalidInputError(MediaConduitError, ValueError):
+    """A job input or option that is malformed; the message names the field."""
 
 
 class ProviderSourceError(MediaConduitError):
@@ -20,24 +46,37 @@ class ProviderLoadError(MediaConduitError):
 class UnknownModelError(MediaConduitError, KeyError):
     """A model id the provider does not offer."""
 
-    def __str__(self) -> str:
+    def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
-
-
-class InvalidInputError(MediaConduitError, ValueError):
-    """A job input that is neither a string, an asset nor a TransformResult."""
 
 
 class ConfigurationError(MediaConduitError):
     """A provider setting (API key, base URL) that is missing or wrong; the message names the variable."""
 
 
+class ServiceError(MediaConduitError):
+    """A Docker service that cannot be built, started or made healthy."""
+
+
+class PoisonJobError(MediaConduitError):
+    """A job that crashed its worker process on every delivery; it is not delivered again."""
+
+
 class ProviderExecutionError(MediaConduitError):
     """The provider's own code raised while transforming."""
 
 
-class ServiceError(MediaConduitError):
-    """A Docker service that cannot be built, started or made healthy."""
+class ProviderHTTPError(ProviderExecutionError):
+    """A permanent HTTP failure: wrong key (401), bad request (400), unknown model (404), ..."""
+
+    def __init__(self, message: str, status: int | None = None, api_message: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.api_message = api_message
+
+
+class ProviderResponseError(ProviderExecutionError):
+    """A response the API should not have sent: malformed JSON, missing fields, an error in a stream."""
 
 
 class TransientError(MediaConduitError):

@@ -14,32 +14,19 @@ import logging
 import random
 import time
 from collections.abc import Iterator, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
 
-from .errors import ProviderExecutionError, TransientError
+from .errors import ProviderHTTPError, ProviderResponseError, TransientError
+from .record import REDACTED
 
 log = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
 """Statuses worth another try: rate limits, overload (Anthropic's 529) and gateway trouble."""
-REDACTED = "[REDACTED]"
-
-
-class ProviderHTTPError(ProviderExecutionError):
-    """A permanent HTTP failure: wrong key (401), bad request (400), unknown model (404), ..."""
-
-    def __init__(self, message: str, status: int | None = None, api_message: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.api_message = api_message
-
-
-class ProviderResponseError(ProviderExecutionError):
-    """A response the API should not have sent: malformed JSON, missing fields, an error in a stream."""
 
 
 def parse_retry_after(headers: Mapping[str, str], now: datetime | None = None) -> float | None:
@@ -62,8 +49,8 @@ def parse_retry_after(headers: Mapping[str, str], now: datetime | None = None) -
     except (TypeError, ValueError, IndexError):
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max((when - (now or datetime.now(timezone.utc))).total_seconds(), 0.0)
+        when = when.replace(tzinfo=UTC)
+    return max((when - (now or datetime.now(UTC))).total_seconds(), 0.0)
 
 
 def api_error_message(body: Any) -> str | None:

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from .assets import Asset, Text
 from .capabilities import MediaCapability
-from .prompt import create_generation_prompt
-
-if TYPE_CHECKING:
-    from .provider import MediaProvider
+from .record import create_generation_prompt
 
 
 class Model:
@@ -22,7 +19,8 @@ class Model:
         self.id = id
         self.name = name or id
         self.description = description
-        self.provider: MediaProvider | None = extra.pop("provider", None)
+        # The MediaProvider that built this model; typed loosely so this module never imports provider.py.
+        self.provider: Any = extra.pop("provider", None)
         self.extra = extra
 
     def transform(self, input: Any, options: dict[str, Any] | None = None) -> Asset:

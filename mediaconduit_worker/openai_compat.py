@@ -210,7 +210,8 @@ class OpenAICompatProvider(RemoteProvider):
 
     def chat_metadata(self, model: Model, reply: dict[str, Any]) -> dict[str, Any]:
         """Usage, cost (reported, else from the model's pricing), finish reason and the serving model."""
-        raw = reply.get("usage") if isinstance(reply.get("usage"), dict) else {}
+        raw = reply.get("usage")
+        raw = raw if isinstance(raw, dict) else {}
         usage = usage_metadata(raw.get("prompt_tokens"), raw.get("completion_tokens"), raw.get("total_tokens"))
         pricing = self.pricing_of(model.id)
         cost = cost_metadata(usage, pricing, reported=raw.get("cost"))

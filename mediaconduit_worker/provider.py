@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
+import builtins
 import os
 from enum import Enum
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel, Field, field_validator
 
 from .capabilities import MediaCapability, capability
-from .errors import UnknownModelError
+from .errors import ConfigurationError, UnknownModelError
+from .http import HttpClient
+from .manifest import ProviderManifest
 from .models import Model
-
-if TYPE_CHECKING:
-    from .http import HttpClient
-    from .manifest import ProviderManifest
-    from .services import ServiceInfo
 
 
 class ProviderType(str, Enum):
@@ -47,6 +45,31 @@ class ProviderModel(BaseModel):
         return [capability(v) for v in value] if isinstance(value, list) else value
 
 
+class ServiceInfo(BaseModel):
+    """Where a ready service listens. ``ports[0]``/``base_url`` are real, read once it is running."""
+
+    service_id: str
+    url: str
+    key: str
+    """Identifies the service URL: the label every process finds the container by."""
+    container_id: str
+    container_name: str
+    ports: list[int]
+    """Host ports on 127.0.0.1, in the order of the service's container ports."""
+    container_ports: list[int]
+    base_url: str
+    commit: str
+    """The service repository's commit (or a content hash for a plain folder)."""
+    image: str
+    health_url: str | None = None
+
+
+class ServiceHost(Protocol):
+    """What the runtime hands a provider to get its Docker service: started or attached, healthy."""
+
+    def ensure(self, url: str, origin: str | None = None) -> ServiceInfo: ...
+
+
 class MediaProvider:
     """A source of models. Class attributes left empty are filled from the manifest.
 
@@ -59,8 +82,11 @@ class MediaProvider:
     name: ClassVar[str] = ""
     type: ClassVar[ProviderType] = ProviderType.LOCAL
     capabilities: ClassVar[list[MediaCapability]] = []
-    model_classes: ClassVar[dict[MediaCapability, type[Model]]] = {}
+    model_classes: ClassVar[dict[MediaCapability, builtins.type[Model]]] = {}
     config_env: ClassVar[dict[str, str]] = {}
+
+    service_host: ServiceHost | None = None
+    """Set by the worker that loads the provider; SDK code never imports the Docker runtime."""
 
     def __init__(self) -> None:
         self.config: dict[str, Any] = {}
@@ -89,8 +115,12 @@ class MediaProvider:
                 self.config[key] = os.environ[env]
         self.config.update({k: v for k, v in config.items() if v is not None})
 
-    def is_available(self) -> bool:
-        return True
+    def start_service(self, url: str) -> ServiceInfo:
+        """The running, healthy service of repository ``url``, through the runtime's service host."""
+        if self.service_host is None:
+            raise ConfigurationError(f"provider {self.id!r} needs the Docker service {url!r}, but it was not "
+                                     "loaded by a worker that runs services")
+        return self.service_host.ensure(url, origin=self.id)
 
     # -- models -------------------------------------------------------------
     @property
@@ -161,9 +191,7 @@ class DockerProvider(MediaProvider):
 
     def ensure_service(self) -> ServiceInfo:
         """Start or attach the service (healthy) and return where it listens; cheap when already up."""
-        from .services import get_service_registry
-
-        info = get_service_registry().ensure(self.get_service_url(), origin=self.id)
+        info = self.start_service(self.get_service_url())
         if self.service_info is None or info.container_id != self.service_info.container_id or info.base_url != self.service_info.base_url:
             self.service_info = info
             self.on_service_ready(info)
@@ -178,8 +206,6 @@ class DockerProvider(MediaProvider):
         429 and 5xx are retried (then handed back to the queue), 4xx is a clear permanent error."""
         info = self.ensure_service()
         if self._client is None or self._client.base_url != info.base_url.rstrip("/"):
-            from .http import HttpClient
-
             self._client = HttpClient(self.id, info.base_url, timeout=self.service_timeout)
         return self._client
 

@@ -28,6 +28,11 @@ _SHA = re.compile(r"^[0-9a-f]{40}$")
 _GIT_TIMEOUT = 300
 
 
+def stable_id(text: str) -> str:
+    """A short name for ``text`` that never changes: cache folders, container labels, module names."""
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 @dataclass(frozen=True)
 class Source:
     """A parsed provider/service URL: ``kind`` says how to fetch ``location`` (at ``ref``)."""
@@ -39,19 +44,22 @@ class Source:
 
     @property
     def key(self) -> str:
-        return hashlib.sha1(f"{self.kind}:{self.location}".encode()).hexdigest()[:16]
+        return stable_id(f"{self.kind}:{self.location}")
 
 
 @dataclass(frozen=True)
 class Checkout:
-    """A source materialised on disk: ``root`` holds the repository tree at ``commit``."""
+    """A source materialised on disk: ``root`` holds the repository tree at ``commit`` (git, or a folder
+    that is a work tree), or the installed package at ``version`` (PyPI)."""
 
     source: Source
     root: Path
     commit: str | None
+    version: str | None = None
 
     def describe(self) -> dict[str, str | None]:
-        return {"url": self.source.url, "kind": self.source.kind, "ref": self.source.ref, "commit": self.commit}
+        out = {"url": self.source.url, "kind": self.source.kind, "ref": self.source.ref, "commit": self.commit}
+        return out | ({"version": self.version} if self.version else {})
 
 
 def _split_ref(url: str) -> tuple[str, str | None]:
@@ -125,7 +133,7 @@ def _git(*args: str, cwd: Path | None = None, url: str) -> str:
     except subprocess.TimeoutExpired:
         raise ProviderSourceError(f"cannot fetch {url!r}: git {args[0]} timed out after {_GIT_TIMEOUT}s") from None
     if proc.returncode != 0:
-        detail = (proc.stderr.strip().splitlines() or ["exit code %d" % proc.returncode])[-1]
+        detail = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
         raise ProviderSourceError(f"cannot fetch {url!r}: git {args[0]}: {detail}")
     return proc.stdout.strip()
 
@@ -137,7 +145,7 @@ class SourceCache:
         self.root = root or get_settings().cache
 
     def _pin_path(self, source: Source) -> Path:
-        return self.root / "pins" / (hashlib.sha1(source.url.encode()).hexdigest()[:20] + ".json")
+        return self.root / "pins" / (stable_id(source.url) + ".json")
 
     def _checkout_dir(self, source: Source, commit: str) -> Path:
         return self.root / "checkouts" / source.key / commit
@@ -215,7 +223,10 @@ class SourceCache:
             archive = subprocess.run(["git", "archive", "--format=tar", commit], cwd=mirror, capture_output=True, check=True)
             with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
                 # The "data" filter (refuses links and paths leaving tmp) exists from Python 3.11.4.
-                tar.extractall(tmp, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
+                if hasattr(tarfile, "data_filter"):
+                    tar.extractall(tmp, filter="data")
+                else:
+                    tar.extractall(tmp)
             os.replace(tmp, target)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)

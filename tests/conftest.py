@@ -12,11 +12,10 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Self
 from pathlib import Path
+from typing import Self
 
 import pytest
 
@@ -47,7 +46,7 @@ def _setup_environment() -> None:
     if "MEDIACONDUIT_TEST_BROKER_URL" in os.environ:
         os.environ["MEDIACONDUIT_BROKER_URL"] = os.environ["MEDIACONDUIT_TEST_BROKER_URL"]
         return
-    from mediaconduit_worker.broker import EmbeddedRedis
+    from mediaconduit_worker.worker.broker import EmbeddedRedis
 
     redis = EmbeddedRedis(RUN_DIR / "home", free_port())
     os.environ["MEDIACONDUIT_BROKER_URL"] = redis.ensure_started()
@@ -160,14 +159,13 @@ class WorkerProcess:
 
     def wait_ready(self, timeout: float = 60) -> Self:
         from mediaconduit_worker.celery_app import app
+        from mediaconduit_worker.worker.status import wait_for_workers
 
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"worker exited early:\n{self.log_text()[-4000:]}")
-            if app.control.ping(destination=[self.hostname], timeout=0.5):
-                return self
-        raise TimeoutError(f"worker {self.hostname} not ready:\n{self.log_text()[-4000:]}")
+        try:
+            wait_for_workers(app, destination=[self.hostname], timeout=timeout, alive=lambda: self.proc.poll() is None)
+        except (RuntimeError, TimeoutError) as exc:
+            raise type(exc)(f"{exc}:\n{self.log_text()[-4000:]}") from None
+        return self
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
@@ -177,7 +175,7 @@ class WorkerProcess:
         return [int(p) for p in out.split()]
 
     def stop(self) -> None:
-        from mediaconduit_worker.cli import stop_process
+        from mediaconduit_worker.cli.worker import stop_process
 
         stop_process(self.proc)
 

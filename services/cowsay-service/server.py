@@ -22,13 +22,13 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         if self.path.split("?")[0] == "/health":
             self._json(200, {"status": "ok", "service": "cowsay"})
         else:
             self._json(404, {"error": f"no route GET {self.path}"})
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         if self.path.split("?")[0] != "/cowsay":
             return self._json(404, {"error": f"no route POST {self.path}"})
         length = int(self.headers.get("Content-Length") or 0)

@@ -45,7 +45,7 @@ class Handler(BaseHTTPRequestHandler):
     def _json(self, status: int, payload: object) -> None:
         self._send(status, json.dumps(payload).encode(), "application/json")
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         route = self.path.split("?")[0]
         if route == "/health":
             self._json(200, {"status": "ok", "service": "espeak"})
@@ -54,7 +54,7 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self._json(404, {"error": f"no route GET {self.path}"})
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         if self.path.split("?")[0] != "/synthesize":
             return self._json(404, {"error": f"no route POST {self.path}"})
         try:

@@ -41,7 +41,7 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         route = self.path.split("?")[0]
         if route == "/health":
             self._json(200, {"status": "ok", "service": "tesseract"})
@@ -50,7 +50,7 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self._json(404, {"error": f"no route GET {self.path}"})
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         url = urlsplit(self.path)
         if url.path != "/ocr":
             return self._json(404, {"error": f"no route POST {url.path}"})

@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-import audioop  # noqa: deprecated in 3.11+, still the stdlib's resampler on 3.11/3.12
+import audioop  # deprecated in 3.11+, still the stdlib resampler on 3.11/3.12
 import io
 import json
 import os
@@ -115,7 +115,7 @@ class Handler(BaseHTTPRequestHandler):
     def _error(self, status: int, detail: str) -> None:
         self._send(status, json.dumps({"detail": detail}), "application/json")
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         route = urlsplit(self.path).path
         if route in ("/", "/health"):
             self._send(200, json.dumps({"status": "ok", "engine": "pocketsphinx", "api": "whisper-asr-webservice"}),
@@ -133,7 +133,7 @@ class Handler(BaseHTTPRequestHandler):
             self._error(422, "multipart/form-data field 'audio_file' is required")
         return found
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         url = urlsplit(self.path)
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         if url.path not in ("/asr", "/detect-language"):

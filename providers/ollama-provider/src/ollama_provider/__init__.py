@@ -17,13 +17,13 @@ from mediaconduit_worker import (
     ProviderHTTPError,
     ProviderModel,
     ProviderResponseError,
+    ProviderType,
     RemoteProvider,
     Text,
     TextToTextModel,
     input_text,
     usage_metadata,
 )
-from mediaconduit_worker.provider import ProviderType
 
 log = logging.getLogger(__name__)
 DEFAULT_BASE_URL = "http://localhost:11434"
@@ -113,9 +113,7 @@ class OllamaProvider(RemoteProvider):
             return str(self.config["base_url"]).rstrip("/")
         service = self.config.get("service_url") or (self.manifest.service_url if self.manifest else None)
         if service:
-            from mediaconduit_worker.services import get_service_registry
-
-            return get_service_registry().ensure(service, origin=self.label).base_url.rstrip("/")
+            return self.start_service(service).base_url.rstrip("/")
         return DEFAULT_BASE_URL
 
     def fetch_models(self) -> list[ProviderModel]:

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from mediaconduit_worker import ChatOptions, MediaCapability, Model, OpenAICompatProvider, ProviderModel
-from mediaconduit_worker.chat import per_token_price
+from mediaconduit_worker import (
+    ChatOptions,
+    MediaCapability,
+    Model,
+    OpenAICompatProvider,
+    ProviderModel,
+    per_token_price,
+)
 
 
 def _pricing(raw: Any) -> dict[str, Any] | None:

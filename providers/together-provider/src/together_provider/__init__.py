@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mediaconduit_worker import MediaCapability, OpenAICompatProvider, ProviderModel
-from mediaconduit_worker.chat import per_token_price
+from mediaconduit_worker import MediaCapability, OpenAICompatProvider, ProviderModel, per_token_price
 
 # Together's /models `type` field -> the capability (queue) the model serves.
 TYPE_CAPABILITY = {

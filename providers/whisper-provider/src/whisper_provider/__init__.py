@@ -10,7 +10,13 @@ import time
 from typing import Any
 
 from mediaconduit_worker import (
-    Audio, AudioToTextModel, DockerProvider, MediaCapability, ProviderExecutionError, Text, input_asset,
+    Audio,
+    AudioToTextModel,
+    DockerProvider,
+    MediaCapability,
+    ProviderExecutionError,
+    Text,
+    input_asset,
 )
 
 TASKS = ("transcribe", "translate")

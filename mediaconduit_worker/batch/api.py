@@ -1,0 +1,322 @@
+"""Producer API for batches: many inputs through one model (a Celery group), or through a pipeline
+of steps (a group of chains), with live progress and per-item results.
+
+Job ids are derived from each item's content and the steps' settings, so submitting the same batch
+again resumes it: jobs that already succeeded are not sent again, jobs still queued or running are
+waited for, and only the rest is published.
+
+```python
+from mediaconduit_worker.batch import Batch
+batch = Batch.of(ECHO_URL, "upper")
+for text in ["a", "b", "c"]:
+    batch.add(text)
+run = batch.submit(summary=True)
+for item in run.iter_results():         # each job once, as it finishes; failures included
+    print(item.key, item.status, item.result or item.error)
+```
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from celery import Celery, chain, group
+from celery.canvas import Signature
+
+from ..worker.app import app as default_app
+from ..worker.tasks import transform
+from .states import JobState, Outcome, fetch_states, outcome
+
+#: uuid5 namespace of MediaConduit job ids (any fixed value; changing it orphans existing results).
+JOB_NAMESPACE = uuid.UUID("5b0d3c7e-6a43-4c1e-9d0a-3f1c2e6f8a11")
+SENT_PREFIX = "mediaconduit-sent-"
+SUMMARY_TASK = "mediaconduit.batch_summary"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One transform of a pipeline: provider URL, model id and the options every item gets."""
+
+    provider: str
+    model: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def as_json(self) -> list[Any]:
+        return [self.provider, self.model, self.options]
+
+
+def canonical(value: Any) -> str:
+    """Stable JSON text: the same content always hashes to the same job id."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def job_id(input: Any, steps: Sequence[Step]) -> str:
+    """Deterministic task id of the last of ``steps`` applied to ``input``."""
+    return str(uuid.uuid5(JOB_NAMESPACE, canonical({"input": input, "steps": [s.as_json() for s in steps]})))
+
+
+@dataclass
+class Job:
+    """One item of a batch: its input, its steps and one deterministic task id per step."""
+
+    input: Any
+    steps: list[Step]
+    keys: list[Any] = field(default_factory=list)
+    """Caller's labels for this item (line numbers, ids); several when identical items were added."""
+
+    def __post_init__(self) -> None:
+        self.ids = [job_id(self.input, self.steps[: k + 1]) for k in range(len(self.steps))]
+
+    @property
+    def id(self) -> str:
+        """The final step's task id: where this job's result ends up."""
+        return self.ids[-1]
+
+    def signature(self, start: int = 0, input: Any = None) -> Signature:
+        """The job from step ``start`` on (fed ``input``, else the item's own), as a task or a chain."""
+        first = self.input if input is None else input
+        sigs = [
+            transform.signature(
+                (first, s.provider, s.model, s.options) if k == start else (s.provider, s.model, s.options),
+                task_id=self.ids[k],
+            )
+            for k, s in enumerate(self.steps) if k >= start
+        ]
+        return sigs[0] if len(sigs) == 1 else chain(*sigs)
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    """A finished job as reported per item: ``status`` is ``SUCCESS`` or ``FAILURE``, never raised."""
+
+    job: Job
+    status: str
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    step: int | None = None
+
+    @property
+    def id(self) -> str:
+        return self.job.id
+
+    @property
+    def key(self) -> Any:
+        return self.job.keys[0] if self.job.keys else None
+
+    def as_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"id": self.id, "keys": self.job.keys, "status": self.status}
+        if self.status == "SUCCESS":
+            out["result"] = self.result
+        else:
+            out["error"] = self.error
+            if len(self.job.steps) > 1:
+                out["step"] = self.step
+        return out
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Counts while a batch runs; ``queued`` includes jobs between two steps of a pipeline."""
+
+    total: int
+    done: int = 0
+    failed: int = 0
+    running: int = 0
+    queued: int = 0
+
+    @property
+    def finished(self) -> int:
+        return self.done + self.failed
+
+    def __str__(self) -> str:
+        return f"done {self.done}  failed {self.failed}  running {self.running}  queued {self.queued}"
+
+
+class Batch:
+    """Items through the same steps; ``submit`` publishes them as Celery groups (chains for pipelines)."""
+
+    def __init__(self, steps: Sequence[Step], app: Celery | None = None) -> None:
+        if not steps:
+            raise ValueError("a batch needs at least one step")
+        self.steps = list(steps)
+        self.app = app or default_app
+        self.jobs: dict[str, Job] = {}
+
+    @classmethod
+    def of(cls, provider: str, model: str, options: dict[str, Any] | None = None, app: Celery | None = None) -> Batch:
+        """Many inputs through one provider/model."""
+        return cls([Step(provider, model, dict(options or {}))], app)
+
+    def add(self, input: Any, options: dict[str, Any] | None = None, key: Any = None) -> Job:
+        """Add an item (``options`` are merged into the first step's); identical items share one job."""
+        steps = list(self.steps)
+        if options:
+            first = steps[0]
+            steps[0] = Step(first.provider, first.model, {**first.options, **options})
+        job = Job(input, steps)
+        job = self.jobs.setdefault(job.id, job)
+        if key is not None:
+            job.keys.append(key)
+        return job
+
+    @property
+    def id(self) -> str:
+        """Deterministic id of the whole batch (names its summary task)."""
+        return str(uuid.uuid5(JOB_NAMESPACE, canonical(sorted(self.jobs))))
+
+    def submit(
+        self,
+        *,
+        resume: bool = True,
+        retry_failed: bool = False,
+        skip: set[str] | frozenset[str] = frozenset(),
+        summary: bool = False,
+        chunk: int = 500,
+        on_sent: Callable[[int], None] | None = None,
+    ) -> BatchRun:
+        """Publish what still has to run and return a handle to watch it.
+
+        ``skip``: job ids the caller already holds results for (e.g. in a results file).
+        ``resume``: ask the backend first; finished jobs and jobs queued or running are not re-sent.
+        ``retry_failed``: failed jobs are sent again (from the failed step) instead of reported.
+        ``summary``: also send a ``mediaconduit.batch_summary`` callback that returns the counts and
+        the failures once every job is final (failed items do not stop it, unlike a Celery chord body).
+        """
+        jobs = [j for j in self.jobs.values() if j.id not in skip]
+        all_ids = [i for j in jobs for i in j.ids]
+        known = fetch_states(self.app, all_ids) if resume else {}
+        in_flight = _sent_markers(self.app, [j.ids[0] for j in jobs]) if resume else set()
+        to_send: list[tuple[Job, int, Any]] = []
+        to_forget: list[str] = []
+        for job in jobs:
+            out = outcome(job.ids, known)
+            if out.status == "done" or out.status == "running":
+                continue
+            if out.status == "failed":
+                if not retry_failed:
+                    continue
+                start = out.step or 0
+                to_forget += job.ids[start:]
+            else:
+                done_steps = [k for k, i in enumerate(job.ids) if known.get(i, _PENDING).state == "SUCCESS"]
+                start = done_steps[-1] + 1 if done_steps else 0
+                if start == 0 and job.ids[0] in in_flight:
+                    continue  # published by an earlier run and still queued
+            prev = known[job.ids[start - 1]].result if start else None
+            to_send.append((job, start, prev))
+        for task_id in to_forget:
+            self.app.backend.forget(task_id)
+        sent = 0
+        for i in range(0, len(to_send), chunk):
+            part = to_send[i : i + chunk]
+            _mark_sent(self.app, [job.ids[start] for job, start, _ in part])
+            group(job.signature(start, prev) for job, start, prev in part).apply_async()
+            sent += len(part)
+            if on_sent:
+                on_sent(sent)
+        summary_id = None
+        if summary:
+            summary_id = f"{self.id}-summary"
+            if sent or fetch_states(self.app, [summary_id])[summary_id].state != "SUCCESS":
+                self.app.backend.forget(summary_id)
+                self.app.signature(SUMMARY_TASK, args=(self.id, [j.ids for j in jobs])).apply_async(task_id=summary_id)
+        return BatchRun(self.app, jobs, sent=sent, summary_id=summary_id)
+
+
+_PENDING = JobState("", "PENDING")
+
+
+class BatchRun:
+    """A submitted batch: progress counts and each job's result as it becomes final."""
+
+    def __init__(self, app: Celery, jobs: list[Job], sent: int = 0, summary_id: str | None = None) -> None:
+        self.app = app
+        self.jobs = jobs
+        self.sent = sent
+        self.summary_id = summary_id
+        self._outcomes: dict[str, Outcome] = {}
+        self._reported: set[str] = set()
+
+    def refresh(self) -> Progress:
+        """Ask the backend about every job not final yet; return the counts."""
+        open_jobs = [j for j in self.jobs if not (j.id in self._outcomes and self._outcomes[j.id].final)]
+        known = fetch_states(self.app, [i for j in open_jobs for i in j.ids])
+        for job in open_jobs:
+            self._outcomes[job.id] = outcome(job.ids, known)
+        return self.progress()
+
+    def progress(self) -> Progress:
+        counts = {"done": 0, "failed": 0, "running": 0, "queued": 0}
+        for job in self.jobs:
+            counts[self._outcomes[job.id].status if job.id in self._outcomes else "queued"] += 1
+        return Progress(total=len(self.jobs), **counts)
+
+    def iter_results(
+        self,
+        poll_interval: float = 0.5,
+        timeout: float | None = None,
+        on_progress: Callable[[Progress], None] | None = None,
+    ) -> Iterator[ItemResult]:
+        """Yield every job once, when it is final; a failed item is yielded, never raised."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            progress = self.refresh()
+            if on_progress:
+                on_progress(progress)
+            for job in self.jobs:
+                out = self._outcomes[job.id]
+                if out.final and job.id not in self._reported:
+                    self._reported.add(job.id)
+                    yield _item_result(job, out)
+            if progress.finished == progress.total:
+                return
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"batch not finished after {timeout}s: {progress}")
+            time.sleep(poll_interval)
+
+    def results(self, timeout: float | None = None) -> list[ItemResult]:
+        return list(self.iter_results(timeout=timeout))
+
+    def summary(self, timeout: float = 60.0) -> dict[str, Any]:
+        """The summary callback's result (submit with ``summary=True``)."""
+        if not self.summary_id:
+            raise RuntimeError("submitted without summary=True")
+        return self.app.AsyncResult(self.summary_id).get(timeout=timeout)
+
+
+def _item_result(job: Job, out: Outcome) -> ItemResult:
+    if out.status == "done":
+        return ItemResult(job, "SUCCESS", result=out.result)
+    return ItemResult(job, "FAILURE", error=out.error, step=out.step)
+
+
+def _sent_markers(app: Celery, first_ids: list[str]) -> set[str]:
+    """First-step ids an earlier run published (marker set just before publishing)."""
+    backend = app.backend
+    found: set[str] = set()
+    for i in range(0, len(first_ids), 1000):
+        part = first_ids[i : i + 1000]
+        values = backend.mget([SENT_PREFIX + t for t in part])
+        found.update(t for t, v in zip(part, values) if v is not None)
+    return found
+
+
+def _mark_sent(app: Celery, first_ids: list[str]) -> None:
+    """Remember that these jobs were published, so a re-run waits for them instead of sending twice."""
+    backend = app.backend
+    client = getattr(backend, "client", None)
+    expires = app.conf.result_expires
+    ttl = int(expires.total_seconds()) if hasattr(expires, "total_seconds") else int(expires or 86400)
+    if client is not None:
+        with client.pipeline(transaction=False) as pipe:
+            for t in first_ids:
+                pipe.set(SENT_PREFIX + t, "1", ex=ttl)
+            pipe.execute()
+    else:
+        for t in first_ids:
+            backend.set(SENT_PREFIX + t, "1")

@@ -1,0 +1,22 @@
+"""The ``mediaconduit`` command line, one module per command group."""
+
+import click
+
+from .batch import batch
+from .demo import demo
+from .jobs import submit
+from .monitor import flower, status
+from .providers import providers
+from .services import services
+from .worker import broker, worker
+
+
+@click.group()
+def main() -> None:
+    """MediaConduit Worker: run AI and media transforms on Celery + Redis."""
+
+
+for _command in (batch, broker, demo, flower, providers, services, status, submit, worker):
+    main.add_command(_command)
+
+__all__ = ["main"]

@@ -1,0 +1,146 @@
+"""``mediaconduit batch``: a JSONL file through a model or a pipeline, resumable, with a progress bar."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..batch.jsonl import BadLine, InputItem, read_jsonl, read_results
+from ..capabilities import capability as strict_capability
+from ..capabilities import parse_capability
+
+
+def _json_object(text: str | None, hint: str) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint=hint) from None
+    if not isinstance(value, dict):
+        raise click.BadParameter(f"must be a JSON object, got {type(value).__name__}", param_hint=hint)
+    return value
+
+
+def check_step(provider: str, model: str, options: dict[str, Any]) -> str:
+    """The step's capability (its queue), or a clear error before anything is queued."""
+    from ..errors import MediaConduitError
+    from ..worker.loader import get_registry
+    from ..worker.routing import resolve_capability
+
+    try:
+        manifest, _ = get_registry().manifest(provider)
+        if manifest.models and not manifest.dynamic_models and manifest.model_entry(model) is None:
+            known = ", ".join(m.id for m in manifest.models)
+            raise click.ClickException(f"provider {manifest.id!r} has no model {model!r} (models: {known})")
+        return resolve_capability(provider, model, options).value
+    except MediaConduitError as exc:
+        raise click.ClickException(f"provider {provider}: {exc}") from None
+
+
+def _item_error(item: InputItem) -> BadLine | None:
+    cap = item.options.get("capability")
+    if cap is not None and (not isinstance(cap, str) or parse_capability(cap) is None):
+        return BadLine(item.line, f"unknown capability {cap!r} in 'options'")
+    return None
+
+
+@click.command()
+@click.argument("input_file", metavar="INPUT.jsonl", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--provider", required=True, help="Provider URL of the (first) step.")
+@click.option("--model", required=True, help="Model id of the (first) step.")
+@click.option("--options", "options_json", default=None, help="JSON object of options for every item.")
+@click.option("--capability", "capability_name", default=None, help="Queue to use when the manifest does not say.")
+@click.option("--then", "then", nargs=2, multiple=True, metavar="PROVIDER MODEL",
+              help="A further pipeline step fed the previous step's output (repeatable).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Results, one JSON line per item.")
+@click.option("--retry-failed", is_flag=True, help="Send items that failed in an earlier run again.")
+@click.option("--summary", is_flag=True, help="Also run the batch summary callback and print its result.")
+@click.option("--timeout", type=float, default=None, help="Give up waiting after this many seconds (jobs keep running).")
+def batch(input_file: Path, provider: str, model: str, options_json: str | None, capability_name: str | None,
+          then: tuple[tuple[str, str], ...], out: Path, retry_failed: bool, summary: bool, timeout: float | None) -> None:
+    """Run every line of INPUT.jsonl through a model (or a pipeline); a re-run resumes.
+
+    A line is a JSON string, {"input": ..., "options": {...}, "id": ...}, an asset object, or a list.
+    Results go to --out as they finish; items already there (or finished in the result backend)
+    are not sent again. Failed items are reported per item and do not stop the batch.
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ..batch import Batch, Step
+    from ..worker.broker import ensure_broker
+
+    console = Console(stderr=True, soft_wrap=True)
+    options = _json_object(options_json, "--options")
+    if capability_name:
+        try:
+            options["capability"] = strict_capability(capability_name).value
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--capability") from None
+    items, bad, nonblank = read_jsonl(input_file)
+    if nonblank == 0:
+        raise click.ClickException(f"{input_file} is empty: no items to run")
+    checked: list[InputItem] = []
+    for item in items:
+        err = _item_error(item)
+        if err:
+            bad.append(err)
+        else:
+            checked.append(item)
+    for b in sorted(bad, key=lambda b: b.line):
+        console.print(f"[yellow]{input_file} {b}[/] (skipped)", highlight=False)
+    if not checked:
+        raise click.ClickException(f"{input_file}: no valid items ({len(bad)} bad lines)")
+    steps = [Step(provider, model, options)] + [Step(p, m, {}) for p, m in then]
+    queues = [check_step(s.provider, s.model, s.options) for s in steps]
+    ensure_broker()
+
+    jobs = Batch(steps)
+    for item in checked:
+        key = {"line": item.line, **({"id": item.key} if item.key is not None else {})}
+        jobs.add(item.input, item.options, key=key)
+    previous = read_results(out)
+    skip = {jid for jid in jobs.jobs if jid in previous
+            and (previous[jid].get("status") == "SUCCESS" or not retry_failed)}
+    console.print(f"{len(checked)} items ({len(jobs.jobs)} distinct jobs) via {' | '.join(queues)}; "
+                  f"{len(skip)} already in {out}", highlight=False)
+    counts = {"SUCCESS": 0, "FAILURE": 0}
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=False) as bar:
+        task = bar.add_task("sending", total=len(jobs.jobs) - len(skip))
+        run = jobs.submit(skip=skip, retry_failed=retry_failed, summary=summary,
+                          on_sent=lambda n: bar.update(task, description=f"sent {n}"))
+
+        def show(p: Any) -> None:
+            bar.update(task, completed=p.finished, description=str(p))
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open(out, "a", encoding="utf-8") as fh:
+            for result in run.iter_results(timeout=timeout, on_progress=show):
+                fh.write(json.dumps(result.as_json(), ensure_ascii=False) + "\n")
+                fh.flush()
+                counts[result.status] += 1
+                if result.status == "FAILURE":
+                    where = ", ".join(f"line {k['line']}" for k in result.job.keys)
+                    bar.console.print(f"[red]{where}: {result.error}[/]", highlight=False, markup=True)
+    compact_results(out)
+    console.print(f"sent {run.sent}, succeeded {counts['SUCCESS']}, failed {counts['FAILURE']}, "
+                  f"skipped (already in {out.name}) {len(skip)}, bad lines {len(bad)}; results in {out}",
+                  highlight=False)
+    if summary:
+        click.echo(json.dumps(run.summary(), indent=2))
+
+
+def compact_results(path: Path) -> None:
+    """Keep one line per job (the newest), so a resumed or retried run leaves no stale duplicates."""
+    records = read_results(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for rec in records.values():
+            fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)

@@ -1,0 +1,60 @@
+"""``mediaconduit flower`` and ``mediaconduit status``: watching the cluster."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import click
+
+
+@click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.option("--address", default=None, help="Listen address (default MEDIACONDUIT_FLOWER_ADDRESS, 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port (default MEDIACONDUIT_FLOWER_PORT, 5555).")
+@click.pass_context
+def flower(ctx: click.Context, address: str | None, port: int | None) -> None:
+    """Flower on loopback, basic auth when MEDIACONDUIT_FLOWER_AUTH is set, Prometheus at /metrics.
+
+    Extra arguments go to Flower (e.g. --max_tasks=100000).
+    """
+    from ..worker.broker import ensure_broker
+    from ..worker.flower import flower_env
+
+    ensure_broker()
+    os.environ.update({k: v for k, v in flower_env().items() if k not in os.environ})
+    if address:
+        os.environ["FLOWER_ADDRESS"] = address
+    if port:
+        os.environ["FLOWER_PORT"] = str(port)
+    from ..worker.app import app
+
+    app.start(["flower", *ctx.args])
+
+
+@click.command()
+@click.option("--timeout", type=float, default=2.0, help="Seconds to wait for workers to answer.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def status(timeout: float, as_json: bool) -> None:
+    """Workers, their queues, loaded providers and running services."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..worker.app import app
+    from ..worker.status import cluster_status
+
+    workers = cluster_status(app, timeout)
+    if as_json:
+        click.echo(json.dumps(workers, indent=2, default=str))
+        return
+    console = Console()
+    if not workers:
+        console.print("[yellow]no worker answered[/]")
+        raise SystemExit(1)
+    table = Table("worker", "queues", "procs", "active", "providers", "services")
+    for w in workers:
+        providers = "\n".join(f"{p['id']} @ {(p.get('commit') or '')[:10]}" for p in w["providers"]) or "-"
+        svc = w["services"] or {}
+        services = ("\n".join(f"{c['service']} {c['status']} {' '.join(c['ports'])}" for c in svc.get("containers", []))
+                    or ("-" if svc.get("available") else f"n/a ({svc.get('reason')})"))
+        table.add_row(w["worker"], "\n".join(w["queues"]), str(w["concurrency"]), str(w["active"]), providers, services)
+    console.print(table)

@@ -1,0 +1,75 @@
+"""``mediaconduit worker`` and ``mediaconduit broker start|stop``: the processes a deployment runs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+
+from ..capabilities import capability
+
+
+@click.command()
+@click.option("--capability", "capabilities", multiple=True, required=True, help="Queue(s) to serve, e.g. text-to-text.")
+@click.option("--concurrency", "-c", type=int, default=None, help="Worker processes (default: CPU count).")
+@click.option("--loglevel", "-l", default="INFO")
+@click.option("--name", "-n", default=None, help="Node name (default: <capabilities>@%h).")
+@click.option("--no-default-queue", is_flag=True, help="Do not also serve the default queue.")
+def worker(capabilities: tuple[str, ...], concurrency: int | None, loglevel: str, name: str | None, no_default_queue: bool) -> None:
+    """Start a worker pool for the given capabilities."""
+    from ..worker.app import app
+    from ..worker.routing import DEFAULT_QUEUE
+
+    try:
+        queues = [capability(c).value for c in capabilities]
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--capability") from None
+    if not no_default_queue:
+        queues.append(DEFAULT_QUEUE)
+    argv = ["worker", "-Q", ",".join(queues), "-l", loglevel, "-n", name or f"{'+'.join(queues[:3])}@%h"]
+    if concurrency:
+        argv += ["-c", str(concurrency)]
+    app.worker_main(argv)
+
+
+@click.group()
+def broker() -> None:
+    """The embedded default Redis."""
+
+
+@broker.command("start")
+def broker_start() -> None:
+    from ..worker.broker import EmbeddedRedis
+
+    click.echo(EmbeddedRedis.from_settings().ensure_started())
+
+
+@broker.command("stop")
+def broker_stop() -> None:
+    from ..worker.broker import EmbeddedRedis
+
+    click.echo("stopped" if EmbeddedRedis.from_settings().stop() else "not running")
+
+
+def start_worker_process(capabilities: list[str], concurrency: int = 1, log_path: Path | None = None) -> subprocess.Popen[bytes]:
+    """A worker in its own process (the demo; the tests)."""
+    cmd = [sys.executable, "-m", "mediaconduit_worker.cli", "worker", "-c", str(concurrency), "-l", "INFO"]
+    for cap in capabilities:
+        cmd += ["--capability", cap]
+    out = open(log_path, "ab") if log_path else subprocess.DEVNULL
+    return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    """Warm shutdown (SIGTERM lets Celery finish the current job), SIGKILL if it hangs."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

@@ -1,0 +1,59 @@
+"""The Celery app: JSON only, late acks, one queue per capability, jobs routed by their model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery, signals
+from kombu import Queue
+
+from ..settings import get_settings
+from .broker import ensure_broker
+from .flower import apply_flower_defaults
+from .reliability import celery_options
+from .routing import CAPABILITY_QUEUES, DEFAULT_QUEUE, route_transform
+
+
+def make_app() -> Celery:
+    settings = get_settings()
+    app = Celery(
+        "mediaconduit",
+        include=["mediaconduit_worker.worker.tasks", "mediaconduit_worker.worker.status", "mediaconduit_worker.batch.summary"],
+    )
+    app.conf.update(
+        broker_url=settings.effective_broker_url,
+        result_backend=settings.effective_result_backend,
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        event_serializer="json",
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        task_track_started=True,
+        result_extended=True,
+        result_expires=settings.result_expires,
+        task_time_limit=settings.task_time_limit,
+        task_soft_time_limit=max(settings.task_time_limit - 30, 1),
+        task_default_queue=DEFAULT_QUEUE,
+        task_queues=[Queue(q, routing_key=q) for q in (DEFAULT_QUEUE, *CAPABILITY_QUEUES)],
+        task_routes=(route_transform,),
+        result_backend_transport_options={"visibility_timeout": settings.visibility_timeout},
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=True,
+    )
+    app.conf.update(celery_options())
+    apply_flower_defaults()
+    return app
+
+
+app = make_app()
+
+
+@signals.celeryd_init.connect
+def _start_embedded_broker(**_: Any) -> None:
+    """A plain ``celery worker`` with no broker configured gets the embedded Redis too."""
+    ensure_broker()

@@ -1,0 +1,265 @@
+"""ProviderRegistry: turns a provider URL into a live provider instance, once per process."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import inspect
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from ..errors import ManifestError, ProviderLoadError
+from ..manifest import PROVIDER_MANIFEST, ProviderManifest, load_provider_manifest
+from ..provider import MediaProvider, ServiceHost, ServiceInfo
+from ..sources import Checkout, SourceCache, check_allowed, file_lock, parse_source, stable_id
+
+log = logging.getLogger(__name__)
+ENTRY_POINT_GROUP = "mediaconduit.providers"
+_PEP440_OP = re.compile(r"^\s*(==|>=|<=|~=|!=|>|<|===)")
+_BARE_VERSION = re.compile(r"^\s*\d+(\.\d+)*\s*$")
+
+
+@dataclass
+class LoadedProvider:
+    """A provider ready to run, with where it came from (reported in every result)."""
+
+    provider: MediaProvider
+    manifest: ProviderManifest
+    checkout: Checkout
+
+    @property
+    def source(self) -> dict[str, Any]:
+        return self.checkout.describe()
+
+
+def requirement(name: str, spec: str) -> str:
+    """A manifest dependency as a pip requirement; npm-style ranges are refused with the name."""
+    spec = spec.strip()
+    if spec in ("", "*", "latest"):
+        return name
+    if _PEP440_OP.match(spec):
+        return f"{name}{spec}"
+    if _BARE_VERSION.match(spec):
+        return f"{name}=={spec}"
+    raise ManifestError(f"field 'dependencies.{name}': {spec!r} is not a Python version specifier")
+
+
+def pip_install(requirements: list[str], target: Path, what: str) -> Path:
+    """Install into ``target`` once (atomic rename, under a lock); progress goes to the log."""
+    marker = target / ".mediaconduit-complete"
+    if marker.exists():
+        return target
+    with file_lock("pip-" + target.name):
+        if marker.exists():
+            return target
+        log.info("installing %s for %s into %s", ", ".join(requirements), what, target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".pip-"))
+        cmd = [sys.executable, "-m", "pip", "install", "--disable-pip-version-check", "--no-input",
+               "--progress-bar", "off", "--target", str(tmp), *requirements]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+            detail = " ".join((proc.stderr or proc.stdout).strip().splitlines()[-2:])
+            raise ProviderLoadError(f"installing {', '.join(requirements)} for {what} failed: {detail}")
+        for line in proc.stdout.splitlines():
+            if line.startswith("Successfully installed"):
+                log.info("%s: %s", what, line)
+        (tmp / ".mediaconduit-complete").write_text("ok")
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    return target
+
+
+def _add_path(path: Path) -> None:
+    if str(path) not in sys.path:
+        sys.path.append(str(path))
+
+
+def _main_file(manifest: ProviderManifest, root: Path, origin: str) -> Path:
+    """The provider module named by ``main``, which must be Python and inside the repository."""
+    candidates = [manifest.main] if manifest.main else ["provider.py", "__init__.py"]
+    for rel in candidates:
+        path = (root / rel).resolve()
+        if not path.is_relative_to(root.resolve()):
+            raise ManifestError(f"{origin}: field 'main' {rel!r} points outside the repository")
+        if path.is_dir():
+            path = path / "__init__.py"
+        if manifest.main and path.suffix != ".py":
+            raise ProviderLoadError(f"{origin}: field 'main' {manifest.main!r} is not a Python module or package")
+        if path.is_file():
+            return path
+        if manifest.main:
+            raise ManifestError(f"{origin}: field 'main' {manifest.main!r}: no such file in the repository")
+    raise ManifestError(f"{origin}: field 'main' is missing and there is no provider.py at the repository root")
+
+
+def _import(path: Path, name: str) -> ModuleType:
+    package = path.name == "__init__.py"
+    spec = importlib.util.spec_from_file_location(
+        name, path, submodule_search_locations=[str(path.parent)] if package else None
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        sys.modules.pop(name, None)
+        raise ProviderLoadError(f"importing provider module {path.name} failed: {type(exc).__name__}: {exc}") from exc
+    return module
+
+
+def _provider_class(module: ModuleType, export: str | None, origin: str) -> type[MediaProvider]:
+    if export:
+        cls = getattr(module, export, None)
+        if cls is None:
+            raise ManifestError(f"{origin}: field 'exportName' {export!r}: the module defines no such name")
+    else:
+        found = [
+            c for c in vars(module).values()
+            if inspect.isclass(c) and issubclass(c, MediaProvider) and c.__module__.startswith(module.__name__)
+        ]
+        if len(found) != 1:
+            names = [c.__name__ for c in found]
+            raise ManifestError(f"{origin}: field 'exportName' is missing and the module defines {len(found)} providers {names}")
+        cls = found[0]
+    if not (inspect.isclass(cls) and issubclass(cls, MediaProvider)):
+        raise ProviderLoadError(f"{origin}: {export!r} is not a MediaProvider subclass")
+    return cls
+
+
+class ProviderRegistry:
+    """Per-process cache of loaded providers over the shared on-disk source cache."""
+
+    def __init__(self, cache: SourceCache | None = None, service_host: ServiceHost | None = None) -> None:
+        self.cache = cache or SourceCache()
+        self.service_host = service_host
+        self._loaded: dict[str, LoadedProvider] = {}
+        self._manifests: dict[str, tuple[ProviderManifest, Checkout]] = {}
+        self._lock = threading.RLock()
+
+    def manifest(self, url: str) -> tuple[ProviderManifest, Checkout]:
+        """Fetch (or reuse) the source and parse its manifest, without installing or importing code."""
+        with self._lock:
+            if url in self._loaded:
+                lp = self._loaded[url]
+                return lp.manifest, lp.checkout
+            if url not in self._manifests:
+                check_allowed(url)
+                source = parse_source(url)
+                if source.kind == "pypi":
+                    lp = self.get(url)
+                    return lp.manifest, lp.checkout
+                checkout = self.cache.materialise(source)
+                self._manifests[url] = (load_provider_manifest(checkout.root, url), checkout)
+            return self._manifests[url]
+
+    def get(self, url: str) -> LoadedProvider:
+        """The loaded provider for ``url``; the first call per process fetches, installs and imports."""
+        with self._lock:
+            loaded = self._loaded.get(url)
+            if loaded is None:
+                loaded = self._load(url)
+                self._loaded[url] = loaded
+            return loaded
+
+    def loaded(self) -> list[LoadedProvider]:
+        return list(self._loaded.values())
+
+    def _load(self, url: str) -> LoadedProvider:
+        check_allowed(url)
+        source = parse_source(url)
+        if source.kind == "pypi":
+            return self._load_pypi(url)
+        manifest, checkout = self._manifests.pop(url, None) or (None, None)
+        if manifest is None or checkout is None:
+            checkout = self.cache.materialise(source)
+            manifest = load_provider_manifest(checkout.root, url)
+        main = _main_file(manifest, checkout.root, url)
+        if manifest.dependencies:
+            reqs = sorted(requirement(n, s) for n, s in manifest.dependencies.items())
+            target = self.cache.root / "deps" / stable_id("\n".join(reqs))
+            _add_path(pip_install(reqs, target, f"provider {manifest.id!r}"))
+        tag = stable_id(f"{url}@{checkout.commit}")
+        module = _import(main, f"mediaconduit_providers.{re.sub(r'[^0-9a-zA-Z_]', '_', manifest.id)}_{tag}")
+        cls = _provider_class(module, manifest.export_name, url)
+        provider = _instantiate(cls, url)
+        provider.attach_manifest(manifest)
+        provider.service_host = self.service_host
+        log.info("loaded provider %s from %s at %s", manifest.id, url, checkout.commit or "working tree")
+        return LoadedProvider(provider, manifest, checkout)
+
+    def _load_pypi(self, url: str) -> LoadedProvider:
+        source = parse_source(url)
+        target = pip_install([source.location], self.cache.root / "pypi" / stable_id(source.location), f"provider {url!r}")
+        _add_path(target)
+        importlib.invalidate_caches()
+        eps = [
+            (dist, ep)
+            for dist in importlib.metadata.distributions(path=[str(target)])
+            for ep in dist.entry_points
+            if ep.group == ENTRY_POINT_GROUP
+        ]
+        if not eps:
+            raise ProviderLoadError(f"package {source.location!r} exposes no {ENTRY_POINT_GROUP!r} entry point")
+        dist, ep = eps[0]
+        try:
+            cls = ep.load()
+        except Exception as exc:
+            raise ProviderLoadError(f"{url!r}: loading entry point {ep.value!r} failed: {type(exc).__name__}: {exc}") from exc
+        if not (inspect.isclass(cls) and issubclass(cls, MediaProvider)):
+            raise ProviderLoadError(f"{url!r}: entry point {ep.value!r} is not a MediaProvider subclass")
+        packaged = Path(inspect.getfile(cls)).parent
+        if (packaged / PROVIDER_MANIFEST).is_file():
+            manifest = load_provider_manifest(packaged, url)
+        else:
+            manifest = ProviderManifest.model_validate(
+                {"id": cls.id or ep.name, "name": cls.name or ep.name, "type": cls.type.value,
+                 "capabilities": [str(c) for c in cls.capabilities]}
+            )
+        provider = _instantiate(cls, url)
+        provider.attach_manifest(manifest)
+        provider.service_host = self.service_host
+        checkout = Checkout(source, packaged, None, version=f"{dist.metadata['Name']}=={dist.version}")
+        log.info("loaded provider %s from %s", manifest.id, checkout.version)
+        return LoadedProvider(provider, manifest, checkout)
+
+
+def _instantiate(cls: type[MediaProvider], url: str) -> MediaProvider:
+    try:
+        return cls()
+    except Exception as exc:
+        raise ProviderLoadError(f"{url!r}: constructing {cls.__name__} failed: {type(exc).__name__}: {exc}") from exc
+
+
+class DockerServices:
+    """The service host a worker hands its providers: the Docker runtime, imported on first use
+    (producers that only read manifests never load the Docker SDK)."""
+
+    def ensure(self, url: str, origin: str | None = None) -> ServiceInfo:
+        from ..services import get_service_registry
+
+        return get_service_registry().ensure(url, origin)
+
+
+_registry: ProviderRegistry | None = None
+
+
+def get_registry() -> ProviderRegistry:
+    """The process-wide registry (each worker child has its own, over the shared disk cache)."""
+    global _registry
+    if _registry is None:
+        _registry = ProviderRegistry(service_host=DockerServices())
+    return _registry

@@ -1,0 +1,92 @@
+"""Which failures are retried, and how a job that keeps killing its worker process is stopped.
+
+Celery does the heavy lifting: ``task_retry_on_worker_lost`` re-sends a job whose pool child died
+(SIGKILL, OOM, segfault) as a retry, so the delivery count travels in the message itself
+(``request.retries``) and survives worker restarts. Once ``max_retries`` is used up Celery acks the
+message and stores a FAILURE instead of requeueing it forever; :class:`CrashAwareRequest` only makes
+that final error say what happened.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import httpx
+import kombu.exceptions
+import redis.exceptions
+from billiard.einfo import ExceptionInfo
+from billiard.exceptions import WorkerLostError
+from celery.worker.request import Request
+
+from ..errors import PoisonJobError, TransientError
+from ..settings import get_settings
+
+#: Exceptions from provider code or the plumbing around it that mean "try again later", not "this
+#: job is wrong": connection refused/reset while a service restarts, a broker or result-backend blip,
+#: network timeouts, and ``TransientError`` (HTTP 429/5xx, mapped by the HTTP helpers).
+TRANSIENT_EXCEPTIONS: tuple[type[Exception], ...] = (
+    TransientError,
+    ConnectionError,
+    socket.timeout,
+    kombu.exceptions.OperationalError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    httpx.TransportError,
+)
+
+#: Seconds before a job whose worker process died is delivered again (``default_retry_delay``).
+WORKER_LOST_RETRY_DELAY = 2
+
+
+def backoff(retries: int, retry_after: float | None = None, cap: float = 60.0) -> float:
+    """Seconds before retry number ``retries + 1``: the server's hint, else exponential (1, 2, 4 … cap)."""
+    if retry_after is not None:
+        return max(0.0, float(retry_after))
+    return float(min(2**retries, cap))
+
+
+class CrashAwareRequest(Request):
+    """Worker-side request: when a lost worker process ends a job for good, say it was a poison job."""
+
+    def on_failure(self, exc_info: ExceptionInfo, send_failed_event: bool = True, return_ok: bool = False) -> Any:
+        exc = getattr(exc_info.exception, "exc", exc_info.exception)
+        max_retries = self.task.max_retries
+        if isinstance(exc, WorkerLostError) and max_retries is not None and self._context.retries >= max_retries:
+            deliveries = self._context.retries + 1
+            try:
+                raise PoisonJobError(
+                    f"job {self.id} ({self.task_name}) crashed its worker process on {deliveries} deliveries "
+                    f"(last: {exc}); giving up instead of delivering it again"
+                ) from exc
+            except PoisonJobError:
+                exc_info = ExceptionInfo()
+        return super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)
+
+
+def celery_options() -> dict[str, Any]:
+    """Celery settings that turn crashes and broker blips into delays instead of lost jobs."""
+    visibility = get_settings().visibility_timeout
+    return {
+        # Jobs of a worker that died whole wait in Redis' unacked table until the visibility timeout;
+        # kombu then only sweeps every interval x throttle seconds (100 s by default). Sweep at a tenth
+        # of the timeout (1-10 s, one cheap ZRANGE) so recovery takes about the visibility timeout.
+        "broker_transport_options": {
+            "visibility_timeout": visibility,
+            "unacked_restore_interval": max(1, min(10, visibility // 10)),
+            "unacked_restore_throttle": 1,
+            # A sweeper killed while holding the sweep lock blocks sweeps until it expires (default 300 s).
+            "unacked_mutex_expire": 30,
+        },
+        # A dead pool child: re-send the job as a retry (bounded by max_retries) instead of a requeue loop.
+        "task_retry_on_worker_lost": True,
+        # A producer or a chain step publishing during a broker restart keeps trying for ~1 minute.
+        "task_publish_retry": True,
+        "task_publish_retry_policy": {"max_retries": 30, "interval_start": 0, "interval_step": 0.5, "interval_max": 2},
+        # Workers reconnect for as long as the broker is away.
+        "broker_connection_retry": True,
+        "broker_connection_max_retries": None,
+        # Result reads/writes survive a short backend outage.
+        "result_backend_always_retry": True,
+        "result_backend_max_retries": 30,
+    }

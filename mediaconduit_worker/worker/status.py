@@ -1,0 +1,149 @@
+"""The status report behind ``mediaconduit status``: every live worker, its queues, the providers its
+processes loaded and the Docker services of this installation.
+
+Providers are loaded in the pool's child processes, which the main process cannot see into, so each
+child records what it loaded in a Redis hash per worker node (after each transform, only when
+something new was loaded); the ``mediaconduit_info`` inspect command reads it back together with the
+Docker services of this installation.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+from celery import Celery, signals
+from celery.worker.control import inspect_command
+
+from .app import app
+from .routing import TRANSFORM_TASK
+
+log = logging.getLogger(__name__)
+KEY_PREFIX = "mediaconduit-providers-"
+KEY_TTL = 7 * 24 * 3600
+_reported: set[str] = set()
+
+
+def _client() -> Any:
+    """The result backend's Redis client (None for a backend without one)."""
+    return getattr(app.backend, "client", None)
+
+
+def providers_key(hostname: str) -> str:
+    return KEY_PREFIX + hostname
+
+
+@signals.worker_ready.connect
+def _forget_previous_instance(sender: Any = None, **_: Any) -> None:
+    """A node name reused by a new worker process starts with nothing loaded."""
+    client = _client()
+    if client is not None and sender is not None:
+        try:
+            client.delete(providers_key(sender.hostname))
+        except Exception as exc:  # a report is not worth failing a worker start
+            log.warning("could not reset the provider report: %s", exc)
+
+
+@signals.task_postrun.connect
+def _report_loaded(sender: Any = None, task: Any = None, **_: Any) -> None:
+    """Child side: add providers this process loaded since its last report."""
+    if task is None or task.name != TRANSFORM_TASK:
+        return
+    from .loader import get_registry
+
+    new = [lp for lp in get_registry().loaded() if lp.checkout.source.url not in _reported]
+    client = _client()
+    if not new or client is None:
+        return
+    key = providers_key(task.request.hostname or "unknown")
+    try:
+        with client.pipeline(transaction=False) as pipe:
+            for lp in new:
+                info = {"id": lp.manifest.id, "name": lp.manifest.name, "url": lp.checkout.source.url,
+                        "commit": lp.checkout.commit, "pid": os.getpid(), "loaded_at": time.time()}
+                pipe.hset(key, f"{lp.checkout.source.url}|{os.getpid()}", json.dumps(info))
+            pipe.expire(key, KEY_TTL)
+            pipe.execute()
+    except Exception as exc:
+        log.warning("could not report loaded providers: %s", exc)
+        return
+    _reported.update(lp.checkout.source.url for lp in new)
+
+
+def loaded_providers(hostname: str) -> list[dict[str, Any]]:
+    """Providers loaded on ``hostname``, one entry per provider with the child pids that hold it."""
+    client = _client()
+    if client is None:
+        return []
+    merged: dict[str, dict[str, Any]] = {}
+    for raw in client.hgetall(providers_key(hostname)).values():
+        info = json.loads(raw)
+        entry = merged.setdefault(info["url"], {**info, "pids": []})
+        entry["pids"].append(info["pid"])
+        entry.pop("pid", None)
+    return sorted(merged.values(), key=lambda e: e["id"])
+
+
+def running_services() -> dict[str, Any]:
+    """This installation's service containers, or why they cannot be listed (no Docker engine)."""
+    from .. import services
+
+    try:
+        containers = services.get_service_registry().managed()
+        return {"available": True, "containers": [services.describe(c) for c in containers]}
+    except Exception as exc:
+        return {"available": False, "reason": f"{type(exc).__name__}: {exc}", "containers": []}
+
+
+@inspect_command(name="mediaconduit_info")
+def mediaconduit_info(state: Any, **_: Any) -> dict[str, Any]:
+    """Remote control: this worker's loaded providers and running services."""
+    hostname = state.consumer.hostname
+    return {"providers": loaded_providers(hostname), "services": running_services(), "pid": os.getpid()}
+
+
+def cluster_status(app: Celery, timeout: float = 2.0) -> list[dict[str, Any]]:
+    """One entry per worker that answered: queues, concurrency, active jobs, providers, services."""
+    inspect = app.control.inspect(timeout=timeout)
+    queues = inspect.active_queues() or {}
+    stats = inspect.stats() or {}
+    active = inspect.active() or {}
+    try:
+        info = app.control.broadcast("mediaconduit_info", reply=True, timeout=timeout) or []
+    except Exception:  # older workers without the command
+        info = []
+    infos = {name: reply for item in info for name, reply in item.items()}
+    workers = []
+    for name in sorted(set(queues) | set(stats)):
+        st = stats.get(name, {})
+        detail = infos.get(name) or {}
+        workers.append({
+            "worker": name,
+            "queues": sorted(q["name"] for q in queues.get(name, [])),
+            "concurrency": (st.get("pool") or {}).get("max-concurrency"),
+            "processes": (st.get("pool") or {}).get("processes", []),
+            "active": len(active.get(name, [])),
+            "providers": detail.get("providers", []) if "error" not in detail else [],
+            "services": detail.get("services") if detail else {"available": False, "reason": "no reply", "containers": []},
+        })
+    return workers
+
+
+def wait_for_workers(app: Celery, count: int = 1, destination: list[str] | None = None, timeout: float = 60.0,
+                     alive: Callable[[], bool] | None = None) -> list[dict[str, Any]]:
+    """Block until ``count`` workers (or those named in ``destination``) answer a ping.
+
+    ``alive`` is asked between pings, so a worker process that died fails fast instead of timing out.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if alive is not None and not alive():
+            raise RuntimeError(f"worker {', '.join(destination or [])} exited before it answered")
+        replies = app.control.ping(destination=destination, timeout=0.5)
+        if len(replies) >= (len(destination) if destination else count):
+            return replies
+    raise TimeoutError(f"{', '.join(destination) if destination else count} worker(s) did not answer within {timeout:.0f}s")

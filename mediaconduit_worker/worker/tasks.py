@@ -1,0 +1,102 @@
+"""The one task, ``mediaconduit.transform``: load provider, run model, return a TransformResult."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from celery import Task
+from celery.utils.saferepr import saferepr
+
+from ..assets import Asset, job_input
+from ..capabilities import parse_capability
+from ..errors import InvalidInputError, MediaConduitError, ProviderExecutionError
+from ..provider import DockerProvider
+from ..record import ResultMetadata, SourceInfo, TransformResult, redact
+from .app import app
+from .loader import get_registry
+from .reliability import TRANSIENT_EXCEPTIONS, WORKER_LOST_RETRY_DELAY, CrashAwareRequest, backoff
+from .routing import TRANSFORM_TASK
+
+log = logging.getLogger(__name__)
+#: Bounds transient retries and redeliveries after a lost worker process alike: Celery counts both
+#: in ``request.retries``.
+MAX_RETRIES = 5
+
+
+class TransformTask(Task):
+    """Checks payloads are JSON before queueing and keeps secrets out of events, logs and Flower."""
+
+    #: Names a job that crashes its worker process on every delivery a poison job.
+    Request = CrashAwareRequest
+
+    def apply_async(self, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
+        try:
+            json.dumps([args or [], kwargs or {}])
+        except (TypeError, ValueError) as exc:
+            raise InvalidInputError(f"transform arguments must be JSON (input, provider, model, options): {exc}") from None
+        options.setdefault("argsrepr", saferepr(redact(list(args or []))))
+        options.setdefault("kwargsrepr", saferepr(redact(dict(kwargs or {}))))
+        # Celery would stamp the producer's configured limits into the message; leave them to the worker
+        # (MEDIACONDUIT_TASK_TIME_LIMIT where the job runs) unless this call sets its own.
+        options.setdefault("time_limit", None)
+        options.setdefault("soft_time_limit", None)
+        return super().apply_async(args, kwargs, **options)
+
+
+@app.task(name=TRANSFORM_TASK, bind=True, base=TransformTask, max_retries=MAX_RETRIES,
+          default_retry_delay=WORKER_LOST_RETRY_DELAY)
+def transform(self: Task, input: Any, provider: str, model: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Turn ``input`` into an output asset with ``provider``'s ``model``; JSON TransformResult out."""
+    request_args, request_kwargs = self.request.args, self.request.kwargs
+    # result_extended stores the request's args in the backend: keep secrets out of it.
+    self.request.args = redact(list(request_args or []))
+    self.request.kwargs = redact(dict(request_kwargs or {}))
+    started = time.perf_counter()
+    if options is not None and not isinstance(options, dict):
+        raise InvalidInputError(f"options must be a JSON object, got {type(options).__name__}")
+    opts = dict(options or {})
+    requested_cap = opts.pop("capability", None)
+    if not isinstance(provider, str) or not provider:
+        raise InvalidInputError(f"provider must be a URL string, got {provider!r}")
+    if not isinstance(model, str) or not model:
+        raise InvalidInputError(f"model must be a model id string, got {model!r}")
+    model_input = job_input(input)
+    loaded = get_registry().get(provider)
+    try:
+        runnable = loaded.provider.get_model(model)  # may discover models over HTTP: transient errors retry
+        if isinstance(loaded.provider, DockerProvider):
+            loaded.provider.ensure_service()
+        output = runnable.transform(model_input, opts)
+    except TRANSIENT_EXCEPTIONS as exc:
+        countdown = backoff(self.request.retries, getattr(exc, "retry_after", None))
+        log.warning("transient error from %s/%s (%s); retry in %.1fs", loaded.manifest.id, model, exc, countdown)
+        raise self.retry(exc=exc, countdown=countdown, args=request_args, kwargs=request_kwargs)
+    except MediaConduitError:
+        raise
+    except Exception as exc:
+        raise ProviderExecutionError(
+            f"provider {loaded.manifest.id!r} model {model!r} raised {type(exc).__name__}: {exc}"
+        ) from exc
+    if not isinstance(output, Asset):
+        raise ProviderExecutionError(
+            f"provider {loaded.manifest.id!r} model {model!r} returned {type(output).__name__}, not an asset"
+        )
+    if "generation_prompt" not in output.metadata:
+        output.metadata["generation_prompt"] = runnable.generation_prompt(model_input, opts, started)
+    cap = parse_capability(requested_cap) if isinstance(requested_cap, str) else None
+    cap = cap or runnable.capability or loaded.manifest.capability_of(model)
+    result = TransformResult.of(output, ResultMetadata(
+        generation_prompt=output.metadata["generation_prompt"],
+        provider=loaded.manifest.id,
+        provider_url=provider,
+        model=model,
+        capability=str(cap) if cap else None,
+        processing_time_ms=round((time.perf_counter() - started) * 1000, 3),
+        source=SourceInfo(**loaded.source),
+        task_id=self.request.id,
+        worker=self.request.hostname,
+    ))
+    return result.model_dump(mode="json", exclude_none=True)

@@ -1,0 +1,206 @@
+"""The compose/ stack for real: images built here, Redis with a password, two worker pools in
+containers starting a provider service through the host's engine, Flower with basic auth.
+
+200 jobs from the host (text and a Docker-service provider), the text pool scaled to 2 and one
+worker container SIGKILLed mid-batch: every job ends with exactly one final result, Flower lists
+them all, and nothing is left running afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+
+import httpx
+import pytest
+from conftest import MIRRORS, REPO, RUN_DIR, free_port, publish
+
+pytestmark = pytest.mark.docker
+JOBS = 200
+PRODUCER = r"""
+import json, sys
+from celery.result import AsyncResult
+from mediaconduit_worker.celery_app import app
+from mediaconduit_worker import transform
+cmd, arg = sys.argv[1], sys.argv[2]
+if cmd == "send":
+    jobs = json.loads(arg)
+    print(json.dumps([transform.delay(*job).id for job in jobs]))
+else:
+    out = {}
+    for task_id in json.loads(arg):
+        r = AsyncResult(task_id, app=app)
+        try:
+            value = r.get(timeout=600)
+            out[task_id] = ["SUCCESS", value["asset"]["content"], value["metadata"]["worker"]]
+        except Exception as exc:
+            out[task_id] = [r.state, str(exc), None]
+    print(json.dumps(out))
+"""
+
+
+class Stack:
+    """One compose project with its own name, ports, network and secrets."""
+
+    def __init__(self) -> None:
+        self.project = f"mctest{uuid.uuid4().hex[:8]}"
+        self.dir = RUN_DIR / self.project
+        self.dir.mkdir()
+        self.password = secrets.token_hex(12)
+        self.flower_auth = ("admin", secrets.token_hex(8))
+        self.redis_port, self.flower_port = free_port(), free_port()
+        self.network = self.project
+        env = {
+            "MEDIACONDUIT_REDIS_PASSWORD": self.password,
+            "MEDIACONDUIT_FLOWER_AUTH": ":".join(self.flower_auth),
+            "MEDIACONDUIT_REDIS_PORT": str(self.redis_port),
+            "MEDIACONDUIT_FLOWER_PORT": str(self.flower_port),
+            "MEDIACONDUIT_NETWORK": self.network,
+            "MEDIACONDUIT_BLOB_DIR": str(self.dir / "blobs"),
+            "MEDIACONDUIT_VISIBILITY_TIMEOUT": "20",
+        }
+        (self.dir / ".env").write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+        # Test-only: github.com served from this run's bare repos, as on an air-gapped site.
+        override = {
+            "version": "3.7",
+            "x-git": None,
+            "services": {
+                name: {
+                    "volumes": [f"{MIRRORS}:/mirrors:ro"],
+                    "environment": {
+                        "GIT_CONFIG_COUNT": "1",
+                        "GIT_CONFIG_KEY_0": "url.file:///mirrors/.insteadOf",
+                        "GIT_CONFIG_VALUE_0": "https://github.com/",
+                    },
+                }
+                for name in ("worker-text", "worker-media")
+            },
+        }
+        del override["x-git"]
+        (self.dir / "override.yml").write_text(json.dumps(override))
+        self.base = ["docker-compose", "-p", self.project, "--env-file", str(self.dir / ".env"),
+                     "-f", str(REPO / "compose" / "docker-compose.yml"), "-f", str(self.dir / "override.yml")]
+
+    @property
+    def broker_url(self) -> str:
+        return f"redis://:{self.password}@127.0.0.1:{self.redis_port}/0"
+
+    def compose(self, *args: str, timeout: float = 900) -> str:
+        proc = subprocess.run([*self.base, *args], capture_output=True, text=True, timeout=timeout)
+        if proc.returncode != 0:
+            raise AssertionError(f"docker-compose {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        return proc.stdout
+
+    def producer(self, cmd: str, arg: object) -> object:
+        env = {**os.environ, "MEDIACONDUIT_BROKER_URL": self.broker_url, "MEDIACONDUIT_HOME": str(self.dir / "home"),
+               "MEDIACONDUIT_BLOB_DIR": str(self.dir / "blobs")}
+        env.pop("MEDIACONDUIT_RESULT_BACKEND", None)
+        proc = subprocess.run([sys.executable, "-c", PRODUCER, cmd, json.dumps(arg)], capture_output=True,
+                              text=True, env=env, timeout=900)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return json.loads(proc.stdout.splitlines()[-1])
+
+    def containers(self, service: str | None = None) -> list[str]:
+        filters = ["--filter", f"label=com.docker.compose.project={self.project}"]
+        if service:
+            filters += ["--filter", f"label=com.docker.compose.service={service}"]
+        out = subprocess.run(["docker", "ps", "-q", *filters], capture_output=True, text=True, check=True).stdout
+        return out.split()
+
+    def service_containers(self) -> list[str]:
+        out = subprocess.run(["docker", "ps", "-aq", "--filter", "label=org.mediaconduit.managed=1",
+                              "--filter", f"network={self.network}"], capture_output=True, text=True, check=True)
+        return out.stdout.split()
+
+    def down(self) -> None:
+        ids = self.service_containers()
+        if ids:
+            subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
+        self.compose("down", "-v", "--remove-orphans")
+
+    def wait_workers(self, count: int, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            out = subprocess.run(
+                [sys.executable, "-c", "from mediaconduit_worker.celery_app import app; "
+                 "print(len(app.control.ping(timeout=1)))"],
+                capture_output=True, text=True, env={**os.environ, "MEDIACONDUIT_BROKER_URL": self.broker_url},
+            )
+            if out.returncode == 0 and int(out.stdout.strip() or 0) >= count:
+                return
+            time.sleep(1)
+        raise TimeoutError(f"{count} workers did not answer:\n{self.compose('logs', '--tail=40')}")
+
+
+@pytest.fixture
+def stack(docker_engine):
+    if shutil.which("docker-compose") is None:
+        from conftest import _no_docker
+
+        _no_docker("docker-compose is not installed (apt-get install docker-compose)")
+    build = subprocess.run(["make", "-C", str(REPO), "wheelhouse"], capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr[-2000:]
+    s = Stack()
+    try:
+        s.compose("up", "-d", "--build")
+        yield s
+    finally:
+        s.down()
+
+
+def test_stack_survives_a_killed_worker_container(stack):
+    echo = publish(REPO / "providers" / "echo-provider", "echo-provider")
+    cowsay = publish(REPO / "providers" / "cowsay-provider", "cowsay-provider")
+    publish(REPO / "services" / "cowsay-service", "cowsay-service")
+    stack.wait_workers(2)
+    # Warm the Docker-service path once (image build + container start) before the batch.
+    warm = stack.producer("wait", stack.producer("send", [["warm", cowsay, "cowsay-default"]]))
+    assert [r[0] for r in warm.values()] == ["SUCCESS"], warm
+    jobs = [[f"job {i}", echo, "upper"] if i % 2 else [f"moo {i}", cowsay, "cowsay-default"] for i in range(JOBS)]
+    ids = stack.producer("send", jobs[: JOBS // 2])
+    stack.compose("up", "-d", "--no-recreate", "--scale", "worker-text=2")
+    stack.wait_workers(3)
+    ids += stack.producer("send", jobs[JOBS // 2 :])
+    text_pool = stack.containers("worker-text")
+    assert len(text_pool) == 2
+    victim = text_pool[0]
+    subprocess.run(["docker", "kill", "--signal", "KILL", victim], check=True, capture_output=True)
+    results = stack.producer("wait", ids)
+
+    assert len(ids) == len(set(ids)) == JOBS
+    states = {tid: r[0] for tid, r in results.items()}
+    assert states == {tid: "SUCCESS" for tid in ids}, {t: results[t] for t in ids if results[t][0] != "SUCCESS"}
+    for tid, (job_input, _, _) in zip(ids, jobs):
+        content = results[tid][1]
+        assert (job_input.upper() == content) if "job" in job_input else (job_input in content and "(oo)" in content)
+
+    # One final result per job in the backend, and nothing else queued or left unacknowledged.
+    import redis
+
+    client = redis.Redis.from_url(stack.broker_url)
+    assert len(client.keys("celery-task-meta-*")) == JOBS + 1
+    assert client.llen("text-to-text") == 0 and client.hlen("unacked") == 0
+    auth = httpx.BasicAuth(*stack.flower_auth)
+    base = f"http://127.0.0.1:{stack.flower_port}"
+    assert httpx.get(f"{base}/api/tasks", timeout=10).status_code == 401
+    deadline = time.monotonic() + 60
+    listed: dict = {}
+    while time.monotonic() < deadline:
+        listed = httpx.get(f"{base}/api/tasks", params={"limit": 100000}, auth=auth, timeout=30).json()
+        if all(listed.get(t, {}).get("state") == "SUCCESS" for t in ids):
+            break
+        time.sleep(2)
+    missing = [t for t in ids if listed.get(t, {}).get("state") != "SUCCESS"]
+    assert not missing, f"{len(missing)} jobs not SUCCESS in Flower"
+    assert {listed[t]["name"] for t in ids} == {"mediaconduit.transform"}
+    # The Docker-service provider ran in a container on the stack's network, reached by name.
+    assert stack.service_containers()
+
+    stack.down()
+    assert stack.containers() == [] and stack.service_containers() == []

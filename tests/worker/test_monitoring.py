@@ -1,0 +1,113 @@
+"""Monitoring with real processes: Flower (loopback, basic auth, /metrics, provider/model/capability
+per job) and ``mediaconduit status`` (workers, queues, loaded providers, services)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+from click.testing import CliRunner
+from conftest import free_port
+
+
+def _listening_addresses(port: int) -> set[str]:
+    """Local addresses with a LISTEN socket on ``port`` (from /proc/net/tcp and tcp6)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = open(table).read().splitlines()[1:]
+        except FileNotFoundError:
+            continue
+        for line in lines:
+            local, state = line.split()[1], line.split()[3]
+            addr, hexport = local.split(":")
+            if state == "0A" and int(hexport, 16) == port:
+                found.add(addr)
+    return found
+
+
+@pytest.fixture
+def flower():
+    port = free_port()
+    env = {**os.environ, "MEDIACONDUIT_FLOWER_AUTH": "ops:flower-pw", "MEDIACONDUIT_FLOWER_PORT": str(port)}
+    env.pop("FLOWER_ADDRESS", None)
+    proc = subprocess.Popen([sys.executable, "-m", "mediaconduit_worker.cli", "flower"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{base}/healthcheck", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"flower did not start: {proc.communicate()[0]}")
+        time.sleep(0.2)
+    yield base, port
+    proc.terminate()
+    proc.wait(10)
+
+
+def test_flower_loopback_auth_metrics_and_job_details(flower, text_worker, echo_url):
+    from mediaconduit_worker import transform
+
+    base, port = flower
+    assert _listening_addresses(port) == {"0100007F"}  # 127.0.0.1 only
+    auth = ("ops", "flower-pw")
+    assert httpx.get(f"{base}/api/workers", timeout=5).status_code == 401
+    assert httpx.get(f"{base}/api/workers", auth=("ops", "wrong"), timeout=5).status_code == 401
+
+    def flower_record(task_id: str, timeout: float = 30) -> dict:
+        """Flower's view of a finished job, once it has seen the job's events through SUCCESS."""
+        deadline = time.monotonic() + timeout
+        record: dict = {}
+        while time.monotonic() < deadline:
+            reply = httpx.get(f"{base}/api/task/info/{task_id}", auth=auth, timeout=5)
+            record = reply.json() if reply.status_code == 200 else {}
+            if record.get("state") == "SUCCESS" and record.get("name"):
+                break
+            time.sleep(0.3)
+        return record
+
+    # Flower's event receiver binds its queue a moment after its HTTP side answers: events sent
+    # before that (task-sent) are not delivered to it. Wait until it sees a whole job first.
+    deadline = time.monotonic() + 60
+    while not flower_record(transform.delay("warm-up", echo_url, "echo").id, timeout=5).get("name"):
+        assert time.monotonic() < deadline, "Flower never saw a job's events"
+    r = transform.delay("watched", echo_url, "upper", {"api_key": "sk-secret-value"})
+    assert r.get(timeout=60)["asset"]["content"] == "WATCHED"
+    task = flower_record(r.id)
+    assert task.get("state") == "SUCCESS", task
+    assert task["name"] == "mediaconduit.transform"
+    assert echo_url in task["args"] and "'upper'" in task["args"]  # provider and model
+    assert task["routing_key"] == "text-to-text"  # capability = queue
+    assert "sk-secret-value" not in json.dumps(task)  # redacted in what Flower shows
+
+    metrics = httpx.get(f"{base}/metrics", timeout=5)
+    assert metrics.status_code == 200
+    assert "flower_events_total" in metrics.text and "mediaconduit.transform" in metrics.text
+
+
+def test_status_lists_workers_queues_and_loaded_providers(text_worker, echo_url):
+    from mediaconduit_worker import transform
+    from mediaconduit_worker.cli import main
+
+    transform.delay("load me", echo_url, "echo").get(timeout=60)
+    res = CliRunner().invoke(main, ["status", "--json", "--timeout", "3"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    workers = {w["worker"]: w for w in json.loads(res.output)}
+    me = workers[text_worker.hostname]
+    assert {"text-to-text", "mediaconduit"} <= set(me["queues"])
+    assert me["concurrency"] == 2
+    assert [p["id"] for p in me["providers"] if p["url"] == echo_url] == ["echo-provider"]
+    assert set(me["services"]) >= {"available", "containers"}
+
+    table = CliRunner().invoke(main, ["status"], catch_exceptions=False, env={"COLUMNS": "200"})
+    assert text_worker.hostname in table.output and "echo-provider" in table.output
