@@ -60,13 +60,6 @@ class ModelEntry(_Tolerant):
     parameters: dict[str, Any] = Field(default_factory=dict)
 
 
-class ServiceConfig(_Tolerant):
-    docker_compose: str | None = Field(default=None, alias="dockerCompose")
-    service_name: str | None = Field(default=None, alias="serviceName")
-    health_endpoint: str | None = Field(default=None, alias="healthEndpoint")
-    default_base_url: str | None = Field(default=None, alias="defaultBaseUrl")
-
-
 class ProviderManifest(_Tolerant):
     id: str
     name: str
@@ -80,7 +73,6 @@ class ProviderManifest(_Tolerant):
     dynamic_models: bool = False
     model_defaults: dict[str, Any] = Field(default_factory=dict)
     service_url: str | None = Field(default=None, alias="serviceUrl")
-    service_config: ServiceConfig | None = Field(default=None, alias="serviceConfig")
     main: str | None = None
     export_name: str | None = Field(default=None, alias="exportName")
     dependencies: dict[str, str] = Field(default_factory=dict)
@@ -146,9 +138,6 @@ class ProviderManifest(_Tolerant):
 class HealthCheck(_Tolerant):
     endpoint: str | None = None
     url: str | None = None
-    interval: str | int | float | None = None
-    timeout: str | int | float | None = None
-    retries: int | None = None
     startup_timeout: float | None = Field(default=None, alias="startupTimeout")
 
 
