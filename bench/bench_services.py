@@ -2,7 +2,7 @@
 
     python bench/bench_services.py [--service services/cowsay-service] [--attach 200] [--cold 5]
 
-Targets (issue 3): attach < 20 ms, cold start to healthy < 1.5 s, no rebuild when nothing changed.
+Targets: attach < 20 ms, cold start to healthy < 1.5 s, no rebuild when nothing changed.
 Needs a Docker engine and the base image (`make base-image`). Everything it starts is removed.
 """
 

@@ -202,7 +202,7 @@ def text_worker() -> Iterator[WorkerProcess]:
     w.stop()
 
 
-# -- Docker engine (issue 3) -----------------------------------------------------------------------
+# -- Docker engine ------------------------------------------------------------------------------
 REQUIRE_DOCKER = os.environ.get("MEDIACONDUIT_REQUIRE_DOCKER") == "1"
 _DOCKER_USED = False
 
