@@ -4,16 +4,12 @@ or fetched, and the same worker serving a good job afterwards."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-from conftest import free_port
+from support.flower import running_flower
 
 from .conftest import leaked
 from .probes import PROBES, Probe
@@ -36,25 +32,8 @@ def _fill(value: Any, subs: dict[str, str]) -> Any:
 @pytest.fixture(scope="module")
 def flower_api() -> Iterator[str]:
     """Flower on loopback with basic auth, as deployed; the probes come in as an operator's API calls."""
-    port = free_port()
-    env = {**os.environ, "MEDIACONDUIT_FLOWER_PORT": str(port), "MEDIACONDUIT_FLOWER_AUTH": FLOWER_AUTH}
-    proc = subprocess.Popen([sys.executable, "-m", "mediaconduit_worker.cli", "flower"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{base}/healthcheck", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError("flower did not start")
-        time.sleep(0.2)
-    yield base
-    proc.terminate()
-    proc.wait(10)
+    with running_flower(FLOWER_AUTH) as (base, _):
+        yield base
 
 
 def _error_of(call: Any) -> str:
