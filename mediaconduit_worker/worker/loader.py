@@ -250,8 +250,9 @@ class DockerServices:
 
     def ensure(self, url: str, origin: str | None = None) -> ServiceInfo:
         from ..services import get_service_registry
+        from .replay import pinned_service_url
 
-        return get_service_registry().ensure(url, origin)
+        return get_service_registry().ensure(pinned_service_url(url), origin)
 
 
 _registry: ProviderRegistry | None = None
