@@ -182,10 +182,10 @@ class Validator:
             manifest = load_provider_manifest(checkout.root, self.url)
             self.report.provider = manifest.id
             notes.extend(_manifest_notes(manifest))
-        if checkout is None or manifest is None:
+        if checkout is None or manifest is None or self.failed("manifest"):
             for name in ("entrypoint", "dependencies", "models", "transform", "output", "generation-prompt",
                          "errors", "secrets"):
-                self.skip(name, "the manifest did not load")
+                self.skip(name, "the manifest did not pass")
             return
         with self.check("dependencies", "installing dependencies") as notes:
             reqs = sorted(loader.requirement(n, s) for n, s in manifest.dependencies.items())
@@ -219,17 +219,11 @@ class Validator:
 
     def _after_load(self, provider: MediaProvider, manifest: ProviderManifest) -> None:
         keyless = isinstance(provider, RemoteProvider) and provider.requires_api_key and not provider.config.get("api_key")
-        if isinstance(provider, RemoteProvider):
-            if keyless:
-                env = provider.config_env.get("api_key", "its API key variable")
-                self.skip("remote", f"no API key: set {env} to call {provider.label!r} (models, transform, output, "
-                                    "generation-prompt and secrets need it)")
-            else:
-                self.report.checks.append(Check("remote", "pass", f"key set ({provider.config_env.get('api_key')})"))
         models: list[ProviderModel] = []
         with self.check("models", "listing models") as notes:
             models = provider.models
-            if not models and keyless:
+            from_api = isinstance(provider, RemoteProvider) and (keyless or provider._discovery_error is not None)
+            if not models and from_api:
                 notes.append("the model list comes from the API")
             elif not models:
                 raise Failed("the provider lists no models (manifest 'models' is empty and discovery found none)")
@@ -239,12 +233,14 @@ class Validator:
             if models:
                 notes.append(", ".join(f"{m.id} ({', '.join(c.value for c in m.capabilities)})" for m in models[:12])
                              + (f" and {len(models) - 12} more" if len(models) > 12 else ""))
+        if isinstance(provider, RemoteProvider):
+            keyless = self._remote(provider, keyless)
         started: list[str] = []
         if isinstance(provider, DockerProvider):
             started = self._service(provider)
         try:
             if keyless or self.failed("models") or self.failed("service"):
-                why = "no API key" if keyless else "the models or the service failed"
+                why = "the remote API is not available" if keyless else "the models or the service failed"
                 for name in ("transform", "output", "generation-prompt", "secrets"):
                     self.skip(name, why)
             else:
@@ -252,6 +248,21 @@ class Validator:
             self._errors(provider, keyless)
         finally:
             self._stop(started)
+
+    def _remote(self, provider: RemoteProvider, keyless: bool) -> bool:
+        """The ``remote`` check: skipped (naming the variable) without a key or a reachable API; True then."""
+        if keyless:
+            env = provider.config_env.get("api_key", "its API key variable")
+            self.skip("remote", f"no API key: set {env} to call {provider.label!r} (transform, output, "
+                                "generation-prompt and secrets need it)")
+            return True
+        unreachable = provider._discovery_error
+        if unreachable is not None:
+            env = provider.config_env.get("base_url", "its base URL variable")
+            self.skip("remote", f"the API does not answer (set {env}): {unreachable}")
+            return True
+        self.report.checks.append(Check("remote", "pass", f"API at {provider.base_url} answers"))
+        return False
 
     def _service(self, provider: DockerProvider) -> list[str]:
         """Build and start the service on a Docker-assigned port; the containers to stop afterwards."""
