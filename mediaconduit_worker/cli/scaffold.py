@@ -107,18 +107,27 @@ def image_to_image(data: bytes) -> bytes:
 
 
 def _rgb(data: bytes, width: int, height: int) -> bytes:
-    """RGB rows of a filter-0, 8-bit RGB PNG (what ``png`` writes)."""
+    """RGB rows of an 8-bit RGB PNG, its row filters undone."""
     pos, idat = 8, b""
     while pos < len(data):
         (length,) = struct.unpack(">I", data[pos:pos + 4])
+        if data[pos + 4:pos + 8] == b"IHDR" and data[pos + 16:pos + 18] != b"\\x08\\x02":
+            raise ValueError("only 8-bit RGB PNGs are supported here")
         if data[pos + 4:pos + 8] == b"IDAT":
             idat += data[pos + 8:pos + 8 + length]
         pos += 12 + length
-    raw = zlib.decompress(idat)
-    stride = width * 3 + 1
-    if any(raw[y * stride] for y in range(height)):
-        raise ValueError("only unfiltered 8-bit RGB PNGs are supported here")
-    return b"".join(raw[y * stride + 1:(y + 1) * stride] for y in range(height))
+    raw, stride, out, prev = zlib.decompress(idat), width * 3, bytearray(), bytearray(width * 3)
+    for y in range(height):
+        kind, row = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
+        for x in range(stride):
+            a, b, c = row[x - 3] if x >= 3 else 0, prev[x], prev[x - 3] if x >= 3 else 0
+            p = a + b - c
+            pred = (0, a, b, (a + b) // 2,
+                    a if abs(p - a) <= abs(p - b) and abs(p - a) <= abs(p - c) else b if abs(p - b) <= abs(p - c) else c)
+            row[x] = (row[x] + pred[kind]) & 0xFF
+        out += row
+        prev = row
+    return bytes(out)
 
 
 def audio_to_audio(data: bytes) -> bytes:
@@ -405,7 +414,8 @@ def provider_files(slug: str, package: str, cls: str, caps: list[MediaCapability
     return files
 
 
-def scaffold(name: str, caps: list[str], docker: bool, remote: bool, where: Path, service_url: str | None) -> list[Path]:
+def scaffold(name: str, caps: list[str], docker: bool, remote: bool, where: Path, service_url: str | None,
+             api_model: str | None = None) -> list[Path]:
     """Write ``NAME-provider`` (and ``NAME-service`` with ``docker``) under ``where``; the folders made."""
     if docker and remote:
         raise click.UsageError("--docker and --remote exclude each other: a provider runs a service or calls an API")
@@ -425,6 +435,9 @@ def scaffold(name: str, caps: list[str], docker: bool, remote: bool, where: Path
                                                         service_url or f"https://github.com/YOUR-ORG/{slug}-service")}
     if docker:
         trees[where / f"{slug}-service"] = service_files(slug, cls, wanted)
+    if remote and api_model:  # the API's own id for its model, wherever the template names the model
+        default = _model_id(slug, MediaCapability.TEXT_TO_TEXT)
+        trees = {f: {rel: text.replace(default, api_model) for rel, text in files.items()} for f, files in trees.items()}
     for folder in trees:
         if folder.exists():
             raise click.ClickException(f"{folder} already exists; choose another name or move it away")
@@ -440,12 +453,13 @@ def scaffold(name: str, caps: list[str], docker: bool, remote: bool, where: Path
 @click.option("--capability", "caps", multiple=True, help="A capability to serve (repeatable); default text-to-text.")
 @click.option("--docker", is_flag=True, help="Back the models with a Docker service, scaffolded as ./NAME-service.")
 @click.option("--remote", is_flag=True, help="A RemoteProvider calling an HTTP API with a key.")
+@click.option("--api-model", default=None, help="With --remote: the API's id of the model to list.")
 @click.option("--service-url", default=None, help="Where NAME-service will be published (the manifest's serviceUrl).")
 @click.option("--dir", "where", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
               help="Folder to create the repositories in (default: here).")
-def providers_new(name: str, caps: tuple[str, ...], docker: bool, remote: bool, service_url: str | None,
-                  where: Path) -> None:
+def providers_new(name: str, caps: tuple[str, ...], docker: bool, remote: bool, api_model: str | None,
+                  service_url: str | None, where: Path) -> None:
     """Scaffold a provider repository ./NAME-provider (and ./NAME-service with --docker)."""
-    for folder in scaffold(name, list(caps), docker, remote, where, service_url):
+    for folder in scaffold(name, list(caps), docker, remote, where, service_url, api_model):
         click.echo(f"created {folder}")
     click.echo(f"next: mediaconduit providers validate {where / (_names(name)[0] + '-provider')}")

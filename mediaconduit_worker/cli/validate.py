@@ -201,7 +201,7 @@ class Validator:
         else:
             with self.check("entrypoint", "importing main and exportName") as notes:
                 main = loader._main_file(manifest, checkout.root, self.url)
-                module = loader._import(main, f"mediaconduit_validate_{stable_id(str(self.cache_root))}")
+                module = loader._import(main, f"mediaconduit_providers.validate_{stable_id(str(self.cache_root))}")  # as a worker names it
                 cls = loader._provider_class(module, manifest.export_name, self.url)
                 provider = loader._instantiate(cls, self.url)
                 provider.attach_manifest(manifest)

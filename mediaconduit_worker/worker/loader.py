@@ -106,6 +106,11 @@ def _main_file(manifest: ProviderManifest, root: Path, origin: str) -> Path:
 
 
 def _import(path: Path, name: str) -> ModuleType:
+    parent = name.rpartition(".")[0]
+    if parent and parent not in sys.modules:  # so a provider package's relative imports (`from . import x`) resolve
+        namespace = ModuleType(parent)
+        namespace.__path__ = []
+        sys.modules[parent] = namespace
     package = path.name == "__init__.py"
     spec = importlib.util.spec_from_file_location(
         name, path, submodule_search_locations=[str(path.parent)] if package else None
