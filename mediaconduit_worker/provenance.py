@@ -42,10 +42,11 @@ def content_digest(value: Any) -> Any:
     return None
 
 
-def complete_record(prompt: dict[str, Any], *, input: Any, output: Asset, provider_url: str,
+def complete_record(prompt: Any, *, input: Any, output: Asset, provider_url: str,
                     source: dict[str, Any], capability: str | None, service: dict[str, Any] | None) -> dict[str, Any]:
-    """``prompt`` with the record fields set by the worker (they override a provider's own)."""
-    record = dict(prompt)
+    """``prompt`` with the record fields set by the worker (they override a provider's own); a prompt that is
+    not a mapping is kept under ``provider_prompt``."""
+    record = dict(prompt) if isinstance(prompt, dict) else {"provider_prompt": prompt}
     record.update(
         record_version=RECORD_VERSION,
         package_version=package_version(),
@@ -58,5 +59,6 @@ def complete_record(prompt: dict[str, Any], *, input: Any, output: Asset, provid
         capability=capability,
     )
     if service:
-        record["service"] = redact({**(prompt.get("service") or {}), **service})
+        own = record.get("service")
+        record["service"] = redact({**(own if isinstance(own, dict) else {}), **service})
     return record

@@ -363,8 +363,19 @@ class Validator:
                 raise Failed(f"an unknown model raised {type(exc).__name__} instead of UnknownModelError: {exc}") from None
             if keyless:
                 notes.append(f"without a key the API decides ({type(got).__name__} stands in for {bogus!r})")
-            else:
+                return
+            if not (isinstance(provider, RemoteProvider) and provider.accepts_unlisted_models):
                 raise Failed(f"get_model({bogus!r}) returned {got!r} instead of raising UnknownModelError")
+            # APIs that take unlisted ids (pulled on demand) must refuse an unknown one when it is used.
+            cap = got.capability or (provider.capabilities or [MediaCapability.TEXT_TO_TEXT])[0]
+            try:
+                got.transform(sample_for(cap, None), {})
+            except MediaConduitError as exc:
+                if bogus not in str(exc):
+                    raise Failed(f"running unknown model {bogus!r} failed without naming it: {exc}") from None
+                notes.append(f"the API refuses it clearly: {exc}"[:200])
+                return
+            raise Failed(f"unknown model {bogus!r} was accepted and ran: the API never refused it")
 
 
 def _manifest_notes(manifest: ProviderManifest) -> list[str]:

@@ -129,3 +129,25 @@ def test_the_table_names_the_failed_check(make_provider):
     url = make_provider("broken", manifest(exportName="Missing"), {"provider.py": GOOD_MODEL})
     code, _, output = run_cli("providers", "validate", url)
     assert code == 1 and "entrypoint" in output and "failed: entrypoint" in output
+
+
+STANDIN_MODELS = {"openrouter": "openai/gpt-4o-mini", "together": "meta-llama/Llama-3.3-70B-Instruct-Turbo",
+                  "xai": "grok-3-mini", "openai": "gpt-4o-mini", "anthropic": "claude-haiku-4-5", "ollama": "llama3.2",
+                  "elevenlabs": "Rachel"}
+
+
+def test_remote_reference_providers_with_keys_pass_every_check(monkeypatch):
+    """With keys and an API that answers (the stand-ins), the remote checks run for real."""
+    from support.standin_apis import StandInAPIs
+
+    apis = StandInAPIs().start()
+    try:
+        for var, value in apis.env().items():
+            monkeypatch.setenv(var, value)
+        for name in REMOTE_PROVIDERS:
+            url = publish(REPO / "providers" / f"{name}-provider", f"{name}-provider")
+            code, checks, report = validate(url, "--model", STANDIN_MODELS[name])
+            assert code == 0, report
+            assert {n: c["status"] for n, c in checks.items() if c["status"] != "pass"} == {}, name
+    finally:
+        apis.stop()
