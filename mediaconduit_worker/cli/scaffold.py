@@ -121,10 +121,9 @@ def _rgb(data: bytes, width: int, height: int) -> bytes:
         kind, row = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
         for x in range(stride):
             a, b, c = row[x - 3] if x >= 3 else 0, prev[x], prev[x - 3] if x >= 3 else 0
-            p = a + b - c
-            pred = (0, a, b, (a + b) // 2,
-                    a if abs(p - a) <= abs(p - b) and abs(p - a) <= abs(p - c) else b if abs(p - b) <= abs(p - c) else c)
-            row[x] = (row[x] + pred[kind]) & 0xFF
+            pa, pb, pc = abs(b - c), abs(a - c), abs(a + b - 2 * c)
+            paeth = a if pa <= pb and pa <= pc else b if pb <= pc else c
+            row[x] = (row[x] + (0, a, b, (a + b) // 2, paeth)[kind]) & 0xFF
         out += row
         prev = row
     return bytes(out)
@@ -179,7 +178,8 @@ def _local_module(caps: list[MediaCapability], cls: str, docker: bool) -> str:
     outs = sorted({SUPPORTED[c][2] for c in caps} | ({"Image"} if any(SUPPORTED[c][1] == "image" for c in caps) else set())
                   | ({"Audio"} if any(SUPPORTED[c][1] == "audio" for c in caps) else set()))
     provider_base = "DockerProvider" if docker else "MediaProvider"
-    imports = sorted({provider_base, "MediaCapability", "input_asset", "input_text", *bases, *outs},
+    readers = {"input_text" if SUPPORTED[c][1] == "text" else "input_asset" for c in caps}
+    imports = sorted({provider_base, "MediaCapability", *readers, *bases, *outs},
                      key=lambda s: (s[0].islower(), s))
     body = [f'"""{cls} provider: one model per capability; {"the work is done by its Docker service" if docker else "the work is in ops.py"}."""',
             "", "from __future__ import annotations", "", "import time", "from typing import Any", "",
@@ -209,9 +209,9 @@ def _local_module(caps: list[MediaCapability], cls: str, docker: bool) -> str:
                  f"        data = {read}", *call,
                  f"        prompt = self.generation_prompt(input, opts, started{meta})",
                  f"        return {make}", ""]
-    mapping = ", ".join(f"MediaCapability.{c.name}: {cls}{''.join(p.capitalize() for p in c.value.split('-'))}Model"
-                        for c in caps)
-    body += ["", f"class {cls}Provider({provider_base}):", f"    model_classes = {{{mapping}}}"]
+    mapping = "".join(f"\n        MediaCapability.{c.name}: {cls}{''.join(p.capitalize() for p in c.value.split('-'))}Model,"
+                      for c in caps)
+    body += ["", f"class {cls}Provider({provider_base}):", f"    model_classes = {{{mapping}\n    }}"]
     return "\n".join(body) + "\n"
 
 
@@ -263,8 +263,8 @@ def _tests(package: str, cls: str, caps: list[MediaCapability], docker: bool, re
         skip = (f'\nSERVICE = os.environ.get("{env}_SERVICE_URL")  # e.g. http://127.0.0.1:PORT of `docker compose up`\n'
                 f'pytestmark = pytest.mark.skipif(not SERVICE, reason="set {env}_SERVICE_URL to a running {slug}-service")\n')
     if remote:
-        skip = (f'\npytestmark = pytest.mark.skipif(not os.environ.get("{env}_API_KEY"), '
-                f'reason="set {env}_API_KEY (and {env}_BASE_URL) to call the API")\n')
+        skip = (f'\npytestmark = pytest.mark.skipif(not os.environ.get("{env}_API_KEY"),\n'
+                f'                                reason="set {env}_API_KEY (and {env}_BASE_URL) to call the API")\n')
     host = ""
     if docker:
         host = '''
@@ -284,12 +284,16 @@ class RunningService:
     }
     cases = ",\n".join(f'    ("{_model_id(slug, c)}", {samples[SUPPORTED[c][1]]}, '
                        f'"{SUPPORTED[c][2].lower()}")' for c in caps)
-    imports = ["import os", "from pathlib import Path", "", "import pytest", "",
-               "from mediaconduit_worker import Audio, Image" + (", ServiceInfo" if docker else ""),
-               "from mediaconduit_worker.manifest import load_provider_manifest"]
-    if not remote:
-        imports.append(f"from {package} import ops" if not docker else "import samples as ops  # the service's ops.py")
-    load = f"from {package} import {cls}Provider"
+    kinds = {SUPPORTED[c][1] for c in caps}
+    sdk = sorted({"Audio"} & {k.capitalize() for k in kinds} | {"Image"} & {k.capitalize() for k in kinds}
+                 | ({"ServiceInfo"} if docker else set()))
+    imports = (["import os"] if docker or remote else []) + ["from pathlib import Path", "", "import pytest"]
+    imports += [f"from mediaconduit_worker import {', '.join(sdk)}"] if sdk else []
+    imports += ["from mediaconduit_worker.manifest import load_provider_manifest"]
+    local = [f"from {package} import {cls}Provider"]
+    if kinds - {"text"}:
+        local.insert(0, "import samples as ops  # the service's ops.py" if docker else f"from {package} import ops")
+    load = "\n".join(["", *sorted(local, key=lambda line: line.startswith("from"))])
     return f'''"""The models through the SDK, without a worker: what a worker would call, on a sample of each capability."""
 
 {chr(10).join(imports)}
@@ -301,8 +305,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def provider():
     p = {cls}Provider()
-    p.attach_manifest(load_provider_manifest(ROOT))
-{"    p.service_host = RunningService()" if docker else ""}
+    p.attach_manifest(load_provider_manifest(ROOT)){(chr(10) + "    p.service_host = RunningService()") if docker else ""}
     return p
 
 
@@ -339,6 +342,7 @@ def service_files(slug: str, cls: str, caps: list[MediaCapability]) -> dict[str,
         "ops.py": OPS,
         "server.py": f'''"""{cls} service: ``GET /health``; ``POST /run/<capability>`` with the input as the body (text or media)."""
 
+import json
 import os
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -371,7 +375,7 @@ class Handler(BaseHTTPRequestHandler):
         try:
             out = run(data.decode() if kind == "text" else data)
         except ValueError as exc:
-            return self._send(400, ('{{"error": "%s"}}' % exc).encode(), "application/json")
+            return self._send(400, json.dumps({{"error": str(exc)}}).encode(), "application/json")
         self._send(200, out.encode() if isinstance(out, str) else out, MIME[type(out)])
 
 
