@@ -64,7 +64,7 @@ def _state(container: Container) -> tuple[str, str | None]:
 
 
 def _slug(text: str) -> str:
-    return re.sub(r"[^a-zA-Z0-9_.-]+", "-", text).strip("-.") or "service"
+    return re.sub(r"[^a-zA-Z0-9_.-]+", "-", text).strip("-._") or "service"
 
 
 class ServiceRegistry:
@@ -163,7 +163,7 @@ class ServiceRegistry:
                   L_SOURCE: spec.url, L_COMMIT: spec.revision}
         kwargs: dict[str, Any] = dict(
             image=image, name=name, detach=True, labels=labels, environment=spec.environment,
-            ports={f"{p.container}/{p.protocol}": (p.host_ip, p.host or None) for p in ports},
+            ports={f"{p.container}/{p.protocol}": ("127.0.0.1", None) for p in ports},  # Docker picks the port
             healthcheck=spec.healthcheck, command=spec.command, entrypoint=spec.entrypoint,
             working_dir=spec.working_dir, volumes=spec.volumes or None,
         )
