@@ -347,7 +347,7 @@ def test_a_bad_dependency_names_the_provider_when_installing(tmp_path: Path) -> 
 # -- folder sources whose links lead out --------------------------------------------------------------
 def _folder(tmp_path: Path, files: dict[str, str], links: dict[str, Path | str]) -> Checkout:
     root = tmp_path / "repo"
-    root.mkdir()
+    root.mkdir(parents=True)
     for rel, text in files.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(text)
@@ -411,3 +411,18 @@ def test_folder_revision_hashes_links_without_following_them(tmp_path: Path, out
     before = folder_revision(checkout.root)
     outside.write_text("changed")
     assert folder_revision(checkout.root) == before
+
+
+def test_named_volumes_are_the_service_urls_own(tmp_path: Path) -> None:
+    """``volumes: [redis-data:/data]`` never mounts a volume of that name from the host's engine."""
+    from mediaconduit_worker.services.registry import ServiceRegistry
+
+    specs = []
+    for name in ("a", "b"):
+        checkout = _folder(tmp_path / name, {
+            "MediaConduit.service.yml": "id: s\nname: s\ndocker: {}\n",
+            "docker-compose.yml": "services: {s: {image: x, volumes: ['redis-data:/data']}}\nvolumes: {redis-data: {}}\n",
+        }, {})
+        specs.append(load_spec(checkout, name))
+    names = {ServiceRegistry.volume_name(spec, "redis-data") for spec in specs}
+    assert len(names) == 2 and all(n.startswith("mediaconduit-redis-data-") for n in names)
