@@ -14,15 +14,10 @@ def set_job_deadline(seconds: float | None) -> None:
     _local.at = None if seconds is None else time.monotonic() + seconds
 
 
-def remaining(default: float | None = None) -> float | None:
+def time_left(default: float | None = None) -> float | None:
     """Seconds left before the current job's deadline (never below 0); ``default`` outside a job."""
     at = getattr(_local, "at", None)
     if at is None:
         return default
     return max(at - time.monotonic(), 0.0)
 
-
-def bounded(timeout: float) -> float:
-    """``timeout`` cut to what the job has left, so a call never outlives its job."""
-    left = remaining()
-    return timeout if left is None else min(timeout, left)

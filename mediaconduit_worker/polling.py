@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from .deadline import remaining
+from .deadline import time_left
 from .errors import ProviderExecutionError
 
 log = logging.getLogger(__name__)
@@ -23,7 +23,7 @@ def poll_until(check: Callable[[], T | None], cancel: Callable[[], None], *, wha
                first: float = 0.5, longest: float = 5.0) -> T:
     """``check()`` until it returns a value. ``budget`` is the wait outside a job (no deadline set)."""
     started = time.monotonic()
-    left = remaining(default=budget) or 0.0
+    left = time_left(default=budget) or 0.0
     until = started + left
     interval = first
     try:

@@ -1,4 +1,4 @@
-"""Hands each job's deadline to the SDK (``deadline.remaining()``): the soft time limit of the job's
+"""Hands each job's deadline to the SDK (``deadline.time_left()``): the soft time limit of the job's
 message, else the worker's. Providers then stop their own long calls (and cancel paid remote work)
 before Celery's soft limit interrupts them."""
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from mediaconduit_worker import (
     Audio,
+    BinaryAsset,
     Image,
     ImageToImageModel,
     InvalidInputError,
@@ -26,12 +27,11 @@ from mediaconduit_worker import (
     Text,
     TextToImageModel,
     Video,
+    download,
     input_text,
+    poll_until,
+    time_left,
 )
-from mediaconduit_worker.assets import BinaryAsset
-from mediaconduit_worker.deadline import remaining
-from mediaconduit_worker.media import download
-from mediaconduit_worker.polling import poll_until
 
 KINDS: dict[str, type[BinaryAsset]] = {"image": Image, "audio": Audio, "video": Video}
 FILE_KEYS = ("images", "image", "video", "audio", "audio_file", "audio_url")
@@ -65,7 +65,7 @@ def run_fal(model: TextToImageModel | ImageToImageModel, input: Any, options: di
     kind = KINDS.get((mime or "").split("/")[0], Image)
     metadata = {"request_id": request_id, "output_url": url, "seed": result.get("seed"), "metrics": metrics}
     asset = download(provider.http, url, kind, what=f"fal: output of request {request_id}",
-                     timeout=max(remaining(default=provider.default_timeout) or 0.0, 5.0),
+                     timeout=max(time_left(default=provider.default_timeout) or 0.0, 5.0),
                      metadata={k: v for k, v in metadata.items() if v is not None})
     asset.metadata["generation_prompt"] = model.generation_prompt(input, opts, started, request_id=request_id)
     return asset

@@ -13,19 +13,25 @@ import time
 from typing import Any, ClassVar
 
 from mediaconduit_worker import (
+    Asset,
     Audio,
+    AudioToAudioModel,
+    BinaryAsset,
     DockerProvider,
+    FileBody,
     Image,
     InvalidInputError,
     MediaCapability,
     Model,
     ProviderExecutionError,
     Video,
+    VideoToAudioModel,
+    VideoToImageModel,
+    VideoToVideoModel,
     input_asset,
+    save_response,
+    time_left,
 )
-from mediaconduit_worker.assets import Asset, BinaryAsset
-from mediaconduit_worker.deadline import remaining
-from mediaconduit_worker.media import FileBody, save_response
 
 AUDIO_OPTIONS = ("format", "sample_rate", "channels")
 
@@ -45,7 +51,7 @@ class FfmpegModel(Model):
             raise InvalidInputError(f"ffmpeg model {self.id!r} has no option {unknown[0]!r} (options: {', '.join(self.options)})")
         media = input_asset(input, self.input_kind)
         assert isinstance(self.provider, FfmpegDockerProvider)
-        left = remaining(default=self.provider.service_timeout) or 0.0
+        left = time_left(default=self.provider.service_timeout) or 0.0
         if left < 1:
             raise ProviderExecutionError(f"ffmpeg {self.id}: the job's deadline has passed before ffmpeg could start")
         params = {k: str(v) for k, v in opts.items()} | {"timeout": f"{max(left - 1, 0.5):.1f}"}
@@ -70,25 +76,21 @@ def _probe(header: str | None) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-class ExtractAudioModel(FfmpegModel):
-    capability = MediaCapability.VIDEO_TO_AUDIO
+class ExtractAudioModel(FfmpegModel, VideoToAudioModel):
     options = AUDIO_OPTIONS
 
 
-class ConvertAudioModel(FfmpegModel):
-    capability = MediaCapability.AUDIO_TO_AUDIO
+class ConvertAudioModel(FfmpegModel, AudioToAudioModel):
     input_kind = Audio
     options = AUDIO_OPTIONS
 
 
-class ThumbnailModel(FfmpegModel):
-    capability = MediaCapability.VIDEO_TO_IMAGE
+class ThumbnailModel(FfmpegModel, VideoToImageModel):
     output_kind = Image
     options = ("at", "width")
 
 
-class TranscodeModel(FfmpegModel):
-    capability = MediaCapability.VIDEO_TO_VIDEO
+class TranscodeModel(FfmpegModel, VideoToVideoModel):
     output_kind = Video
     options = ("format", "height", "video_bitrate")
 

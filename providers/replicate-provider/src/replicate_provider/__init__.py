@@ -15,6 +15,7 @@ from typing import Any
 
 from mediaconduit_worker import (
     Audio,
+    BinaryAsset,
     Image,
     InvalidInputError,
     MediaCapability,
@@ -24,12 +25,12 @@ from mediaconduit_worker import (
     ProviderResponseError,
     RemoteProvider,
     Video,
+    download,
+    guess_mime,
     input_text,
+    poll_until,
+    time_left,
 )
-from mediaconduit_worker.assets import BinaryAsset
-from mediaconduit_worker.deadline import remaining
-from mediaconduit_worker.media import download, guess_mime
-from mediaconduit_worker.polling import poll_until
 
 TERMINAL = ("succeeded", "failed", "canceled")
 KINDS: dict[str, type[BinaryAsset]] = {"image": Image, "audio": Audio, "video": Video}
@@ -65,7 +66,7 @@ class ReplicateModel(Model):
                 metadata["cost"] = cost
         kind = self.kind_of(output)
         asset = download(self.provider.http, output, kind, what=f"replicate: output of prediction {prediction.get('id')}",
-                         timeout=max(remaining(default=self.provider.default_timeout) or 0.0, 5.0), metadata=metadata)
+                         timeout=max(time_left(default=self.provider.default_timeout) or 0.0, 5.0), metadata=metadata)
         asset.metadata["generation_prompt"] = self.generation_prompt(input, opts, started, prediction_id=prediction.get("id"))
         return asset
 
@@ -149,7 +150,7 @@ class ReplicateProvider(RemoteProvider):
     # -- predictions ----------------------------------------------------------------------------
     def create(self, model_id: str, model_input: dict[str, Any]) -> dict[str, Any]:
         """A new prediction; the API holds the request up to ``Prefer: wait`` seconds for quick models."""
-        wait = int(min(float(self.config.get("prefer_wait") or 10), 60, (remaining(default=60) or 0) - 2))
+        wait = int(min(float(self.config.get("prefer_wait") or 10), 60, (time_left(default=60) or 0) - 2))
         headers = {"Prefer": f"wait={wait}"} if wait >= 1 else {}
         if ":" in model_id:
             path, body = "/v1/predictions", {"version": model_id.split(":", 1)[1], "input": model_input}
