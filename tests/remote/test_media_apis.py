@@ -175,3 +175,20 @@ def test_fal_rejects_a_wrong_key_with_its_detail(apis, urls):
     provider.configure({"api_key": "fal-wrong-key-000000", "base_url": f"{apis.url}/fal"})
     with pytest.raises(ProviderHTTPError, match="Invalid authentication credentials.*check FAL_KEY"):
         provider.get_model("fal-ai/flux/schnell").transform("x")
+
+
+def test_replicate_cancels_when_the_job_is_revoked(worker, urls, apis):
+    """``revoke(terminate=True, signal="SIGUSR1")`` interrupts the job as its soft time limit would."""
+    pending = worker.submit("forever", urls["replicate"], "standin/never")
+    deadline = time.monotonic() + 30
+    while not apis.jobs and time.monotonic() < deadline:
+        time.sleep(0.1)
+    [job] = apis.jobs.values()
+    time.sleep(1.5)  # polling by now
+    pending.revoke(terminate=True, signal="SIGUSR1")
+    while not job.canceled and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert job.canceled and apis.calls(f"/replicate/v1/predictions/{job.id}/cancel", "POST")
+    with pytest.raises(Exception) as err:
+        pending.get(timeout=30)
+    assert "SoftTimeLimitExceeded" in str(err.value)
