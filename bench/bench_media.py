@@ -48,7 +48,7 @@ def start_worker() -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "mediaconduit_worker.cli", "worker", "-c", "1", "-n", name, "-l", "WARNING"]
     for cap in CAPABILITIES:
         cmd += ["--capability", cap]
-    proc = subprocess.Popen(cmd, start_new_session=True)
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL)  # no banner between the figures
     wait_for_workers(app, destination=[name], timeout=120, alive=lambda: proc.poll() is None)
     return proc
 
