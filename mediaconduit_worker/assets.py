@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 from pathlib import Path
 from typing import IO, Any, ClassVar, Self
 
@@ -116,8 +117,6 @@ class BinaryAsset(Asset):
 
     def open(self) -> IO[bytes]:
         """A binary stream of the content, read from the blob store when the asset is a reference."""
-        import io
-
         return io.BytesIO(self._data) if self._data is not None else self.path().open("rb")
 
     def to_json(self, with_prompt: bool = True) -> dict[str, Any]:
