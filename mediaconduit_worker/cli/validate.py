@@ -23,10 +23,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import click
 
-from ..assets import Asset, Audio, BinaryAsset, Image, Text
+from ..assets import Asset, Audio, BinaryAsset, Image, Text, Video
 from ..capabilities import MediaCapability
 from ..errors import MediaConduitError, UnknownModelError
 from ..manifest import ProviderManifest, load_provider_manifest
+from ..media import guess_mime
 from ..models import Model
 from ..provider import DockerProvider, MediaProvider, ProviderModel
 from ..record import REDACTED, describe_input
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 
 Status = Literal["pass", "warn", "fail", "skip"]
 SAMPLE_TEXT = "The quick brown fox 2026"
+DEFAULT_MIME = {"audio": "audio/wav", "image": "image/png", "video": "video/mp4"}
 #: Manifest keys the original system's manifests carry that the worker does not read (not worth a warning).
 _KNOWN_EXTRA: set[str] = set()
 
@@ -102,6 +104,20 @@ def sample_image(text: str = SAMPLE_TEXT) -> bytes:
     return out.getvalue()
 
 
+def sample_video() -> bytes:
+    """A second of test pattern with a 440 Hz tone (MP4), made by ffmpeg when it is installed."""
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        raise Failed("a sample video needs ffmpeg on this machine, or --input FILE")
+    proc = subprocess.run([ffmpeg, "-v", "error", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=10", "-f", "lavfi",
+                           "-i", "sine=frequency=440:sample_rate=16000", "-t", "1", "-c:v", "mpeg4", "-c:a", "aac",
+                           "-pix_fmt", "yuv420p", "-f", "mp4", "-movflags", "frag_keyframe+empty_moov", "pipe:1"],
+                          capture_output=True)
+    if proc.returncode != 0 or not proc.stdout:
+        raise Failed(f"ffmpeg could not make a sample video: {proc.stderr.decode(errors='replace')[-300:]}")
+    return proc.stdout
+
+
 def _kinds(cap: MediaCapability) -> tuple[str, str]:
     source, _, target = cap.value.partition("-to-")
     return source, target
@@ -112,16 +128,16 @@ def sample_for(cap: MediaCapability, given: str | None) -> Any:
     kind = _kinds(cap)[0]
     if kind == "text":
         return given if given is not None else SAMPLE_TEXT
-    if kind not in ("audio", "image"):
+    if kind not in ("audio", "image", "video"):
         raise Failed(f"no sample input for {cap.value}; give --input FILE")
     if given is not None:
         path = Path(given)
         if not path.is_file():
             raise Failed(f"--input {given!r}: a {kind} model needs a file")
-        data = path.read_bytes()
+        data, mime = path.read_bytes(), guess_mime(path.name, DEFAULT_MIME[kind])
     else:
-        data = sample_audio() if kind == "audio" else sample_image()
-    return Audio.from_bytes(data, "audio/wav") if kind == "audio" else Image.from_bytes(data, "image/png")
+        data, mime = {"audio": sample_audio, "image": sample_image, "video": sample_video}[kind](), DEFAULT_MIME[kind]
+    return {"audio": Audio, "image": Image, "video": Video}[kind].from_bytes(data, mime)
 
 
 # -- the validator ------------------------------------------------------------------------------------
@@ -188,7 +204,7 @@ class Validator:
                 self.skip(name, "the manifest did not pass")
             return
         with self.check("dependencies", "installing dependencies") as notes:
-            reqs = sorted(loader.requirement(n, s) for n, s in manifest.dependencies.items())
+            reqs = manifest.requirements(self.url)
             if reqs:
                 target = self.cache_root / "deps" / stable_id("\n".join(reqs))
                 loader._add_path(loader.pip_install(reqs, target, f"provider {manifest.id!r}"))

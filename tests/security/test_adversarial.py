@@ -12,7 +12,7 @@ import pytest
 from support.flower import running_flower
 
 from .conftest import leaked
-from .probes import PROBES, Probe
+from .probes import DOCKER_MAIN, PROBES, SERVICE_MANIFEST, Link, Probe
 
 FLOWER_AUTH = "probe:probe-pw"
 
@@ -26,6 +26,8 @@ def _fill(value: Any, subs: dict[str, str]) -> Any:
         return {_fill(k, subs): _fill(v, subs) for k, v in value.items()}
     if isinstance(value, list):
         return [_fill(v, subs) for v in value]
+    if isinstance(value, Link):
+        return Link(_fill(value.target, subs))
     return value
 
 
@@ -63,11 +65,13 @@ def test_probe(probe: Probe, request: pytest.FixtureRequest, attacked_worker, re
         url = publish_repo(probe.id, payload)
         error = _error_of(lambda: w.run("x", url, "m"))
     elif probe.via == "compose":
+        if not isinstance(payload, dict):  # the compose file itself, beside a fixed service manifest
+            payload = {"MediaConduit.service.yml": SERVICE_MANIFEST, "docker-compose.yml": payload}
         service = publish_repo(probe.id + "-service", payload)
         provider = publish_repo(probe.id + "-provider", {
             "MediaConduit.provider.yml": f"id: {probe.id}\nname: probe\nserviceUrl: {service}\n"
                                          "models: [{id: m, capabilities: [text-to-text]}]\n",
-            "provider.py": "from mediaconduit_worker import DockerProvider\n\nclass P(DockerProvider):\n    pass\n",
+            "provider.py": DOCKER_MAIN,
         })
         error = _error_of(lambda: w.run("x", provider, "m"))
     elif probe.via == "batch":

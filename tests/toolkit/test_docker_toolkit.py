@@ -9,11 +9,11 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from conftest import WorkerProcess, publish
+from conftest import REPO, WorkerProcess, publish
 from support.toolkit import assert_record, prompts, replay, run_cli, validate
 
 pytestmark = pytest.mark.docker
-DOCKER_PROVIDERS = ["cowsay", "espeak", "whisper", "tesseract"]
+DOCKER_PROVIDERS = ["cowsay", "espeak", "whisper", "tesseract", "ffmpeg"]
 MEDIA = ["text-to-text", "text-to-image", "image-to-text", "text-to-audio", "audio-to-text"]
 
 
@@ -23,10 +23,17 @@ def service_containers(client, service_id: str):
     return client.containers.list(all=True, filters={"label": [f"{SERVICE}={service_id}", f"{SCOPE}={scope()}"]})
 
 
+@pytest.fixture(scope="module")
+def urls(provider_urls) -> dict[str, str]:
+    """Every Docker reference provider, ffmpeg's (not in the shared fixture) included."""
+    publish(REPO / "services" / "ffmpeg-service", "ffmpeg-service")
+    return {**provider_urls, "ffmpeg": publish(REPO / "providers" / "ffmpeg-provider", "ffmpeg-provider")}
+
+
 # -- validate ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", DOCKER_PROVIDERS)
-def test_docker_reference_providers_validate_and_stop_their_service(name, docker_engine, provider_urls):
-    code, checks, report = validate(provider_urls[name])
+def test_docker_reference_providers_validate_and_stop_their_service(name, docker_engine, urls):
+    code, checks, report = validate(urls[name])
     assert code == 0, report
     service = checks["service"]
     assert service["status"] == "pass" and "assigned by Docker" in service["detail"], service
