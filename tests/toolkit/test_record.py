@@ -9,13 +9,15 @@ import pytest
 from conftest import REPO, WorkerProcess, head_commit, publish
 from support.remote import QueueWorker, publish_remote_providers
 from support.standin_apis import KEYS, StandInAPIs
+from support.standin_media_apis import FAL_KEY, REPLICATE_TOKEN, MediaAPIs
 from support.toolkit import assert_record, prompts
 
 LOCAL_TEXT = {"echo": "upper", "textops": "wordcount", "cowsay-local": "cowsay-default"}
 # One real call per remote provider, against its stand-in API (tests/support/standin_apis.py).
 REMOTE = {"openrouter": ("openai/gpt-4o-mini", {}), "together": ("meta-llama/Llama-3.3-70B-Instruct-Turbo", {}),
           "xai": ("grok-3-mini", {}), "openai": ("gpt-4o-mini", {}), "anthropic": ("claude-haiku-4-5", {}),
-          "ollama": ("llama3.2", {}), "elevenlabs": ("Rachel", {})}
+          "ollama": ("llama3.2", {}), "elevenlabs": ("Rachel", {}),
+          "replicate": ("black-forest-labs/flux-schnell", {}), "fal": ("fal-ai/flux/fast", {})}
 
 
 @pytest.mark.parametrize("name", sorted(LOCAL_TEXT))
@@ -56,16 +58,17 @@ def test_media_digests_and_chains(text_worker):
 
 
 def test_remote_providers(tmp_path):
-    apis = StandInAPIs().start()
-    urls = publish_remote_providers()
-    worker = QueueWorker("record-remote", apis.env()).wait_ready()
+    apis = MediaAPIs().start()
+    urls = {**publish_remote_providers(),
+            **{name: publish(REPO / "providers" / f"{name}-provider", f"{name}-provider") for name in ("replicate", "fal")}}
+    worker = QueueWorker("record-remote", {**StandInAPIs.env(apis), **apis.env()}).wait_ready()
     try:
         for name, (model, options) in REMOTE.items():
             result = worker.run("Hello record", urls[name], model, options)
             assert_record(result)
             prompt = result["metadata"]["generation_prompt"]
             assert prompt["provider_commit"] == head_commit(f"{name}-provider"), name
-            assert not [key for key in KEYS.values() if key in str(result)], name
+            assert not [key for key in [*KEYS.values(), FAL_KEY, REPLICATE_TOKEN] if key in str(result)], name
     finally:
         worker.stop()
         apis.stop()
