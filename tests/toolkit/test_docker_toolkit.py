@@ -14,7 +14,7 @@ from support.toolkit import assert_record, prompts, replay, run_cli, validate
 
 pytestmark = pytest.mark.docker
 DOCKER_PROVIDERS = ["cowsay", "espeak", "whisper", "tesseract", "ffmpeg"]
-MEDIA = ["text-to-text", "text-to-image", "image-to-text", "text-to-audio", "audio-to-text"]
+MEDIA = ["text-to-text", "text-to-image", "image-to-text", "text-to-audio", "audio-to-text", "video-to-audio"]
 
 
 def service_containers(client, service_id: str):
@@ -78,7 +78,7 @@ def test_a_service_that_never_becomes_healthy_fails_the_service_check(docker_eng
 
 # -- through a worker -------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def media_worker(provider_urls):
+def media_worker(urls):
     w = WorkerProcess(MEDIA, concurrency=2).wait_ready()
     yield w
     w.stop()
@@ -153,3 +153,26 @@ def test_speech_chain_record(media_worker, provider_urls):
     first, second = prompts(result)
     assert first["service"]["id"] == "espeak-service" and second["service"]["id"] == "whisper-service"
     assert second["input_digest"] == first["output_digest"] == second["input"]["sha256"]
+
+
+def test_a_media_input_replays_from_its_blob_and_is_refused_once_gone(media_worker, urls, tmp_path):
+    """A video uploaded to the blob store → ffmpeg extract-audio: replay finds the video by its digest."""
+    from mediaconduit_worker import transform
+    from mediaconduit_worker.blobs import BlobStore
+    from mediaconduit_worker.cli.validate import sample_video
+
+    video = sample_video()
+    uri, digest = BlobStore().put(video)
+    asset = {"type": "video", "uri": uri, "sha256": digest, "size": len(video), "mime_type": "video/mp4"}
+    result = transform.delay(asset, urls["ffmpeg"], "extract-audio", {"sample_rate": 16000}).get(timeout=300)
+    assert_record(result)
+    prompt = result["metadata"]["generation_prompt"]
+    assert prompt["input_digest"] == digest and prompt["service"]["id"] == "ffmpeg-service"
+
+    code, report, output = replay(result, tmp_path, "--verify")
+    assert code == 0, output
+    assert report["steps"][0]["same"]
+
+    BlobStore().path_for(digest).unlink()
+    code, _, output = replay(result, tmp_path, "--verify")
+    assert code == 1 and f"blob sha256:{digest}" in output and "is gone" in output
