@@ -42,8 +42,6 @@ SAMPLE_TEXT = "The quick brown fox 2026"
 #: A secret-named option holding a fresh fake key: redacted in the prompt, found nowhere in the output.
 CANARY_OPTION = "validate_api_key"
 DEFAULT_MIME = {"audio": "audio/wav", "image": "image/png", "video": "video/mp4"}
-#: Manifest keys the original system's manifests carry that the worker does not read (not worth a warning).
-_KNOWN_EXTRA: set[str] = set()
 
 
 @dataclass
@@ -410,7 +408,7 @@ class Validator:
 
 def _manifest_notes(manifest: ProviderManifest) -> list[str]:
     notes = [f"{manifest.id} {manifest.version or ''}".strip()]
-    unknown = sorted(set(manifest.model_extra or {}) - _KNOWN_EXTRA)
+    unknown = sorted(manifest.model_extra or {})
     if unknown:
         notes.append(f"warning: unknown keys {', '.join(unknown)} (kept, not read)")
     for entry in manifest.models:
