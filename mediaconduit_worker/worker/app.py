@@ -5,18 +5,28 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery, signals
+from celery.app.backends import by_url
 from kombu import Queue
 
 from ..settings import get_settings
 from .broker import ensure_broker
 from .flower import apply_flower_defaults
+from .redaction import LOG_FILTER, redacting
 from .reliability import celery_options
 from .routing import CAPABILITY_QUEUES, DEFAULT_QUEUE, route_transform
 
 
+class MediaConduitCelery(Celery):
+    """Celery whose result backend stores every state of a job with its arguments redacted."""
+
+    def _get_backend(self) -> Any:
+        backend_cls, url = by_url(self.backend_cls or self.conf.result_backend, self.loader)
+        return redacting(backend_cls)(app=self, url=url)
+
+
 def make_app() -> Celery:
     settings = get_settings()
-    app = Celery(
+    app = MediaConduitCelery(
         "mediaconduit",
         include=["mediaconduit_worker.worker.tasks", "mediaconduit_worker.worker.status", "mediaconduit_worker.batch.summary"],
     )
@@ -57,3 +67,12 @@ app = make_app()
 def _start_embedded_broker(**_: Any) -> None:
     """A plain ``celery worker`` with no broker configured gets the embedded Redis too."""
     ensure_broker()
+
+
+@signals.after_setup_logger.connect
+@signals.after_setup_task_logger.connect
+def _redact_logs(logger: Any = None, **_: Any) -> None:
+    """Every handler of the worker's loggers scrubs secrets from what it writes."""
+    for handler in getattr(logger, "handlers", []):
+        if LOG_FILTER not in handler.filters:
+            handler.addFilter(LOG_FILTER)
