@@ -204,6 +204,11 @@ def binary_source(value: dict[str, Any], where: str) -> tuple[str, Any]:
     raise InvalidInputError(f"{field}: unsupported URL scheme {scheme!r}; expected blob://, data: or an allowed http(s) URL")
 
 
+def _at(where: str) -> str:
+    """Where an asset stands, for messages about the asset as a whole (nothing for the input itself)."""
+    return "" if where == "input" else f"{where}: "
+
+
 def asset_from_json(value: dict[str, Any], where: str = "input") -> Asset:
     """Rebuild an asset from a job's JSON (an asset, or a whole TransformResult as a chain passes it).
 
@@ -220,12 +225,12 @@ def asset_from_json(value: dict[str, Any], where: str = "input") -> Asset:
     kind = value.get("type")
     cls = ASSET_TYPES.get(kind) if isinstance(kind, str) else None
     if cls is None:
-        raise InvalidInputError(f"{where}: input asset has unknown type {kind!r}; expected one of {sorted(ASSET_TYPES)}")
+        raise InvalidInputError(f"{_at(where)}input asset has unknown type {kind!r}; expected one of {sorted(ASSET_TYPES)}")
     fields = {k: v for k, v in value.items() if k in cls.model_fields and k not in ("uri", "sha256", "size")}
     try:
         if not issubclass(cls, BinaryAsset):
             if not isinstance(value.get("content"), str):
-                raise InvalidInputError(f"{where}: text input asset needs a string 'content'")
+                raise InvalidInputError(f"{_at(where)}text input asset needs a string 'content'")
             return Text(**fields)
         source, detail = binary_source(value, where)
         if source == "bytes":

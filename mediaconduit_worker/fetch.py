@@ -50,14 +50,14 @@ def address_refusal(address: str) -> str | None:
     if isinstance(ip, ipaddress.IPv6Address):
         if ip.ipv4_mapped is not None:  # the socket reaches the IPv4 address itself
             reason = address_refusal(str(ip.ipv4_mapped))
-            return f"{reason} (wrapped in {ip})" if reason else None
+            return f"{reason}, wrapped in {ip}" if reason else None
         wrapped = ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
         if wrapped is None and ip in _NAT64:
             wrapped = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
         if wrapped is not None:  # a relay or translator would forward to it
             reason = address_refusal(str(wrapped))
             if reason:
-                return f"{reason} (wrapped in {ip})"
+                return f"{reason}, wrapped in {ip}"
     if ip in _METADATA:
         return "cloud metadata service"
     for reason, flagged in (
@@ -97,7 +97,7 @@ class _CheckedBackend(httpcore.NetworkBackend):
             reason = self._refusal(address)
             if reason:
                 shown = host if host == address else f"{host} (resolves to {address})"
-                raise _Refused(f"{shown} is a {reason} address")
+                raise _Refused(f"{shown} is not a public address ({reason})")
         failure: Exception = httpcore.ConnectError(f"{host!r} has no address")
         for address in addresses:
             try:

@@ -42,7 +42,7 @@ class TransformTask(Task):
     Request = CrashAwareRequest
 
     def apply_async(self, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
-        check_job(named_arguments(args, kwargs), "the transform's arguments (input, provider, model, options)")
+        check_job(named_arguments(args, kwargs), "the job (input, provider, model, options)")
         options.setdefault("argsrepr", argsrepr(args))
         options.setdefault("kwargsrepr", kwargsrepr(kwargs))
         # Celery would stamp the producer's configured limits into the message; leave them to the worker
