@@ -8,16 +8,28 @@ from celery import Celery, signals
 from celery.app.backends import by_url
 from kombu import Queue
 
+from ..payload import check_job
 from ..settings import get_settings
 from .broker import ensure_broker
 from .flower import apply_flower_defaults
-from .redaction import LOG_FILTER, redacting
+from .redaction import LOG_FILTER, argsrepr, kwargsrepr, redacting
 from .reliability import celery_options
-from .routing import CAPABILITY_QUEUES, DEFAULT_QUEUE, route_transform
+from .routing import CAPABILITY_QUEUES, DEFAULT_QUEUE, TRANSFORM_TASK, named_arguments, route_transform
 
 
 class MediaConduitCelery(Celery):
-    """Celery whose result backend stores every state of a job with its arguments redacted."""
+    """Celery that checks a job before it is queued and never lets its secrets out: the result
+    backend stores every state with redacted arguments, and sent messages carry redacted reprs."""
+
+    def send_task(self, name: str, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
+        """Every job leaves through here (``apply_async``, chain steps, Flower's ``send-task`` and
+        ``async-apply``): a transform over ``MEDIACONDUIT_MAX_JOB_BYTES``, nested too deeply or not
+        JSON is refused before anything is queued, and events and logs show redacted arguments."""
+        if name == TRANSFORM_TASK:
+            check_job(named_arguments(args, kwargs), "the job (input, provider, model, options)")
+        options.setdefault("argsrepr", argsrepr(args))
+        options.setdefault("kwargsrepr", kwargsrepr(kwargs))
+        return super().send_task(name, args, kwargs, **options)
 
     def _get_backend(self) -> Any:
         backend_cls, url = by_url(self.backend_cls or self.conf.result_backend, self.loader)

@@ -12,39 +12,30 @@ from celery.exceptions import Retry
 from ..assets import Asset, job_input
 from ..capabilities import parse_capability
 from ..errors import InvalidInputError, MediaConduitError, ProviderExecutionError
-from ..payload import check_job, check_json
+from ..payload import check_json
 from ..provider import DockerProvider
 from ..record import ResultMetadata, SourceInfo, TransformResult, scrub_exception, secret_values, strip_userinfo
 from .app import app
 from .loader import get_registry
-from .redaction import argsrepr, current_secrets, kwargsrepr
+from .redaction import current_secrets
 from .reliability import TRANSIENT_EXCEPTIONS, WORKER_LOST_RETRY_DELAY, CrashAwareRequest, backoff
-from .routing import TRANSFORM_TASK
+from .routing import TRANSFORM_TASK, named_arguments
 
 log = logging.getLogger(__name__)
 #: Bounds transient retries and redeliveries after a lost worker process alike: Celery counts both
 #: in ``request.retries``.
 MAX_RETRIES = 5
-PARAMETERS = ("input", "provider", "model", "options")
-
-
-def named_arguments(args: Any, kwargs: Any) -> dict[str, Any]:
-    """A transform's arguments by name, so a refusal can say ``input[0].metadata`` or ``options.key``."""
-    return {**dict(zip(PARAMETERS, args or ())), **dict(kwargs or {})}
 
 
 class TransformTask(Task):
-    """Checks a job is plain JSON within ``MEDIACONDUIT_MAX_JOB_BYTES`` before anything is queued, and
-    keeps secrets out of events, logs and Flower."""
+    """The transform's task class. The app's ``send_task`` checks each job before it is queued and
+    redacts what events and logs show of it (see ``app.MediaConduitCelery``)."""
 
     #: Refuses jobs too large to run, shows redacted arguments, names a job that keeps crashing its
     #: worker process a poison job.
     Request = CrashAwareRequest
 
     def apply_async(self, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
-        check_job(named_arguments(args, kwargs), "the job (input, provider, model, options)")
-        options.setdefault("argsrepr", argsrepr(args))
-        options.setdefault("kwargsrepr", kwargsrepr(kwargs))
         # Celery would stamp the producer's configured limits into the message; leave them to the worker
         # (MEDIACONDUIT_TASK_TIME_LIMIT where the job runs) unless this call sets its own.
         options.setdefault("time_limit", None)

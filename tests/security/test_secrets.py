@@ -155,7 +155,7 @@ def worker_events() -> Iterator[list[dict[str, Any]]]:
 
 
 def test_a_message_from_another_producer_is_redacted_in_events_and_backend(attacked_worker, leaky_url, echo_url):
-    """``send_task`` skips our producer's checks and redaction, like Flower's raw API or another language."""
+    """A message whose own ``argsrepr`` shows the raw arguments, as another language's client may send."""
     from mediaconduit_worker.celery_app import app
     from mediaconduit_worker.worker.routing import TRANSFORM_TASK
 
@@ -164,7 +164,8 @@ def test_a_message_from_another_producer_is_redacted_in_events_and_backend(attac
         while not any(e.get("type") == "task-received" for e in events):  # the receiver is bound
             assert time.monotonic() < deadline, "no worker event arrived"
             submit(attacked_worker, "warm-up", echo_url, "upper").get(timeout=30)
-        r = app.send_task(TRANSFORM_TASK, args=["x", leaky_url, "leak", SECRET_OPTIONS], queue=attacked_worker.queue)
+        args = ["x", leaky_url, "leak", SECRET_OPTIONS]
+        r = app.send_task(TRANSFORM_TASK, args=args, queue=attacked_worker.queue, argsrepr=repr(args))
         with pytest.raises(Exception, match="upstream rejected"):
             r.get(timeout=60)
         time.sleep(1)
@@ -192,15 +193,20 @@ def test_a_message_too_large_for_the_worker_fails_without_being_stored(attacked_
 
 
 def test_the_producer_refuses_a_100_mb_input_before_anything_is_queued(echo_url):
+    """Through ``apply_async`` and through ``send_task`` (what Flower's send-task API calls)."""
     from mediaconduit_worker import transform
     from mediaconduit_worker.celery_app import app
+    from mediaconduit_worker.worker.routing import TRANSFORM_TASK
 
     queue = f"nobody-{uuid.uuid4().hex[:6]}"
-    started = time.monotonic()
-    with pytest.raises(InvalidInputError, match=r"is 100,000,\d{3} bytes of JSON, more than MEDIACONDUIT_MAX_JOB_BYTES"):
-        transform.apply_async(("x" * 100_000_000, echo_url, "upper", {}), queue=queue)
+    huge = "x" * 100_000_000
+    for send in (lambda: transform.apply_async((huge, echo_url, "upper", {}), queue=queue),
+                 lambda: app.send_task(TRANSFORM_TASK, args=[huge, echo_url, "upper", {}], queue=queue)):
+        started = time.monotonic()
+        with pytest.raises(InvalidInputError, match=r"is 100,000,\d{3} bytes of JSON, more than MEDIACONDUIT_MAX_JOB_BYTES"):
+            send()
+        assert time.monotonic() - started < 10
     app.amqp.queues.pop(queue, None)
-    assert time.monotonic() - started < 10
     assert app.backend.client.llen(queue) == 0
 
 
@@ -232,3 +238,22 @@ def test_credentials_in_a_provider_url_are_used_but_never_shown(credentials_work
         bad.get(timeout=120)
     assert not leaked(str(err.value))
     assert_clean(bad.id, credentials_worker)
+
+
+def test_a_message_nested_100000_deep_from_elsewhere_does_not_take_the_worker_down(attacked_worker, echo_url):
+    """No producer of ours can even encode it: a raw message, as another client could publish."""
+    from mediaconduit_worker.celery_app import app
+
+    task_id = str(uuid.uuid4())
+    body = "[[" + "[" * 100_000 + "]" * 100_000 + ', "x", "y", {}], {}, {}]'
+    headers = {"lang": "py", "task": "mediaconduit.transform", "id": task_id, "root_id": task_id, "retries": 0,
+               "timelimit": [None, None], "argsrepr": "", "kwargsrepr": "{}", "origin": "elsewhere"}
+    with app.producer_or_acquire() as producer:
+        producer.publish(body, routing_key=attacked_worker.queue, exchange="", serializer=None,
+                         content_type="application/json", content_encoding="utf-8", headers=headers)
+    deadline = time.monotonic() + 30
+    while task_id not in attacked_worker.log_text():  # logged as a message it cannot decode, and dropped
+        assert time.monotonic() < deadline, attacked_worker.log_text()[-3000:]
+        time.sleep(0.2)
+    assert attacked_worker.proc.poll() is None
+    assert submit(attacked_worker, "still serving", echo_url, "upper").get(timeout=60)["asset"]["content"] == "STILL SERVING"
