@@ -219,9 +219,12 @@ def _scrubbed_copy(exc: BaseException, secrets: list[str]) -> BaseException:
 
 # -- generation prompts ---------------------------------------------------------------------------
 def describe_input(value: Any) -> Any:
-    """The raw input, assets included with their own generation prompts, as JSON."""
+    """The raw input, assets included with their own generation prompts, as JSON. An asset's metadata
+    came with the job (a submitter may put anything there) and is redacted like options."""
     if isinstance(value, Asset):
-        return value.to_json()
+        described = value.to_json()
+        described["metadata"] = redact(described["metadata"])
+        return described
     if isinstance(value, (list, tuple)):
         return [describe_input(v) for v in value]
     return value
