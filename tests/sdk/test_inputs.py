@@ -52,6 +52,18 @@ def test_inline_base64_round_trips_through_the_store(env):
     assert again.data == PNG and again.generation_prompt == {"model_id": "m"}
 
 
+def test_a_binary_result_is_the_next_steps_input(env):
+    """A chain hands a whole TransformResult on: its asset is a blob reference with its digest."""
+    from mediaconduit_worker.record import ResultMetadata, SourceInfo, TransformResult
+
+    meta = ResultMetadata(generation_prompt={"model_id": "render"}, provider="p", provider_url="https://x/p",
+                          model="render", processing_time_ms=1.0, source=SourceInfo(url="https://x/p", kind="git"))
+    result = TransformResult.of(Image.from_bytes(PNG, "image/png"), meta).model_dump(mode="json", exclude_none=True)
+    assert result["asset"]["uri"].startswith("blob://sha256/") and result["asset"]["sha256"] == hashlib.sha256(PNG).hexdigest()
+    step_two = job_input(result)
+    assert isinstance(step_two, Image) and step_two.data == PNG and step_two.generation_prompt == {"model_id": "render"}
+
+
 def test_data_url_gives_bytes_and_media_type(env):
     audio = asset_from_json({"type": "audio", "uri": "data:audio/ogg;base64," + base64.b64encode(b"OggS....").decode()})
     assert isinstance(audio, Audio) and audio.data == b"OggS...." and audio.mime_type == "audio/ogg"
