@@ -33,12 +33,13 @@ _SECRET_WORDS = frozenset({
 _DESCRIBING_WORDS = frozenset({"count", "limit", "length", "size", "type", "mode", "method", "version", "enabled"})
 _WORD = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+")
 
-#: Token shapes worth redacting wherever they stand in a string. ``bearer``/``token`` values need a
-#: digit and ``Basic`` values must decode to ``user:password``, so prose ("a basic principle") is kept.
+#: Token shapes worth redacting wherever they stand in a string. Prefixed keys and ``bearer``/``token``
+#: values need a digit and ``Basic`` values must decode to ``user:password``, so names and prose
+#: ("xai-provider", "a basic principle") are kept.
 _SECRET_SHAPES = re.compile(
     r"""
-    \b(?:sk|rk)[-_][A-Za-z0-9_\-]{8,}                      # OpenAI, Anthropic, Stripe style
-    | \b(?:xai|hf|ghp|gho|ghu|ghs|ghr|glpat|npm|pypi)[-_][A-Za-z0-9_\-]{8,}
+    \b(?:sk|rk)[-_](?=[A-Za-z0-9_\-]*\d)[A-Za-z0-9_\-]{8,}    # OpenAI, Anthropic, Stripe style
+    | \b(?:xai|hf|ghp|gho|ghu|ghs|ghr|glpat|npm|pypi)[-_](?=[A-Za-z0-9_\-]*\d)[A-Za-z0-9_\-]{8,}
     | \bgithub_pat_[A-Za-z0-9_]{8,}
     | \bxox[abeoprs]-[A-Za-z0-9\-]{8,}                     # Slack
     | \b(?:AKIA|ASIA)[0-9A-Z]{16}\b                        # AWS access key id

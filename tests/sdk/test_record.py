@@ -75,7 +75,8 @@ SECRET_SHAPES = [
 KEPT_TEXT = [
     "the basic principles of design", "Basic principles", "a bearer instrument", "unexpected token somewhere",
     "max_tokens=1024", "risk_assessment", "https://example.com/repo", "https://github.com/MediaConduit/echo-provider",
-    "user@example.com", "keyframes at 0s and 2s", "passes: 4",
+    "user@example.com", "keyframes at 0s and 2s", "passes: 4", "transient error from xai-provider/grok-3",
+    "hf_transfer_enabled", "sk-learn-pipeline", "npm_config_cache",
 ]
 
 
