@@ -81,7 +81,10 @@ class RedactingFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         secrets = current_secrets.get()
-        message = record.getMessage()
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed call: the handler reports it as logging always does
+            return True
         clean = scrub(message, secrets)
         if clean != message:
             record.msg, record.args = clean, ()
