@@ -68,9 +68,7 @@ def refuse_size(size: int, what: str) -> None:
         )
 
 
-def check_job(value: Any, what: str = "the job") -> int:
-    """``check_json`` and the size limit; returns the size of ``value`` as JSON (as Celery sends it)."""
+def check_job(value: Any, what: str = "the job") -> None:
+    """``check_json``, then the size limit on ``value`` as JSON (as Celery sends it)."""
     check_json(value)
-    size = len(json.dumps(value))
-    refuse_size(size, what)
-    return size
+    refuse_size(len(json.dumps(value)), what)

@@ -22,14 +22,15 @@ from celery.utils.saferepr import saferepr
 
 from ..record import redact, scrub
 
-#: Shown instead of arguments that cannot be walked (nested past the recursion limit): fail closed.
-UNSHOWABLE = "[arguments not shown: nested too deeply to redact]"
+#: Shown instead of arguments that cannot be walked (nested past the recursion limit, not a list or
+#: an object as a message from elsewhere may have them): fail closed.
+UNSHOWABLE = "[arguments not shown: they cannot be redacted]"
 
 
 def redacted_args(args: Any) -> list[Any]:
     try:
         return redact(list(args or []))
-    except RecursionError:
+    except (RecursionError, TypeError, ValueError):
         return [UNSHOWABLE]
 
 
