@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
 """Statuses worth another try: rate limits, overload (Anthropic's 529) and gateway trouble."""
+CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization", "x-api-key", "xi-api-key", "api-key"})
+"""Headers that carry credentials: a redirect to another origin never gets them (nor a client's own auth headers)."""
+MAX_REDIRECTS = 10
 
 
 def parse_retry_after(headers: Mapping[str, str], now: datetime | None = None) -> float | None:
@@ -109,6 +112,7 @@ class HttpClient:
         self.max_inline_wait = max_inline_wait
         self.auth_hint = auth_hint
         self._auth = dict(auth_headers or {})
+        self._credential_headers = CREDENTIAL_HEADERS | {name.lower() for name in self._auth}
         # The raw key as well as the header value ("Bearer <key>"): APIs echo the key alone.
         found = [s for s in (secrets or []) if s]
         for value in self._auth.values():
@@ -117,7 +121,7 @@ class HttpClient:
         self._client = httpx.Client(
             headers={"User-Agent": "mediaconduit-worker", **dict(headers or {})},
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
-            follow_redirects=True,
+            follow_redirects=False,  # followed by _follow, which drops credentials on a cross-origin hop
         )
 
     def __repr__(self) -> str:  # never the headers: they hold the key
@@ -238,6 +242,21 @@ class HttpClient:
     def _show(self, path: str) -> str:
         return path.split("?")[0]
 
+    def _follow(self, response: httpx.Response, stream: bool, label: str) -> httpx.Response:
+        """Follow redirects; a hop to another origin (scheme, host or port) loses every credential header,
+        so a key is never handed to a host the API (or whoever controls its redirects) points at."""
+        hops = 0
+        while (hop := response.next_request) is not None:
+            response.close()
+            if hops == MAX_REDIRECTS:
+                raise ProviderResponseError(self.scrub(f"{self.provider}: {label} redirected more than {MAX_REDIRECTS} times"))
+            if _origin(hop.url) != _origin(response.request.url):
+                for name in self._credential_headers:
+                    hop.headers.pop(name, None)
+            response = self._client.send(hop, stream=stream)
+            hops += 1
+        return response
+
     def _delay(self, attempt: int) -> float:
         base = min(self.backoff * (2 ** attempt), self.max_backoff)
         return base * (0.8 + 0.4 * random.random())
@@ -266,7 +285,7 @@ class HttpClient:
                 timeout=httpx.Timeout(wait, connect=min(wait, 10.0)),
             )
             try:
-                response = self._client.send(request, stream=stream)
+                response = self._follow(self._client.send(request, stream=stream), stream, label)
             except httpx.TimeoutException:
                 # The full timeout has already been spent: let the task retry later instead.
                 raise TransientError(self.scrub(f"{self.provider}: {label} timed out after {wait:g}s")) from None
@@ -302,6 +321,10 @@ class HttpClient:
             if response.status_code in (401, 403) and self.auth_hint:
                 message += f" ({self.auth_hint})"
             raise ProviderHTTPError(message, status=response.status_code, api_message=self.scrub(api_message or ""))
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    return url.scheme, url.host, url.port
 
 
 def _json_loads(line: str) -> Any:

@@ -28,6 +28,8 @@ from typing import Any
 from celery import Celery, chain, group
 from celery.canvas import Signature
 
+from ..errors import InvalidInputError
+from ..payload import check_job, check_json
 from ..worker.app import app as default_app
 from ..worker.tasks import transform
 from .states import JobState, Outcome, fetch_states, outcome
@@ -60,17 +62,39 @@ def job_id(input: Any, steps: Sequence[Step]) -> str:
     return str(uuid.uuid5(JOB_NAMESPACE, canonical({"input": input, "steps": [s.as_json() for s in steps]})))
 
 
+def refused_id(input: Any, steps: Sequence[Step], error: str) -> str:
+    """Deterministic id of an item that cannot be sent (its content may not even be encodable)."""
+    try:
+        content = json.dumps({"input": input, "steps": [s.as_json() for s in steps]}, sort_keys=True)
+    except (RecursionError, TypeError, ValueError):
+        content = error
+    return str(uuid.uuid5(JOB_NAMESPACE, "refused:" + content))
+
+
 @dataclass
 class Job:
-    """One item of a batch: its input, its steps and one deterministic task id per step."""
+    """One item of a batch: its input, its steps and one deterministic task id per step.
+
+    ``error`` says why an item cannot be sent (not JSON, nested too deeply, a lone surrogate, too
+    large); such an item is never queued and ends as a FAILURE naming the reason, like any failed job.
+    """
 
     input: Any
     steps: list[Step]
     keys: list[Any] = field(default_factory=list)
     """Caller's labels for this item (line numbers, ids); several when identical items were added."""
+    error: str | None = None
 
     def __post_init__(self) -> None:
-        self.ids = [job_id(self.input, self.steps[: k + 1]) for k in range(len(self.steps))]
+        if self.error is None:
+            try:
+                check_job({"input": self.input, "options": self.steps[0].options}, "the item")
+            except InvalidInputError as exc:
+                self.error = str(exc)
+        if self.error is not None:
+            self.ids = [refused_id(self.input, self.steps, self.error)] * len(self.steps)
+        else:
+            self.ids = [job_id(self.input, self.steps[: k + 1]) for k in range(len(self.steps))]
 
     @property
     def id(self) -> str:
@@ -143,6 +167,7 @@ class Batch:
     def __init__(self, steps: Sequence[Step], app: Celery | None = None) -> None:
         if not steps:
             raise ValueError("a batch needs at least one step")
+        check_json([s.as_json() for s in steps])  # every item gets them: a bad step is the whole batch's error
         self.steps = list(steps)
         self.app = app or default_app
         self.jobs: dict[str, Job] = {}
@@ -188,14 +213,17 @@ class Batch:
         the failures once every job is final (failed items do not stop it, unlike a Celery chord body).
         """
         jobs = [j for j in self.jobs.values() if j.id not in skip]
-        all_ids = [i for j in jobs for i in j.ids]
+        for job in jobs:
+            if job.error is not None:  # reported through the backend like any failed job, never sent
+                self.app.backend.mark_as_failure(job.id, InvalidInputError(job.error))
+        all_ids = [i for j in jobs if j.error is None for i in j.ids]
         known = fetch_states(self.app, all_ids) if resume else {}
         in_flight = _sent_markers(self.app, [j.ids[0] for j in jobs]) if resume else set()
         to_send: list[tuple[Job, int, Any]] = []
         to_forget: list[str] = []
         for job in jobs:
             out = outcome(job.ids, known)
-            if out.status == "done" or out.status == "running":
+            if job.error is not None or out.status == "done" or out.status == "running":
                 continue
             if out.status == "failed":
                 if not retry_failed:

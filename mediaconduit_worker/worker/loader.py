@@ -21,6 +21,7 @@ from typing import Any
 from ..errors import ManifestError, ProviderLoadError
 from ..manifest import PROVIDER_MANIFEST, ProviderManifest, load_provider_manifest
 from ..provider import MediaProvider, ServiceHost, ServiceInfo
+from ..record import strip_userinfo
 from ..sources import Checkout, SourceCache, check_allowed, file_lock, parse_source, stable_id
 
 log = logging.getLogger(__name__)
@@ -191,7 +192,7 @@ class ProviderRegistry:
         provider = _instantiate(cls, url)
         provider.attach_manifest(manifest)
         provider.service_host = self.service_host
-        log.info("loaded provider %s from %s at %s", manifest.id, url, checkout.commit or "working tree")
+        log.info("loaded provider %s from %s at %s", manifest.id, strip_userinfo(url), checkout.commit or "working tree")
         return LoadedProvider(provider, manifest, checkout)
 
     def _load_pypi(self, url: str) -> LoadedProvider:
