@@ -10,14 +10,15 @@ from typing import Any
 from celery import Task
 from celery.utils.saferepr import saferepr
 
-from ..assets import Asset, job_input
+from ..assets import job_input
 from ..capabilities import parse_capability
-from ..errors import InvalidInputError, MediaConduitError, ProviderExecutionError
-from ..provider import DockerProvider
+from ..errors import InvalidInputError
 from ..record import ResultMetadata, SourceInfo, TransformResult, redact
 from .app import app
-from .loader import get_registry
+from .calls import BATCH_HEADER, serve_direct
+from .failover import RouteRun
 from .reliability import TRANSIENT_EXCEPTIONS, WORKER_LOST_RETRY_DELAY, CrashAwareRequest, backoff
+from .routes import is_route, route_for
 from .routing import TRANSFORM_TASK
 
 log = logging.getLogger(__name__)
@@ -62,37 +63,30 @@ def transform(self: Task, input: Any, provider: str, model: str, options: dict[s
     requested_cap = opts.pop("capability", None)
     if not isinstance(provider, str) or not provider:
         raise InvalidInputError(f"provider must be a URL string, got {provider!r}")
-    if not isinstance(model, str) or not model:
+    routed = is_route(provider)
+    if not routed and (not isinstance(model, str) or not model):
         raise InvalidInputError(f"model must be a model id string, got {model!r}")
     model_input = job_input(input)
-    loaded = get_registry().get(provider)
+    batch = getattr(request, BATCH_HEADER, None)
     try:
-        runnable = loaded.provider.get_model(model)  # may discover models over HTTP: transient errors retry
-        if isinstance(loaded.provider, DockerProvider):
-            loaded.provider.ensure_service()
-        output = runnable.transform(model_input, opts)
+        if routed:
+            served = RouteRun(route_for(provider, model, options), model_input, opts, batch).serve()
+        else:
+            served = serve_direct(provider, model, model_input, opts, batch)
     except TRANSIENT_EXCEPTIONS as exc:
         countdown = backoff(request.retries, getattr(exc, "retry_after", None))
-        log.warning("transient error from %s/%s (%s); retry in %.1fs", loaded.manifest.id, model, exc, countdown)
+        log.warning("transient error from %s/%s (%s); retry in %.1fs", provider, model, exc, countdown)
         raise self.retry(exc=exc, countdown=countdown, args=request_args, kwargs=request_kwargs)
-    except MediaConduitError:
-        raise
-    except Exception as exc:
-        raise ProviderExecutionError(
-            f"provider {loaded.manifest.id!r} model {model!r} raised {type(exc).__name__}: {exc}"
-        ) from exc
-    if not isinstance(output, Asset):
-        raise ProviderExecutionError(
-            f"provider {loaded.manifest.id!r} model {model!r} returned {type(output).__name__}, not an asset"
-        )
+    loaded, runnable, output, model = served.loaded, served.runnable, served.output, served.model
     if "generation_prompt" not in output.metadata:
         output.metadata["generation_prompt"] = runnable.generation_prompt(model_input, opts, started)
     cap = parse_capability(requested_cap) if isinstance(requested_cap, str) else None
     cap = cap or runnable.capability or loaded.manifest.capability_of(model)
     result = TransformResult.of(output, ResultMetadata(
+        **served.route_metadata(),
         generation_prompt=output.metadata["generation_prompt"],
         provider=loaded.manifest.id,
-        provider_url=provider,
+        provider_url=served.provider_url,
         model=model,
         capability=str(cap) if cap else None,
         processing_time_ms=round((time.perf_counter() - started) * 1000, 3),
