@@ -7,6 +7,7 @@ from .demo import demo
 from .jobs import submit
 from .monitor import flower, status
 from .providers import providers
+from .routes import routes
 from .services import services
 from .worker import broker, worker
 
@@ -16,7 +17,7 @@ def main() -> None:
     """MediaConduit Worker: run AI and media transforms on Celery + Redis."""
 
 
-for _command in (batch, broker, demo, flower, providers, services, status, submit, worker):
+for _command in (batch, broker, demo, flower, providers, routes, services, status, submit, worker):
     main.add_command(_command)
 
 __all__ = ["main"]

@@ -102,7 +102,7 @@ class Attempt:
 
     def __str__(self) -> str:
         if self.skipped:
-            return f"{self.candidate.label}: skipped ({self.skipped})"
+            return self.message or f"{self.candidate.label}: skipped ({self.skipped})"
         status = f" HTTP {self.status}" if self.status else ""
         return f"{self.candidate.label}: {self.error}{status}: {self.message}"
 
@@ -214,7 +214,7 @@ class RouteRun:
         """Hold the estimate against the route's and the batch's budgets; a candidate that does not fit is
         skipped (a cheaper one may)."""
         try:
-            return hold_budget(self.state, self.scopes, meter.estimate, f"route {self.route.name!r}, {cand.label}")
+            return hold_budget(self.state, self.scopes, meter.estimate, cand.label)
         except BudgetExceededError as exc:
             raise _Skip("budget", str(exc)) from None
         except BudgetHeld as exc:

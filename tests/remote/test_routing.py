@@ -9,6 +9,7 @@ and records when each arrived.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import statistics
@@ -191,3 +192,211 @@ def test_cooldown_spares_a_failing_candidate_across_workers_and_ends(workers, ap
     failing.reset()
     assert run("later")["metadata"]["candidate"]["index"] == 1
     assert len(failing.calls(CHAT["openrouter"])) == 1
+
+
+# -- limits across the cluster -----------------------------------------------------------------------
+def test_max_concurrency_is_never_exceeded_under_two_workers_of_16_threads(workers, apis, urls):
+    write_routes({"chat": {"candidates": [cand(urls, "openrouter", max_concurrency=3),
+                                          cand(urls, "together", max_concurrency=3)]}})
+    for vendor in ("openrouter", "together"):
+        apis[vendor].slow(CHAT[vendor], 0.2)
+    results = run_many(60)
+    assert len(results) == 60
+    for vendor in ("openrouter", "together"):
+        assert apis[vendor].max_active[CHAT[vendor]] == 3, vendor  # reached, never exceeded
+    counts = served_by(results)
+    assert counts[1] + counts[2] == 60 and counts[2] > 0  # at its limit, the first is skipped for the second
+    waited = [a for r in results for a in r["metadata"]["attempts"] if a.get("waited_ms")]
+    assert waited  # with both full, jobs waited for a slot instead of failing
+
+
+def test_rpm_is_never_exceeded_in_any_window(workers, apis, urls):
+    """rpm: 4 calls per 2 s window. Arrivals are checked over windows 50 ms shorter than 2 s: the
+    limiter counts at the start of each call in Redis time, and a request reaches the stand-in a few
+    milliseconds later, by more or less from one call to the next."""
+    window, rpm, jitter = 2.0, 4, 0.05
+    write_routes({"chat": {"rate_window": window, "candidates": [cand(urls, "openrouter", rpm=rpm)]}})
+    results = run_many(14)
+    assert served_by(results) == {1: 14}
+    arrivals = sorted(r.at for r in apis["openrouter"].calls(CHAT["openrouter"]))
+    assert len(arrivals) == 14
+    for i, start in enumerate(arrivals):
+        in_window = [t for t in arrivals[i:] if t < start + window - jitter]
+        assert len(in_window) <= rpm, (i, [round(t - arrivals[0], 3) for t in arrivals])
+    assert arrivals[-1] - arrivals[0] >= 3 * window - jitter  # 14 calls need at least 4 windows
+
+
+def test_a_slot_held_by_a_killed_worker_comes_back_after_its_lease(workers, apis, urls):
+    write_routes({"chat": {"lease_ttl": 2, "candidates": [cand(urls, "openrouter", max_concurrency=1)]}})
+    api = apis["openrouter"]
+    doomed = WorkerProcess(concurrency=2, env=worker_env(apis), queue=f"{SHARED}-doomed", args=THREADS).wait_ready()
+    try:
+        api.slow(CHAT["openrouter"], 30)
+        send("held forever", queue=f"{SHARED}-doomed")
+        deadline = time.monotonic() + 30
+        while not api.calls(CHAT["openrouter"]):
+            assert time.monotonic() < deadline, doomed.log_text()[-3000:]
+            time.sleep(0.05)
+        api.delays.clear()
+        os.killpg(doomed.proc.pid, signal.SIGKILL)  # the whole worker, its slot still taken in Redis
+        killed = time.monotonic()
+    finally:
+        doomed.stop()
+    result = run("next")
+    assert result["metadata"]["candidate"]["index"] == 1
+    skipped, served = result["metadata"]["attempts"]
+    assert skipped["skipped"] == "concurrency" and served["error"] is None
+    assert served["waited_ms"] > 0
+    second = api.calls(CHAT["openrouter"])[1]
+    assert second.at > killed  # called only once the dead worker's lease lapsed
+
+
+# -- strategies ----------------------------------------------------------------------------------------
+def test_weighted_follows_the_weights_and_equal_weights_take_turns(workers, apis, urls):
+    write_routes({"chat": {"strategy": "weighted", "candidates": [cand(urls, "openrouter", weight=3),
+                                                                  cand(urls, "together", weight=1)]}})
+    counts = served_by(run_many(200))
+    # Expected share 0.75; the standard deviation of 200 draws is 0.031, so +-0.1 is over 3 of them.
+    assert abs(counts[1] / 200 - 0.75) <= 0.1, counts
+
+    write_routes({"chat": {"strategy": "weighted", "candidates": [cand(urls, "openrouter"), cand(urls, "together"),
+                                                                  cand(urls, "xai")]}})
+    assert served_by(run_many(90)) == {1: 30, 2: 30, 3: 30}  # one cluster-wide turn counter: exact
+
+
+def test_least_busy_balances_calls_in_flight(workers, apis, urls):
+    write_routes({"chat": {"strategy": "least-busy", "candidates": [cand(urls, "openrouter"), cand(urls, "together")]}})
+    for vendor in ("openrouter", "together"):
+        apis[vendor].slow(CHAT[vendor], 0.1)
+    counts = served_by(run_many(100))
+    assert abs(counts[1] / 100 - 0.5) <= 0.15, counts  # equal stand-ins: an even split
+    for vendor in ("openrouter", "together"):
+        assert apis[vendor].max_active[CHAT[vendor]] <= 20  # neither drew all 32 threads' calls
+
+    apis["openrouter"].slow(CHAT["openrouter"], 0.4)
+    apis["together"].slow(CHAT["together"], 0.0)
+    counts = served_by(run_many(100))
+    assert counts[2] / 100 >= 0.7, counts  # the slow one holds its calls longer: it gets fewer
+
+
+def test_latency_prefers_the_faster_candidate(workers, apis, urls):
+    write_routes({"chat": {"strategy": "latency", "candidates": [cand(urls, "openrouter"), cand(urls, "together")]}})
+    apis["openrouter"].slow(CHAT["openrouter"], 0.2)
+    results = [run(f"job {i}") for i in range(16)]
+    assert {r["metadata"]["candidate"]["index"] for r in results[:4]} == {1, 2}  # each measured once first
+    assert [r["metadata"]["candidate"]["index"] for r in results[-8:]] == [2] * 8
+
+
+def test_cost_prefers_the_cheaper_candidate_and_ties_go_in_order(workers, apis, urls):
+    # Together's /models prices this model at $0.88/M tokens; X.AI lists grok-3-mini at $0.30/M in, $0.50/M out.
+    write_routes({"chat": {"strategy": "cost", "candidates": [cand(urls, "together"), cand(urls, "xai")]}})
+    results = [run(f"job {i}") for i in range(3)]
+    assert served_by(results) == {2: 3}
+    cost = results[0]["asset"]["metadata"]["cost"]
+    usage = results[0]["asset"]["metadata"]["usage"]
+    assert cost["usd"] == pytest.approx(usage["prompt_tokens"] * 0.3e-6 + usage["completion_tokens"] * 0.5e-6)
+    assert cost["estimated_usd"] > cost["usd"] > 0  # the estimate assumes the default output allowance
+
+    same = {"prompt": 1e-6, "completion": 1e-6}
+    write_routes({"chat": {"strategy": "cost", "candidates": [cand(urls, "together", pricing=same),
+                                                              cand(urls, "xai", pricing=same)]}})
+    assert served_by([run("tie")]) == {1: 1}
+
+
+# -- cost and budgets --------------------------------------------------------------------------------
+def test_a_route_budget_refuses_a_job_before_any_call(workers, apis, urls):
+    from mediaconduit_worker.errors import BudgetExceededError
+    from mediaconduit_worker.worker.limits import get_state
+
+    write_routes({"chat": {"budget_usd": 0.00001, "candidates": [cand(urls, "openrouter")]}})
+    with pytest.raises(BudgetExceededError, match=r"route 'chat': .*candidate 1 .* estimated cost \$0\.000154 exceeds "
+                                                  r"the \$0\.000010 left of the \$0\.000010 budget of route:chat"):
+        run("Hello")
+    assert apis["openrouter"].calls(CHAT["openrouter"]) == []
+
+    # Spend is kept per route: OpenRouter reports each call's cost ($0.0000123 from its stand-in).
+    write_routes({"chat": {"budget_usd": 0.0002, "candidates": [cand(urls, "openrouter")]}})
+    results = [run(f"job {i}") for i in range(4)]
+    for r in results:
+        cost = r["asset"]["metadata"]["cost"]
+        assert (cost["usd"], cost["total"], cost["source"]) == (0.0000123, 0.0000123, "api")
+        assert cost["estimated_usd"] == pytest.approx(2 * 0.15e-6 + 256 * 0.6e-6)  # "job 0": 5 characters, 2 tokens
+    spent, held = get_state().spend("route:chat")
+    assert (spent, held) == (pytest.approx(4 * 0.0000123), 0.0)
+    # $0.0000492 spent + the $0.000154 estimate is over $0.0002: refused, still before any call.
+    with pytest.raises(BudgetExceededError, match=r"spent \$0\.000049"):
+        run("one more")
+    assert len(apis["openrouter"].calls(CHAT["openrouter"])) == 4
+
+
+def test_a_batch_budget_is_never_overrun_and_its_spend_is_reported(workers, apis, urls):
+    from mediaconduit_worker.batch import Batch
+
+    # Together prices the model at $0.88/M tokens. Each job is estimated at 12 tokens (4 in, 8 allowed
+    # out): $0.00001056; the stand-in's replies use 7: $0.00000616. $0.000035 covers four such jobs.
+    budget, per_job = 0.000035, 7 * 0.88e-6
+    batch = Batch.of(urls["together"], MODELS["together"], {"capability": BUDGET_QUEUE, "maxOutputTokens": 8},
+                     budget_usd=budget)
+    for i in range(10):
+        batch.add(f"item number {i}")
+    run_ = batch.submit()
+    seen = []
+    items = list(run_.iter_results(timeout=120, on_progress=seen.append))
+    ok = [i for i in items if i.status == "SUCCESS"]
+    refused = [i for i in items if i.status == "FAILURE"]
+    assert len(ok) == 4 and len(refused) == 6
+    assert all("BudgetExceededError" in i.error and "refused before any call" in i.error for i in refused)
+    assert len(apis["together"].calls(CHAT["together"])) == 4
+    spent = run_.spent_usd()
+    assert spent == pytest.approx(4 * per_job) and spent <= budget
+    assert seen[-1].spent_usd == pytest.approx(spent) and f"spent ${spent:.4f} of ${budget:.2f}" in str(seen[-1])
+    from mediaconduit_worker.batch.summary import batch_summary
+
+    # The summary callback's code, run here (it goes to the default queue, which these workers do not serve).
+    summary = batch_summary.apply(args=(batch.id, [j.ids for j in run_.jobs])).get()
+    assert (summary["succeeded"], summary["failed"], summary["spent_usd"]) == (4, 6, pytest.approx(spent))
+
+
+# -- watching -------------------------------------------------------------------------------------------
+def test_routes_health_shows_state_traffic_latency_spend_and_a_probe(workers, apis, urls):
+    write_routes({"chat": {"allowed_fails": 1, "cooldown": 60, "budget_usd": 1.0,
+                           "candidates": [cand(urls, "openrouter"), cand(urls, "together", max_concurrency=4)]}})
+    apis["openrouter"].script("POST", CHAT["openrouter"], Reply(503, {"error": {"message": "down"}}))
+    for i in range(3):
+        run(f"job {i}")
+    env = {**os.environ, **worker_env(apis)}
+    out = subprocess.run([sys.executable, "-m", "mediaconduit_worker.cli", "routes", "health", "--json"],
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    (chat,) = [r for r in json.loads(out.stdout) if r["route"] == "chat"]
+    assert (chat["strategy"], chat["capability"], chat["budget_usd"]) == ("fallback", "text-to-text", 1.0)
+    first, second = chat["candidates"]
+    assert first["state"] == "cooldown" and first["cooldown_until"]
+    assert (first["calls_5m"], first["failures_5m"]) == (1, 1) and "HTTP 503" in first["last_error"]
+    assert second["state"] == "ok" and (second["calls_5m"], second["failures_5m"]) == (3, 0)
+    assert second["in_flight"] == 0 and second["max_concurrency"] == 4 and second["p50_ms"] > 0
+    assert second["spent_usd"] == pytest.approx(chat["spent_usd"]) and chat["spent_usd"] > 0
+    assert first["probe"]["ok"] and second["probe"]["ok"]  # both APIs answer their model listing
+    assert "models listed" in second["probe"]["detail"]
+
+    apis["together"].always("GET", "/together/v1/models", Reply(500, {"error": {"message": "listing broke"}}))
+    table = subprocess.run([sys.executable, "-m", "mediaconduit_worker.cli", "routes", "health"],
+                           env={**env, "COLUMNS": "250"}, capture_output=True, text=True, timeout=60)
+    assert table.returncode == 0, table.stderr
+    assert "route chat (fallback, text-to-text)" in table.stdout and "cooldown until" in table.stdout
+    assert "FAIL" in table.stdout and "HTTP 500" in table.stdout and "failing" in table.stdout
+
+
+def test_flower_shows_the_route_and_the_serving_candidate(workers, apis, urls):
+    """Flower shows a job's arguments from its task-sent event and its result as the task-succeeded
+    event's repr, which Celery cuts at ``resultrepr_maxsize`` characters: the route and the candidate
+    lead the result's metadata so they survive the cut."""
+    from celery.utils.saferepr import saferepr
+
+    from mediaconduit_worker import transform
+
+    write_routes({"chat": {"candidates": [cand(urls, "together")]}})
+    result = run("a rather long input " * 20)
+    shown = saferepr(result, transform.resultrepr_maxsize)
+    assert "'route': 'chat'" in shown and f"'provider': '{urls['together']}'" in shown
+    assert "route:chat" in saferepr(("x", "route:chat", None, {}))
