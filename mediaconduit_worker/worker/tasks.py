@@ -17,6 +17,7 @@ from ..record import ResultMetadata, SourceInfo, TransformResult, redact
 from .app import app
 from .calls import BATCH_HEADER, serve_direct
 from .failover import RouteRun
+from .loader import get_registry
 from .reliability import TRANSIENT_EXCEPTIONS, WORKER_LOST_RETRY_DELAY, CrashAwareRequest, backoff
 from .routes import is_route, route_for
 from .routing import TRANSFORM_TASK
@@ -75,7 +76,9 @@ def transform(self: Task, input: Any, provider: str, model: str, options: dict[s
             served = serve_direct(provider, model, model_input, opts, batch)
     except TRANSIENT_EXCEPTIONS as exc:
         countdown = backoff(request.retries, getattr(exc, "retry_after", None))
-        log.warning("transient error from %s/%s (%s); retry in %.1fs", provider, model, exc, countdown)
+        loaded = get_registry().peek(provider)
+        who = loaded.manifest.id if loaded else provider
+        log.warning("transient error from %s/%s (%s); retry in %.1fs", who, model, exc, countdown)
         raise self.retry(exc=exc, countdown=countdown, args=request_args, kwargs=request_kwargs)
     loaded, runnable, output, model = served.loaded, served.runnable, served.output, served.model
     if "generation_prompt" not in output.metadata:
