@@ -193,6 +193,42 @@ def test_cooldown_spares_a_failing_candidate_across_workers_and_ends(workers, ap
     assert len(failing.calls(CHAT["openrouter"])) == 1
 
 
+def test_cooldowns_hold_across_the_hops_and_retries_of_one_job_and_honour_retry_after(workers, apis, urls):
+    from mediaconduit_worker.worker.limits import get_state
+    from mediaconduit_worker.worker.routes import get_routes
+
+    write_routes({"chat": {"allowed_fails": 1, "cooldown": 2, "candidates": [cand(urls, "openrouter"), cand(urls, "together")]}})
+    apis["openrouter"].script("POST", CHAT["openrouter"], Reply(429, {"error": {"message": "slow down"}},
+                                                                 headers={"Retry-After": "4"}))
+    apis["together"].script("POST", CHAT["together"], Reply(500, {"error": {"message": "boom"}}))
+    started = time.monotonic()
+    result = run("patient")  # both fail and cool down: the job goes back to the queue until one is back
+    assert result["metadata"]["candidate"]["index"] == 2  # together's 2 s cooldown ends first
+    assert [len(apis[v].calls(CHAT[v])) for v in ("openrouter", "together")] == [1, 2]
+    attempts = result["metadata"]["attempts"]
+    assert attempts[0] == {**attempts[0], "candidate": 1, "skipped": "cooldown"}  # still cooling on the retry
+    first, second = apis["together"].calls(CHAT["together"])
+    assert second.at - first.at >= 1.9  # the retry waited for the cooldown, it did not hammer
+    route = get_routes().get("chat")
+    cooling = get_state().snapshot(route.candidates[0].cid, route.candidates[0].limits, route.policy)["cooldown_ms"]
+    assert cooling > 0 and time.monotonic() - started + cooling / 1000 >= 3.5  # Retry-After: 4 s, not 2
+
+
+def test_chains_of_routed_steps_record_what_served_each(workers, apis, urls):
+    from mediaconduit_worker import transform
+
+    write_routes({"chat": {"candidates": [cand(urls, "openrouter"), cand(urls, "together")]},
+                  "second": {"strategy": "cost", "candidates": [cand(urls, "together"), cand(urls, "xai")]}})
+    apis["openrouter"].script("POST", CHAT["openrouter"], Reply(503, {"error": {"message": "busy"}}))
+    chain = transform.s("Hi", "route:chat", None).set(queue=SHARED) | transform.s("route:second", None).set(queue=SHARED)
+    result = chain.apply_async().get(timeout=60)
+    assert result["metadata"]["route"] == "second" and result["metadata"]["candidate"]["index"] == 2
+    outer = result["metadata"]["generation_prompt"]
+    inner = outer["input"]["metadata"]["generation_prompt"]
+    assert (outer["provider"], outer["route"]) == ("xai-provider", "second")
+    assert (inner["provider"], inner["model_id"], inner["route"]) == ("together-provider", MODELS["together"], "chat")
+
+
 # -- limits across the cluster -----------------------------------------------------------------------
 def test_max_concurrency_is_never_exceeded_under_two_workers_of_16_threads(workers, apis, urls):
     write_routes({"chat": {"candidates": [cand(urls, "openrouter", max_concurrency=3),
