@@ -189,7 +189,7 @@ class RouteRun:
             outcome = "transient"
             retry_after = getattr(exc, "retry_after", None)
             attempt.error, attempt.status, attempt.message = type(exc).__name__, getattr(exc, "status", None), str(exc)
-            log.warning("route %s: %s failed (%s); trying the next candidate", self.route.name, cand.label, exc)
+            log.info("route %s: %s failed (%s); trying the next candidate", self.route.name, cand.label, exc)
             return None
         except Exception as exc:
             attempt.error, attempt.status, attempt.message = type(exc).__name__, getattr(exc, "status", None), str(exc)
@@ -198,11 +198,14 @@ class RouteRun:
             raise
         finally:
             attempt.duration = time.perf_counter() - started
-            self.state.release(
+            cooled = self.state.release(
                 lease, cand.limits, self.route.policy, outcome=outcome, duration=attempt.duration, tokens=tokens,
                 usd=usd, retry_after=retry_after, error=f"{attempt.error or ''} {attempt.message or ''}".strip(),
                 spend=self.spend, reservation=reservation,
             )
+            if cooled:
+                log.warning("route %s: %s cools down for %.1fs, for every worker (last error: %s)",
+                            self.route.name, cand.label, cooled, attempt.message)
         if "generation_prompt" not in output.metadata:
             output.metadata["generation_prompt"] = runnable.generation_prompt(self.input, self.opts, started)
         if isinstance(output.metadata["generation_prompt"], dict):

@@ -433,7 +433,7 @@ class LeaseKeeper:
         self._held: dict[str, tuple[Lease, int, float]] = {}  # lease id -> (lease, ttl ms, renew at)
         self._lock = threading.Lock()
         self._wake = threading.Event()
-        self._next = float("inf")
+        self._next = 0.0  # when the thread wakes next (monotonic)
         self._pid = 0
 
     def hold(self, lease: Lease, ttl_ms: int) -> None:
@@ -471,8 +471,11 @@ class LeaseKeeper:
                         log.warning("lease %s of candidate %s expired before it was renewed", lease.id, lease.cid)
                         del self._held[lease.id]
             with self._lock:
-                self._next = min((at for _, _, at in self._held.values()), default=float("inf"))
-                wait = min(self._next - time.monotonic(), 5.0)
+                # Sleep until the next renewal is due, or 5 s; hold() wakes the thread only for an earlier one,
+                # so a job does not pay for a thread switch.
+                self._next = min(min((at for _, _, at in self._held.values()), default=float("inf")),
+                                 time.monotonic() + 5.0)
+                wait = self._next - time.monotonic()
             self._wake.wait(max(wait, 0.0))
             self._wake.clear()
 

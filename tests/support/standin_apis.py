@@ -81,6 +81,8 @@ class Recorded:
     headers: dict[str, str]
     body: Any
     at: float
+    done: float | None = None
+    """When the reply was written (``time.monotonic()``, as ``at``)."""
 
 
 class StandInAPIs:
@@ -157,6 +159,7 @@ class StandInAPIs:
 class _Handler(BaseHTTPRequestHandler):
     apis: StandInAPIs
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are separate writes: no 40 ms delayed-ACK stall between them
 
     def log_message(self, format: str, *args: Any) -> None:  # keep pytest output clean
         pass
@@ -191,6 +194,7 @@ class _Handler(BaseHTTPRequestHandler):
             if reply.delay or delay:
                 time.sleep(reply.delay + delay)
             self._send(reply)
+            rec.done = time.monotonic()
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up first (timeout tests)
         finally:
