@@ -87,7 +87,7 @@ class Meter:
     def __init__(self, loaded: LoadedProvider, runnable: Model, model_input: Any, opts: dict[str, Any],
                  pricing: dict[str, Any] | None = None, size: Size | None = None) -> None:
         self.remote = loaded.provider.type == ProviderType.REMOTE
-        self.pricing = pricing if pricing is not None else model_pricing(loaded, runnable.id)
+        self.pricing = pricing if pricing is not None else loaded.provider.pricing_of(runnable.id)
         self.size = size or job_size(model_input, opts)
         cap = runnable.capability or loaded.manifest.capability_of(runnable.id)
         self.estimate = estimate_usd(self.pricing, self.size, str(cap).split("-to-")[-1] if cap else None)
@@ -114,14 +114,6 @@ class Meter:
         usage = output.metadata.get("usage")
         total = usage.get("total_tokens") if isinstance(usage, dict) else None
         return int(total) if isinstance(total, int) else None
-
-
-def model_pricing(loaded: LoadedProvider, model_id: str) -> dict[str, Any] | None:
-    """The pricing the provider lists for ``model_id`` (None when it lists none)."""
-    try:
-        return loaded.provider.get_model_info(model_id).pricing
-    except Exception:  # pricing is best effort: a model the provider cannot describe has none
-        return None
 
 
 def batch_scope(batch: Any) -> tuple[str, float | None] | None:

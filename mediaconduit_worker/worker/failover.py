@@ -22,6 +22,7 @@ from typing import Any
 from ..errors import BudgetExceededError, RouteUnavailableError, ServiceError
 from ..http import fail_fast
 from ..pricing import job_size
+from ..record import redact_text
 from ..settings import get_settings
 from .calls import BUDGET_RECHECK, BudgetHeld, Meter, Served, batch_scope, execute, hold_budget, prepare
 from .limits import Denied, Lease, RoutingState, get_state
@@ -33,6 +34,8 @@ log = logging.getLogger(__name__)
 FAILOVER_EXCEPTIONS: tuple[type[Exception], ...] = (*TRANSIENT_EXCEPTIONS, ServiceError)
 """What moves a job to the next candidate: the transient kinds, and a service that will not start."""
 WAIT_SLICE = 1.0
+MESSAGE_CHARS = 500
+"""An attempt's message is cut here: results carry one per candidate tried."""
 """Longest single wait for a slot, so leases of dead workers (which push no token) are noticed."""
 
 
@@ -67,7 +70,8 @@ def order(route: Route, state: RoutingState, model_input: Any, opts: dict[str, A
 def estimate(cand: Candidate, model_input: Any, opts: dict[str, Any]) -> float:
     """A candidate's estimated USD for this input (infinite when it cannot be priced or loaded)."""
     try:
-        loaded, runnable = prepare(cand.provider, cand.model)
+        with fail_fast():
+            loaded, runnable = prepare(cand.provider, cand.model)
         value = Meter(loaded, runnable, model_input, opts, pricing=cand.spec.pricing).estimate
     except Exception as exc:  # a candidate that cannot load now is tried last; its attempt says why
         log.info("route cost: %s cannot be priced now: %s", cand.label, exc)
@@ -87,6 +91,11 @@ class Attempt:
     skipped: str | None = None
     message: str | None = None
     waited: float = 0.0
+
+    def failed(self, exc: BaseException) -> None:
+        """Record the error's class, HTTP status and message (secrets redacted, cut to a few lines)."""
+        self.error, self.status = type(exc).__name__, getattr(exc, "status", None)
+        self.message = redact_text(str(exc))[:MESSAGE_CHARS]
 
     def as_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"candidate": self.candidate.index, "provider": self.candidate.provider,
@@ -188,11 +197,11 @@ class RouteRun:
         except FAILOVER_EXCEPTIONS as exc:
             outcome = "transient"
             retry_after = getattr(exc, "retry_after", None)
-            attempt.error, attempt.status, attempt.message = type(exc).__name__, getattr(exc, "status", None), str(exc)
+            attempt.failed(exc)
             log.info("route %s: %s failed (%s); trying the next candidate", self.route.name, cand.label, exc)
             return None
         except Exception as exc:
-            attempt.error, attempt.status, attempt.message = type(exc).__name__, getattr(exc, "status", None), str(exc)
+            attempt.failed(exc)
             earlier = "; ".join(str(a) for a in self.attempts[:-1])
             _annotate(exc, f"route {self.route.name!r}, {cand.label}" + (f" (after {earlier})" if earlier else ""))
             raise
