@@ -53,6 +53,11 @@ class Step:
         return [self.provider, self.model, self.options]
 
 
+def usd(value: float) -> str:
+    """Dollars as people read them: cents from a cent up, six decimals below (API calls cost fractions)."""
+    return f"${value:,.2f}" if value >= 0.01 else f"${value:.6f}"
+
+
 def canonical(value: Any) -> str:
     """Stable JSON text: the same content always hashes to the same job id."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -144,7 +149,7 @@ class Progress:
     def __str__(self) -> str:
         text = f"done {self.done}  failed {self.failed}  running {self.running}  queued {self.queued}"
         if self.spent_usd is not None:
-            text += f"  spent ${self.spent_usd:.4f}" + (f" of ${self.budget_usd:.2f}" if self.budget_usd is not None else "")
+            text += f"  spent {usd(self.spent_usd)}" + (f" of {usd(self.budget_usd)}" if self.budget_usd is not None else "")
         return text
 
 

@@ -81,6 +81,7 @@ def batch(input_file: Path, provider: str, model: str | None, options_json: str 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ..batch import Batch, Step
+    from ..batch.api import usd
     from ..worker.broker import ensure_broker
 
     console = Console(stderr=True, soft_wrap=True)
@@ -137,10 +138,9 @@ def batch(input_file: Path, provider: str, model: str | None, options_json: str 
                     where = ", ".join(f"line {k['line']}" for k in result.job.keys)
                     bar.console.print(f"[red]{where}: {result.error}[/]", highlight=False, markup=True)
     compact_results(out)
-    spent = run.spent_usd() or 0.0
+    spent = usd(run.spent_usd() or 0.0) + (f" of {usd(budget)}" if budget is not None else "")
     console.print(f"sent {run.sent}, succeeded {counts['SUCCESS']}, failed {counts['FAILURE']}, "
-                  f"skipped (already in {out.name}) {len(skip)}, bad lines {len(bad)}; "
-                  f"spent ${spent:.6f}" + (f" of ${budget:.2f}" if budget is not None else "") + f"; results in {out}",
+                  f"skipped (already in {out.name}) {len(skip)}, bad lines {len(bad)}; spent {spent}; results in {out}",
                   highlight=False)
     if summary:
         click.echo(json.dumps(run.summary(), indent=2))
