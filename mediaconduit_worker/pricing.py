@@ -12,7 +12,8 @@ carries it. Every key is optional:
 ``completion``            per output token
 ``request``               per call (``per_request`` is accepted too)
 ``per_image``             per generated image
-``per_second``            per second of audio or video (generated or transcribed)
+``per_second``            per second: of audio or video generated or transcribed, or of compute, as
+                          the provider reports it (``usage.seconds``, or its own ``cost.total``)
 ``per_character``         per input character (speech synthesis)
 ========================  =====================================================
 """
@@ -103,6 +104,9 @@ class Size:
     output_tokens: int
     images: int
     seconds: float
+    """Of the input's audio (WAV)."""
+    duration: float | None = None
+    """Of the output, when the job asks for one (option ``duration``)."""
 
     @property
     def tokens(self) -> int:
@@ -121,11 +125,14 @@ def job_size(input: Any, options: dict[str, Any] | None) -> Size:
     n = (options or {}).get("n")
     images = n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1
     seconds = sum(s for a in _audios(input) if (s := audio_seconds(a)) is not None)
-    return Size(characters, math.ceil(prompt_chars / CHARS_PER_TOKEN), output, images, seconds)
+    duration = (options or {}).get("duration")
+    duration = float(duration) if isinstance(duration, (int, float)) and not isinstance(duration, bool) else None
+    return Size(characters, math.ceil(prompt_chars / CHARS_PER_TOKEN), output, images, seconds, duration)
 
 
 def estimate_usd(pricing: dict[str, Any] | None, size: Size, output_kind: str | None) -> float | None:
-    """USD a call will cost at most-likely, from its size; None when the model has no pricing.
+    """USD a call will most likely cost, from its size; None when the model has no pricing, or is priced
+    per second and nothing says how many (an image model billed by compute time).
 
     ``output_kind`` is the capability's output (``text``, ``image``, ``audio``, ...): it says whether
     per-image and per-second prices apply to generated media or to the input.
@@ -140,17 +147,26 @@ def estimate_usd(pricing: dict[str, Any] | None, size: Size, output_kind: str | 
     if output_kind == "image":
         usd += size.images * _number(pricing, "per_image")
     usd += size.characters * _number(pricing, "per_character")
-    seconds = size.characters / SPEECH_CHARS_PER_SECOND if output_kind == "audio" and not size.seconds else size.seconds
-    usd += seconds * _number(pricing, "per_second")
+    per_second = _number(pricing, "per_second")
+    if per_second:
+        seconds = size.duration or size.seconds
+        if not seconds and output_kind == "audio":
+            seconds = size.characters / SPEECH_CHARS_PER_SECOND
+        if not seconds:
+            return None
+        usd += seconds * per_second
     return round(usd, 10)
 
 
 def actual_usd(pricing: dict[str, Any] | None, output: Asset, size: Size, estimate: float | None) -> tuple[float | None, str]:
-    """USD the call cost and where that figure comes from: ``api`` (the API said), ``pricing`` (reported
-    usage x pricing), ``estimate`` (no usage reported: the estimate stands), ``unpriced``."""
+    """USD the call cost and where that figure comes from: the provider's own ``cost.total`` when it put
+    one (``api``: the API said; ``pricing``: it priced what only it knew, e.g. compute time), else
+    ``pricing`` (reported usage x pricing), ``estimate`` (no usage reported: the estimate stands),
+    ``unpriced``."""
     reported = output.metadata.get("cost")
-    if isinstance(reported, dict) and reported.get("source") == "api" and isinstance(reported.get("total"), (int, float)):
-        return float(reported["total"]), "api"
+    if isinstance(reported, dict) and isinstance(reported.get("total"), (int, float)) \
+            and not isinstance(reported.get("total"), bool):
+        return float(reported["total"]), str(reported.get("source") or "api")
     if not is_priced(pricing):
         return None, "unpriced"
     assert pricing is not None
@@ -169,9 +185,9 @@ def actual_usd(pricing: dict[str, Any] | None, output: Asset, size: Size, estima
     if per_second:
         seconds = usage.get("seconds")
         if not isinstance(seconds, (int, float)):
-            seconds = audio_seconds(output) if output.type == "audio" else size.seconds
-        if seconds is None:
-            seconds = size.characters / SPEECH_CHARS_PER_SECOND
+            seconds = (audio_seconds(output) if output.type == "audio" else None) or size.duration or size.seconds
+        if not seconds:
+            return estimate, "estimate"
         usd += float(seconds) * per_second
     return round(usd, 10), "pricing"
 

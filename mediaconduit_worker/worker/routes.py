@@ -19,8 +19,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator
 
 from ..capabilities import MediaCapability
-from ..errors import InvalidInputError, MediaConduitError, RouteError
+from ..errors import InvalidInputError, MediaConduitError, ProviderSourceError, RouteError
 from ..settings import get_settings
+from ..sources import check_allowed
 from .limits import CooldownPolicy, Limits, candidate_id
 from .routing import resolve_capability
 
@@ -188,6 +189,11 @@ def build_routes(model: RoutesFileModel, path: Path) -> Routes:
         caps: list[tuple[int, MediaCapability]] = []
         for i, cand in enumerate(spec.candidates, 1):
             opts = {"capability": cand.capability} if cand.capability else {}
+            try:
+                check_allowed(cand.provider)  # even when an explicit capability means no manifest is read
+            except ProviderSourceError as exc:
+                problems.append(f"route {name!r}, candidate {i} ({cand.provider} {cand.model}): {exc}")
+                continue
             try:
                 caps.append((i, resolve_capability(cand.provider, cand.model, opts)))
             except MediaConduitError as exc:

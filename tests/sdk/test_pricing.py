@@ -27,6 +27,8 @@ def test_estimates_by_what_the_model_is_priced_on():
     speech = job_size("x" * 150, {})
     assert estimate_usd({"per_character": 15e-6}, speech, "audio") == pytest.approx(150 * 15e-6)
     assert estimate_usd({"per_second": 0.01}, speech, "audio") == pytest.approx(0.1)  # 150 characters: ~10 s of speech
+    assert estimate_usd({"per_second": 0.01}, job_size("calm piano", {"duration": 8}), "audio") == pytest.approx(0.08)
+    assert estimate_usd({"per_second": 0.01}, job_size("a fox", {}), "image") is None  # billed by compute time: unknown
     assert estimate_usd({"prompt": 0, "completion": 0}, size, "text") == 0.0  # a free model is priced
     assert estimate_usd(None, size, "text") is None and estimate_usd({"currency": "USD"}, size, "text") is None
 
@@ -37,6 +39,8 @@ def test_actual_cost_from_reported_usage_the_api_or_the_estimate():
     assert actual_usd(CHAT, out, size, 0.5) == (pytest.approx(20e-6), "pricing")
     reported = Text.from_string("ok", metadata={"cost": {"total": 0.0042, "currency": "USD", "source": "api"}})
     assert actual_usd(CHAT, reported, size, 0.5) == (0.0042, "api")
+    own = Text.from_string("ok", metadata={"cost": {"total": 0.003, "source": "pricing", "predict_time": 2.0}})
+    assert actual_usd({"per_second": 0.0015}, own, size, None) == (0.003, "pricing")  # the provider knew the seconds
     assert actual_usd(CHAT, Text.from_string("no usage"), size, 0.5) == (0.5, "estimate")
     assert actual_usd(None, Text.from_string("ok"), size, None) == (None, "unpriced")
 

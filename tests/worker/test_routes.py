@@ -50,7 +50,9 @@ def error_of(path: Path, routes: dict) -> str:
     return str(err.value)
 
 
-def test_bad_routes_files_name_the_route_the_candidate_and_the_field(urls, routes_file):
+def test_bad_routes_files_name_the_route_the_candidate_and_the_field(urls, routes_file, monkeypatch):
+    from mediaconduit_worker.settings import get_settings
+
     together = {"provider": urls["together"], "model": CHAT}
     message = error_of(routes_file, {"chat": {"strategy": "round-robin", "candidates": [together]}})
     assert "route 'chat', field 'strategy': Input should be 'fallback', 'weighted', 'least-busy', 'latency' or 'cost'" in message
@@ -74,6 +76,15 @@ def test_bad_routes_files_name_the_route_the_candidate_and_the_field(urls, route
     missing = "https://github.com/MediaConduit/no-such-provider"
     message = error_of(routes_file, {"chat": {"candidates": [together, {"provider": missing, "model": "m"}]}})
     assert f"route 'chat', candidate 2 ({missing} m): cannot tell its capability" in message
+
+    # A candidate outside MEDIACONDUIT_PROVIDER_ALLOW is refused at load, even with its capability given.
+    monkeypatch.setenv("MEDIACONDUIT_PROVIDER_ALLOW", urls["together"])
+    get_settings.cache_clear()
+    message = error_of(routes_file, {"chat": {"candidates": [together, {"provider": urls["xai"], "model": "grok-3",
+                                                                        "capability": "text-to-text"}]}})
+    assert f"route 'chat', candidate 2 ({urls['xai']} grok-3): " in message and "MEDIACONDUIT_PROVIDER_ALLOW" in message
+    monkeypatch.delenv("MEDIACONDUIT_PROVIDER_ALLOW")
+    get_settings.cache_clear()
 
     routes_file.write_text("routes: [unclosed")
     from mediaconduit_worker.errors import RouteError
