@@ -148,8 +148,9 @@ def hold_budget(state: RoutingState, scopes: list[tuple[str, float | None]], est
     if not budgets:
         return None
     if estimate is None:
-        raise BudgetExceededError(f"{who} has no pricing, so the budget of {budgets[0][0]} cannot cover it "
-                                  "(give it 'pricing' in the routes file); refused before any call")
+        raise BudgetExceededError(f"{who} cannot be priced before the call (no pricing, or priced per second of "
+                                  f"an unknown length), so the budget of {budgets[0][0]} cannot cover it (give a "
+                                  "route candidate 'pricing', or the job a 'duration'); refused before any call")
     held = state.reserve(budgets, estimate, hold_seconds())
     if not isinstance(held, Refusal):
         return held

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from ..deadline import time_left
 from ..errors import BudgetExceededError, RouteUnavailableError, ServiceError
 from ..http import fail_fast
 from ..pricing import job_size
@@ -155,7 +156,8 @@ class RouteRun:
             served = self.try_candidate(cand, limited, cooling)
             if served is not None:
                 return served
-        deadline = time.monotonic() + self.route.spec.max_wait
+        # Wait at most max_wait, and never past the job's own deadline (its soft time limit).
+        deadline = time.monotonic() + min(self.route.spec.max_wait, time_left(default=self.route.spec.max_wait) or 0.0)
         while limited and time.monotonic() < deadline:
             served = self.wait_for(limited, cooling, deadline)
             if served is not None:
