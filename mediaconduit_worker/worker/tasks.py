@@ -97,4 +97,4 @@ def transform(self: Task, input: Any, provider: str, model: str, options: dict[s
         task_id=request.id,
         worker=request.hostname,
     ))
-    return result.model_dump(mode="json", exclude_none=True)
+    return served.result_json(result)

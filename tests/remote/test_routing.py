@@ -440,16 +440,35 @@ def test_routes_health_shows_state_traffic_latency_spend_and_a_probe(workers, ap
     assert "FAIL" in table.stdout and "HTTP 500" in table.stdout and "failing" in table.stdout
 
 
-def test_flower_shows_the_route_and_the_serving_candidate(workers, apis, urls):
+def test_flowers_api_takes_a_routed_job_and_shows_its_route_and_serving_candidate(workers, apis, urls):
     """Flower shows a job's arguments from its task-sent event and its result as the task-succeeded
-    event's repr, which Celery cuts at ``resultrepr_maxsize`` characters: the route and the candidate
-    lead the result's metadata so they survive the cut."""
-    from celery.utils.saferepr import saferepr
+    event's repr, which Celery cuts at 1024 characters: ``route`` and ``candidate`` lead the result's
+    metadata so they survive the cut, however long the output."""
+    import httpx
+    from celery.result import AsyncResult
+    from support.flower import running_flower
 
-    from mediaconduit_worker import transform
-
-    write_routes({"chat": {"candidates": [cand(urls, "together")]}})
-    result = run("a rather long input " * 20)
-    shown = saferepr(result, transform.resultrepr_maxsize)
-    assert "'route': 'chat'" in shown and f"'provider': '{urls['together']}'" in shown
-    assert "route:chat" in saferepr(("x", "route:chat", None, {}))
+    write_routes({"chat": {"allowed_fails": 1000, "candidates": [cand(urls, "openrouter"), cand(urls, "together")]}})
+    apis["openrouter"].always("POST", CHAT["openrouter"], Reply(503, {"error": {"message": "overloaded"}}))
+    auth = ("ops", "flower-pw")
+    with running_flower(":".join(auth)) as (base, _):
+        body = {"args": ["Hello " * 200, "route:chat", None, {}], "queue": SHARED}
+        deadline = time.monotonic() + 60
+        record: dict = {}
+        # Flower's event receiver binds its queue a moment after its HTTP side answers: events sent before
+        # that are lost to it. Send until it has seen one whole job.
+        while record.get("state") != "SUCCESS" or not record.get("name"):
+            assert time.monotonic() < deadline, record
+            reply = httpx.post(f"{base}/api/task/async-apply/mediaconduit.transform", json=body, auth=auth, timeout=10)
+            assert reply.status_code == 200, reply.text
+            task_id = reply.json()["task-id"]
+            result = AsyncResult(task_id).get(timeout=60)
+            for _ in range(20):
+                record = httpx.get(f"{base}/api/task/info/{task_id}", auth=auth, timeout=5).json()
+                if record.get("state") == "SUCCESS" and record.get("name"):
+                    break
+                time.sleep(0.25)
+    assert result["metadata"]["candidate"]["index"] == 2
+    assert "'route:chat'" in record["args"] and record["routing_key"] == SHARED
+    assert "'route': 'chat'" in record["result"]
+    assert f"'candidate': {{'index': 2, 'provider': '{urls['together']}', 'model': '{MODELS['together']}'}}" in record["result"]
