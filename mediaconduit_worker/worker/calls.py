@@ -98,7 +98,6 @@ class Meter:
         self.size = size or job_size(model_input, opts)
         cap = runnable.capability or loaded.manifest.capability_of(runnable.id)
         self.estimate = estimate_usd(self.pricing, self.size, str(cap).split("-to-")[-1] if cap else None)
-        self.usd: float | None = None
 
     @property
     def counted(self) -> bool:
@@ -109,12 +108,12 @@ class Meter:
         """Put ``cost`` in the output's metadata and return what the call cost (None: unknown)."""
         if not self.counted:
             return None
-        self.usd, source = actual_usd(self.pricing, output, self.size, self.estimate)
+        usd, source = actual_usd(self.pricing, output, self.size, self.estimate)
         reported = output.metadata.get("cost")
         currency = reported.get("currency", "USD") if isinstance(reported, dict) else (self.pricing or {}).get("currency", "USD")
         output.metadata["cost"] = {**(reported if isinstance(reported, dict) else {}),
-                                   **cost_record(self.estimate, self.usd, source, str(currency))}
-        return self.usd
+                                   **cost_record(self.estimate, usd, source, str(currency))}
+        return usd
 
     def tokens(self, output: Asset) -> int | None:
         """Tokens the call used, as reported (for ``tpm``)."""

@@ -157,9 +157,10 @@ class RouteRun:
             if served is not None:
                 return served
         # Wait at most max_wait, and never past the job's own deadline (its soft time limit).
-        deadline = time.monotonic() + min(self.route.spec.max_wait, time_left(default=self.route.spec.max_wait) or 0.0)
+        since = time.monotonic()
+        deadline = since + min(self.route.spec.max_wait, time_left(default=self.route.spec.max_wait) or 0.0)
         while limited and time.monotonic() < deadline:
-            served = self.wait_for(limited, cooling, deadline)
+            served = self.wait_for(limited, cooling, since, deadline)
             if served is not None:
                 return served
         return self.give_up(limited, cooling)
@@ -234,18 +235,18 @@ class RouteRun:
         except BudgetHeld as exc:
             raise _Skip("budget held", str(exc)) from None
 
-    def wait_for(self, limited: dict[int, tuple[Candidate, Denied]], cooling: list[float], deadline: float) -> Served | None:
+    def wait_for(self, limited: dict[int, tuple[Candidate, Denied]], cooling: list[float], since: float,
+                 deadline: float) -> Served | None:
         """Wait until a slot of a candidate at its limit may have freed, then try those again in order."""
         waits = [d.wait for _, d in limited.values()]
         pause = max(min(min(waits), WAIT_SLICE, deadline - time.monotonic()), 0.001)
-        started = time.monotonic()
         slots = [c.cid for c, d in limited.values() if d.reason == "concurrency"]
         if slots:
             self.state.wait_free(slots, pause)
         else:
             time.sleep(pause)
         for cand, _ in sorted(limited.values(), key=lambda item: item[0].index):
-            served = self.try_candidate(cand, limited, cooling, waited=time.monotonic() - started)
+            served = self.try_candidate(cand, limited, cooling, waited=time.monotonic() - since)
             if served is not None:
                 return served
         return None

@@ -27,7 +27,6 @@ from .routing import resolve_capability
 
 ROUTE_PREFIX = "route:"
 Strategy = Literal["fallback", "weighted", "least-busy", "latency", "cost"]
-STRATEGIES: tuple[str, ...] = Strategy.__args__  # type: ignore[attr-defined]
 
 
 class CandidateSpec(BaseModel):
