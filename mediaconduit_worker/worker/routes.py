@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -234,12 +235,16 @@ def load_routes(path: Path) -> Routes:
 
 
 class _Cache:
-    """The last file read, kept until its path, inode, size or mtime changes (a bad file is remembered too)."""
+    """The last file read, kept until its path, inode, size or mtime changes. A bad file's error is kept
+    for ``ERROR_TTL`` seconds only: it may come from a provider repository that could not be fetched."""
+
+    ERROR_TTL = 10.0
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._key: tuple[Any, ...] | None = None
         self._value: Routes | RouteError | None = None
+        self._read_at = 0.0
 
     def get(self, path: Path) -> Routes:
         try:
@@ -248,12 +253,13 @@ class _Cache:
         except OSError:
             key = (str(path), None)
         with self._lock:
-            if key != self._key or self._value is None:
+            stale = isinstance(self._value, RouteError) and time.monotonic() - self._read_at > self.ERROR_TTL
+            if key != self._key or self._value is None or stale:
                 try:
                     self._value = load_routes(path)
                 except RouteError as exc:
                     self._value = exc
-                self._key = key
+                self._key, self._read_at = key, time.monotonic()
             value = self._value
         if isinstance(value, RouteError):
             raise RouteError(str(value))
