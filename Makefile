@@ -32,6 +32,7 @@ bench: venv
 	$(PY) bench/bench_batch.py
 	$(PY) bench/bench_media.py
 	$(PY) bench/bench_validate.py
+	$(PY) bench/bench_routing.py
 
 ## Offline base image for the reference services (no registry needed).
 base-image:

@@ -14,6 +14,8 @@ import logging
 import random
 import time
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -30,6 +32,19 @@ RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
 CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization", "x-api-key", "xi-api-key", "api-key"})
 """Headers that carry credentials: a redirect to another origin never gets them (nor a client's own auth headers)."""
 MAX_REDIRECTS = 10
+
+_fail_fast: ContextVar[bool] = ContextVar("mediaconduit_http_fail_fast", default=False)
+
+
+@contextmanager
+def fail_fast() -> Iterator[None]:
+    """Within this block clients raise ``TransientError`` at the first 429/5xx/unreachable instead of
+    retrying inline: a route has another candidate to try at once (per thread, via a context variable)."""
+    token = _fail_fast.set(True)
+    try:
+        yield
+    finally:
+        _fail_fast.reset(token)
 
 
 def parse_retry_after(headers: Mapping[str, str], now: datetime | None = None) -> float | None:
@@ -278,6 +293,7 @@ class HttpClient:
         sent_headers = {**(self._auth if own else {}), **dict(headers or {})}
         wait = self._timeout(timeout)
         label = f"{method} {self._show(path)}"
+        max_retries = 0 if _fail_fast.get() else self.max_retries
         attempt = 0
         while True:
             request = self._client.build_request(
@@ -292,8 +308,8 @@ class HttpClient:
             except httpx.TransportError as exc:
                 message = self.scrub(f"{self.provider}: cannot reach {self.base_url} ({label}): {type(exc).__name__}: {exc}")
                 delay = self._delay(attempt)
-                if attempt < self.max_retries:
-                    log.warning("%s; retrying in %.1fs (%d/%d)", message, delay, attempt + 1, self.max_retries)
+                if attempt < max_retries:
+                    log.warning("%s; retrying in %.1fs (%d/%d)", message, delay, attempt + 1, max_retries)
                     time.sleep(delay)
                     attempt += 1
                     continue
@@ -312,12 +328,12 @@ class HttpClient:
             if response.status_code in RETRY_STATUSES:
                 retry_after = parse_retry_after(response.headers)
                 delay = retry_after if retry_after is not None else self._delay(attempt)
-                if attempt < self.max_retries and delay <= self.max_inline_wait:
-                    log.warning("%s; retrying in %.1fs (%d/%d)", message, delay, attempt + 1, self.max_retries)
+                if attempt < max_retries and delay <= self.max_inline_wait:
+                    log.warning("%s; retrying in %.1fs (%d/%d)", message, delay, attempt + 1, max_retries)
                     time.sleep(delay)
                     attempt += 1
                     continue
-                raise TransientError(message, retry_after=delay)
+                raise TransientError(message, retry_after=delay, status=response.status_code)
             if response.status_code in (401, 403) and self.auth_hint:
                 message += f" ({self.auth_hint})"
             raise ProviderHTTPError(message, status=response.status_code, api_message=self.scrub(api_message or ""))

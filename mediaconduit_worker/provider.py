@@ -144,6 +144,14 @@ class MediaProvider:
             for m in self.manifest.models
         ]
 
+    def pricing_of(self, model_id: str) -> dict[str, Any] | None:
+        """The pricing of a model already listed (None if unknown); never triggers discovery, so the
+        worker can price every call without an extra request."""
+        for m in self._models or []:
+            if m.id == model_id:
+                return m.pricing
+        return None
+
     def get_models_for_capability(self, cap: MediaCapability | str) -> list[ProviderModel]:
         wanted = capability(cap)
         return [m for m in self.models if wanted in m.capabilities]

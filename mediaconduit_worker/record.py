@@ -283,6 +283,10 @@ class SourceInfo(BaseModel):
 
 class ResultMetadata(BaseModel):
     model_config = ConfigDict(extra="allow")
+    route: str | None = None
+    """The route a ``route:NAME`` job named; first, with ``candidate``, so short views (Flower) show them."""
+    candidate: dict[str, Any] | None = None
+    """The route's candidate that served: ``index`` (1-based), ``provider``, ``model``."""
     generation_prompt: dict[str, Any]
     provider: str
     provider_url: str
@@ -292,6 +296,9 @@ class ResultMetadata(BaseModel):
     source: SourceInfo
     task_id: str | None = None
     worker: str | None = None
+    attempts: list[dict[str, Any]] | None = None
+    """A routed job's tries in order: ``candidate``, ``provider``, ``model``, ``error`` (class), ``status``
+    (HTTP), ``duration_ms``, and ``skipped`` (cooldown, concurrency, rpm, tpm, budget) or ``message``."""
 
 
 class TransformResult(BaseModel):

@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     """``BASE_IMAGE`` build argument for service Dockerfiles."""
     docker_network: str | None = None
     """When set, workers reach services by container name on this Docker network."""
+    routes: Path | None = None
+    """The routes file (``route:NAME`` jobs) producers and workers read; defaults to ``home/routes.yml``."""
     flower_auth: str | None = None
     """``user:password`` for Flower's basic auth."""
     flower_address: str = "127.0.0.1"
@@ -74,6 +76,10 @@ class Settings(BaseSettings):
     @property
     def cache(self) -> Path:
         return self.home / "cache"
+
+    @property
+    def routes_file(self) -> Path:
+        return self.routes or self.home / "routes.yml"
 
 
 @lru_cache

@@ -136,11 +136,13 @@ class WorkerProcess:
     """A worker in its own process group, with its log kept for failure messages.
 
     By default ``mediaconduit worker --capability …``; with ``queue``, plain ``celery worker -Q queue``
-    (a private queue keeps a job on the worker whose environment a test chose).
+    (a private queue keeps a job on the worker whose environment a test chose). ``args`` go to the end
+    of the command line (e.g. ``["-P", "threads"]``).
     """
 
     def __init__(self, capabilities: list[str] | None = None, concurrency: int = 2,
-                 env: dict[str, str] | None = None, *, queue: str | None = None, drop: list[str] | None = None) -> None:
+                 env: dict[str, str] | None = None, *, queue: str | None = None, drop: list[str] | None = None,
+                 args: list[str] | None = None) -> None:
         name = f"{queue or 'w'}-{uuid.uuid4().hex[:8]}"
         self.log = RUN_DIR / f"{name}.log"
         self.hostname = f"{name}@{socket.gethostname()}"
@@ -150,7 +152,7 @@ class WorkerProcess:
             cmd = [sys.executable, "-m", "mediaconduit_worker.cli", "worker"]
             for cap in capabilities or ["text-to-text"]:
                 cmd += ["--capability", cap]
-        cmd += ["-c", str(concurrency), "-n", self.hostname, "-l", "INFO"]
+        cmd += ["-c", str(concurrency), "-n", self.hostname, "-l", "INFO", *(args or [])]
         environ = {**os.environ, **(env or {})}
         for var in drop or []:
             environ.pop(var, None)

@@ -31,6 +31,8 @@ from celery.canvas import Signature
 from ..errors import InvalidInputError
 from ..payload import check_job, check_json
 from ..worker.app import app as default_app
+from ..worker.calls import BATCH_HEADER
+from ..worker.limits import get_state
 from ..worker.tasks import transform
 from .states import JobState, Outcome, fetch_states, outcome
 
@@ -42,14 +44,20 @@ SUMMARY_TASK = "mediaconduit.batch_summary"
 
 @dataclass(frozen=True)
 class Step:
-    """One transform of a pipeline: provider URL, model id and the options every item gets."""
+    """One transform of a pipeline: provider URL (or ``route:NAME``, with no model), model id and the options
+    every item gets."""
 
     provider: str
-    model: str
+    model: str | None
     options: dict[str, Any] = field(default_factory=dict)
 
     def as_json(self) -> list[Any]:
         return [self.provider, self.model, self.options]
+
+
+def usd(value: float) -> str:
+    """Dollars as people read them: cents from a cent up, six decimals below (API calls cost fractions)."""
+    return f"${value:,.2f}" if value >= 0.01 else f"${value:.6f}"
 
 
 def canonical(value: Any) -> str:
@@ -101,13 +109,14 @@ class Job:
         """The final step's task id: where this job's result ends up."""
         return self.ids[-1]
 
-    def signature(self, start: int = 0, input: Any = None) -> Signature:
-        """The job from step ``start`` on (fed ``input``, else the item's own), as a task or a chain."""
+    def signature(self, start: int = 0, input: Any = None, headers: dict[str, Any] | None = None) -> Signature:
+        """The job from step ``start`` on (fed ``input``, else the item's own), as a task or a chain;
+        ``headers`` go with every step's message."""
         first = self.input if input is None else input
         sigs = [
             transform.signature(
                 (first, s.provider, s.model, s.options) if k == start else (s.provider, s.model, s.options),
-                task_id=self.ids[k],
+                task_id=self.ids[k], headers=headers or {},
             )
             for k, s in enumerate(self.steps) if k >= start
         ]
@@ -157,25 +166,41 @@ class Progress:
     def finished(self) -> int:
         return self.done + self.failed
 
+    spent_usd: float | None = None
+    """USD the batch's calls cost so far (kept in Redis by the workers)."""
+    budget_usd: float | None = None
+
     def __str__(self) -> str:
-        return f"done {self.done}  failed {self.failed}  running {self.running}  queued {self.queued}"
+        text = f"done {self.done}  failed {self.failed}  running {self.running}  queued {self.queued}"
+        if self.spent_usd is not None:
+            text += f"  spent {usd(self.spent_usd)}" + (f" of {usd(self.budget_usd)}" if self.budget_usd is not None else "")
+        return text
 
 
 class Batch:
-    """Items through the same steps; ``submit`` publishes them as Celery groups (chains for pipelines)."""
+    """Items through the same steps; ``submit`` publishes them as Celery groups (chains for pipelines).
 
-    def __init__(self, steps: Sequence[Step], app: Celery | None = None) -> None:
+    ``budget_usd``: the most the batch's calls may cost together. Workers hold each job's estimated cost
+    against it before the call and refuse a job that does not fit (``BudgetExceededError``); spend is kept
+    in Redis under the batch's id, so a resumed batch goes on with what it already spent.
+    """
+
+    def __init__(self, steps: Sequence[Step], app: Celery | None = None, budget_usd: float | None = None) -> None:
         if not steps:
             raise ValueError("a batch needs at least one step")
         check_json([s.as_json() for s in steps])  # every item gets them: a bad step is the whole batch's error
+        if budget_usd is not None and budget_usd < 0:
+            raise ValueError(f"budget_usd must be >= 0, got {budget_usd}")
         self.steps = list(steps)
         self.app = app or default_app
+        self.budget_usd = budget_usd
         self.jobs: dict[str, Job] = {}
 
     @classmethod
-    def of(cls, provider: str, model: str, options: dict[str, Any] | None = None, app: Celery | None = None) -> Batch:
-        """Many inputs through one provider/model."""
-        return cls([Step(provider, model, dict(options or {}))], app)
+    def of(cls, provider: str, model: str | None, options: dict[str, Any] | None = None, app: Celery | None = None,
+           budget_usd: float | None = None) -> Batch:
+        """Many inputs through one provider/model (or one ``route:NAME``, with model None)."""
+        return cls([Step(provider, model, dict(options or {}))], app, budget_usd)
 
     def add(self, input: Any, options: dict[str, Any] | None = None, key: Any = None) -> Job:
         """Add an item (``options`` are merged into the first step's); identical items share one job."""
@@ -240,10 +265,11 @@ class Batch:
         for task_id in to_forget:
             self.app.backend.forget(task_id)
         sent = 0
+        headers = {BATCH_HEADER: {"id": self.id, "budget_usd": self.budget_usd}}
         for i in range(0, len(to_send), chunk):
             part = to_send[i : i + chunk]
             _mark_sent(self.app, [job.ids[start] for job, start, _ in part])
-            group(job.signature(start, prev) for job, start, prev in part).apply_async()
+            group(job.signature(start, prev, headers) for job, start, prev in part).apply_async()
             sent += len(part)
             if on_sent:
                 on_sent(sent)
@@ -253,7 +279,7 @@ class Batch:
             if sent or fetch_states(self.app, [summary_id])[summary_id].state != "SUCCESS":
                 self.app.backend.forget(summary_id)
                 self.app.signature(SUMMARY_TASK, args=(self.id, [j.ids for j in jobs])).apply_async(task_id=summary_id)
-        return BatchRun(self.app, jobs, sent=sent, summary_id=summary_id)
+        return BatchRun(self.app, jobs, sent=sent, summary_id=summary_id, batch_id=self.id, budget_usd=self.budget_usd)
 
 
 _PENDING = JobState("", "PENDING")
@@ -262,11 +288,14 @@ _PENDING = JobState("", "PENDING")
 class BatchRun:
     """A submitted batch: progress counts and each job's result as it becomes final."""
 
-    def __init__(self, app: Celery, jobs: list[Job], sent: int = 0, summary_id: str | None = None) -> None:
+    def __init__(self, app: Celery, jobs: list[Job], sent: int = 0, summary_id: str | None = None,
+                 batch_id: str | None = None, budget_usd: float | None = None) -> None:
         self.app = app
         self.jobs = jobs
         self.sent = sent
         self.summary_id = summary_id
+        self.batch_id = batch_id
+        self.budget_usd = budget_usd
         self._outcomes: dict[str, Outcome] = {}
         self._reported: set[str] = set()
 
@@ -282,7 +311,11 @@ class BatchRun:
         counts = {"done": 0, "failed": 0, "running": 0, "queued": 0}
         for job in self.jobs:
             counts[self._outcomes[job.id].status if job.id in self._outcomes else "queued"] += 1
-        return Progress(total=len(self.jobs), **counts)
+        return Progress(total=len(self.jobs), **counts, spent_usd=self.spent_usd(), budget_usd=self.budget_usd)
+
+    def spent_usd(self) -> float | None:
+        """USD the batch's calls cost so far (None for a run without a batch id)."""
+        return get_state().spend(f"batch:{self.batch_id}")[0] if self.batch_id else None
 
     def iter_results(
         self,

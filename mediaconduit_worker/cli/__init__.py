@@ -8,6 +8,7 @@ from .jobs import submit
 from .monitor import flower, status
 from .providers import providers
 from .replay import replay
+from .routes import routes
 from .services import services
 from .worker import broker, worker
 
@@ -17,7 +18,7 @@ def main() -> None:
     """MediaConduit Worker: run AI and media transforms on Celery + Redis."""
 
 
-for _command in (batch, broker, demo, flower, providers, replay, services, status, submit, worker):
+for _command in (batch, broker, demo, flower, providers, replay, routes, services, status, submit, worker):
     main.add_command(_command)
 
 __all__ = ["main"]

@@ -12,11 +12,11 @@ from .output import print_json
 
 @click.command()
 @click.argument("input")
-@click.option("--provider", required=True, help="Provider URL.")
-@click.option("--model", required=True)
+@click.option("--provider", required=True, help="Provider URL, or route:NAME.")
+@click.option("--model", default=None, help="Model id (none for a route:NAME).")
 @click.option("--option", "-o", "options", multiple=True, help="key=value (value parsed as JSON when it can be).")
 @click.option("--timeout", type=float, default=120.0)
-def submit(input: str, provider: str, model: str, options: tuple[str, ...], timeout: float) -> None:
+def submit(input: str, provider: str, model: str | None, options: tuple[str, ...], timeout: float) -> None:
     """Send one transform and print its result."""
     from ..worker.broker import ensure_broker
     from ..worker.tasks import transform

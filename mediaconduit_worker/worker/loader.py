@@ -172,6 +172,10 @@ class ProviderRegistry:
     def loaded(self) -> list[LoadedProvider]:
         return list(self._loaded.values())
 
+    def peek(self, url: str) -> LoadedProvider | None:
+        """The provider loaded for ``url`` in this process, without loading it."""
+        return self._loaded.get(url)
+
     def _load(self, url: str) -> LoadedProvider:
         check_allowed(url)
         source = parse_source(url)

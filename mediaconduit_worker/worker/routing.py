@@ -64,5 +64,9 @@ def route_transform(name: str, args: Any, kwargs: Any, options: dict[str, Any], 
     if name != TRANSFORM_TASK:
         return None
     call = named_arguments(args, kwargs)
+    from .routes import is_route, route_for  # routes.py reads capabilities through this module
+
+    if is_route(call.get("provider")):  # a bad routes file or route name is refused here, before queueing
+        return {"queue": route_for(call["provider"], call.get("model"), call.get("options")).capability.value}
     cap = capability_for(call.get("provider"), call.get("model"), call.get("options"))
     return {"queue": cap.value if cap else DEFAULT_QUEUE}

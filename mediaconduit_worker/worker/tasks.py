@@ -9,18 +9,20 @@ from typing import Any
 from celery import Task
 from celery.exceptions import Retry
 
-from ..assets import Asset, job_input
+from ..assets import job_input
 from ..capabilities import parse_capability
-from ..errors import InvalidInputError, MediaConduitError, ProviderExecutionError
+from ..errors import InvalidInputError
 from ..payload import check_json
 from ..provenance import complete_record
-from ..provider import DockerProvider
 from ..record import ResultMetadata, SourceInfo, TransformResult, scrub_exception, secret_values, strip_userinfo
 from .app import app
+from .calls import BATCH_HEADER, serve_direct
+from .failover import RouteRun
 from .loader import get_registry
 from .redaction import current_secrets
 from .reliability import TRANSIENT_EXCEPTIONS, WORKER_LOST_RETRY_DELAY, CrashAwareRequest, backoff
 from .replay import SERVICE_PIN_OPTION, pin_services, service_record
+from .routes import is_route, route_for
 from .routing import TRANSFORM_TASK, named_arguments
 
 log = logging.getLogger(__name__)
@@ -89,33 +91,27 @@ def _transform(task: Task, input: Any, provider: str, model: str, options: dict[
     pin_services(opts.pop(SERVICE_PIN_OPTION, None))  # replay: this job's service at the recorded commit
     if not isinstance(provider, str) or not provider:
         raise InvalidInputError(f"provider must be a URL string, got {provider!r}")
-    if not isinstance(model, str) or not model:
+    routed = is_route(provider)
+    if not routed and (not isinstance(model, str) or not model):
         raise InvalidInputError(f"model must be a model id string, got {model!r}")
     model_input = job_input(input)
-    loaded = get_registry().get(provider)
+    batch = getattr(request, BATCH_HEADER, None)
     retry_with: BaseException | None = None
     try:
-        runnable = loaded.provider.get_model(model)  # may discover models over HTTP: transient errors retry
-        if isinstance(loaded.provider, DockerProvider):
-            loaded.provider.ensure_service()
-        output = runnable.transform(model_input, opts)
+        if routed:
+            served = RouteRun(route_for(provider, model, options), model_input, opts, batch).serve()
+        else:
+            served = serve_direct(provider, model, model_input, opts, batch)
     except TRANSIENT_EXCEPTIONS as exc:
         retry_with = scrub_exception(exc, job_secrets(provider, options))
-    except MediaConduitError:
-        raise
-    except Exception as exc:
-        raise ProviderExecutionError(
-            f"provider {loaded.manifest.id!r} model {model!r} raised {type(exc).__name__}: {exc}"
-        ) from exc
     if retry_with is not None:
         countdown = backoff(request.retries, getattr(retry_with, "retry_after", None))
-        log.warning("transient error from %s/%s (%s); retry in %.1fs", loaded.manifest.id, model, retry_with, countdown)
+        peeked = get_registry().peek(provider)
+        who = peeked.manifest.id if peeked else strip_userinfo(provider)
+        log.warning("transient error from %s/%s (%s); retry in %.1fs", who, model, retry_with, countdown)
         # Outside the handler, so the retry's traceback carries only the scrubbed error.
         raise task.retry(exc=retry_with, countdown=countdown, args=(input, provider, model, options), kwargs={})
-    if not isinstance(output, Asset):
-        raise ProviderExecutionError(
-            f"provider {loaded.manifest.id!r} model {model!r} returned {type(output).__name__}, not an asset"
-        )
+    loaded, runnable, output, model = served.loaded, served.runnable, served.output, served.model
     if "generation_prompt" not in output.metadata:
         output.metadata["generation_prompt"] = runnable.generation_prompt(model_input, opts, started)
     cap = parse_capability(requested_cap) if isinstance(requested_cap, str) else None
@@ -123,12 +119,14 @@ def _transform(task: Task, input: Any, provider: str, model: str, options: dict[
     source = dict(loaded.source)
     source["url"] = strip_userinfo(str(source["url"]))
     output.metadata["generation_prompt"] = complete_record(
-        output.metadata["generation_prompt"], input=model_input, output=output, provider_url=strip_userinfo(provider),
+        output.metadata["generation_prompt"], input=model_input, output=output,
+        provider_url=strip_userinfo(served.provider_url),
         source=source, capability=str(cap) if cap else None, service=service_record(loaded.provider))
     result = TransformResult.of(output, ResultMetadata(
+        **served.route_metadata(),
         generation_prompt=output.metadata["generation_prompt"],
         provider=loaded.manifest.id,
-        provider_url=strip_userinfo(provider),
+        provider_url=strip_userinfo(served.provider_url),
         model=model,
         capability=str(cap) if cap else None,
         processing_time_ms=round((time.perf_counter() - started) * 1000, 3),
@@ -136,4 +134,4 @@ def _transform(task: Task, input: Any, provider: str, model: str, options: dict[
         task_id=request.id,
         worker=request.hostname,
     ))
-    return result.model_dump(mode="json", exclude_none=True)
+    return served.result_json(result)

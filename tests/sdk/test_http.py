@@ -23,6 +23,7 @@ from mediaconduit_worker.http import (
     ProviderHTTPError,
     ProviderResponseError,
     api_error_message,
+    fail_fast,
     parse_retry_after,
 )
 
@@ -132,6 +133,18 @@ def test_persistent_5xx_becomes_transient_after_in_process_retries(client, apis)
         client.get_json("/y")
     assert len(apis.calls("/raw/api/y")) == 3 and err.value.retry_after is not None
     assert "unit-provider: GET /y failed with HTTP 502 Bad Gateway" in str(err.value)
+
+
+def test_fail_fast_hands_back_the_first_transient_failure_with_its_status(client, apis):
+    """A route tries its next candidate at once: no retry in the client, the status kept for the record."""
+    busy = Reply(503, {"error": {"message": "overloaded"}})
+    apis.script("GET", "/raw/api/f", busy, busy, busy, busy)
+    with fail_fast(), pytest.raises(TransientError) as err:
+        client.get_json("/f")
+    assert len(apis.calls("/raw/api/f")) == 1 and err.value.status == 503
+    with pytest.raises(TransientError):
+        client.get_json("/f")  # outside the block the client retries again
+    assert len(apis.calls("/raw/api/f")) == 4
 
 
 def test_malformed_json_is_a_clear_error(client, apis):
