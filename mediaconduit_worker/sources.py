@@ -133,9 +133,26 @@ def _git(*args: str, cwd: Path | None = None, url: str) -> str:
     except subprocess.TimeoutExpired:
         raise ProviderSourceError(f"cannot fetch {url!r}: git {args[0]} timed out after {_GIT_TIMEOUT}s") from None
     if proc.returncode != 0:
-        detail = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
-        raise ProviderSourceError(f"cannot fetch {url!r}: git {args[0]}: {detail}")
+        raise ProviderSourceError(f"cannot fetch {url!r}: git {args[0]}: {git_error_detail(proc.stderr, proc.returncode)}")
     return proc.stdout.strip()
+
+
+#: What git says went wrong, as opposed to the advice it ends with ("... and the repository exists.").
+_GIT_CAUSES = re.compile(
+    r"repository not found|could not resolve host|not a git repository|does not appear to be a git repository"
+    r"|authentication failed|permission denied|connection refused|couldn't find remote ref",
+    re.IGNORECASE,
+)
+_GIT_PREFIX = re.compile(r"^(fatal|error|remote):\s*", re.IGNORECASE)
+
+
+def git_error_detail(stderr: str, returncode: int) -> str:
+    """The line of git's error output that names the cause: a known cause, else the first ``fatal:`` line."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    chosen = (next((line for line in lines if _GIT_CAUSES.search(line)), None)
+              or next((line for line in lines if _GIT_PREFIX.match(line)), None)
+              or (lines[-1] if lines else f"exit code {returncode}"))
+    return _GIT_PREFIX.sub("", chosen)
 
 
 class SourceCache:
