@@ -8,8 +8,10 @@ import io
 import json
 import logging
 import os
+import posixpath
 import re
 import shutil
+import socket
 import subprocess
 import tarfile
 import tempfile
@@ -35,22 +37,31 @@ def stable_id(text: str) -> str:
 
 @dataclass(frozen=True)
 class Source:
-    """A parsed provider/service URL: ``kind`` says how to fetch ``location`` (at ``ref``)."""
+    """A parsed provider/service URL: ``kind`` says how to fetch ``location`` (at ``ref``); a git source
+    may name a ``subdirectory`` of the repository (a monorepo holding several providers and services)."""
 
     url: str
     kind: Literal["git", "path", "pypi"]
     location: str
     ref: str | None = None
+    subdirectory: str | None = None
 
     @property
     def key(self) -> str:
+        """The repository (not the folder in it): one mirror and one export per commit serve all its folders."""
         return stable_id(f"{self.kind}:{self.location}")
+
+    def at(self, commit: str, subdirectory: str | None) -> str:
+        """The URL of another folder of this git repository, pinned to ``commit`` (pip's VCS form)."""
+        repository = ("git+" if self.url.startswith("git+") else "") + self.location
+        return f"{repository}@{commit}" + (f"#subdirectory={subdirectory}" if subdirectory else "")
 
 
 @dataclass(frozen=True)
 class Checkout:
-    """A source materialised on disk: ``root`` holds the repository tree at ``commit`` (git, or a folder
-    that is a work tree), or the installed package at ``version`` (PyPI)."""
+    """A source materialised on disk: ``root`` holds the provider or service (the repository tree at
+    ``commit``, or its subdirectory; a folder, which may be a work tree), or the installed package at
+    ``version`` (PyPI)."""
 
     source: Source
     root: Path
@@ -58,8 +69,33 @@ class Checkout:
     version: str | None = None
 
     def describe(self) -> dict[str, str | None]:
-        out = {"url": self.source.url, "kind": self.source.kind, "ref": self.source.ref, "commit": self.commit}
+        out = {"url": self.source.url, "kind": self.source.kind, "ref": self.source.ref, "commit": self.commit,
+               "subdirectory": self.source.subdirectory}
         return out | ({"version": self.version} if self.version else {})
+
+    def resolve(self, url: str) -> str:
+        """``url`` as named by this checkout's manifest (a provider's ``serviceUrl``): a relative path
+        (``../../services/cowsay-service``) is taken inside the same repository at the same commit, or
+        against the folder; any other URL is returned unchanged."""
+        if not is_relative(url):
+            return url
+        if self.source.kind != "git" or self.commit is None:
+            return str((self.root / url.strip()).resolve())
+        target = posixpath.normpath(posixpath.join(self.source.subdirectory or "", url.strip()))
+        if target == ".." or target.startswith("../"):
+            raise ProviderSourceError(f"{url!r} (named by {self.source.url!r}) points outside the repository")
+        return self.source.at(self.commit, None if target == "." else target)
+
+
+_SCP_LIKE = re.compile(r"^[\w.-]+@[\w.-]+:")
+_GITHUB_TREE = re.compile(r"^(https?://github\.com/[^/@#]+/[^/@#]+)/tree/([^/]+)(?:/(.*))?$")
+
+
+def is_relative(url: str) -> bool:
+    """A path relative to the manifest naming it (``../services/x``), not a URL or an absolute path."""
+    raw = url.strip()
+    return (bool(raw) and "://" not in raw and not raw.startswith(("/", "~", "pypi:", "git+"))
+            and not _SCP_LIKE.match(raw))
 
 
 def _split_ref(url: str) -> tuple[str, str | None]:
@@ -68,6 +104,26 @@ def _split_ref(url: str) -> tuple[str, str | None]:
     if sep and "/" not in tail and tail and "/" in head:
         return head, tail
     return url, None
+
+
+def _subdirectory(path: str, url: str) -> str | None:
+    """A folder of the repository, normalised; ``..`` and absolute paths are refused."""
+    if not path.strip() or path.startswith("/") or ".." in path.split("/"):
+        raise ProviderSourceError(f"subdirectory {path!r} in {url!r} must be a path inside the repository "
+                                  "(relative, without '..')")
+    normal = posixpath.normpath(path)
+    return None if normal == "." else normal
+
+
+def _split_fragment(raw: str, url: str) -> tuple[str, str | None]:
+    """pip's ``…#subdirectory=PATH`` → (``…``, ``PATH``)."""
+    head, sep, fragment = raw.partition("#")
+    if not sep:
+        return raw, None
+    key, eq, value = fragment.partition("=")
+    if key != "subdirectory" or not eq:
+        raise ProviderSourceError(f"unsupported fragment {'#' + fragment!r} in {url!r}: expected #subdirectory=PATH")
+    return head, _subdirectory(value, url)
 
 
 def parse_source(url: str) -> Source:
@@ -81,20 +137,31 @@ def parse_source(url: str) -> Source:
             raise ProviderSourceError(f"malformed pypi provider URL {url!r}: expected pypi:NAME[==VERSION]")
         return Source(raw, "pypi", spec)
     if raw.startswith("git+"):
-        loc, ref = _split_ref(raw[4:])
-        return Source(raw, "git", loc, ref)
-    if re.match(r"^(https?|ssh|git)://", raw) or re.match(r"^[\w.-]+@[\w.-]+:", raw):
-        loc, ref = _split_ref(raw)
+        rest, sub = _split_fragment(raw, url)
+        loc, ref = _split_ref(rest[4:])
+        return Source(raw, "git", loc, ref, sub)
+    if re.match(r"^(https?|ssh|git)://", raw) or _SCP_LIKE.match(raw):
+        rest, sub = _split_fragment(raw, url)
+        tree = _GITHUB_TREE.match(rest)
+        if tree and sub is None:  # GitHub's browser form: …/ORG/REPO/tree/REF/path/to/folder
+            repo, ref, path = tree.groups()
+            return Source(raw, "git", repo, ref, _subdirectory(path, url) if path else None)
+        loc, ref = _split_ref(rest)
         if re.match(r"^https?://github\.com/", loc):
             parts = loc.rstrip("/").split("/")
-            if len(parts) < 5 or not parts[3] or not parts[4]:
-                raise ProviderSourceError(f"malformed GitHub provider URL {url!r}: expected https://github.com/ORG/REPO[@REF]")
-        return Source(raw, "git", loc.rstrip("/"), ref)
+            if len(parts) != 5 or not parts[3] or not parts[4]:
+                raise ProviderSourceError(f"malformed GitHub provider URL {url!r}: expected https://github.com/ORG/REPO"
+                                          "[@REF][#subdirectory=PATH] or https://github.com/ORG/REPO/tree/REF/PATH")
+        return Source(raw, "git", loc.rstrip("/"), ref, sub)
     if raw.startswith("file://"):
-        loc, ref = _split_ref(raw)
+        rest, sub = _split_fragment(raw, url)
+        loc, ref = _split_ref(rest)
         path = loc[len("file://") :]
         if path.rstrip("/").endswith(".git"):
-            return Source(raw, "git", loc, ref)
+            return Source(raw, "git", loc, ref, sub)
+        if sub is not None:
+            raise ProviderSourceError(f"{url!r}: #subdirectory= is for git repositories (git+file://…); "
+                                      "give a folder's own path")
         return Source(raw, "path", str(Path(path).resolve()))
     if "://" in raw:
         raise ProviderSourceError(f"unsupported provider URL scheme in {url!r}")
@@ -176,15 +243,17 @@ class SourceCache:
         refresh = get_settings().provider_refresh
         if refresh and not _SHA.match(source.ref or "") and time.time() - pin.get("fetched_at", 0) > refresh:
             return None
-        root = self._checkout_dir(source, pin["commit"])
-        return Checkout(source, root, pin["commit"]) if root.is_dir() else None
+        tree = self._checkout_dir(source, pin["commit"])
+        return Checkout(source, _folder(source, tree, pin["commit"]), pin["commit"]) if tree.is_dir() else None
 
     def materialise(self, source: Source, update: bool = False) -> Checkout:
         """The source on disk at its pinned (or freshly resolved, when ``update``) commit."""
         if source.kind == "path":
             root = Path(source.location)
             if not root.is_dir():
-                raise ProviderSourceError(f"provider folder {source.url!r} does not exist")
+                shown = source.url if source.url == source.location else f"{source.url} ({source.location})"
+                raise ProviderSourceError(f"provider folder {shown!r} does not exist on host {socket.gethostname()!r}"
+                                          " (a folder URL loads only where that path exists)")
             return Checkout(source, root, _folder_commit(root))
         if source.kind != "git":
             raise ProviderSourceError(f"{source.url!r} is not a git or folder source")
@@ -198,7 +267,7 @@ class SourceCache:
                 if pinned is not None:
                     return pinned
             commit = self._fetch(source)
-            root = self._export(source, commit)
+            root = _folder(source, self._export(source, commit), commit)
             pin = {"url": source.url, "ref": source.ref, "commit": commit, "fetched_at": time.time()}
             self._pin_path(source).parent.mkdir(parents=True, exist_ok=True)
             tmp = self._pin_path(source).with_suffix(".tmp")
@@ -248,6 +317,19 @@ class SourceCache:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return target
+
+
+def _folder(source: Source, tree: Path, commit: str) -> Path:
+    """The source's folder inside the exported tree: its subdirectory, which must exist at that commit."""
+    if not source.subdirectory:
+        return tree
+    folder = tree / source.subdirectory
+    if not folder.resolve().is_relative_to(tree.resolve()):
+        raise ProviderSourceError(f"{source.url!r}: subdirectory {source.subdirectory!r} leads outside the repository")
+    if not folder.is_dir():
+        raise ProviderSourceError(f"{source.url!r}: no folder {source.subdirectory!r} in the repository "
+                                  f"at commit {commit[:12]}")
+    return folder
 
 
 def _folder_commit(root: Path) -> str | None:

@@ -198,6 +198,7 @@ class ProviderRegistry:
         provider = _instantiate(cls, url)
         provider.attach_manifest(manifest)
         provider.service_host = self.service_host
+        provider.source = checkout
         log.info("loaded provider %s from %s at %s", manifest.id, url, checkout.commit or "working tree")
         return LoadedProvider(provider, manifest, checkout)
 
@@ -233,6 +234,7 @@ class ProviderRegistry:
         provider.attach_manifest(manifest)
         provider.service_host = self.service_host
         checkout = Checkout(source, packaged, None, version=f"{dist.metadata['Name']}=={dist.version}")
+        provider.source = checkout
         log.info("loaded provider %s from %s", manifest.id, checkout.version)
         return LoadedProvider(provider, manifest, checkout)
 
