@@ -136,12 +136,9 @@ def parse_source(url: str) -> Source:
         if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[^\]]*\])?\s*((==|>=|<=|~=|!=|>|<)\s*[A-Za-z0-9.*+!_-]+\s*,?\s*)*$", spec):
             raise ProviderSourceError(f"malformed pypi provider URL {url!r}: expected pypi:NAME[==VERSION]")
         return Source(raw, "pypi", spec)
-    if raw.startswith("git+"):
+    if raw.startswith("git+") or re.match(r"^(https?|ssh|git)://", raw) or _SCP_LIKE.match(raw):
         rest, sub = _split_fragment(raw, url)
-        loc, ref = _split_ref(rest[4:])
-        return Source(raw, "git", loc, ref, sub)
-    if re.match(r"^(https?|ssh|git)://", raw) or _SCP_LIKE.match(raw):
-        rest, sub = _split_fragment(raw, url)
+        rest = rest.removeprefix("git+")
         tree = _GITHUB_TREE.match(rest)
         if tree and sub is None:  # GitHub's browser form: …/ORG/REPO/tree/REF/path/to/folder
             repo, ref, path = tree.groups()
@@ -251,9 +248,9 @@ class SourceCache:
         if source.kind == "path":
             root = Path(source.location)
             if not root.is_dir():
-                shown = source.url if source.url == source.location else f"{source.url} ({source.location})"
-                raise ProviderSourceError(f"provider folder {shown!r} does not exist on host {socket.gethostname()!r}"
-                                          " (a folder URL loads only where that path exists)")
+                where = "" if source.url == source.location else f" ({source.location})"
+                raise ProviderSourceError(f"provider folder {source.url!r}{where} does not exist on host "
+                                          f"{socket.gethostname()!r} (a folder URL loads only where that path exists)")
             return Checkout(source, root, _folder_commit(root))
         if source.kind != "git":
             raise ProviderSourceError(f"{source.url!r} is not a git or folder source")

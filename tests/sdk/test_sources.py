@@ -28,6 +28,7 @@ SHA = "0123456789abcdef0123456789abcdef01234567"
     (f"https://github.com/org/repo/tree/{SHA}/providers/x/", "https://github.com/org/repo", SHA, "providers/x"),
     ("https://github.com/org/repo/tree/v2", "https://github.com/org/repo", "v2", None),
     ("https://github.com/org/repo@main", "https://github.com/org/repo", "main", None),
+    ("git+https://github.com/org/repo/tree/main/providers/x", "https://github.com/org/repo", "main", "providers/x"),
 ])
 def test_monorepo_url_forms(url, location, ref, subdirectory):
     source = parse_source(url)
