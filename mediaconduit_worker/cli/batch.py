@@ -28,18 +28,15 @@ def _json_object(text: str | None, hint: str) -> dict[str, Any]:
 
 def check_step(provider: str, model: str, options: dict[str, Any]) -> str:
     """The step's capability (its queue), or a clear error before anything is queued."""
-    from ..errors import MediaConduitError
+    from ..errors import UnknownModelError
     from ..worker.loader import get_registry
     from ..worker.routing import resolve_capability
 
-    try:
-        manifest, _ = get_registry().manifest(provider)
-        if manifest.models and not manifest.dynamic_models and manifest.model_entry(model) is None:
-            known = ", ".join(m.id for m in manifest.models)
-            raise click.ClickException(f"provider {manifest.id!r} has no model {model!r} (models: {known})")
-        return resolve_capability(provider, model, options).value
-    except MediaConduitError as exc:
-        raise click.ClickException(f"provider {provider}: {exc}") from None
+    manifest, _ = get_registry().manifest(provider)
+    if manifest.models and not manifest.dynamic_models and manifest.model_entry(model) is None:
+        known = ", ".join(m.id for m in manifest.models)
+        raise UnknownModelError(f"provider {manifest.id!r} has no model {model!r} (models: {known})")
+    return resolve_capability(provider, model, options).value
 
 
 def _item_error(item: InputItem) -> BadLine | None:
