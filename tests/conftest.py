@@ -274,8 +274,9 @@ def reference_url() -> str:
 
 @pytest.fixture(scope="session")
 def service_urls(docker_engine, reference_url) -> dict[str, str]:
-    """The reference services, each a folder of the monorepo."""
-    return {name: f"git+{reference_url}#subdirectory=services/{name}-service"
+    """The reference services as the reference providers name them: folders of the monorepo at its commit."""
+    commit = head_commit(reference_url.rsplit("/", 1)[1], "tests")
+    return {name: f"git+{reference_url}@{commit}#subdirectory=services/{name}-service"
             for name in ("cowsay", "espeak", "whisper", "tesseract")}
 
 
