@@ -42,8 +42,8 @@ _SECRET_SHAPES = re.compile(
     """,
     re.VERBOSE,
 )
-#: ``scheme://user:password@`` (and long bare user tokens such as ``https://ghp_…@github.com``).
-_USERINFO = re.compile(r"(?<=://)(?:[^/\s@:]+:[^/\s@]*|[^/\s@:]{20,})@")
+#: ``scheme://user:password@``, ``redis://:password@`` (and long bare user tokens such as ``https://ghp_…@github.com``).
+_USERINFO = re.compile(r"(?<=://)(?:[^/\s@:]*:[^/\s@]*|[^/\s@:]{20,})@")
 _QUERY_SECRET = re.compile(
     r"(?i)([?&](?:api[_-]?key|key|token|access[_-]?token|auth|signature|sig|password|secret|client[_-]?secret)=)[^&#\s]+"
 )
