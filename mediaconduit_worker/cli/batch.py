@@ -70,7 +70,7 @@ def batch(input_file: Path, provider: str, model: str, options_json: str | None,
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ..batch import Batch, Step
-    from ..worker.broker import ensure_broker
+    from .worker import connect_broker
 
     console = Console(stderr=True, soft_wrap=True)
     options = _json_object(options_json, "--options")
@@ -95,7 +95,7 @@ def batch(input_file: Path, provider: str, model: str, options_json: str | None,
         raise click.ClickException(f"{input_file}: no valid items ({len(bad)} bad lines)")
     steps = [Step(provider, model, options)] + [Step(p, m, {}) for p, m in then]
     queues = [check_step(s.provider, s.model, s.options) for s in steps]
-    ensure_broker()
+    connect_broker()
 
     jobs = Batch(steps)
     for item in checked:

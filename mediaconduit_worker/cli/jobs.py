@@ -23,13 +23,13 @@ def submit(input: str, provider: str, model: str, options: tuple[str, ...], time
     """
     from celery.exceptions import TimeoutError as ResultTimeout
 
-    from ..worker.broker import ensure_broker
     from ..worker.tasks import transform
     from .batch import check_step
+    from .worker import connect_broker
 
     opts = _parse_options(options)
     queue = check_step(provider, model, opts)
-    ensure_broker()
+    connect_broker()
     job = transform.delay(input, provider, model, opts)
     try:
         result = job.get(timeout=timeout)

@@ -32,8 +32,11 @@ class BadArgument(click.UsageError):
 
 
 def error_line(exc: Exception) -> str:
-    """The message of a failure: ours name their culprit; anything else is named by its type too."""
-    return str(exc) if isinstance(exc, MediaConduitError) else f"{type(exc).__name__}: {exc}"
+    """The message of a failure: ours name their culprit (a service's may end with its logs); anything
+    else is named by its type too, on one line."""
+    if isinstance(exc, MediaConduitError):
+        return str(exc)
+    return " ".join(f"{type(exc).__name__}: {exc}".split())
 
 
 def _one_line(exc: click.ClickException) -> click.ClickException:

@@ -5,6 +5,7 @@ the traceback."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,8 +15,9 @@ import pytest
 MEDIACONDUIT = Path(sys.executable).with_name("mediaconduit")  # the installed console script
 
 
-def mediaconduit(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(MEDIACONDUIT), *args], capture_output=True, text=True, timeout=120)
+def mediaconduit(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(MEDIACONDUIT), *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **(env or {})})
 
 
 def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
@@ -80,6 +82,17 @@ def test_other_commands_fail_alike(tmp_path):
     assert line.endswith("does not appear to be a git repository")
     assert one_error_line(mediaconduit("providers", "update", "ftp://x/y")) == (
         "error: unsupported provider URL scheme in 'ftp://x/y'")
+
+
+def test_a_broker_that_does_not_answer(echo_url):
+    from conftest import free_port
+
+    url = f"redis://:hunter2-secret@127.0.0.1:{free_port()}/0"
+    proc = mediaconduit("submit", "hi", "--provider", echo_url, "--model", "upper",
+                        env={"MEDIACONDUIT_BROKER_URL": url, "MEDIACONDUIT_RESULT_BACKEND": url})
+    line = one_error_line(proc)
+    assert line.startswith("error: cannot reach the broker redis://[REDACTED]@127.0.0.1:"), line
+    assert "Connection refused" in line and "hunter2" not in line
 
 
 def test_debug_shows_the_traceback(tmp_path):
