@@ -4,7 +4,8 @@ The tree::
 
     MediaConduitError                 permanent: the job fails, nothing is retried
     ├── InvalidInputError             a job's input or options are malformed (also a ValueError)
-    ├── ProviderSourceError           a provider/service URL that cannot be fetched or is not allowed
+    ├── ProviderSourceError           a provider/service URL that cannot be fetched or is malformed
+    │   └── ProviderNotAllowedError   a URL outside MEDIACONDUIT_PROVIDER_ALLOW (raised by producers too)
     ├── ManifestError                 a manifest that is missing, unparsable or has a wrong field
     ├── ProviderLoadError             provider code that cannot be installed or imported
     ├── UnknownModelError             a model id the provider does not offer (also a KeyError)
@@ -33,6 +34,10 @@ class InvalidInputError(MediaConduitError, ValueError):
 
 class ProviderSourceError(MediaConduitError):
     """A provider or service URL that cannot be fetched or is not allowed."""
+
+
+class ProviderNotAllowedError(ProviderSourceError):
+    """A URL that ``MEDIACONDUIT_PROVIDER_ALLOW`` does not admit; a producer raises it before queueing."""
 
 
 class ManifestError(MediaConduitError):

@@ -13,7 +13,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -164,15 +164,23 @@ class HttpClient:
         params: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
         timeout: float | None = None,
-        content: bytes | None = None,
+        content: bytes | Iterable[bytes] | None = None,
         files: Mapping[str, Any] | None = None,
     ) -> httpx.Response:
         """Send with retries; a successful (2xx/3xx) response, or an error as described in the module doc.
 
-        ``content`` (a raw body) and ``files`` (multipart) are bytes, so a retry sends them again as is.
+        ``content`` (a raw body) and ``files`` (multipart) are bytes, so a retry sends them again as is;
+        a streamed ``content`` must be re-iterable (``media.FileBody``) for the same reason.
         """
         return self._send(method, path, json=json, params=params, headers=headers, timeout=timeout, stream=False,
                           content=content, files=files)
+
+    def open_stream(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
+                    headers: Mapping[str, str] | None = None, timeout: float | None = None,
+                    content: bytes | Iterable[bytes] | None = None, json: Any = None) -> httpx.Response:
+        """As ``request``, but the body is left unread for ``iter_bytes()`` (large media); close it after."""
+        return self._send(method, path, json=json, params=params, headers=headers, timeout=timeout, stream=True,
+                          content=content)
 
     def stream_ndjson(
         self,
@@ -244,7 +252,7 @@ class HttpClient:
         headers: Mapping[str, str] | None,
         timeout: float | None,
         stream: bool,
-        content: bytes | None = None,
+        content: bytes | Iterable[bytes] | None = None,
         files: Mapping[str, Any] | None = None,
     ) -> httpx.Response:
         url, own = self._url(path)

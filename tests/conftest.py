@@ -95,7 +95,7 @@ def publish(folder: Path, name: str, org: str = "MediaConduit") -> str:
     for item in work.iterdir():
         if item.name != ".git":
             shutil.rmtree(item) if item.is_dir() else item.unlink()
-    shutil.copytree(folder, work, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(folder, work, symlinks=True, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
     git("add", "-A", cwd=work)
     if git("status", "--porcelain", cwd=work) or not (bare / "refs" / "heads" / "main").exists():
         git("commit", "-q", "--allow-empty", "-m", f"publish {name}", cwd=work)
@@ -277,11 +277,11 @@ def service_urls(docker_engine, reference_url) -> dict[str, str]:
     """The reference services as the reference providers name them: folders of the monorepo at its commit."""
     commit = head_commit(reference_url.rsplit("/", 1)[1], "tests")
     return {name: f"git+{reference_url}@{commit}#subdirectory=services/{name}-service"
-            for name in ("cowsay", "espeak", "whisper", "tesseract")}
+            for name in ("cowsay", "espeak", "whisper", "tesseract", "ffmpeg")}
 
 
 @pytest.fixture(scope="session")
 def provider_urls(service_urls, reference_url) -> dict[str, str]:
     """The reference providers, each a folder of the monorepo (pip's ``#subdirectory=`` form)."""
     return {name: f"git+{reference_url}#subdirectory=providers/{name}-provider"
-            for name in ("cowsay", "espeak", "whisper", "tesseract", "textrender")}
+            for name in ("cowsay", "espeak", "whisper", "tesseract", "ffmpeg", "textrender")}

@@ -25,8 +25,6 @@ from ..sources import Checkout, Source, SourceCache, check_allowed, file_lock, p
 
 log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "mediaconduit.providers"
-_PEP440_OP = re.compile(r"^\s*(==|>=|<=|~=|!=|>|<|===)")
-_BARE_VERSION = re.compile(r"^\s*\d+(\.\d+)*\s*$")
 _NPM_MAIN = (".js", ".mjs", ".cjs", ".ts", ".mts", ".cts")
 
 
@@ -43,18 +41,6 @@ class LoadedProvider:
         return self.checkout.describe()
 
 
-def requirement(name: str, spec: str) -> str:
-    """A manifest dependency as a pip requirement; npm-style ranges are refused with the name."""
-    spec = spec.strip()
-    if spec in ("", "*", "latest"):
-        return name
-    if _PEP440_OP.match(spec):
-        return f"{name}{spec}"
-    if _BARE_VERSION.match(spec):
-        return f"{name}=={spec}"
-    raise ManifestError(f"field 'dependencies.{name}': {spec!r} is not a Python version specifier")
-
-
 def pip_install(requirements: list[str], target: Path, what: str) -> Path:
     """Install into ``target`` once (atomic rename, under a lock); progress goes to the log."""
     marker = target / ".mediaconduit-complete"
@@ -67,7 +53,7 @@ def pip_install(requirements: list[str], target: Path, what: str) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".pip-"))
         cmd = [sys.executable, "-m", "pip", "install", "--disable-pip-version-check", "--no-input",
-               "--progress-bar", "off", "--target", str(tmp), *requirements]
+               "--progress-bar", "off", "--target", str(tmp), "--", *requirements]  # never options
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -96,7 +82,9 @@ def _main_file(manifest: ProviderManifest, root: Path, origin: str) -> Path:
         if not path.is_relative_to(root.resolve()):
             raise ManifestError(f"{origin}: field 'main' {rel!r} points outside the repository")
         if path.is_dir():
-            path = path / "__init__.py"
+            path = (path / "__init__.py").resolve()
+            if not path.is_relative_to(root.resolve()):
+                raise ManifestError(f"{origin}: field 'main' {rel!r} points outside the repository")
         if manifest.main and path.suffix != ".py":
             raise ProviderLoadError(f"{origin}: field 'main' {manifest.main!r} is not a Python module or package")
         if path.is_file():
@@ -213,7 +201,7 @@ class ProviderRegistry:
         manifest, checkout = read if read is not None else self._read(url, source)
         main = _main_file(manifest, checkout.root, url)
         if manifest.dependencies:
-            reqs = sorted(requirement(n, s) for n, s in manifest.dependencies.items())
+            reqs = manifest.requirements(url)
             target = self.cache.root / "deps" / stable_id("\n".join(reqs))
             _add_path(pip_install(reqs, target, f"provider {manifest.id!r}"))
         tag = stable_id(f"{url}@{checkout.commit}")

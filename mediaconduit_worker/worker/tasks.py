@@ -50,10 +50,11 @@ class TransformTask(Task):
           default_retry_delay=WORKER_LOST_RETRY_DELAY)
 def transform(self: Task, input: Any, provider: str, model: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Turn ``input`` into an output asset with ``provider``'s ``model``; JSON TransformResult out."""
-    request_args, request_kwargs = self.request.args, self.request.kwargs
+    request = self.request  # a thread-local lookup each time: read it once
+    request_args, request_kwargs = request.args, request.kwargs
     # result_extended stores the request's args in the backend: keep secrets out of it.
-    self.request.args = redact(list(request_args or []))
-    self.request.kwargs = redact(dict(request_kwargs or {}))
+    request.args = redact(list(request_args or []))
+    request.kwargs = redact(dict(request_kwargs or {}))
     started = time.perf_counter()
     if options is not None and not isinstance(options, dict):
         raise InvalidInputError(f"options must be a JSON object, got {type(options).__name__}")
@@ -71,7 +72,7 @@ def transform(self: Task, input: Any, provider: str, model: str, options: dict[s
             loaded.provider.ensure_service()
         output = runnable.transform(model_input, opts)
     except TRANSIENT_EXCEPTIONS as exc:
-        countdown = backoff(self.request.retries, getattr(exc, "retry_after", None))
+        countdown = backoff(request.retries, getattr(exc, "retry_after", None))
         log.warning("transient error from %s/%s (%s); retry in %.1fs", loaded.manifest.id, model, exc, countdown)
         raise self.retry(exc=exc, countdown=countdown, args=request_args, kwargs=request_kwargs)
     except MediaConduitError:
@@ -96,7 +97,7 @@ def transform(self: Task, input: Any, provider: str, model: str, options: dict[s
         capability=str(cap) if cap else None,
         processing_time_ms=round((time.perf_counter() - started) * 1000, 3),
         source=SourceInfo(**loaded.source),
-        task_id=self.request.id,
-        worker=self.request.hostname,
+        task_id=request.id,
+        worker=request.hostname,
     ))
     return result.model_dump(mode="json", exclude_none=True)

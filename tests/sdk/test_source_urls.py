@@ -44,6 +44,7 @@ def test_monorepo_url_forms(url, location, ref, subdirectory):
     ("git+https://host/org/repo#egg=x", "expected #subdirectory=PATH"),
     ("file:///srv/folder#subdirectory=x", "is for git repositories"),
     ("https://github.com/org/repo/blob/main/README.md", "malformed GitHub provider URL"),
+    ("https://github.com/only-org", "malformed GitHub provider URL"),
 ])
 def test_bad_subdirectories_are_refused_by_name(url, message):
     with pytest.raises(ProviderSourceError, match=message):
