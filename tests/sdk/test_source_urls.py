@@ -105,3 +105,21 @@ def test_a_missing_repository_is_reported_as_missing(tmp_path: Path):
         SourceCache().materialise(parse_source(f"git+file://{tmp_path}/nope.git#subdirectory=providers/x"))
     assert "does not appear to be a git repository" in str(err.value)
     assert "the repository exists" not in str(err.value)
+
+
+def test_the_allow_list_compares_the_repository_so_its_folders_and_services_pass(monkeypatch, tmp_path):
+    from mediaconduit_worker.errors import ProviderNotAllowedError
+    from mediaconduit_worker.settings import get_settings
+    from mediaconduit_worker.sources import check_allowed
+
+    monkeypatch.setenv("MEDIACONDUIT_PROVIDER_ALLOW", "https://github.com/org/mono")
+    get_settings.cache_clear()
+    try:
+        provider = "https://github.com/org/mono/tree/main/providers/cowsay-provider"
+        service = Checkout(parse_source(provider), tmp_path, SHA).resolve("../../services/cowsay-service")
+        for url in (provider, service, "git+https://github.com/org/mono@v1#subdirectory=providers/echo-provider"):
+            check_allowed(url)
+        with pytest.raises(ProviderNotAllowedError):
+            check_allowed("https://github.com/org/other/tree/main/providers/x")
+    finally:
+        get_settings.cache_clear()
