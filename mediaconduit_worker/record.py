@@ -277,6 +277,8 @@ class SourceInfo(BaseModel):
     kind: str
     ref: str | None = None
     commit: str | None = None
+    subdirectory: str | None = None
+    """The provider's folder inside its git repository (``#subdirectory=`` or a GitHub ``/tree/`` URL)."""
     version: str | None = None
     """``name==version`` of a PyPI provider."""
 

@@ -6,6 +6,7 @@ from .batch import batch
 from .demo import demo
 from .jobs import submit
 from .monitor import flower, status
+from .output import Main
 from .providers import providers
 from .replay import replay
 from .routes import routes
@@ -13,8 +14,10 @@ from .services import services
 from .worker import broker, worker
 
 
-@click.group()
-def main() -> None:
+@click.group(cls=Main)
+@click.option("--debug", is_flag=True, envvar="MEDIACONDUIT_DEBUG",
+              help="Show the traceback of a failure instead of its one-line error.")
+def main(debug: bool) -> None:
     """MediaConduit Worker: run AI and media transforms on Celery + Redis."""
 
 

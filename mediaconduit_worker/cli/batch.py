@@ -28,23 +28,20 @@ def _json_object(text: str | None, hint: str) -> dict[str, Any]:
 
 def check_step(provider: str, model: str | None, options: dict[str, Any]) -> str:
     """The step's capability (its queue), or a clear error before anything is queued."""
-    from ..errors import MediaConduitError
+    from ..errors import UnknownModelError
     from ..worker.loader import get_registry
     from ..worker.routes import is_route, route_for
     from ..worker.routing import resolve_capability
 
-    try:
-        if is_route(provider):
-            return route_for(provider, model, options).capability.value
-        if not model:
-            raise click.ClickException(f"provider {provider}: --model is required (only a route:NAME chooses its own)")
-        manifest, _ = get_registry().manifest(provider)
-        if manifest.models and not manifest.dynamic_models and manifest.model_entry(model) is None:
-            known = ", ".join(m.id for m in manifest.models)
-            raise click.ClickException(f"provider {manifest.id!r} has no model {model!r} (models: {known})")
-        return resolve_capability(provider, model, options).value
-    except MediaConduitError as exc:
-        raise click.ClickException(f"provider {provider}: {exc}") from None
+    if is_route(provider):
+        return route_for(provider, model, options).capability.value
+    if not model:
+        raise click.UsageError(f"provider {provider}: --model is required (only a route:NAME chooses its own)")
+    manifest, _ = get_registry().manifest(provider)
+    if manifest.models and not manifest.dynamic_models and manifest.model_entry(model) is None:
+        known = ", ".join(m.id for m in manifest.models)
+        raise UnknownModelError(f"provider {manifest.id!r} has no model {model!r} (models: {known})")
+    return resolve_capability(provider, model, options).value
 
 
 def _item_error(item: InputItem) -> BadLine | None:
@@ -82,7 +79,7 @@ def batch(input_file: Path, provider: str, model: str | None, options_json: str 
 
     from ..batch import Batch, Step
     from ..batch.api import usd
-    from ..worker.broker import ensure_broker
+    from .worker import connect_broker
 
     console = Console(stderr=True, soft_wrap=True)
     options = _json_object(options_json, "--options")
@@ -107,7 +104,7 @@ def batch(input_file: Path, provider: str, model: str | None, options_json: str 
         raise click.ClickException(f"{input_file}: no valid items ({len(bad)} bad lines)")
     steps = [Step(provider, model, options)] + [Step(p, m or None, {}) for p, m in then]
     queues = [check_step(s.provider, s.model, s.options) for s in steps]
-    ensure_broker()
+    connect_broker()
 
     jobs = Batch(steps, budget_usd=budget)
     for item in checked:
