@@ -312,3 +312,16 @@ def test_a_job_lands_in_exactly_one_queue(echo_url):
     assert grown == {"image-to-3d": 1}
     with app.connection_for_write() as conn:
         conn.default_channel.client.delete("image-to-3d")
+
+
+def test_the_redacting_result_backend_keeps_the_configured_backends_own_methods():
+    """Only ``store_result`` is ours; waiting for a result stays Redis pub/sub, not the base class's polling."""
+    from celery.backends.redis import RedisBackend
+
+    from mediaconduit_worker.celery_app import app
+
+    backend = type(app.backend)
+    assert isinstance(app.backend, RedisBackend)
+    for name in ("wait_for_pending", "get_task_meta", "on_task_call", "set"):
+        assert getattr(backend, name) is getattr(RedisBackend, name), name
+    assert backend.store_result is not RedisBackend.store_result
