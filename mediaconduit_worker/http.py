@@ -118,6 +118,8 @@ class HttpClient:
             headers={"User-Agent": "mediaconduit-worker", **dict(headers or {})},
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
             follow_redirects=True,
+            # One client serves every thread of an I/O pool: no cap below its 128+ requests in flight.
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
         )
 
     def __repr__(self) -> str:  # never the headers: they hold the key
