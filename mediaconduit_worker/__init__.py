@@ -18,6 +18,7 @@ from .errors import (
     ProviderResponseError,
     ProviderSourceError,
     ServiceError,
+    TimeLimitError,
     TransientError,
     UnknownModelError,
 )
@@ -91,6 +92,7 @@ __all__ = [
     "TextToImageModel",
     "TextToTextModel",
     "TextToVideoModel",
+    "TimeLimitError",
     "TransformResult",
     "TransientError",
     "UnknownModelError",

@@ -11,6 +11,7 @@ The tree::
     ├── ConfigurationError            a provider setting (API key, base URL) that is missing
     ├── ServiceError                  a Docker service that cannot be built, started or made healthy
     ├── PoisonJobError                a job that crashed its worker process on every delivery
+    ├── TimeLimitError                a job that ran past its hard time limit (names provider and model)
     ├── ProviderExecutionError        the provider's own code raised while transforming
     │   ├── ProviderHTTPError         an API answered 4xx: wrong key, bad request, unknown model
     │   └── ProviderResponseError     an API answered something it should not have (bad JSON, no fields)
@@ -60,6 +61,10 @@ class ServiceError(MediaConduitError):
 
 class PoisonJobError(MediaConduitError):
     """A job that crashed its worker process on every delivery; it is not delivered again."""
+
+
+class TimeLimitError(MediaConduitError):
+    """A job that ran past its hard time limit; raised in every pool, the message names provider and model."""
 
 
 class ProviderExecutionError(MediaConduitError):

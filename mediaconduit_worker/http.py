@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 
+from . import deadlines
 from .errors import ProviderHTTPError, ProviderResponseError, TransientError
 from .record import REDACTED
 
@@ -190,6 +191,8 @@ class HttpClient:
         label = what or f"{method} {self._show(path)}"
         try:
             for line in response.iter_lines():
+                if (d := deadlines.current()) is not None and d.remaining() <= 0:
+                    raise d.error(label)
                 if not line.strip():
                     continue
                 try:
@@ -206,6 +209,8 @@ class HttpClient:
                     raise ProviderResponseError(self.scrub(f"{self.provider}: {label} streamed a non-object line {line[:200]!r}"))
                 yield item
         except httpx.TimeoutException:
+            if (d := deadlines.current()) is not None and d.remaining() <= 0.1:  # the read timeout was the time left
+                raise d.error(label) from None
             raise TransientError(self.scrub(f"{self.provider}: {label} stalled (no data for {self._timeout(timeout)}s)")) from None
         except httpx.TransportError as exc:
             raise TransientError(self.scrub(f"{self.provider}: {label} stream broke: {type(exc).__name__}: {exc}")) from None
@@ -232,6 +237,16 @@ class HttpClient:
     def _show(self, path: str) -> str:
         return path.split("?")[0]
 
+    def _can_wait(self, delay: float) -> bool:
+        """Whether an in-process retry after ``delay`` fits the job's deadline (else the queue retries it)."""
+        left = deadlines.remaining()
+        return left is None or delay < left
+
+    def _past_deadline(self, during: str) -> Exception:
+        d = deadlines.current()
+        assert d is not None
+        return d.error(self.scrub(during))
+
     def _delay(self, attempt: int) -> float:
         base = min(self.backoff * (2 ** attempt), self.max_backoff)
         return base * (0.8 + 0.4 * random.random())
@@ -251,10 +266,11 @@ class HttpClient:
     ) -> httpx.Response:
         url, own = self._url(path)
         sent_headers = {**(self._auth if own else {}), **dict(headers or {})}
-        wait = self._timeout(timeout)
         label = f"{method} {self._show(path)}"
         attempt = 0
         while True:
+            # Never longer than the job has left (deadlines.py): a hung API ends with the job's time limit.
+            wait, by_deadline = deadlines.cut(self._timeout(timeout), label)
             request = self._client.build_request(
                 method, url, json=json, params=params, headers=sent_headers, content=content, files=files,
                 timeout=httpx.Timeout(wait, connect=min(wait, 10.0)),
@@ -262,12 +278,14 @@ class HttpClient:
             try:
                 response = self._client.send(request, stream=stream)
             except httpx.TimeoutException:
+                if by_deadline:
+                    raise self._past_deadline(label) from None
                 # The full timeout has already been spent: let the task retry later instead.
                 raise TransientError(self.scrub(f"{self.provider}: {label} timed out after {wait:g}s")) from None
             except httpx.TransportError as exc:
                 message = self.scrub(f"{self.provider}: cannot reach {self.base_url} ({label}): {type(exc).__name__}: {exc}")
                 delay = self._delay(attempt)
-                if attempt < self.max_retries:
+                if attempt < self.max_retries and self._can_wait(delay):
                     log.warning("%s; retrying in %.1fs (%d/%d)", message, delay, attempt + 1, self.max_retries)
                     time.sleep(delay)
                     attempt += 1
@@ -287,7 +305,7 @@ class HttpClient:
             if response.status_code in RETRY_STATUSES:
                 retry_after = parse_retry_after(response.headers)
                 delay = retry_after if retry_after is not None else self._delay(attempt)
-                if attempt < self.max_retries and delay <= self.max_inline_wait:
+                if attempt < self.max_retries and delay <= self.max_inline_wait and self._can_wait(delay):
                     log.warning("%s; retrying in %.1fs (%d/%d)", message, delay, attempt + 1, self.max_retries)
                     time.sleep(delay)
                     attempt += 1

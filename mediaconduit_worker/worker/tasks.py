@@ -13,10 +13,12 @@ from celery.utils.saferepr import saferepr
 from ..assets import Asset, job_input
 from ..capabilities import parse_capability
 from ..errors import InvalidInputError, MediaConduitError, ProviderExecutionError
+from ..models import Model
 from ..provider import DockerProvider
 from ..record import ResultMetadata, SourceInfo, TransformResult, redact
 from .app import app
-from .loader import get_registry
+from .deadlines import JobDeadline
+from .loader import LoadedProvider, get_registry
 from .reliability import TRANSIENT_EXCEPTIONS, WORKER_LOST_RETRY_DELAY, CrashAwareRequest, backoff
 from .routing import TRANSFORM_TASK
 
@@ -46,6 +48,14 @@ class TransformTask(Task):
         return super().apply_async(args, kwargs, **options)
 
 
+def run_model(loaded: LoadedProvider, model: str, model_input: Any, opts: dict[str, Any]) -> tuple[Model, Any]:
+    """The provider's part of a job: the runnable model (its service started) and its output."""
+    runnable = loaded.provider.get_model(model)  # may discover models over HTTP: transient errors retry
+    if isinstance(loaded.provider, DockerProvider):
+        loaded.provider.ensure_service()
+    return runnable, runnable.transform(model_input, opts)
+
+
 @app.task(name=TRANSFORM_TASK, bind=True, base=TransformTask, max_retries=MAX_RETRIES,
           default_retry_delay=WORKER_LOST_RETRY_DELAY)
 def transform(self: Task, input: Any, provider: str, model: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -65,12 +75,11 @@ def transform(self: Task, input: Any, provider: str, model: str, options: dict[s
     if not isinstance(model, str) or not model:
         raise InvalidInputError(f"model must be a model id string, got {model!r}")
     model_input = job_input(input)
-    loaded = get_registry().get(provider)
+    deadline = JobDeadline(self, provider, model)  # the hard time limit, held in every pool
+    loaded = deadline.run(get_registry().get, provider)
+    deadline.name(loaded.manifest.id)
     try:
-        runnable = loaded.provider.get_model(model)  # may discover models over HTTP: transient errors retry
-        if isinstance(loaded.provider, DockerProvider):
-            loaded.provider.ensure_service()
-        output = runnable.transform(model_input, opts)
+        runnable, output = deadline.run(run_model, loaded, model, model_input, opts)
     except TRANSIENT_EXCEPTIONS as exc:
         countdown = backoff(request.retries, getattr(exc, "retry_after", None))
         log.warning("transient error from %s/%s (%s); retry in %.1fs", loaded.manifest.id, model, exc, countdown)

@@ -83,17 +83,27 @@ class Recorded:
     at: float
 
 
-class StandInAPIs:
-    """The server plus its state (recorded requests, scripted replies, Ollama's pulled models)."""
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 1024  # an I/O pool's hundreds of threads connect at once
 
-    def __init__(self) -> None:
+
+class StandInAPIs:
+    """The server plus its state (recorded requests, scripted replies, Ollama's pulled models).
+
+    ``latency`` seconds are added to every reply (benchmarks); a reply's ``delay`` ends early when
+    the server stops, so a reply that "never comes" (a hung API) does not outlive the tests.
+    """
+
+    def __init__(self, latency: float = 0.0) -> None:
         self.requests: list[Recorded] = []
         self.scripts: dict[tuple[str, str], deque[Reply]] = defaultdict(deque)
         self.ollama_models = ["llama3.2:latest"]
         self.lock = threading.Lock()
+        self.latency = latency
+        self.stopping = threading.Event()
         handler = type("Handler", (_Handler,), {"apis": self})
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.server.daemon_threads = True
+        self.server = _Server(("127.0.0.1", 0), handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @property
@@ -105,6 +115,7 @@ class StandInAPIs:
         return self
 
     def stop(self) -> None:
+        self.stopping.set()
         self.server.shutdown()
         self.server.server_close()
 
@@ -165,8 +176,8 @@ class _Handler(BaseHTTPRequestHandler):
             queue = self.apis.scripts.get((method, parts.path))
             scripted = queue.popleft() if queue else None
         reply = scripted or self._route(rec)
-        if reply.delay:
-            time.sleep(reply.delay)
+        if reply.delay or self.apis.latency:
+            self.apis.stopping.wait(reply.delay + self.apis.latency)
         try:
             self._send(reply)
         except (BrokenPipeError, ConnectionResetError):

@@ -1,0 +1,75 @@
+"""The running job's deadline: how long a blocking call may still take.
+
+The worker sets it when a job starts, from the job's hard time limit (``MEDIACONDUIT_TASK_TIME_LIMIT``
+where it runs, or ``time_limit=`` on the call), and ``HttpClient`` cuts every request's timeout to
+what is left of it. In a thread or gevent pool nothing kills a process when a job overruns, so this
+is what makes a hung API call end on time, with an error naming the provider and model. It is a
+context variable, so each pool thread or greenlet sees its own job's deadline; provider code with
+other blocking calls can bound them with ``remaining()``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+from .errors import TimeLimitError
+
+
+@dataclass
+class Deadline:
+    """When the running job must end (``time.monotonic()``), the limit it was given, and whose job it is."""
+
+    at: float
+    limit: float
+    what: str
+
+    def remaining(self) -> float:
+        return self.at - time.monotonic()
+
+    def error(self, during: str | None = None) -> TimeLimitError:
+        return TimeLimitError(f"{self.what} exceeded the job's time limit of {self.limit:g}s"
+                              + (f" (during {during})" if during else ""))
+
+
+_current: ContextVar[Deadline | None] = ContextVar("mediaconduit_deadline", default=None)
+
+
+def current() -> Deadline | None:
+    return _current.get()
+
+
+def remaining() -> float | None:
+    """Seconds left for the running job, or None outside a job with a time limit."""
+    d = _current.get()
+    return None if d is None else d.remaining()
+
+
+def cut(timeout: float, during: str) -> tuple[float, bool]:
+    """``timeout`` cut to the job's time left, and whether the deadline is what bounds it now;
+    a ``TimeLimitError`` when no time is left."""
+    d = _current.get()
+    if d is None:
+        return timeout, False
+    left = d.remaining()
+    if left <= 0:
+        raise d.error(during)
+    return (left, True) if left < timeout else (timeout, False)
+
+
+@contextmanager
+def use(d: Deadline) -> Iterator[Deadline]:
+    """Run the block under deadline ``d`` (the worker installs each job's around its provider calls)."""
+    token = _current.set(d)
+    try:
+        yield d
+    finally:
+        _current.reset(token)
+
+
+def deadline(seconds: float, what: str) -> AbstractContextManager[Deadline]:
+    """Run the block with a deadline ``seconds`` from now; ``what`` names the job in errors."""
+    return use(Deadline(time.monotonic() + seconds, seconds, what))
