@@ -16,6 +16,7 @@ from ..errors import InvalidInputError, MediaConduitError, ProviderExecutionErro
 from ..models import Model
 from ..provider import DockerProvider
 from ..record import ResultMetadata, SourceInfo, TransformResult, redact
+from . import cache as result_cache
 from .app import app
 from .deadlines import JobDeadline
 from .loader import LoadedProvider, get_registry
@@ -78,6 +79,8 @@ def transform(self: Task, input: Any, provider: str, model: str, options: dict[s
     deadline = JobDeadline(self, provider, model)  # the hard time limit, held in every pool
     loaded = deadline.run(get_registry().get, provider)
     deadline.name(loaded.manifest.id)
+    if (hit := result_cache.lookup(self, loaded, model, opts, model_input, deadline, started)) is not None:
+        return hit  # opt-in (options.cache or the manifest): no provider call
     try:
         runnable, output = deadline.run(run_model, loaded, model, model_input, opts)
     except TRANSIENT_EXCEPTIONS as exc:
@@ -109,4 +112,4 @@ def transform(self: Task, input: Any, provider: str, model: str, options: dict[s
         task_id=request.id,
         worker=request.hostname,
     ))
-    return result.model_dump(mode="json", exclude_none=True)
+    return result_cache.store(self, result.model_dump(mode="json", exclude_none=True))
