@@ -88,11 +88,19 @@ def exec_celery(argv: list[str]) -> None:
 
 
 def run_split(children: list[list[str]]) -> int:
-    """Run each ``mediaconduit worker …`` argv as a child; signals are passed on, and when one exits
-    the others are stopped warmly, so a supervisor sees the whole command end and restarts it."""
-    procs = [subprocess.Popen([sys.executable, "-m", "mediaconduit_worker.cli", "worker", *argv]) for argv in children]
+    """Run each ``mediaconduit worker …`` argv as a child and pass each signal on once; when one child exits
+    the others are stopped warmly, so a supervisor sees the whole command end (and restarts it).
+
+    Children get their own process group (a terminal's Ctrl-C or a group kill reaches only this process,
+    which forwards it, so no child gets a second, killing, signal) and die with this process on Linux.
+    """
+    procs = [subprocess.Popen([sys.executable, "-m", "mediaconduit_worker.cli", "worker", *argv],
+                              preexec_fn=_detach_but_die_with_parent) for argv in children]
+    stopping = False
 
     def forward(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = stopping or signum != signal.SIGHUP  # SIGHUP restarts a Celery worker in place
         for p in procs:
             if p.poll() is None:
                 p.send_signal(signum)
@@ -103,8 +111,17 @@ def run_split(children: list[list[str]]) -> int:
         while all(p.poll() is None for p in procs):
             time.sleep(0.2)
     finally:
-        forward(signal.SIGTERM, None)
+        if not stopping:
+            forward(signal.SIGTERM, None)
         for p in procs:
             p.wait()
     code = next((p.returncode for p in procs if p.returncode), 0)
-    return code
+    return 128 - code if code < 0 else code
+
+
+def _detach_but_die_with_parent() -> None:
+    os.setpgrp()
+    if sys.platform == "linux":
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
