@@ -30,10 +30,10 @@ def isolated_environment() -> Path:
     return home
 
 
-def start_celery(app_module: str, queue: str, concurrency: int = 2) -> subprocess.Popen[bytes]:
+def start_celery(app_module: str, queue: str, concurrency: int = 2, pool: str = "prefork") -> subprocess.Popen[bytes]:
     """A worker process; ``app_module`` is a Celery -A argument."""
-    cmd = [sys.executable, "-m", "celery", "-q", "-A", app_module, "worker", "-Q", queue, "-c", str(concurrency),
-           "-n", f"{queue}-bench@%h", "-l", "WARNING"]
+    cmd = [sys.executable, "-m", "celery", "-q", "-A", app_module, "worker", "-Q", queue, "-P", pool,
+           "-c", str(concurrency), "-n", f"{queue}-bench@%h", "-l", "WARNING"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "bench")])}
     proc = subprocess.Popen(cmd, env=env, start_new_session=True)
     from mediaconduit_worker.celery_app import app
@@ -41,6 +41,20 @@ def start_celery(app_module: str, queue: str, concurrency: int = 2) -> subproces
 
     wait_for_workers(app, destination=[f"{queue}-bench@{socket.gethostname()}"], alive=lambda: proc.poll() is None)
     return proc
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a worker: its main process plus its pool children."""
+    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    total_kb = 0
+    for p in [str(pid), *children]:
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total_kb += int(line.split()[1])
+        except FileNotFoundError:
+            pass
+    return total_kb / 1024
 
 
 def percentile(values: list[float], q: float) -> float:

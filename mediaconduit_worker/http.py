@@ -12,8 +12,11 @@ from __future__ import annotations
 import json
 import logging
 import random
+import ssl
+import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -115,19 +118,16 @@ class HttpClient:
         for value in self._auth.values():
             found += [value, value.split(" ", 1)[-1]]
         self._secrets = sorted({s for s in found if len(s) >= 6}, key=len, reverse=True)
-        self._client = httpx.Client(
-            headers={"User-Agent": "mediaconduit-worker", **dict(headers or {})},
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
-            follow_redirects=True,
-            # One client serves every thread of an I/O pool: no cap below its 128+ requests in flight.
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
-        )
+        sent = {"User-Agent": "mediaconduit-worker", **dict(headers or {})}
+        self._clients = _ClientPool(lambda ssl: httpx.Client(
+            headers=sent, timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)), follow_redirects=True, verify=ssl,
+        ))
 
     def __repr__(self) -> str:  # never the headers: they hold the key
         return f"<HttpClient {self.provider} {self.base_url}>"
 
     def close(self) -> None:
-        self._client.close()
+        self._clients.close()
 
     # -- public calls ---------------------------------------------------------------------------
     def get_json(self, path: str, **kwargs: Any) -> Any:
@@ -174,8 +174,9 @@ class HttpClient:
 
         ``content`` (a raw body) and ``files`` (multipart) are bytes, so a retry sends them again as is.
         """
-        return self._send(method, path, json=json, params=params, headers=headers, timeout=timeout, stream=False,
-                          content=content, files=files)
+        with self._clients.lease() as client:
+            return self._send(client, method, path, json=json, params=params, headers=headers, timeout=timeout,
+                              stream=False, content=content, files=files)
 
     def stream_ndjson(
         self,
@@ -187,7 +188,12 @@ class HttpClient:
         what: str | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Objects of a newline-delimited JSON stream; a line carrying ``error`` ends it with a clear error."""
-        response = self._send(method, path, json=json, params=None, headers=None, timeout=timeout, stream=True)
+        with self._clients.lease() as client:
+            yield from self._stream_ndjson(client, method, path, json, timeout, what)
+
+    def _stream_ndjson(self, client: httpx.Client, method: str, path: str, json: Any, timeout: float | None,
+                       what: str | None) -> Iterator[dict[str, Any]]:
+        response = self._send(client, method, path, json=json, params=None, headers=None, timeout=timeout, stream=True)
         label = what or f"{method} {self._show(path)}"
         try:
             for line in response.iter_lines():
@@ -253,6 +259,7 @@ class HttpClient:
 
     def _send(
         self,
+        client: httpx.Client,
         method: str,
         path: str,
         *,
@@ -271,12 +278,12 @@ class HttpClient:
         while True:
             # Never longer than the job has left (deadlines.py): a hung API ends with the job's time limit.
             wait, by_deadline = deadlines.cut(self._timeout(timeout), label)
-            request = self._client.build_request(
+            request = client.build_request(
                 method, url, json=json, params=params, headers=sent_headers, content=content, files=files,
                 timeout=httpx.Timeout(wait, connect=min(wait, 10.0)),
             )
             try:
-                response = self._client.send(request, stream=stream)
+                response = client.send(request, stream=stream)
             except httpx.TimeoutException:
                 if by_deadline:
                     raise self._past_deadline(label) from None
@@ -314,6 +321,40 @@ class HttpClient:
             if response.status_code in (401, 403) and self.auth_hint:
                 message += f" ({self.auth_hint})"
             raise ProviderHTTPError(message, status=response.status_code, api_message=self.scrub(api_message or ""))
+
+
+class _ClientPool:
+    """httpx clients lent out one per request in flight. A single shared client would do, but httpx's pool
+    rescans all its connections on every request and response (quadratically): with an I/O pool's 128
+    requests in flight that costs more CPU than the jobs themselves. Clients share one TLS context."""
+
+    def __init__(self, make: Callable[[ssl.SSLContext], httpx.Client]) -> None:
+        self._make = make
+        self._ssl: ssl.SSLContext | None = None
+        self._idle: list[httpx.Client] = []
+        self._all: list[httpx.Client] = []
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def lease(self) -> Iterator[httpx.Client]:
+        with self._lock:
+            client = self._idle.pop() if self._idle else None
+            if client is None:
+                if self._ssl is None:
+                    self._ssl = httpx.create_ssl_context()
+                client = self._make(self._ssl)
+                self._all.append(client)
+        try:
+            yield client
+        finally:
+            with self._lock:
+                self._idle.append(client)
+
+    def close(self) -> None:
+        with self._lock:
+            clients, self._all, self._idle = self._all, [], []
+        for client in clients:
+            client.close()
 
 
 def _json_loads(line: str) -> Any:
