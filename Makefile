@@ -30,6 +30,7 @@ bench: venv
 	$(PY) bench/bench_spine.py
 	$(PY) bench/bench_services.py
 	$(PY) bench/bench_batch.py
+	$(PY) bench/bench_remote.py
 
 ## Offline base image for the reference services (no registry needed).
 base-image:
