@@ -1,7 +1,7 @@
 """Remote-API benchmark: the OpenRouter provider against a local stand-in answering in 500 ms, in one run.
 
 * throughput: prefork ``-c 2`` against the default I/O pool (threads, 128 slots), each beside its ideal
-  rate (slots / latency);
+  rate (slots / latency), and a raw Celery task making the same request on the same pool (yardstick);
 * the I/O worker's memory (RSS, main process + children) after 1k and after 10k jobs;
 * a cache-hit round trip (and the time the worker spent on it) against an uncached echo round trip;
 * publishing a 10,000-job batch (one Redis round trip per chunk) against the same groups published
@@ -57,6 +57,33 @@ def run_batch(url: str, count: int, tag: str, on_done=None) -> float:
     if failed:
         raise SystemExit(f"{len(failed)} jobs failed, e.g. {failed[0].error}")
     return count / elapsed
+
+
+def raw_rate(apis: StandInAPIs, count: int) -> float:
+    """Jobs/s of the yardstick: a raw Celery task (same app settings) POSTing the same chat request."""
+    from celery import group, signature
+
+    from mediaconduit_worker.batch.states import fetch_states
+    from mediaconduit_worker.celery_app import app
+
+    url = f"{apis.url}/openrouter/api/v1/chat/completions"
+    headers = {"Authorization": f"Bearer {apis.env()['OPENROUTER_API_KEY']}"}
+    ids = [f"raw-{count}-{i}" for i in range(count)]
+    t = time.perf_counter()
+    with app.producer_or_acquire() as producer:
+        for i in range(0, count, 500):
+            with producer.batch(max_size=2000):
+                group(signature("bench.raw_http", args=(url, {"model": MODEL, "messages": [
+                    {"role": "user", "content": f"raw {j}"}]}, headers), queue="raw-bench", task_id=ids[j])
+                    for j in range(i, min(i + 500, count))).apply_async(producer=producer)
+    pending = set(ids)
+    while pending:
+        states = fetch_states(app, list(pending))
+        if any(s.state == "FAILURE" for s in states.values()):
+            raise SystemExit("a raw yardstick task failed")
+        pending = {i for i, s in states.items() if not s.final}
+        time.sleep(0.1)
+    return count / (time.perf_counter() - t)
 
 
 def round_trips(send, count: int) -> tuple[float, list[dict]]:
@@ -133,6 +160,13 @@ def main() -> None:
     finally:
         prefork.terminate()
         prefork.wait()
+    raw = start_celery("raw_app", "raw-bench", IO_CONCURRENCY, "threads")
+    try:
+        raw_rate(apis, 200)
+        yardstick = raw_rate(apis, args.jobs)
+    finally:
+        raw.terminate()
+        raw.wait()
     io = start_celery("mediaconduit_worker.celery_app", "text-to-text", IO_CONCURRENCY, "threads")
     mem: dict[str, float] = {}
     try:
@@ -160,6 +194,8 @@ def main() -> None:
     row("prefork -c 2", prefork_rate, "jobs/s", f"(ideal {ideal['prefork']:.0f})")
     row(f"threads -c {IO_CONCURRENCY} (default I/O pool)", io_rate, "jobs/s",
         f"(ideal {ideal['io']:.0f}; {io_rate / prefork_rate:.0f}x prefork, target >= 30x)")
+    row(f"raw Celery task, same POST, threads -c {IO_CONCURRENCY}", yardstick, "jobs/s",
+        f"(ideal {ideal['io']:.0f}; yardstick: Celery's own cost per job)")
     print("\nmemory (RSS, main process + pool children):")
     row("prefork -c 2 after its jobs", prefork_rss, "MB")
     row("I/O pool after 1k jobs", mem.get("1k", float("nan")), "MB")
