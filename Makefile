@@ -31,6 +31,8 @@ bench: venv
 	$(PY) bench/bench_services.py
 	$(PY) bench/bench_batch.py
 	$(PY) bench/bench_remote.py
+	$(PY) bench/bench_media.py
+	$(PY) bench/bench_validate.py
 
 ## Offline base image for the reference services (no registry needed).
 base-image:

@@ -3,9 +3,10 @@ Docker; ``transform`` (the producer API) is imported from the worker runtime on 
 
 import typing
 
-from .assets import Asset, Audio, Image, Text, Video
+from .assets import Asset, Audio, BinaryAsset, Image, Text, Video
 from .capabilities import MediaCapability
 from .chat import ChatOptions, cost_metadata, per_token_price, usage_metadata
+from .deadline import time_left
 from .errors import (
     ConfigurationError,
     InvalidInputError,
@@ -15,6 +16,7 @@ from .errors import (
     ProviderExecutionError,
     ProviderHTTPError,
     ProviderLoadError,
+    ProviderNotAllowedError,
     ProviderResponseError,
     ProviderSourceError,
     ServiceError,
@@ -23,6 +25,7 @@ from .errors import (
     UnknownModelError,
 )
 from .http import HttpClient, parse_retry_after
+from .media import FileBody, download, guess_mime, save_response
 from .models import (
     AudioToAudioModel,
     AudioToTextModel,
@@ -34,6 +37,8 @@ from .models import (
     TextToTextModel,
     TextToVideoModel,
     VideoToAudioModel,
+    VideoToImageModel,
+    VideoToVideoModel,
     input_asset,
     input_text,
 )
@@ -44,6 +49,7 @@ from .openai_compat import (
     OpenAICompatProvider,
     OpenAICompatSpeechModel,
 )
+from .polling import poll_until
 from .provider import DockerProvider, MediaProvider, ProviderModel, ProviderType, ServiceHost, ServiceInfo
 from .record import REDACTED, TransformResult, create_generation_prompt, redact
 from .remote import RemoteProvider
@@ -56,9 +62,11 @@ __all__ = [
     "Audio",
     "AudioToAudioModel",
     "AudioToTextModel",
+    "BinaryAsset",
     "ChatOptions",
     "ConfigurationError",
     "DockerProvider",
+    "FileBody",
     "HttpClient",
     "Image",
     "ImageToImageModel",
@@ -79,6 +87,7 @@ __all__ = [
     "ProviderHTTPError",
     "ProviderLoadError",
     "ProviderModel",
+    "ProviderNotAllowedError",
     "ProviderResponseError",
     "ProviderSourceError",
     "ProviderType",
@@ -98,13 +107,20 @@ __all__ = [
     "UnknownModelError",
     "Video",
     "VideoToAudioModel",
+    "VideoToImageModel",
+    "VideoToVideoModel",
     "cost_metadata",
     "create_generation_prompt",
+    "download",
+    "guess_mime",
     "input_asset",
     "input_text",
     "parse_retry_after",
     "per_token_price",
+    "poll_until",
     "redact",
+    "save_response",
+    "time_left",
     "transform",
     "usage_metadata",
 ]

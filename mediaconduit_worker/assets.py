@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Any, ClassVar
+import io
+from pathlib import Path
+from typing import IO, Any, ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
@@ -97,6 +99,25 @@ class BinaryAsset(Asset):
             self.uri, self.sha256 = (store or BlobStore()).put(self.data)
             self.size = len(self.data)
         return self.uri
+
+    # File-backed use (media.py): media of any size never has to fit in memory.
+    @classmethod
+    def from_path(cls, path: str | Path, mime_type: str | None = None, **kwargs: Any) -> Self:
+        """A local file copied into the shared blob store in chunks; the asset holds only its reference.
+        For trusted producer and provider code: job JSON never carries paths."""
+        from .media import asset_from_path
+
+        return asset_from_path(cls, path, mime_type, **kwargs)
+
+    def path(self) -> Path:
+        """The asset's file in the blob store (stored first when it holds bytes)."""
+        from .media import blob_path
+
+        return blob_path(self.store())
+
+    def open(self) -> IO[bytes]:
+        """A binary stream of the content, read from the blob store when the asset is a reference."""
+        return io.BytesIO(self._data) if self._data is not None else self.path().open("rb")
 
     def to_json(self, with_prompt: bool = True) -> dict[str, Any]:
         self.store()

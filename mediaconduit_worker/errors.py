@@ -4,13 +4,15 @@ The tree::
 
     MediaConduitError                 permanent: the job fails, nothing is retried
     ├── InvalidInputError             a job's input or options are malformed (also a ValueError)
-    ├── ProviderSourceError           a provider/service URL that cannot be fetched or is not allowed
+    ├── ProviderSourceError           a provider/service URL that cannot be fetched or is malformed
+    │   └── ProviderNotAllowedError   a URL outside MEDIACONDUIT_PROVIDER_ALLOW (raised by producers too)
     ├── ManifestError                 a manifest that is missing, unparsable or has a wrong field
     ├── ProviderLoadError             provider code that cannot be installed or imported
     ├── UnknownModelError             a model id the provider does not offer (also a KeyError)
     ├── ConfigurationError            a provider setting (API key, base URL) that is missing
     ├── ServiceError                  a Docker service that cannot be built, started or made healthy
     ├── PoisonJobError                a job that crashed its worker process on every delivery
+    ├── ReplayError                   a record that cannot be run again as it was (no commit, blob gone)
     ├── TimeLimitError                a job that ran past its hard time limit (names provider and model)
     ├── ProviderExecutionError        the provider's own code raised while transforming
     │   ├── ProviderHTTPError         an API answered 4xx: wrong key, bad request, unknown model
@@ -34,6 +36,10 @@ class InvalidInputError(MediaConduitError, ValueError):
 
 class ProviderSourceError(MediaConduitError):
     """A provider or service URL that cannot be fetched or is not allowed."""
+
+
+class ProviderNotAllowedError(ProviderSourceError):
+    """A URL that ``MEDIACONDUIT_PROVIDER_ALLOW`` does not admit; a producer raises it before queueing."""
 
 
 class ManifestError(MediaConduitError):
@@ -61,6 +67,10 @@ class ServiceError(MediaConduitError):
 
 class PoisonJobError(MediaConduitError):
     """A job that crashed its worker process on every delivery; it is not delivered again."""
+
+
+class ReplayError(MediaConduitError):
+    """A record that cannot be replayed as it was; the message names the step and why."""
 
 
 class TimeLimitError(MediaConduitError):

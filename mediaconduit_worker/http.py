@@ -15,7 +15,7 @@ import random
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from . import deadlines
+from .deadline import current_deadline, cut, time_left
 from .errors import ProviderHTTPError, ProviderResponseError, TransientError
 from .record import REDACTED
 
@@ -167,16 +167,32 @@ class HttpClient:
         params: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
         timeout: float | None = None,
-        content: bytes | None = None,
+        content: bytes | Iterable[bytes] | None = None,
         files: Mapping[str, Any] | None = None,
     ) -> httpx.Response:
         """Send with retries; a successful (2xx/3xx) response, or an error as described in the module doc.
 
-        ``content`` (a raw body) and ``files`` (multipart) are bytes, so a retry sends them again as is.
+        ``content`` (a raw body) and ``files`` (multipart) are bytes, so a retry sends them again as is;
+        a streamed ``content`` must be re-iterable (``media.FileBody``) for the same reason.
         """
         with self._clients.lease() as client:
             return self._send(client, method, path, json=json, params=params, headers=headers, timeout=timeout,
                               stream=False, content=content, files=files)
+
+    def open_stream(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
+                    headers: Mapping[str, str] | None = None, timeout: float | None = None,
+                    content: bytes | Iterable[bytes] | None = None, json: Any = None) -> httpx.Response:
+        """As ``request``, but the body is left unread for ``iter_bytes()`` (large media); close it after."""
+        client = self._clients.take()
+        try:
+            response = self._send(client, method, path, json=json, params=params, headers=headers, timeout=timeout,
+                                  stream=True, content=content)
+        except BaseException:
+            self._clients.give(client)
+            raise
+        assert isinstance(response.stream, httpx.SyncByteStream)
+        response.stream = _GivesBack(response.stream, lambda: self._clients.give(client))
+        return response
 
     def stream_ndjson(
         self,
@@ -197,7 +213,7 @@ class HttpClient:
         label = what or f"{method} {self._show(path)}"
         try:
             for line in response.iter_lines():
-                if (d := deadlines.current()) is not None and d.remaining() <= 0:
+                if (d := current_deadline()) is not None and d.remaining() <= 0:
                     raise d.error(label)
                 if not line.strip():
                     continue
@@ -215,7 +231,7 @@ class HttpClient:
                     raise ProviderResponseError(self.scrub(f"{self.provider}: {label} streamed a non-object line {line[:200]!r}"))
                 yield item
         except httpx.TimeoutException:
-            if (d := deadlines.current()) is not None and d.remaining() <= 0.1:  # the read timeout was the time left
+            if (d := current_deadline()) is not None and d.remaining() <= 0.1:  # the read timeout was the time left
                 raise d.error(label) from None
             raise TransientError(self.scrub(f"{self.provider}: {label} stalled (no data for {self._timeout(timeout)}s)")) from None
         except httpx.TransportError as exc:
@@ -245,11 +261,11 @@ class HttpClient:
 
     def _can_wait(self, delay: float) -> bool:
         """Whether an in-process retry after ``delay`` fits the job's deadline (else the queue retries it)."""
-        left = deadlines.remaining()
+        left = time_left()
         return left is None or delay < left
 
     def _past_deadline(self, during: str) -> Exception:
-        d = deadlines.current()
+        d = current_deadline()
         assert d is not None
         return d.error(self.scrub(during))
 
@@ -268,7 +284,7 @@ class HttpClient:
         headers: Mapping[str, str] | None,
         timeout: float | None,
         stream: bool,
-        content: bytes | None = None,
+        content: bytes | Iterable[bytes] | None = None,
         files: Mapping[str, Any] | None = None,
     ) -> httpx.Response:
         url, own = self._url(path)
@@ -276,8 +292,8 @@ class HttpClient:
         label = f"{method} {self._show(path)}"
         attempt = 0
         while True:
-            # Never longer than the job has left (deadlines.py): a hung API ends with the job's time limit.
-            wait, by_deadline = deadlines.cut(self._timeout(timeout), label)
+            # Never longer than the job has left (deadline.py): a hung API ends with the job's time limit.
+            wait, by_deadline = cut(self._timeout(timeout), label)
             request = client.build_request(
                 method, url, json=json, params=params, headers=sent_headers, content=content, files=files,
                 timeout=httpx.Timeout(wait, connect=min(wait, 10.0)),
@@ -335,26 +351,52 @@ class _ClientPool:
         self._all: list[httpx.Client] = []
         self._lock = threading.Lock()
 
+    def take(self) -> httpx.Client:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+            if self._ssl is None:
+                self._ssl = httpx.create_ssl_context()
+            client = self._make(self._ssl)
+            self._all.append(client)
+            return client
+
+    def give(self, client: httpx.Client) -> None:
+        with self._lock:
+            self._idle.append(client)
+
     @contextmanager
     def lease(self) -> Iterator[httpx.Client]:
-        with self._lock:
-            client = self._idle.pop() if self._idle else None
-            if client is None:
-                if self._ssl is None:
-                    self._ssl = httpx.create_ssl_context()
-                client = self._make(self._ssl)
-                self._all.append(client)
+        client = self.take()
         try:
             yield client
         finally:
-            with self._lock:
-                self._idle.append(client)
+            self.give(client)
 
     def close(self) -> None:
         with self._lock:
             clients, self._all, self._idle = self._all, [], []
         for client in clients:
             client.close()
+
+
+class _GivesBack(httpx.SyncByteStream):
+    """An open response's body that hands its client back to the pool when the response is closed."""
+
+    def __init__(self, inner: httpx.SyncByteStream, give_back: Callable[[], None]) -> None:
+        self._inner = inner
+        self._give_back: Callable[[], None] | None = give_back
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self._inner
+
+    def close(self) -> None:
+        try:
+            self._inner.close()
+        finally:
+            give_back, self._give_back = self._give_back, None
+            if give_back is not None:
+                give_back()
 
 
 def _json_loads(line: str) -> Any:

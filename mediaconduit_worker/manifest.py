@@ -2,17 +2,111 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from packaging.requirements import InvalidRequirement, Requirement
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .capabilities import MediaCapability, parse_capability
-from .errors import ManifestError
+from .errors import ManifestError, MediaConduitError
 
 PROVIDER_MANIFEST = "MediaConduit.provider.yml"
 SERVICE_MANIFEST = "MediaConduit.service.yml"
+#: Manifests and compose files are small; a bigger one is refused before it is parsed.
+MAX_YAML_BYTES = 1 << 20
+#: Deeper nesting would exhaust the YAML composer's recursion.
+MAX_YAML_DEPTH = 64
+_PEP440_OP = re.compile(r"^\s*(==|>=|<=|~=|!=|>|<|===)")
+_BARE_VERSION = re.compile(r"^\s*\d+(\.\d+)*\s*$")
+_PACKAGE_NAME = re.compile(r"^([A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9._-]*[A-Za-z0-9])$")
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """Safe YAML without anchors or aliases (an alias bomb expands without limit, an alias to its own
+    anchor never ends) and with nesting capped (the composer recurses)."""
+
+    def __init__(self, text: str, name: str) -> None:
+        super().__init__(text)
+        self.name = name  # error marks say which file
+        self._depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            raise yaml.composer.ComposerError(None, None, "anchors and aliases (&name, *name) are not supported",
+                                              event.start_mark)
+        if self._depth >= MAX_YAML_DEPTH:
+            raise yaml.composer.ComposerError(None, None, f"nesting deeper than {MAX_YAML_DEPTH} levels",
+                                              event.start_mark)
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def load_yaml(path: Path, where: str, error: type[MediaConduitError] = ManifestError) -> Any:
+    """The one YAML reader of provider manifests, service manifests and compose files: at most
+    ``MAX_YAML_BYTES`` of UTF-8, safe tags only, no anchors or aliases; every failure is ``error``
+    naming ``where`` (the origin and the file)."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_YAML_BYTES + 1)
+    except OSError as exc:
+        raise error(f"{where} cannot be read: {exc.strerror or exc}") from None
+    if len(data) > MAX_YAML_BYTES:
+        raise error(f"{where} is larger than {MAX_YAML_BYTES // 1024} KiB")
+    try:
+        text = data.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as exc:
+        raise error(f"{where} is not UTF-8 text (byte {data[exc.start]:#04x} at offset {exc.start})") from None
+    loader = _StrictLoader(text, path.name)
+    try:
+        return loader.get_single_data()
+    except yaml.YAMLError as exc:
+        raise error(f"{where} is not valid YAML: {exc}") from None
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:  # a scalar the constructor cannot build
+        raise error(f"{where} is not valid YAML: {type(exc).__name__}: {exc}") from None
+    finally:
+        loader.dispose()
+
+
+def _name_not_path(value: str) -> str:
+    """An ``id`` names things (modules, images, containers) and must never steer a path."""
+    if not value.strip() or len(value) > 200 or value.startswith((".", "-")) or any(
+            c in "/\\" or ord(c) < 32 for c in value):
+        raise ValueError(f"{value!r} must be a name, not a path (no '/', '\\', control characters, "
+                         "leading '.' or '-')")
+    return value
+
+
+ManifestId = Annotated[str, AfterValidator(_name_not_path)]
+
+
+def requirement(name: str, spec: str) -> str:
+    """A manifest dependency as a pip requirement: a PEP 508 name and a version specifier, nothing
+    pip would read as an option, a URL, a path or a direct reference."""
+    if not _PACKAGE_NAME.match(name):
+        raise ValueError(f"field 'dependencies.{name}': {name!r} is not a Python package name")
+    spec = spec.strip()
+    if spec in ("", "*", "latest"):
+        text = name
+    elif _BARE_VERSION.match(spec):
+        text = f"{name}=={spec.strip()}"
+    elif _PEP440_OP.match(spec):
+        text = f"{name}{spec}"
+    else:
+        raise ValueError(f"field 'dependencies.{name}': {spec!r} is not a Python version specifier")
+    try:
+        req = Requirement(text)
+    except InvalidRequirement:
+        raise ValueError(f"field 'dependencies.{name}': {spec!r} is not a Python version specifier") from None
+    if req.url or req.name != name:
+        raise ValueError(f"field 'dependencies.{name}': {spec!r} is not a Python version specifier")
+    return str(req)
 
 
 def _split_capabilities(values: Any) -> tuple[list[MediaCapability], list[str]]:
@@ -63,7 +157,7 @@ class ModelEntry(_Tolerant):
 
 
 class ProviderManifest(_Tolerant):
-    id: str
+    id: ManifestId
     name: str
     description: str | None = None
     version: str | None = None
@@ -125,6 +219,14 @@ class ProviderManifest(_Tolerant):
             data["dependencies"] = {k: "" if v is None else str(v) for k, v in data["dependencies"].items()}
         return data
 
+    def requirements(self, origin: str) -> list[str]:
+        """The ``dependencies`` as pip requirements, sorted; checked when installing, so a manifest with
+        npm-style entries (as some published ones have) still loads."""
+        try:
+            return sorted(requirement(name, spec) for name, spec in self.dependencies.items())
+        except ValueError as exc:
+            raise ManifestError(f"{origin}: {PROVIDER_MANIFEST}: {exc}") from None
+
     def model_entry(self, model_id: str) -> ModelEntry | None:
         return next((m for m in self.models if m.id == model_id), None)
 
@@ -159,7 +261,7 @@ class DockerSection(_Tolerant):
 
 
 class ServiceManifest(_Tolerant):
-    id: str
+    id: ManifestId
     name: str
     description: str | None = None
     version: str | None = None
@@ -184,24 +286,24 @@ def _format_errors(err: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def _load(model: type[BaseModel], path: Path, origin: str) -> Any:
+def _load(model: type[BaseModel], root: Path, name: str, origin: str) -> Any:
+    path = Path(root) / name
     if not path.is_file():
-        raise ManifestError(f"{origin}: no {path.name} at the repository root")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ManifestError(f"{origin}: {path.name} is not valid YAML: {exc}") from None
+        raise ManifestError(f"{origin}: no {name} at the repository root")
+    if not path.resolve().is_relative_to(Path(root).resolve()):
+        raise ManifestError(f"{origin}: {name} is a link to a file outside the repository")
+    data = load_yaml(path, f"{origin}: {name}")
     if not isinstance(data, dict):
-        raise ManifestError(f"{origin}: {path.name} must be a mapping, got {type(data).__name__}")
+        raise ManifestError(f"{origin}: {name} must be a mapping, got {type(data).__name__}")
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ManifestError(f"{origin}: {path.name}: {_format_errors(exc)}") from None
+        raise ManifestError(f"{origin}: {name}: {_format_errors(exc)}") from None
 
 
 def load_provider_manifest(root: Path, origin: str | None = None) -> ProviderManifest:
-    return _load(ProviderManifest, Path(root) / PROVIDER_MANIFEST, origin or str(root))
+    return _load(ProviderManifest, root, PROVIDER_MANIFEST, origin or str(root))
 
 
 def load_service_manifest(root: Path, origin: str | None = None) -> ServiceManifest:
-    return _load(ServiceManifest, Path(root) / SERVICE_MANIFEST, origin or str(root))
+    return _load(ServiceManifest, root, SERVICE_MANIFEST, origin or str(root))

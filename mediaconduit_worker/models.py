@@ -115,3 +115,15 @@ class VideoToAudioModel(Model):
     """``Video`` in, ``Audio`` out."""
 
     capability = MediaCapability.VIDEO_TO_AUDIO
+
+
+class VideoToImageModel(Model):
+    """``Video`` in, ``Image`` out (a frame)."""
+
+    capability = MediaCapability.VIDEO_TO_IMAGE
+
+
+class VideoToVideoModel(Model):
+    """``Video`` in, ``Video`` out."""
+
+    capability = MediaCapability.VIDEO_TO_VIDEO

@@ -236,6 +236,6 @@ class DockerProvider(MediaProvider):
         return client
 
     def service_metadata(self) -> dict[str, Any]:
-        """Which service build answered (for generation prompts): id, source commit, image."""
+        """Which service build answered (for generation prompts): URL, id, source commit, image."""
         info = self.service_info
-        return {"id": info.service_id, "commit": info.commit, "image": info.image} if info else {}
+        return {"url": info.url, "id": info.service_id, "commit": info.commit, "image": info.image} if info else {}

@@ -20,13 +20,23 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+from urllib.parse import unquote, urlsplit
 
-from .errors import ProviderSourceError
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
+from .errors import ConfigurationError, ProviderNotAllowedError, ProviderSourceError
 from .settings import get_settings
 
 log = logging.getLogger(__name__)
 _SHA = re.compile(r"^[0-9a-f]{40}$")
 _GIT_TIMEOUT = 300
+#: Transports git may use (``ext::`` and ``fd::`` run commands); overrides ``protocol.*.allow``.
+GIT_PROTOCOLS = "file:git:http:https:ssh"
+_SCHEME_URL = re.compile(r"^(https?|ssh|git)://", re.I)
+_SCP_URL = re.compile(r"^(?P<user>[\w.-]+)@(?P<host>[\w.-]+):(?P<path>.*)$")
+_REF = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./+-]*$")
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ssh": 22, "git": 9418}
 
 
 def stable_id(text: str) -> str:
@@ -46,6 +56,11 @@ class Source:
     @property
     def key(self) -> str:
         return stable_id(f"{self.kind}:{self.location}")
+
+    @property
+    def locator(self) -> tuple[str, ...]:
+        """What ``MEDIACONDUIT_PROVIDER_ALLOW`` compares (see ``check_allowed``)."""
+        return _locator(("pypi:" if self.kind == "pypi" else "") + self.location, self.url)
 
 
 @dataclass(frozen=True)
@@ -71,45 +86,140 @@ def _split_ref(url: str) -> tuple[str, str | None]:
     return url, None
 
 
+def pypi_requirement(spec: str, url: str) -> Requirement:
+    """``NAME[extras][specifier]`` of a ``pypi:`` URL: never a direct URL, a path or a pip option."""
+    spec = spec.strip()
+    try:
+        req = Requirement(spec)
+    except InvalidRequirement:
+        req = None
+    if req is None or req.url or req.marker or spec.startswith("-"):
+        raise ProviderSourceError(f"malformed pypi provider URL {url!r}: expected pypi:NAME[==VERSION]")
+    return req
+
+
+def _segments(path: str, url: str) -> list[str]:
+    """The path's segments, refusing what could step out of an allowed prefix once a server decodes it."""
+    out = []
+    for raw in path.split("/"):
+        seg = unquote(raw)
+        if seg in (".", "..") or any(c in seg for c in "/\\%"):
+            raise ProviderSourceError(f"provider URL {url!r}: path segment {raw!r} is refused "
+                                      "('.' and '..' segments, percent-encoded dots, slashes or '%' are not allowed)")
+        if seg:
+            out.append(seg)
+    return out
+
+
+def _locator(text: str, url: str) -> tuple[str, ...]:
+    """What an allow-list compares: ``("url", scheme, host, port, *segments)`` for a remote git URL,
+    ``("path", *parts)`` for a folder or ``file://`` repository (resolved), ``("pypi", name)``."""
+    if text.startswith("pypi:"):
+        return "pypi", canonicalize_name(pypi_requirement(text[5:], url).name)
+    text = text.removeprefix("git+")
+    scp = None if _SCHEME_URL.match(text) else _SCP_URL.match(text)
+    if (scp or _SCHEME_URL.match(text) or text.startswith("file://")) and (
+            text.startswith("-") or any(c.isspace() or ord(c) < 32 or c == "\\" for c in text)):
+        raise ProviderSourceError(f"provider URL {url!r} starts with '-' or holds a space, a control character or '\\'")
+    if scp:
+        scheme, host, port, path = "ssh", scp["host"].lower(), 22, scp["path"]
+    elif _SCHEME_URL.match(text):
+        parts = urlsplit(text)
+        try:
+            scheme, host, explicit = parts.scheme.lower(), (parts.hostname or ""), parts.port
+        except ValueError:
+            raise ProviderSourceError(f"provider URL {url!r} has a malformed port") from None
+        if parts.query or parts.fragment or "?" in text or "#" in text:
+            raise ProviderSourceError(f"provider URL {url!r}: a query or fragment is not allowed")
+        port, path = explicit or _DEFAULT_PORTS[scheme], parts.path
+    elif text.startswith("file://"):
+        path = text[len("file://") :]
+        if not path.startswith("/"):
+            raise ProviderSourceError(f"provider URL {url!r}: a file URL names an absolute path (file:///…)")
+        _segments(path, url)
+        return "path", *Path(unquote(path)).resolve().parts
+    elif "://" in text:
+        raise ProviderSourceError(f"unsupported provider URL scheme in {url!r}")
+    else:
+        return "path", *Path(text).expanduser().resolve().parts
+    if not re.fullmatch(r"[a-z0-9_][a-z0-9_.-]*|\[[0-9a-f:.]+\]|[0-9a-f:.]+", host):
+        raise ProviderSourceError(f"provider URL {url!r} has no valid host")
+    segs = _segments(path, url)
+    if segs:
+        segs[-1] = segs[-1].removesuffix(".git") or segs[-1]
+    return "url", scheme, host, str(port), *segs
+
+
 def parse_source(url: str) -> Source:
     """Classify a provider/service URL (see the design's list of accepted forms)."""
-    raw = url.strip()
+    raw = url.strip() if isinstance(url, str) else ""
     if not raw:
         raise ProviderSourceError("empty provider URL")
+    if raw.startswith("-"):
+        raise ProviderSourceError(f"provider URL {url!r} starts with '-'")
     if raw.startswith("pypi:"):
-        spec = raw[5:].strip()
-        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[^\]]*\])?\s*((==|>=|<=|~=|!=|>|<)\s*[A-Za-z0-9.*+!_-]+\s*,?\s*)*$", spec):
-            raise ProviderSourceError(f"malformed pypi provider URL {url!r}: expected pypi:NAME[==VERSION]")
-        return Source(raw, "pypi", spec)
+        return Source(raw, "pypi", str(pypi_requirement(raw[5:], url)))
     if raw.startswith("git+"):
         loc, ref = _split_ref(raw[4:])
-        return Source(raw, "git", loc, ref)
-    if re.match(r"^(https?|ssh|git)://", raw) or re.match(r"^[\w.-]+@[\w.-]+:", raw):
+        if not (_SCHEME_URL.match(loc) or _SCP_URL.match(loc) or loc.startswith("file://")):
+            raise ProviderSourceError(f"unsupported git URL {url!r}: expected git+https://, git+ssh://, git+git://, "
+                                      "git+file:// or git+user@host:path")
+        source = Source(raw, "git", loc, ref)
+    elif _SCHEME_URL.match(raw) or _SCP_URL.match(raw):
         loc, ref = _split_ref(raw)
         if re.match(r"^https?://github\.com/", loc):
             parts = loc.rstrip("/").split("/")
             if len(parts) < 5 or not parts[3] or not parts[4]:
                 raise ProviderSourceError(f"malformed GitHub provider URL {url!r}: expected https://github.com/ORG/REPO[@REF]")
-        return Source(raw, "git", loc.rstrip("/"), ref)
-    if raw.startswith("file://"):
+        source = Source(raw, "git", loc.rstrip("/"), ref)
+    elif raw.startswith("file://"):
         loc, ref = _split_ref(raw)
         path = loc[len("file://") :]
-        if path.rstrip("/").endswith(".git"):
-            return Source(raw, "git", loc, ref)
-        return Source(raw, "path", str(Path(path).resolve()))
-    if "://" in raw:
+        if not path.rstrip("/").endswith(".git"):
+            _locator(loc, url)
+            return Source(raw, "path", str(Path(unquote(path)).resolve()))
+        source = Source(raw, "git", loc, ref)
+    elif "://" in raw:
         raise ProviderSourceError(f"unsupported provider URL scheme in {url!r}")
-    return Source(raw, "path", str(Path(raw).expanduser().resolve()))
+    else:
+        return Source(raw, "path", str(Path(raw).expanduser().resolve()))
+    if source.ref is not None and (not _REF.match(source.ref) or ".." in source.ref or source.ref.endswith((".", "/"))):
+        raise ProviderSourceError(f"provider URL {url!r}: {source.ref!r} is not a branch, tag or commit")
+    _locator(source.location, url)  # refuses '..', encoded dots and slashes, bad hosts: always, allow-list or not
+    return source
+
+
+def _allow_list() -> list[tuple[str, tuple[str, ...]]]:
+    allow = get_settings().provider_allow or ""
+    out = []
+    for entry in (e.strip() for e in allow.split(",")):
+        if entry:
+            try:
+                out.append((entry, _locator(entry, entry)))
+            except ProviderSourceError as exc:
+                raise ConfigurationError(f"MEDIACONDUIT_PROVIDER_ALLOW entry {entry!r} is malformed: {exc}") from None
+    return out
 
 
 def check_allowed(url: str) -> None:
-    """Enforce ``MEDIACONDUIT_PROVIDER_ALLOW`` (comma-separated prefixes) before anything is fetched."""
-    allow = get_settings().provider_allow
+    """Enforce ``MEDIACONDUIT_PROVIDER_ALLOW`` before anything is fetched, on producers and workers alike.
+
+    Entries are URL prefixes matched by scheme, host, port and whole path segments (``…/MediaConduit``
+    does not admit ``…/MediaConduitEvil``); folders and ``file://`` by resolved path; ``pypi:NAME`` by
+    the exact package name. Unset allows every URL.
+    """
+    allow = _allow_list()
     if not allow:
         return
-    prefixes = [p.strip() for p in allow.split(",") if p.strip()]
-    if not any(url.startswith(p) for p in prefixes):
-        raise ProviderSourceError(f"provider URL {url!r} is not allowed by MEDIACONDUIT_PROVIDER_ALLOW")
+    try:
+        source = parse_source(url)
+        loc = source.locator
+    except ProviderSourceError as exc:
+        raise ProviderNotAllowedError(f"{exc}; refused by MEDIACONDUIT_PROVIDER_ALLOW") from None
+    for _, prefix in allow:
+        if loc[: len(prefix)] == prefix:
+            return
+    raise ProviderNotAllowedError(f"provider URL {url!r} is not allowed by MEDIACONDUIT_PROVIDER_ALLOW")
 
 
 _local_locks: dict[str, threading.Lock] = {}
@@ -143,7 +253,7 @@ def file_lock(name: str) -> Iterator[None]:
 
 
 def _git(*args: str, cwd: Path | None = None, url: str) -> str:
-    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true"}
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true", "GIT_ALLOW_PROTOCOL": GIT_PROTOCOLS}
     try:
         proc = subprocess.run(
             ["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=_GIT_TIMEOUT
@@ -215,7 +325,7 @@ class SourceCache:
             mirror.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(dir=mirror.parent, prefix=".clone-"))
             try:
-                _git("clone", "--mirror", "--quiet", source.location, str(tmp), url=source.url)
+                _git("clone", "--mirror", "--quiet", "--", source.location, str(tmp), url=source.url)
                 os.replace(tmp, mirror)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -224,11 +334,12 @@ class SourceCache:
             _git("remote", "update", "--prune", cwd=mirror, url=source.url)
         if not self._has(mirror, rev):
             raise ProviderSourceError(f"cannot fetch {source.url!r}: no ref {source.ref or 'HEAD'!r} in the repository")
-        return _git("rev-parse", "--verify", rev, cwd=mirror, url=source.url)
+        return _git("rev-parse", "--verify", "--end-of-options", rev, cwd=mirror, url=source.url)
 
     @staticmethod
     def _has(mirror: Path, rev: str) -> bool:
-        return subprocess.run(["git", "rev-parse", "--verify", "--quiet", rev], cwd=mirror, capture_output=True).returncode == 0
+        cmd = ["git", "rev-parse", "--verify", "--quiet", "--end-of-options", rev]
+        return subprocess.run(cmd, cwd=mirror, capture_output=True).returncode == 0
 
     def _export(self, source: Source, commit: str) -> Path:
         target = self._checkout_dir(source, commit)
@@ -238,17 +349,62 @@ class SourceCache:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".export-"))
         try:
-            archive = subprocess.run(["git", "archive", "--format=tar", commit], cwd=mirror, capture_output=True, check=True)
-            with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
-                # The "data" filter (refuses links and paths leaving tmp) exists from Python 3.11.4.
-                if hasattr(tarfile, "data_filter"):
-                    tar.extractall(tmp, filter="data")
-                else:
-                    tar.extractall(tmp)
+            archive = subprocess.run(["git", "archive", "--format=tar", "--end-of-options", commit], cwd=mirror,
+                                     capture_output=True, check=True)
+            extract_tree(archive.stdout, tmp, source.url)
             os.replace(tmp, target)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return target
+
+
+def extract_tree(archive: bytes, dest: Path, url: str) -> None:
+    """Unpack a ``git archive`` into ``dest``, refusing any path or link that leaves it, on every Python.
+
+    (tarfile's "data" filter exists only from 3.11.4, and checks each link against what is on disk at
+    the time.) Files and folders are written first, links last, so no write goes through a link; each
+    link is then resolved with every other one in place and must stay inside ``dest``.
+    """
+    def refuse(member: str, why: str) -> ProviderSourceError:
+        return ProviderSourceError(f"cannot export {url!r}: member {member!r} {why}")
+
+    try:
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            members = tar.getmembers()
+            links: dict[str, str] = {}
+            for m in members:
+                parts = m.name.rstrip("/").split("/")
+                if m.name.startswith("/") or any(p in ("", ".", "..") for p in parts) or ".git" in (p.lower() for p in parts):
+                    raise refuse(m.name, "has an absolute path, a '.', '..' or '.git' segment")
+                if m.issym():
+                    links[m.name] = m.linkname
+                elif not (m.isfile() or m.isdir()) and m.type != tarfile.XGLTYPE:
+                    raise refuse(m.name, "is neither a file, a folder nor a symbolic link")
+            for m in members:
+                parents = m.name.rstrip("/").split("/")[:-1]
+                if any("/".join(parents[: i + 1]) in links for i in range(len(parents))):
+                    raise refuse(m.name, "lies under a symbolic link")
+                path = dest / m.name
+                if m.isdir():
+                    path.mkdir(parents=True, exist_ok=True)
+                elif m.isfile():
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    stream = tar.extractfile(m)
+                    assert stream is not None
+                    with open(path, "xb") as out:
+                        shutil.copyfileobj(stream, out)
+                    path.chmod(0o755 if m.mode & 0o111 else 0o644)
+            for name, target in links.items():
+                if target.startswith("/"):
+                    raise refuse(name, f"is a link to the absolute path {target!r}")
+                (dest / name).parent.mkdir(parents=True, exist_ok=True)
+                os.symlink(target, dest / name)
+            root = dest.resolve()
+            for name, target in links.items():
+                if not Path(os.path.realpath(dest / name)).is_relative_to(root):
+                    raise refuse(name, f"is a link to {target!r}, outside the repository")
+    except (tarfile.TarError, OSError) as exc:
+        raise ProviderSourceError(f"cannot export {url!r}: {type(exc).__name__}: {exc}") from None
 
 
 def _folder_commit(root: Path) -> str | None:

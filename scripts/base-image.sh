@@ -7,9 +7,9 @@ cd "$(dirname "$0")/.."
 IMAGE="${MEDIACONDUIT_BASE_IMAGE:-mediaconduit/base:bookworm}"
 SUITE="${BASE_SUITE:-bookworm}"
 MIRROR="${BASE_MIRROR:-http://deb.debian.org/debian}"
-# Debian packages the reference services need (espeak, tesseract, curl for compose-style healthchecks),
+# Debian packages the reference services need (espeak, tesseract, ffmpeg, curl for compose-style healthchecks),
 # and git for workers running in containers (compose/), which clone providers.
-PACKAGES="python3,espeak-ng,tesseract-ocr,curl,git,ca-certificates"
+PACKAGES="python3,espeak-ng,tesseract-ocr,ffmpeg,curl,git,ca-certificates"
 # Pure wheels dropped into the rootfs from this host's pip (same bookworm Python 3.11 ABI):
 # pocketsphinx for the offline whisper service, cowsay for the cowsay service.
 PIP_PACKAGES="pocketsphinx==5.1.1 cowsay==6.1"

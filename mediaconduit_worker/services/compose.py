@@ -6,6 +6,7 @@ key, so a service never silently runs differently from what its compose file say
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Mapping
@@ -13,9 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ..errors import ServiceError
+from ..manifest import load_yaml
+
+log = logging.getLogger(__name__)
 
 # Applied to the container.
 SUPPORTED_KEYS = {"build", "image", "ports", "environment", "healthcheck", "command", "entrypoint", "working_dir",
@@ -28,16 +30,17 @@ BUILD_KEYS = {"context", "dockerfile", "args", "target", "labels"}
 _VAR = re.compile(r"\$(?:\$|\{(?P<braced>[^}]*)\}|(?P<plain>[A-Za-z_][A-Za-z0-9_]*))")
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(us|ms|s|m|h)")
 _DURATION_NS = {"us": 1_000, "ms": 1_000_000, "s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000}
+#: Docker's own rule for volume names: a named volume, never a host path.
+_VOLUME_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+VOLUME_KEYS = {"type", "source", "target", "read_only"}
 
 
 @dataclass(frozen=True)
 class PortMapping:
-    """One published port: ``container`` inside, ``host`` 0 means Docker picks (the normal case)."""
+    """One container port; it is always published on 127.0.0.1 at a port Docker picks."""
 
     container: int
     protocol: str = "tcp"
-    host: int = 0
-    host_ip: str = "127.0.0.1"
 
 
 @dataclass
@@ -115,37 +118,42 @@ def seconds(value: Any, where: str) -> float:
 
 
 def parse_port(spec: Any, where: str) -> PortMapping:
-    """``80``, ``"80/udp"``, ``"8080:80"``, ``"${X_HOST_PORT:-0}:80"``, ``"127.0.0.1::80"`` or the long form."""
+    """``80``, ``"80/udp"``, ``"8080:80"``, ``"${X_HOST_PORT:-0}:80"``, ``"127.0.0.1::80"`` or the long form.
+
+    Only the container side is kept: a fixed host port or host address (``"80:80"``, ``"10.0.0.5:8081:81"``)
+    would let a service repository claim a port or an interface of the worker's host, so the port is
+    published on 127.0.0.1 at a port Docker picks, and the replacement is logged.
+    """
     if isinstance(spec, dict):
         unknown = set(spec) - {"target", "published", "protocol", "host_ip", "mode", "name", "app_protocol"}
         if unknown:
             raise ServiceError(f"{where}: port key {sorted(unknown)[0]!r} is not supported")
         if "target" not in spec:
             raise ServiceError(f"{where}: long-form port {spec!r} has no 'target'")
-        host = str(spec.get("published") or "0")
-        return _mapping(str(spec["target"]), host, spec.get("host_ip") or "127.0.0.1", spec.get("protocol") or "tcp", where)
+        return _mapping(str(spec["target"]), str(spec.get("published") or "0"), str(spec.get("host_ip") or ""),
+                        str(spec.get("protocol") or "tcp"), spec, where)
     if isinstance(spec, bool) or not isinstance(spec, (int, str)):
         raise ServiceError(f"{where}: port {spec!r} is neither a number nor a string")
-    text = str(spec).strip()
-    text, _, proto = text.partition("/")
+    text, _, proto = str(spec).strip().partition("/")
     parts = text.rsplit(":", 2)
     if len(parts) == 1:
-        return _mapping(parts[0], "0", "127.0.0.1", proto or "tcp", where)
+        return _mapping(parts[0], "0", "", proto or "tcp", spec, where)
     if len(parts) == 2:
-        return _mapping(parts[1], parts[0] or "0", "127.0.0.1", proto or "tcp", where)
-    return _mapping(parts[2], parts[1] or "0", parts[0] or "127.0.0.1", proto or "tcp", where)
+        return _mapping(parts[1], parts[0] or "0", "", proto or "tcp", spec, where)
+    return _mapping(parts[2], parts[1] or "0", parts[0], proto or "tcp", spec, where)
 
 
-def _mapping(container: str, host: str, host_ip: str, proto: str, where: str) -> PortMapping:
+def _mapping(container: str, host: str, host_ip: str, proto: str, spec: Any, where: str) -> PortMapping:
     if "-" in container or "-" in host:
         raise ServiceError(f"{where}: port ranges ({host}:{container}) are not supported")
-    if not container.isdigit() or not host.isdigit():
+    if not container.isdigit() or not host.isdigit() or not 0 < int(container) < 65536:
         raise ServiceError(f"{where}: port {host}:{container} is not numeric")
     if proto not in ("tcp", "udp"):
         raise ServiceError(f"{where}: port protocol {proto!r} is not tcp or udp")
-    # Services publish on loopback only: a wildcard bind from a compose file is narrowed.
-    ip = "127.0.0.1" if host_ip in ("0.0.0.0", "", "::") else host_ip
-    return PortMapping(int(container), proto, int(host), ip)
+    if int(host) or host_ip not in ("", "127.0.0.1"):
+        log.warning("%s: port mapping %r is published on 127.0.0.1 at a port Docker picks instead "
+                    "(services never take a fixed host port or address)", where, spec)
+    return PortMapping(int(container), proto)
 
 
 def parse_environment(value: Any, where: str) -> dict[str, str]:
@@ -200,39 +208,62 @@ def parse_healthcheck(value: Any, where: str) -> dict[str, Any] | None:
 
 
 def _parse_volumes(value: Any, declared: set[str], where: str) -> dict[str, dict[str, str]]:
-    """Named volumes only: a service repository must not mount paths of the worker's host."""
+    """Named volumes the file declares at top level, or anonymous ones: a service repository must not
+    mount paths of the worker's host (an absolute, relative or ``~`` source, the Docker socket)."""
+    if not isinstance(value, list):
+        if value is None:
+            return {}
+        raise ServiceError(f"{where}: 'volumes' must be a list")
     out: dict[str, dict[str, str]] = {}
-    for item in value or []:
+    for item in value:
         if isinstance(item, dict):
+            unknown = set(item) - VOLUME_KEYS
+            if unknown:
+                raise ServiceError(f"{where}: volume key {sorted(unknown)[0]!r} is not supported")
             src, dst, mode = item.get("source"), item.get("target"), "ro" if item.get("read_only") else "rw"
-            kind = item.get("type", "volume")
+            if item.get("type", "volume") != "volume":
+                raise ServiceError(f"{where}: 'volumes' entry {item!r} is of type {item.get('type')!r}; "
+                                   "only named volumes are supported")
         elif isinstance(item, str):
             parts = item.split(":")
+            if len(parts) > 3:
+                raise ServiceError(f"{where}: 'volumes' entry {item!r} is not NAME:PATH[:ro|rw]")
             src, dst = (parts[0], parts[1]) if len(parts) > 1 else (None, parts[0])
             mode = parts[2] if len(parts) > 2 else "rw"
-            kind = "bind" if src and (src.startswith((".", "/", "~"))) else "volume"
         else:
             raise ServiceError(f"{where}: volume entry {item!r} is neither a string nor a map")
-        if kind != "volume":
-            raise ServiceError(f"{where}: 'volumes' entry {item!r} is a host bind mount, which is not supported "
-                               "(use a named volume)")
-        if not src or not dst:
+        if mode not in ("ro", "rw"):
+            raise ServiceError(f"{where}: 'volumes' entry {item!r}: mode {mode!r} is not ro or rw")
+        if not isinstance(dst, str) or not dst.startswith("/"):
+            raise ServiceError(f"{where}: 'volumes' entry {item!r} needs an absolute 'target' in the container")
+        if src is None or src == "":
             continue  # anonymous volume: the image's own VOLUME semantics apply
-        if declared and src not in declared:
+        if not isinstance(src, str) or not _VOLUME_NAME.match(src):
+            raise ServiceError(f"{where}: 'volumes' entry {item!r} is a host bind mount, which is not supported "
+                               "(use a named volume declared under the top-level 'volumes')")
+        if src not in declared:
             raise ServiceError(f"{where}: volume {src!r} is not declared under the top-level 'volumes'")
         out[src] = {"bind": dst, "mode": mode}
     return out
 
 
-def load_compose(path: Path, service_name: str | None = None, env: dict[str, str] | None = None) -> ComposeService:
+def inside(base: Path, rel: Any, where: str) -> Path:
+    """``base / rel`` resolved (links followed), which must stay inside ``base``; ``where`` names the field."""
+    if not isinstance(rel, str) or not rel:
+        raise ServiceError(f"{where} must be a relative path")
+    path = (base / rel).resolve()
+    if not path.is_relative_to(base.resolve()):
+        raise ServiceError(f"{where} {rel!r} points outside the repository")
+    return path
+
+
+def load_compose(path: Path, service_name: str | None = None, env: dict[str, str] | None = None,
+                 origin: str | None = None) -> ComposeService:
     """Read ``path`` and return its one service (``service_name`` picks it when there are several)."""
-    where = path.name
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ServiceError(f"compose file {path.name!r} does not exist in the service repository") from None
-    except yaml.YAMLError as exc:
-        raise ServiceError(f"{where} is not valid YAML: {exc}") from None
+    where = f"{origin}: {path.name}" if origin else path.name
+    if not path.is_file():
+        raise ServiceError(f"compose file {path.name!r} does not exist in the service repository")
+    data = load_yaml(path, where, ServiceError)
     if not isinstance(data, dict):
         raise ServiceError(f"{where} must be a mapping")
     for key in data:
@@ -248,7 +279,10 @@ def load_compose(path: Path, service_name: str | None = None, env: dict[str, str
         service_name = next(iter(services))
     if service_name not in services:
         raise ServiceError(f"{where}: no service {service_name!r} (defined: {sorted(services)})")
-    declared = set((data.get("volumes") or {}).keys()) if isinstance(data.get("volumes"), dict) else set()
+    volumes = data.get("volumes")
+    if volumes is not None and not isinstance(volumes, dict):
+        raise ServiceError(f"{where}: the top-level 'volumes' must be a map of volume names")
+    declared = {str(k) for k in volumes or {}}
     return parse_service(services[service_name], service_name, path.parent, declared, env, where)
 
 
@@ -272,10 +306,9 @@ def parse_service(raw: Any, name: str, base: Path, declared_volumes: set[str] | 
         unknown = set(build) - BUILD_KEYS
         if unknown:
             raise ServiceError(f"{where}: build key {sorted(unknown)[0]!r} is not supported")
-        context = (base / str(build.get("context") or ".")).resolve()
-        if not context.is_relative_to(base.resolve()):
-            raise ServiceError(f"{where}: build context {build.get('context')!r} points outside the repository")
-        svc.build_context = context
+        svc.build_context = inside(base, build.get("context") or ".", f"{where}: build 'context'")
+        if build.get("dockerfile") is not None:
+            inside(svc.build_context, build["dockerfile"], f"{where}: build 'dockerfile'")
         svc.dockerfile = build.get("dockerfile")
         svc.build_args = parse_environment(build.get("args"), f"{where}: build 'args'")
         svc.build_target = build.get("target")

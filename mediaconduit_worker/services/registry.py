@@ -64,7 +64,7 @@ def _state(container: Container) -> tuple[str, str | None]:
 
 
 def _slug(text: str) -> str:
-    return re.sub(r"[^a-zA-Z0-9_.-]+", "-", text).strip("-.") or "service"
+    return re.sub(r"[^a-zA-Z0-9_.-]+", "-", text).strip("-._") or "service"
 
 
 class ServiceRegistry:
@@ -179,9 +179,9 @@ class ServiceRegistry:
                   L_SOURCE: spec.url, L_COMMIT: spec.revision}
         kwargs: dict[str, Any] = dict(
             image=image, name=name, detach=True, labels=labels, environment=spec.environment,
-            ports={f"{p.container}/{p.protocol}": (p.host_ip, p.host or None) for p in ports},
+            ports={f"{p.container}/{p.protocol}": ("127.0.0.1", None) for p in ports},  # Docker picks the port
             healthcheck=spec.healthcheck, command=spec.command, entrypoint=spec.entrypoint,
-            working_dir=spec.working_dir, volumes=spec.volumes or None,
+            working_dir=spec.working_dir, volumes={self.volume_name(spec, v): m for v, m in spec.volumes.items()} or None,
         )
         if settings.docker_network:
             self._ensure_network(settings.docker_network)
@@ -191,6 +191,12 @@ class ServiceRegistry:
         except APIError as exc:
             raise ServiceError(f"service {spec.id!r}: starting a container from {image} failed: "
                                f"{exc.explanation or exc}") from None
+
+    @staticmethod
+    def volume_name(spec: ServiceSpec, name: str) -> str:
+        """The Docker volume behind a compose file's named volume: this installation's and this service
+        URL's own, so a service never mounts another's data (the stack's Redis volume, say) by naming it."""
+        return f"mediaconduit-{_slug(name)}-{stable_id(scope() + spec.key)}"
 
     def _exposed_ports(self, spec: ServiceSpec, image: str) -> list[PortMapping]:
         """No ports in manifest or compose file: publish what the image EXPOSEs."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import os
 import re
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 from ..errors import ServiceError
 from ..manifest import ServiceManifest, load_service_manifest
 from ..sources import Checkout, stable_id
-from .compose import ComposeService, PortMapping, load_compose, parse_environment, parse_port
+from .compose import ComposeService, PortMapping, inside, load_compose, parse_environment, parse_port
 
 DEFAULT_COMPOSE_FILES = ("docker-compose.yml", "docker-compose.yaml", "compose.yml", "compose.yaml")
 DEFAULT_STARTUP_TIMEOUT = 120.0
@@ -39,15 +40,18 @@ class ServiceSpec(ComposeService):
     @property
     def built_image(self) -> str:
         """The tag a build produces: rebuilt only when the repository's commit changes."""
-        slug = re.sub(r"[^a-z0-9._-]+", "-", self.id.lower()).strip("-._") or "service"
+        slug = re.sub(r"[^a-z0-9]+", "-", self.id.lower()).strip("-")[:64].strip("-") or "service"
         return f"mediaconduit/svc-{slug}:{self.revision[:12]}-{self.key}"
 
 
 def folder_revision(root: Path) -> str:
     """A content hash of a folder without a commit, so editing it triggers a rebuild."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and ".git" not in p.parts and "__pycache__" not in p.parts):
-        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    for path in sorted(p for p in root.rglob("*") if ".git" not in p.parts and "__pycache__" not in p.parts):
+        if path.is_symlink():  # hashed by where it points: a link is never followed out of the folder
+            digest.update(str(path.relative_to(root)).encode() + b"\0->" + os.readlink(path).encode() + b"\0")
+        elif path.is_file():
+            digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
     return "dir-" + digest.hexdigest()[:16]
 
 
@@ -60,13 +64,12 @@ def source_revision(checkout: Checkout) -> str:
 def _compose_path(manifest: ServiceManifest, root: Path, origin: str) -> Path | None:
     named = manifest.docker.compose_file
     if named:
-        path = (root / named).resolve()
-        if not path.is_relative_to(root.resolve()):
-            raise ServiceError(f"{origin}: docker.composeFile {named!r} points outside the repository")
+        path = inside(root, named, f"{origin}: docker.composeFile")
         if not path.is_file():
             raise ServiceError(f"{origin}: docker.composeFile {named!r} does not exist in the repository")
         return path
-    return next((root / n for n in DEFAULT_COMPOSE_FILES if (root / n).is_file()), None)
+    found = next((n for n in DEFAULT_COMPOSE_FILES if (root / n).is_file()), None)
+    return inside(root, found, f"{origin}: compose file") if found else None
 
 
 def _manifest_ports(manifest: ServiceManifest, origin: str) -> list[PortMapping]:
@@ -84,22 +87,24 @@ def build_spec(manifest: ServiceManifest, checkout: Checkout, origin: str) -> Se
     root = checkout.root
     docker = manifest.docker
     compose_path = _compose_path(manifest, root, origin)
-    svc = load_compose(compose_path, docker.service_name if compose_path else None) if compose_path else ComposeService(name=manifest.id)
+    svc = load_compose(compose_path, docker.service_name, origin=origin) if compose_path else ComposeService(name=manifest.id)
     spec = ServiceSpec(
         id=manifest.id, url=checkout.source.url, revision=source_revision(checkout), root=root,
         **{f.name: copy.copy(getattr(svc, f.name)) for f in fields(ComposeService)},
     )
     if docker.build is not None and spec.build_context is None:
         build = {"context": docker.build} if isinstance(docker.build, str) else dict(docker.build)
-        context = (root / str(build.get("context") or ".")).resolve()
-        if not context.is_relative_to(root.resolve()):
-            raise ServiceError(f"{origin}: docker.build context points outside the repository")
-        spec.build_context, spec.dockerfile = context, build.get("dockerfile")
+        spec.build_context = inside(root, build.get("context") or ".", f"{origin}: docker.build.context")
+        spec.dockerfile = build.get("dockerfile")
+        if spec.dockerfile is not None:
+            inside(spec.build_context, spec.dockerfile, f"{origin}: docker.build.dockerfile")
         spec.build_args.update(parse_environment(build.get("args"), f"{origin}: docker.build.args"))
     if spec.build_context is None and spec.image is None:
         if docker.image is None and (root / "Dockerfile").is_file():
             spec.build_context = root.resolve()
         spec.image = docker.image
+    if spec.build_context is not None:  # the Dockerfile, too, must not be read from outside the repository
+        inside(spec.build_context, spec.dockerfile or "Dockerfile", f"{origin}: the Dockerfile")
     if spec.build_context is None and spec.image is None:
         raise ServiceError(f"{origin}: the service has no image to run: give docker.image, docker.build, "
                            "a compose 'build'/'image', or a Dockerfile at the repository root")

@@ -18,7 +18,7 @@ def make_app() -> Celery:
     settings = get_settings()
     app = Celery(
         "mediaconduit",
-        include=["mediaconduit_worker.worker.tasks", "mediaconduit_worker.worker.status", "mediaconduit_worker.batch.summary"],
+        include=["mediaconduit_worker.worker.tasks", "mediaconduit_worker.worker.deadlines", "mediaconduit_worker.worker.status", "mediaconduit_worker.batch.summary"],
     )
     app.conf.update(
         broker_url=settings.effective_broker_url,

@@ -3,7 +3,7 @@ jobs in flight at once make one provider call.
 
 A job is cached when its options say ``cache: true``, or its model's manifest entry says ``cache: true``
 and the options do not say ``cache: false``. The key is a sha256 over what decides the output: the
-provider (manifest id and pinned commit, or package version), the model, the options without secrets
+provider (manifest id and pinned commit, or package version; a Docker provider's service commit too), the model, the options without secrets
 and without ``cache``, and the input's content (text; media by blob digest; a chained input by its
 content, not its history). Secrets are never part of the key, and a result that contains an option's
 secret value is not stored.
@@ -29,11 +29,14 @@ from celery import signals
 
 from ..assets import BinaryAsset, Text
 from ..errors import InvalidInputError
+from ..provider import DockerProvider
 from ..record import redact, secret_values
 from ..settings import get_settings
+from ..sources import SourceCache, parse_source
 from .app import app
 from .deadlines import JobDeadline
 from .loader import LoadedProvider
+from .replay import pinned_service_url
 
 log = logging.getLogger(__name__)
 PREFIX = "mediaconduit-cache:"
@@ -69,12 +72,23 @@ def input_content(value: Any) -> Any:
     raise InvalidInputError(f"cannot cache an input of type {type(value).__name__}")
 
 
+def service_code(loaded: LoadedProvider) -> str | None:
+    """A Docker provider's output also depends on its service's code: the commit its service URL is pinned
+    to (or the one a replay pins this job to); None for other providers."""
+    provider = loaded.provider
+    if not isinstance(provider, DockerProvider):
+        return None
+    url = pinned_service_url(provider.get_service_url())
+    return SourceCache().materialise(parse_source(url)).commit or "unversioned"
+
+
 def cache_key(loaded: LoadedProvider, model: str, options: dict[str, Any], model_input: Any) -> str | None:
     """The sha256 key of a job, or None when the provider's code has no fixed identity (an unversioned folder)."""
     code = loaded.checkout.commit or loaded.checkout.version
-    if not code:
+    service = service_code(loaded)
+    if not code or service == "unversioned":
         return None
-    material = {"v": KEY_VERSION, "provider": loaded.manifest.id, "code": code, "model": model,
+    material = {"v": KEY_VERSION, "provider": loaded.manifest.id, "code": code, "service": service, "model": model,
                 "options": redact({k: v for k, v in options.items() if k != "cache"}), "input": input_content(model_input)}
     text = json.dumps(material, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
     return hashlib.sha256(text.encode()).hexdigest()

@@ -5,7 +5,7 @@ Celery enforces a job's hard limit by killing a prefork child and, in a gevent p
 job's provider calls run under its deadline (the hard limit, less a moment so our error, naming
 provider and model, comes before the pool's own) in whichever way the pool allows:
 
-* HTTP through the SDK: every request's timeout is cut to the time left (``mediaconduit_worker.deadlines``);
+* HTTP through the SDK: every request's timeout is cut to the time left (``mediaconduit_worker.deadline``);
 
 and for code that blocks elsewhere, a backstop half that moment later (so an HTTP call ending at the
 deadline reports itself first):
@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from ..deadlines import Deadline, use
+from ..deadline import Deadline, use
 from ..settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -45,10 +45,14 @@ MAX_GRACE = 1.0
 
 
 def job_time_limit(task: Any) -> float | None:
-    """The running job's hard limit: ``time_limit=`` of the call, else the task's, else the worker's setting."""
-    limits = task.request.timelimit or (None, None)
-    hard = limits[0] or task.time_limit or task.app.conf.task_time_limit
-    return float(hard) if hard else None
+    """The running job's limit: the lesser of its hard and soft limits, each the call's (``time_limit=``,
+    ``soft_time_limit=``), else the task's, else the worker's settings (``MEDIACONDUIT_TASK_TIME_LIMIT``)."""
+    limits = task.request.timelimit
+    hard, soft = limits if isinstance(limits, list | tuple) and len(limits) == 2 else (None, None)
+    hard = hard or task.time_limit or task.app.conf.task_time_limit
+    soft = soft or task.soft_time_limit or task.app.conf.task_soft_time_limit
+    limit = min((float(x) for x in (hard, soft) if x), default=None)
+    return limit
 
 
 class JobDeadline:

@@ -25,8 +25,6 @@ from ..sources import Checkout, SourceCache, check_allowed, file_lock, parse_sou
 
 log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "mediaconduit.providers"
-_PEP440_OP = re.compile(r"^\s*(==|>=|<=|~=|!=|>|<|===)")
-_BARE_VERSION = re.compile(r"^\s*\d+(\.\d+)*\s*$")
 
 
 @dataclass
@@ -42,18 +40,6 @@ class LoadedProvider:
         return self.checkout.describe()
 
 
-def requirement(name: str, spec: str) -> str:
-    """A manifest dependency as a pip requirement; npm-style ranges are refused with the name."""
-    spec = spec.strip()
-    if spec in ("", "*", "latest"):
-        return name
-    if _PEP440_OP.match(spec):
-        return f"{name}{spec}"
-    if _BARE_VERSION.match(spec):
-        return f"{name}=={spec}"
-    raise ManifestError(f"field 'dependencies.{name}': {spec!r} is not a Python version specifier")
-
-
 def pip_install(requirements: list[str], target: Path, what: str) -> Path:
     """Install into ``target`` once (atomic rename, under a lock); progress goes to the log."""
     marker = target / ".mediaconduit-complete"
@@ -66,7 +52,7 @@ def pip_install(requirements: list[str], target: Path, what: str) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".pip-"))
         cmd = [sys.executable, "-m", "pip", "install", "--disable-pip-version-check", "--no-input",
-               "--progress-bar", "off", "--target", str(tmp), *requirements]
+               "--progress-bar", "off", "--target", str(tmp), "--", *requirements]  # never options
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -95,7 +81,9 @@ def _main_file(manifest: ProviderManifest, root: Path, origin: str) -> Path:
         if not path.is_relative_to(root.resolve()):
             raise ManifestError(f"{origin}: field 'main' {rel!r} points outside the repository")
         if path.is_dir():
-            path = path / "__init__.py"
+            path = (path / "__init__.py").resolve()
+            if not path.is_relative_to(root.resolve()):
+                raise ManifestError(f"{origin}: field 'main' {rel!r} points outside the repository")
         if manifest.main and path.suffix != ".py":
             raise ProviderLoadError(f"{origin}: field 'main' {manifest.main!r} is not a Python module or package")
         if path.is_file():
@@ -106,6 +94,11 @@ def _main_file(manifest: ProviderManifest, root: Path, origin: str) -> Path:
 
 
 def _import(path: Path, name: str) -> ModuleType:
+    parent = name.rpartition(".")[0]
+    if parent and parent not in sys.modules:  # so a provider package's relative imports (`from . import x`) resolve
+        namespace = ModuleType(parent)
+        namespace.__path__ = []
+        sys.modules[parent] = namespace
     package = path.name == "__init__.py"
     spec = importlib.util.spec_from_file_location(
         name, path, submodule_search_locations=[str(path.parent)] if package else None
@@ -205,7 +198,7 @@ class ProviderRegistry:
             manifest = load_provider_manifest(checkout.root, url)
         main = _main_file(manifest, checkout.root, url)
         if manifest.dependencies:
-            reqs = sorted(requirement(n, s) for n, s in manifest.dependencies.items())
+            reqs = manifest.requirements(url)
             target = self.cache.root / "deps" / stable_id("\n".join(reqs))
             _add_path(pip_install(reqs, target, f"provider {manifest.id!r}"))
         tag = stable_id(f"{url}@{checkout.commit}")
@@ -266,8 +259,9 @@ class DockerServices:
 
     def ensure(self, url: str, origin: str | None = None) -> ServiceInfo:
         from ..services import get_service_registry
+        from .replay import pinned_service_url
 
-        return get_service_registry().ensure(url, origin)
+        return get_service_registry().ensure(pinned_service_url(url), origin)
 
 
 _registry: ProviderRegistry | None = None

@@ -6,7 +6,8 @@ import logging
 from typing import Any
 
 from ..capabilities import MediaCapability, parse_capability
-from ..errors import InvalidInputError, ManifestError, MediaConduitError
+from ..errors import InvalidInputError, ManifestError, MediaConduitError, ProviderNotAllowedError
+from ..sources import check_allowed
 from .loader import get_registry
 
 log = logging.getLogger(__name__)
@@ -36,9 +37,17 @@ def resolve_capability(provider: Any, model: Any, options: Any) -> MediaCapabili
 
 
 def capability_for(provider: Any, model: Any, options: Any) -> MediaCapability | None:
-    """``resolve_capability``, or None (the default queue) with a warning naming why."""
+    """``resolve_capability``, or None (the default queue) with a warning naming why.
+
+    A URL outside ``MEDIACONDUIT_PROVIDER_ALLOW`` is not a "cannot tell": it raises, so the producer's
+    ``transform.delay`` refuses the job before anything is queued.
+    """
+    if isinstance(provider, str):
+        check_allowed(provider)  # even when an explicit capability means no manifest is read
     try:
         return resolve_capability(provider, model, options)
+    except ProviderNotAllowedError:
+        raise
     except MediaConduitError as exc:
         log.warning("job for %s model %r: cannot tell its capability (%s); using the default queue",
                     provider, model, exc)

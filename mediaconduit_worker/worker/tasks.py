@@ -14,6 +14,7 @@ from ..assets import Asset, job_input
 from ..capabilities import parse_capability
 from ..errors import InvalidInputError, MediaConduitError, ProviderExecutionError
 from ..models import Model
+from ..provenance import complete_record
 from ..provider import DockerProvider
 from ..record import ResultMetadata, SourceInfo, TransformResult, redact
 from . import cache as result_cache
@@ -21,6 +22,7 @@ from .app import app
 from .deadlines import JobDeadline
 from .loader import LoadedProvider, get_registry
 from .reliability import TRANSIENT_EXCEPTIONS, WORKER_LOST_RETRY_DELAY, CrashAwareRequest, backoff
+from .replay import SERVICE_PIN_OPTION, pin_services, service_record
 from .routing import TRANSFORM_TASK
 
 log = logging.getLogger(__name__)
@@ -71,6 +73,7 @@ def transform(self: Task, input: Any, provider: str, model: str, options: dict[s
         raise InvalidInputError(f"options must be a JSON object, got {type(options).__name__}")
     opts = dict(options or {})
     requested_cap = opts.pop("capability", None)
+    pin_services(opts.pop(SERVICE_PIN_OPTION, None))  # replay: this job's service at the recorded commit
     if not isinstance(provider, str) or not provider:
         raise InvalidInputError(f"provider must be a URL string, got {provider!r}")
     if not isinstance(model, str) or not model:
@@ -101,6 +104,9 @@ def transform(self: Task, input: Any, provider: str, model: str, options: dict[s
         output.metadata["generation_prompt"] = runnable.generation_prompt(model_input, opts, started)
     cap = parse_capability(requested_cap) if isinstance(requested_cap, str) else None
     cap = cap or runnable.capability or loaded.manifest.capability_of(model)
+    output.metadata["generation_prompt"] = complete_record(
+        output.metadata["generation_prompt"], input=model_input, output=output, provider_url=provider,
+        source=loaded.source, capability=str(cap) if cap else None, service=service_record(loaded.provider))
     result = TransformResult.of(output, ResultMetadata(
         generation_prompt=output.metadata["generation_prompt"],
         provider=loaded.manifest.id,

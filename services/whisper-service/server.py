@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 import threading
 import wave
 from email.parser import BytesParser
@@ -45,8 +46,12 @@ def to_pcm16k(data: bytes, encode: bool) -> bytes:
             frames, _ = audioop.ratecv(frames, 2, 1, rate, RATE, None)
         return frames
     if shutil.which("ffmpeg"):
-        proc = subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-i", "pipe:0", "-f", "s16le", "-ac", "1",
-                               "-ar", str(RATE), "pipe:1"], input=data, capture_output=True, timeout=300)
+        # A file, not a pipe: MP4/M4A keep their index at the end, which ffmpeg must seek to.
+        with tempfile.NamedTemporaryFile(prefix="asr-") as src:
+            src.write(data)
+            src.flush()
+            proc = subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-i", src.name, "-vn", "-f", "s16le",
+                                   "-ac", "1", "-ar", str(RATE), "pipe:1"], capture_output=True, timeout=300)
         if proc.returncode == 0:
             return proc.stdout
         raise ValueError(f"ffmpeg cannot decode the audio: {proc.stderr.decode(errors='replace').strip()[-300:]}")

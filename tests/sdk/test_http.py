@@ -154,7 +154,7 @@ def test_a_request_never_outlives_the_jobs_deadline(client, apis):
     """Under a job's deadline the per-request timeout is min(configured, remaining): a hung API ends with a
     TimeLimitError naming the job, and a retry that would not fit is handed back to the queue instead."""
     from mediaconduit_worker import TimeLimitError
-    from mediaconduit_worker.deadlines import deadline
+    from mediaconduit_worker.deadline import deadline
 
     apis.script("GET", "/raw/api/hung", Reply(200, {}, delay=30))
     started = time.monotonic()

@@ -22,6 +22,8 @@ import pytest
 from conftest import RUN_DIR, publish
 from support.remote import QueueWorker
 
+from .probes import Link
+
 #: Unique content of a file on the worker's disk that no job may read.
 CANARY_FILE_TEXT = f"CANARY-FILE-{uuid.uuid4().hex}"
 CANARY_FILE = RUN_DIR / "canary" / "secret.txt"
@@ -86,14 +88,17 @@ def attacked_worker(canary_file: Path, echo_url: str) -> Iterator[QueueWorker]:
 
 @pytest.fixture(scope="session")
 def publish_repo(tmp_path_factory: pytest.TempPathFactory):
-    """Publish a repository from ``{path: text}`` under https://github.com/tests/…; returns its URL."""
+    """Publish a repository from ``{path: text or Link}`` under https://github.com/tests/…; returns its URL."""
 
-    def make(name: str, files: dict[str, str | bytes]) -> str:
+    def make(name: str, files: dict[str, str | bytes | Link]) -> str:
         folder = tmp_path_factory.mktemp(name)
         for rel, content in files.items():
             path = folder / rel
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(content if isinstance(content, bytes) else content.encode())
+            if isinstance(content, Link):
+                path.symlink_to(content.target)
+            else:
+                path.write_bytes(content if isinstance(content, bytes) else content.encode())
         return publish(folder, f"{name}-{uuid.uuid4().hex[:6]}", org="tests")
 
     return make

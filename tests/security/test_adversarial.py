@@ -4,19 +4,15 @@ or fetched, and the same worker serving a good job afterwards."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-from conftest import free_port
+from support.flower import running_flower
 
 from .conftest import leaked
-from .probes import PROBES, Probe
+from .probes import DOCKER_MAIN, PROBES, SERVICE_MANIFEST, Link, Probe
 
 FLOWER_AUTH = "probe:probe-pw"
 
@@ -30,31 +26,16 @@ def _fill(value: Any, subs: dict[str, str]) -> Any:
         return {_fill(k, subs): _fill(v, subs) for k, v in value.items()}
     if isinstance(value, list):
         return [_fill(v, subs) for v in value]
+    if isinstance(value, Link):
+        return Link(_fill(value.target, subs))
     return value
 
 
 @pytest.fixture(scope="module")
 def flower_api() -> Iterator[str]:
     """Flower on loopback with basic auth, as deployed; the probes come in as an operator's API calls."""
-    port = free_port()
-    env = {**os.environ, "MEDIACONDUIT_FLOWER_PORT": str(port), "MEDIACONDUIT_FLOWER_AUTH": FLOWER_AUTH}
-    proc = subprocess.Popen([sys.executable, "-m", "mediaconduit_worker.cli", "flower"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{base}/healthcheck", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError("flower did not start")
-        time.sleep(0.2)
-    yield base
-    proc.terminate()
-    proc.wait(10)
+    with running_flower(FLOWER_AUTH) as (base, _):
+        yield base
 
 
 def _error_of(call: Any) -> str:
@@ -84,11 +65,13 @@ def test_probe(probe: Probe, request: pytest.FixtureRequest, attacked_worker, re
         url = publish_repo(probe.id, payload)
         error = _error_of(lambda: w.run("x", url, "m"))
     elif probe.via == "compose":
+        if not isinstance(payload, dict):  # the compose file itself, beside a fixed service manifest
+            payload = {"MediaConduit.service.yml": SERVICE_MANIFEST, "docker-compose.yml": payload}
         service = publish_repo(probe.id + "-service", payload)
         provider = publish_repo(probe.id + "-provider", {
             "MediaConduit.provider.yml": f"id: {probe.id}\nname: probe\nserviceUrl: {service}\n"
                                          "models: [{id: m, capabilities: [text-to-text]}]\n",
-            "provider.py": "from mediaconduit_worker import DockerProvider\n\nclass P(DockerProvider):\n    pass\n",
+            "provider.py": DOCKER_MAIN,
         })
         error = _error_of(lambda: w.run("x", provider, "m"))
     elif probe.via == "batch":

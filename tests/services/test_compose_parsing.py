@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from mediaconduit_worker.errors import ServiceError
-from mediaconduit_worker.services.compose import interpolate, load_compose, parse_port, seconds
+from mediaconduit_worker.services.compose import PortMapping, interpolate, load_compose, parse_port, seconds
 from mediaconduit_worker.services.health import resolve_health_url
 from mediaconduit_worker.services.spec import load_spec
 from mediaconduit_worker.sources import Checkout, parse_source
@@ -38,7 +38,7 @@ def write(tmp_path: Path, text: str, name: str = "docker-compose.yml") -> Path:
 @pytest.mark.parametrize("path", sorted(REAL.glob("*docker-compose.yml")) if REAL.is_dir() else [], ids=lambda p: p.name)
 def test_every_real_compose_file_loads(path: Path) -> None:
     svc = load_compose(path, env={})
-    assert svc.ports and svc.ports[0].host == 0 and svc.ports[0].host_ip == "127.0.0.1"
+    assert svc.ports and svc.ports[0].container
     assert svc.healthcheck and svc.healthcheck["test"][0] in ("CMD", "CMD-SHELL")
     assert svc.image or svc.build_context
 
@@ -48,7 +48,7 @@ def test_real_cowsay_service(tmp_path: Path) -> None:
     spec = load_spec(service_repo(tmp_path, "cowsay-service"), "cowsay")
     assert spec.id == "cowsay-service"
     assert spec.build_context == (tmp_path / "cowsay-service").resolve()  # compose `build: .` wins over `image`
-    assert [(p.container, p.host) for p in spec.ports] == [(80, 0)]  # manifest `ports: [0]` says nothing more
+    assert [p.container for p in spec.ports] == [80]  # manifest `ports: [0]` says nothing more
     assert spec.environment == {"PORT": "80"}
     assert spec.healthcheck == {"test": ["CMD-SHELL", "curl -f http://localhost:80/health || exit 1"],
                                 "interval": 30_000_000_000, "timeout": 10_000_000_000, "retries": 3,
@@ -117,19 +117,31 @@ def test_interpolation_forms() -> None:
 
 def test_port_forms() -> None:
     assert parse_port("${X:-0}:80".replace("${X:-0}", "0"), "t").container == 80
-    assert parse_port("8080:80", "t").host == 8080
+    assert parse_port("8080:80", "t") == PortMapping(80)
     assert parse_port("0.0.0.0:8080:80/udp", "t") == parse_port({"target": 80, "published": 8080, "protocol": "udp"}, "t")
-    assert parse_port("0.0.0.0::80", "t").host_ip == "127.0.0.1"  # never a wildcard bind
+    assert parse_port("[::]:8080:80", "t") == PortMapping(80)
     with pytest.raises(ServiceError, match="ranges"):
         parse_port("9000-9001:9000-9001", "t")
     with pytest.raises(ServiceError, match="not numeric"):
         parse_port("http", "t")
 
 
-def test_host_port_variable_is_honoured(tmp_path: Path) -> None:
-    path = write(tmp_path, "services:\n  a:\n    image: x\n    ports: ['${A_HOST_PORT:-0}:80']\n")
-    assert load_compose(path, env={}).ports[0].host == 0
-    assert load_compose(path, env={"A_HOST_PORT": "8081"}).ports[0].host == 8081
+@pytest.mark.parametrize("mapping", ["'80:80'", "'10.0.0.5:8081:81'", "'[::]:8080:80'", "'0.0.0.0::80'",
+                                     "{target: 80, published: 80, host_ip: 0.0.0.0}", "'${A_HOST_PORT:-8081}:80'"])
+def test_fixed_host_ports_and_addresses_are_replaced_and_logged(tmp_path: Path, caplog, mapping: str) -> None:
+    """A service is always published on 127.0.0.1 at a port Docker picks; the file's choice is logged."""
+    path = write(tmp_path, f"services:\n  cowsay:\n    image: x\n    ports: [{mapping}]\n")
+    with caplog.at_level("WARNING", logger="mediaconduit_worker.services.compose"):
+        svc = load_compose(path, env={})
+    assert len(svc.ports) == 1 and svc.ports[0].protocol == "tcp"
+    assert "service 'cowsay'" in caplog.text and "127.0.0.1 at a port Docker picks" in caplog.text
+
+
+def test_dynamic_host_ports_are_not_logged(tmp_path: Path, caplog) -> None:
+    path = write(tmp_path, "services:\n  a:\n    image: x\n    ports: ['${A_HOST_PORT:-0}:80', 81, '127.0.0.1::82']\n")
+    with caplog.at_level("WARNING", logger="mediaconduit_worker.services.compose"):
+        assert [p.container for p in load_compose(path, env={}).ports] == [80, 81, 82]
+    assert caplog.text == ""
 
 
 def test_durations() -> None:

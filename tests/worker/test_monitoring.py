@@ -4,15 +4,12 @@ per job) and ``mediaconduit status`` (workers, queues, loaded providers, service
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 
 import httpx
 import pytest
 from click.testing import CliRunner
-from conftest import free_port
+from support.flower import running_flower
 
 
 def _listening_addresses(port: int) -> set[str]:
@@ -33,26 +30,8 @@ def _listening_addresses(port: int) -> set[str]:
 
 @pytest.fixture
 def flower():
-    port = free_port()
-    env = {**os.environ, "MEDIACONDUIT_FLOWER_AUTH": "ops:flower-pw", "MEDIACONDUIT_FLOWER_PORT": str(port)}
-    env.pop("FLOWER_ADDRESS", None)
-    proc = subprocess.Popen([sys.executable, "-m", "mediaconduit_worker.cli", "flower"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{base}/healthcheck", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"flower did not start: {proc.communicate()[0]}")
-        time.sleep(0.2)
-    yield base, port
-    proc.terminate()
-    proc.wait(10)
+    with running_flower("ops:flower-pw") as running:
+        yield running
 
 
 def test_flower_loopback_auth_metrics_and_job_details(flower, text_worker, echo_url):

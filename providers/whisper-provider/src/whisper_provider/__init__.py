@@ -2,6 +2,7 @@
 
 Only that API is used, so the provider works unchanged against the real
 ``onerahmet/openai-whisper-asr-webservice`` image and against the offline pocketsphinx service.
+Any audio ffmpeg reads (WAV, MP3, Ogg, FLAC, WebM, M4A) is sent as is; the service converts it.
 """
 
 from __future__ import annotations
@@ -42,8 +43,9 @@ class WhisperModel(AudioToTextModel):
             params["initial_prompt"] = str(opts.get("initialPrompt") or opts.get("initial_prompt"))
         assert isinstance(self.provider, WhisperDockerProvider)
         name = f"audio.{EXTENSIONS.get(audio.mime_type, 'bin')}"
-        response = self.provider.client().request("POST", "/asr", params=params,
-                                                  files={"audio_file": (name, audio.data, audio.mime_type)})
+        with audio.open() as fh:  # streamed from the blob store, not read into memory
+            response = self.provider.client().request("POST", "/asr", params=params,
+                                                      files={"audio_file": (name, fh, audio.mime_type)})
         try:
             result = response.json()
         except ValueError:

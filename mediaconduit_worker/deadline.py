@@ -1,11 +1,12 @@
 """The running job's deadline: how long a blocking call may still take.
 
-The worker sets it when a job starts, from the job's hard time limit (``MEDIACONDUIT_TASK_TIME_LIMIT``
-where it runs, or ``time_limit=`` on the call), and ``HttpClient`` cuts every request's timeout to
-what is left of it. In a thread or gevent pool nothing kills a process when a job overruns, so this
-is what makes a hung API call end on time, with an error naming the provider and model. It is a
-context variable, so each pool thread or greenlet sees its own job's deadline; provider code with
-other blocking calls can bound them with ``remaining()``.
+The worker sets it when a job's provider code runs, from the job's hard time limit
+(``MEDIACONDUIT_TASK_TIME_LIMIT`` where it runs, or ``time_limit=`` on the call). ``HttpClient`` cuts
+every request's timeout to what is left of it; long provider calls (ffmpeg, prediction polling) read
+``time_left()`` to end, or cancel paid remote work, in time. In a thread or gevent pool nothing kills a
+process when a job overruns, so this is what makes a hung API call end on time, with an error naming
+the provider and model. It is a context variable, so each pool thread or greenlet sees its own job's
+deadline. The SDK only reads it (no Celery here).
 """
 
 from __future__ import annotations
@@ -38,14 +39,14 @@ class Deadline:
 _current: ContextVar[Deadline | None] = ContextVar("mediaconduit_deadline", default=None)
 
 
-def current() -> Deadline | None:
+def current_deadline() -> Deadline | None:
     return _current.get()
 
 
-def remaining() -> float | None:
-    """Seconds left for the running job, or None outside a job with a time limit."""
+def time_left(default: float | None = None) -> float | None:
+    """Seconds left before the current job's deadline (never below 0); ``default`` outside a job."""
     d = _current.get()
-    return None if d is None else d.remaining()
+    return default if d is None else max(d.remaining(), 0.0)
 
 
 def cut(timeout: float, during: str) -> tuple[float, bool]:

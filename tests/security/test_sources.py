@@ -1,0 +1,428 @@
+"""What the probes cannot express: the allow-list's matching rules one by one, the producer refusing
+before anything is queued, git never reading a URL as an option, the export refusing links out of
+the checkout, the YAML loader's limits, and folder sources whose links point out of the repository."""
+
+from __future__ import annotations
+
+import io
+import re
+import tarfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import RUN_DIR, publish
+
+from mediaconduit_worker.errors import (
+    ConfigurationError,
+    ManifestError,
+    ProviderNotAllowedError,
+    ProviderSourceError,
+    ServiceError,
+)
+from mediaconduit_worker.manifest import load_provider_manifest, load_service_manifest, requirement
+from mediaconduit_worker.services.spec import load_spec
+from mediaconduit_worker.settings import get_settings
+from mediaconduit_worker.sources import Checkout, Source, SourceCache, check_allowed, extract_tree, parse_source
+
+
+@pytest.fixture
+def allow(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
+    """Set ``MEDIACONDUIT_PROVIDER_ALLOW`` in this process for one test (settings are cached per process)."""
+
+    def set_allow(value: str) -> None:
+        monkeypatch.setenv("MEDIACONDUIT_PROVIDER_ALLOW", value)
+        get_settings.cache_clear()
+
+    yield set_allow
+    monkeypatch.delenv("MEDIACONDUIT_PROVIDER_ALLOW", raising=False)
+    get_settings.cache_clear()
+
+
+GH = "https://github.com/MediaConduit"
+ALLOW_TABLE = [
+    # (allow-list, URL, admitted)
+    (GH, f"{GH}/echo-provider", True),
+    (GH + "/", f"{GH}/echo-provider@v1.2", True),
+    (GH, f"git+{GH}/echo-provider", True),
+    (GH, "https://GitHub.com:443/MediaConduit/echo-provider.git", True),
+    (GH, "https://token@github.com/MediaConduit/echo-provider", True),
+    (GH, "https://github.com/MediaConduitEvil/x", False),  # whole segments, not string prefixes
+    (GH, "https://github.com/MediaConduit", False),  # an organisation, not a repository
+    (GH, "https://github.com/", False),
+    (GH, "https://github.com:8443/MediaConduit/x", False),  # port
+    (GH, "http://github.com/MediaConduit/x", False),  # scheme
+    (GH, "ssh://git@github.com/MediaConduit/x", False),
+    (GH, "https://github.com@evil.example/MediaConduit/x", False),  # host is evil.example
+    (GH, "https://github.com.evil.example/MediaConduit/x", False),
+    (GH, f"{GH}/../evil/repo.git", False),
+    (GH, f"{GH}/%2e%2e/evil/repo", False),
+    (GH, f"{GH}/x%2f..%2f..%2fevil", False),
+    (GH, f"{GH}/%252e%252e/evil", False),
+    (GH, f"{GH}/./x", False),
+    (GH, f"{GH}/x?upload=1", False),
+    (GH, "git+ext::sh -c true", False),
+    (GH, "--upload-pack=true", False),
+    (GH, f"{GH}/echo-provider@--upload-pack=true", False),
+    ("git@github.com:MediaConduit/", "ssh://git@github.com/MediaConduit/x", True),
+    ("git@github.com:MediaConduit/", "git@github.com:MediaConduit/x.git", True),
+    ("git@github.com:MediaConduit/", "git@github.com:MediaConduitEvil/x.git", False),
+    ("https://git.example:8443/team", "https://git.example:8443/team/p", True),
+    ("https://git.example:8443/team", "https://git.example/team/p", False),
+    ("https://git.example/org/repo.git", "https://git.example/org/repo", True),
+    ("/srv/providers", "/srv/providers/a", True),
+    ("/srv/providers", "/srv/providers/../secrets", False),
+    ("/srv/providers", "/srv/providers-evil/a", False),
+    ("/srv/providers", "file:///srv/providers/a", True),
+    ("/srv/providers", "file:///srv/providers/a.git", True),
+    ("/srv/providers", "git+file:///srv/providers/a.git", True),
+    ("file:///srv/providers/", "/srv/providers/a", True),
+    ("file:///srv/providers/", "file:///srv/providers/%2e%2e/x", False),
+    ("/srv/providers", "https://github.com/srv/providers/a", False),
+    ("pypi:Foo_Bar", "pypi:foo-bar==1.0", True),
+    ("pypi:foo", "pypi:foo[extra]>=1", True),
+    ("pypi:foo", "pypi:foobar", False),
+    ("pypi:foo", "pypi:foo @ https://evil.example/foo.whl", False),
+    ("pypi:foo", "https://github.com/pypi/foo", False),
+    (f"{GH}, pypi:foo , /srv/p", "/srv/p/x", True),
+]
+
+
+@pytest.mark.parametrize("allow_list, url, admitted", ALLOW_TABLE, ids=[f"{u}-{a}" for _, u, a in ALLOW_TABLE])
+def test_allow_list_matching(allow, allow_list: str, url: str, admitted: bool) -> None:
+    allow(allow_list)
+    if admitted:
+        check_allowed(url)
+    else:
+        with pytest.raises(ProviderNotAllowedError, match="MEDIACONDUIT_PROVIDER_ALLOW") as err:
+            check_allowed(url)
+        assert repr(url) in str(err.value)
+
+
+def test_allow_list_matches_folders_by_resolved_path(allow, tmp_path: Path) -> None:
+    allowed = tmp_path / "allowed"
+    (allowed / "p").mkdir(parents=True)
+    (allowed / "escape").symlink_to(tmp_path)
+    allow(str(allowed))
+    check_allowed(str(allowed / "p"))
+    with pytest.raises(ProviderNotAllowedError):
+        check_allowed(str(allowed / "escape" / "other"))  # a link inside leads out
+
+
+def test_unset_allow_list_allows_all_and_a_malformed_entry_is_named(allow) -> None:
+    check_allowed("https://anywhere.example/x")
+    allow("ftp://example.invalid/x")
+    with pytest.raises(ConfigurationError, match="entry 'ftp://example.invalid/x'"):
+        check_allowed(f"{GH}/x")
+
+
+@pytest.mark.parametrize("url, culprit", [
+    (f"{GH}/../evil", "segment '..'"),
+    (f"{GH}/%2E%2e/evil", "segment '%2E%2e'"),
+    ("--upload-pack=true", "starts with '-'"),
+    ("git+--upload-pack=true", "unsupported git URL"),
+    ("git+ext::sh -c true", "unsupported git URL"),
+    (f"{GH}/x@-b", "'-b' is not a branch"),
+    ("https://-oProxyCommand=true/x/y", "no valid host"),
+    ("file://relative/x.git", "absolute path"),
+    ("pypi:--index-url=http://evil.example", "malformed pypi provider URL"),
+])
+def test_urls_that_could_escape_are_refused_without_an_allow_list(url: str, culprit: str) -> None:
+    with pytest.raises(ProviderSourceError, match=culprit):
+        parse_source(url)
+
+
+# -- the producer -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("options", [{}, {"capability": "text-to-text"}])
+def test_the_producer_refuses_before_anything_is_queued(allow, options: dict) -> None:
+    from mediaconduit_worker import transform
+    from mediaconduit_worker.celery_app import app
+
+    allow("https://github.com/MediaConduit/")
+    queues = list(app.amqp.queues.values())
+    with app.connection_for_write() as conn:
+        client = conn.default_channel.client
+        before = {q.name: client.llen(q.name) for q in queues}
+        for url in ("https://github.com/MediaConduitEvil/x", "https://github.com/MediaConduit/../evil/x"):
+            with pytest.raises(ProviderNotAllowedError, match="MEDIACONDUIT_PROVIDER_ALLOW"):
+                transform.delay("x", url, "m", options)
+        after = {q.name: client.llen(q.name) for q in queues}
+    assert after == before
+
+
+def test_other_unknown_capabilities_still_use_the_default_queue(allow) -> None:
+    from mediaconduit_worker.worker.routing import capability_for
+
+    assert capability_for("ftp://example.invalid/x", "m", {}) is None  # no allow-list: the worker says why
+    allow("https://github.com/tests/")
+    assert capability_for("https://github.com/tests/does-not-exist", "m", {}) is None
+
+
+def test_workers_check_before_any_fetch(allow, tmp_path: Path) -> None:
+    from mediaconduit_worker.services.registry import ServiceRegistry
+    from mediaconduit_worker.worker.loader import ProviderRegistry
+
+    allow("https://github.com/tests/")
+    cache = SourceCache(tmp_path / "cache")
+    url = "https://github.com/MediaConduit/echo-provider"
+    with pytest.raises(ProviderNotAllowedError):
+        ProviderRegistry(cache).get(url)
+    with pytest.raises(ProviderNotAllowedError):
+        ProviderRegistry(cache).manifest(url)
+    with pytest.raises(ProviderNotAllowedError):
+        ServiceRegistry(client=None, cache=cache).spec_for("https://github.com/MediaConduit/cowsay-service")
+    assert not (tmp_path / "cache").exists()
+
+
+# -- git ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("location", ["--upload-pack=touch {hit}", "ext::sh -c touch% {hit}"])
+def test_git_never_reads_a_url_as_an_option_or_runs_a_command_transport(tmp_path: Path, location: str) -> None:
+    """Even a Source that bypassed parse_source: git gets ``--`` before it and no ``ext::`` transport."""
+    hit = tmp_path / "hit"
+    location = location.format(hit=hit)
+    with pytest.raises(ProviderSourceError, match="cannot fetch"):
+        SourceCache(tmp_path / "cache").materialise(Source(location, "git", location))
+    assert not hit.exists()
+
+
+def _repo_with_links(links: dict[str, str], files: dict[str, str] | None = None) -> str:
+    """A repository behind https://github.com/tests/… whose tree holds ``links`` as symbolic links
+    (``*.sh`` files are committed executable)."""
+    name = f"links-{uuid.uuid4().hex[:6]}"
+    folder = RUN_DIR / "link-repos" / name
+    folder.mkdir(parents=True)
+    for rel, text in (files or {"README.md": "hi\n"}).items():
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_text(text)
+        (folder / rel).chmod(0o755 if rel.endswith(".sh") else 0o644)
+    for rel, target in links.items():
+        (folder / rel).symlink_to(target)
+    return publish(folder, name, org="tests")
+
+
+@pytest.mark.parametrize("links, member", [
+    ({"passwd": "/etc/passwd"}, "passwd"),
+    ({"up": "../../.."}, "up"),
+    ({"d": ".", "up": "d/d/../.."}, "up"),  # inside by its text, outside once 'd' is followed
+    ({"a": "z/z/../..", "z": "."}, "a"),  # the same, the escaping link exported before the one it uses
+])
+def test_export_refuses_links_leaving_the_checkout(tmp_path: Path, links: dict[str, str], member: str) -> None:
+    url = _repo_with_links(links)
+    cache = SourceCache(tmp_path / "cache")
+    with pytest.raises(ProviderSourceError, match=f"member '{member}'") as err:
+        cache.materialise(parse_source(url))
+    assert repr(url) in str(err.value)
+    assert not any((tmp_path / "cache" / "checkouts").rglob("README.md"))  # nothing half-exported stays
+
+
+def test_export_keeps_links_inside_the_checkout(tmp_path: Path) -> None:
+    url = _repo_with_links({"docs": "src", "readme": "src/README.md"}, {"src/README.md": "inside\n", "run.sh": "#!/bin/sh\n"})
+    root = SourceCache(tmp_path / "cache").materialise(parse_source(url)).root
+    assert (root / "readme").read_text() == "inside\n" and (root / "docs").is_symlink()
+    assert (root / "run.sh").stat().st_mode & 0o111 and not (root / "src" / "README.md").stat().st_mode & 0o111
+
+
+def _tar(*members: tuple[tarfile.TarInfo, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for info, data in members:
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data) if data else None)
+    return buf.getvalue()
+
+
+def _info(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, link
+    return info
+
+
+@pytest.mark.parametrize("members, culprit", [
+    ([(_info("../evil"), b"x")], "member '../evil'"),
+    ([(_info("/etc/evil"), b"x")], "member '/etc/evil'"),
+    ([(_info(".git/config"), b"x")], "member '.git/config'"),
+    ([(_info("hard", tarfile.LNKTYPE, "/etc/passwd"), b"")], "member 'hard'"),
+    ([(_info("dev", tarfile.CHRTYPE), b"")], "member 'dev'"),
+    ([(_info("d", tarfile.SYMTYPE, "."), b""), (_info("d/x"), b"x")], "member 'd/x'"),
+])
+def test_extract_refuses_crafted_members(tmp_path: Path, members: list, culprit: str) -> None:
+    with pytest.raises(ProviderSourceError, match=culprit):
+        extract_tree(_tar(*members), tmp_path, "https://github.com/tests/crafted")
+
+
+def test_extract_turns_a_broken_archive_into_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ProviderSourceError, match="cannot export 'https://github.com/tests/crafted'"):
+        extract_tree(b"not a tar archive" * 100, tmp_path, "https://github.com/tests/crafted")
+
+
+# -- manifests --------------------------------------------------------------------------------------
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{n}: &{n} [{', '.join([f'*{p}'] * 10)}]\n" for p, n in zip("abcdefgh", "bcdefghi"))
+
+
+@pytest.mark.parametrize("text, culprit", [
+    (BOMB, "anchors and aliases"),
+    ("id: x\nname: &n x\n", "anchors and aliases"),
+    ("id: x\nname: " + "[" * 100_000, "nesting deeper than 64"),
+    ("id: x\nname: x\nversion: " + "9" * 5000, "not valid YAML"),
+    ("id: x\nname: x\nreleased: 2024-13-45\n", "not valid YAML"),
+    ("id: x\nname: !!python/name:os.system\n", "not valid YAML"),
+    (b"id: x\nname: caf\xe9\n", "not UTF-8 text (byte 0xe9 at offset 15)"),
+    ("id: x\nname: x\n#" + "a" * (1 << 20), "larger than 1024 KiB"),
+])
+def test_the_yaml_loader_refuses_clearly(tmp_path: Path, text: str | bytes, culprit: str) -> None:
+    path = tmp_path / "MediaConduit.provider.yml"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(ManifestError, match=re.escape(culprit)) as err:
+        load_provider_manifest(tmp_path, "https://github.com/tests/p")
+    assert str(err.value).startswith("https://github.com/tests/p: MediaConduit.provider.yml")
+
+
+def test_yaml_errors_name_the_file_and_line(tmp_path: Path) -> None:
+    (tmp_path / "MediaConduit.provider.yml").write_text("id: x\nname: x\nother: &o 1\n")
+    with pytest.raises(ManifestError, match='in "MediaConduit.provider.yml", line 3'):
+        load_provider_manifest(tmp_path)
+
+
+@pytest.mark.parametrize("text", ["id: ../../..\nname: x\n", "id: a/../../b\nname: x\n", "id: -rf\nname: x\n",
+                                  "name: ../../../etc\n"])
+def test_an_id_that_is_a_path_is_refused(tmp_path: Path, text: str) -> None:
+    (tmp_path / "MediaConduit.provider.yml").write_text(text)
+    (tmp_path / "MediaConduit.service.yml").write_text(text + "docker: {image: x}\n")
+    if text.startswith("id:"):
+        with pytest.raises(ManifestError, match="field 'id'.*must be a name, not a path"):
+            load_provider_manifest(tmp_path)
+    with pytest.raises(ManifestError, match="field 'id'.*must be a name, not a path"):
+        load_service_manifest(tmp_path)  # a service's id defaults to its name
+
+
+def test_ids_steer_no_path_image_or_container_name(tmp_path: Path) -> None:
+    """Ids with spaces (the published manifests have some) are kept, but every use of one is a slug."""
+    from mediaconduit_worker.services.registry import _slug
+
+    (tmp_path / "MediaConduit.service.yml").write_text("name: 'Whisper .. Service (offline)'\ndocker: {image: x}\n")
+    spec = load_spec(Checkout(parse_source(str(tmp_path)), tmp_path, None), "s")
+    assert spec.id == "Whisper .. Service (offline)"
+    assert spec.built_image.startswith("mediaconduit/svc-whisper-service-offline:")
+    assert _slug("_.-x..y") == "x..y"
+
+
+@pytest.mark.parametrize("name, spec, expected", [
+    ("cowsay", ">=6.1,<7", "cowsay<7,>=6.1"),
+    ("Pillow", "10.1", "Pillow==10.1"),
+    ("numpy", "", "numpy"),
+    ("numpy", "*", "numpy"),
+    ("requests", '>=2; python_version < "3.13"', 'requests>=2; python_version < "3.13"'),
+])
+def test_dependencies_that_are_requirements(name: str, spec: str, expected: str) -> None:
+    assert requirement(name, spec) == expected
+
+
+@pytest.mark.parametrize("name, spec", [
+    ("--requirement=/etc/passwd", ""),
+    ("-r", "/etc/passwd"),
+    ("./evil", ""),
+    ("/etc/passwd", ""),
+    ("evil", "@ https://evil.example/evil.whl"),
+    ("evil", ">=1 @ https://evil.example/evil.whl"),
+    ("evil", "/etc/passwd"),
+    ("evil", ">=1 --index-url https://evil.example"),
+    ("evil", "^1.6.0"),
+    ("evil[x]", ">=1"),
+])
+def test_dependencies_that_are_not_requirements(name: str, spec: str) -> None:
+    with pytest.raises(ValueError, match=f"field 'dependencies.{name}'".replace("[", r"\[")):
+        requirement(name, spec)
+
+
+def test_a_bad_dependency_names_the_provider_when_installing(tmp_path: Path) -> None:
+    (tmp_path / "MediaConduit.provider.yml").write_text("id: p\nname: P\ndependencies: {'--requirement=x': ''}\n")
+    manifest = load_provider_manifest(tmp_path)  # loads: published manifests have npm-style entries
+    with pytest.raises(ManifestError, match=r"^https://github.com/tests/p: MediaConduit.provider.yml: "
+                                            r"field 'dependencies.--requirement=x'"):
+        manifest.requirements("https://github.com/tests/p")
+
+
+# -- folder sources whose links lead out --------------------------------------------------------------
+def _folder(tmp_path: Path, files: dict[str, str], links: dict[str, Path | str]) -> Checkout:
+    root = tmp_path / "repo"
+    root.mkdir(parents=True)
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    for rel, target in links.items():
+        (root / rel).symlink_to(target)
+    return Checkout(parse_source(str(root)), root, None)
+
+
+@pytest.fixture
+def outside(tmp_path: Path) -> Path:
+    secret = tmp_path / "outside" / "secret.txt"
+    secret.parent.mkdir()
+    secret.write_text("FROM docker.example/secret\nid: leaked\nname: leaked\n")
+    return secret
+
+
+def test_a_linked_provider_manifest_or_main_outside_is_refused(tmp_path: Path, outside: Path) -> None:
+    from mediaconduit_worker.worker.loader import _main_file
+
+    checkout = _folder(tmp_path, {}, {"MediaConduit.provider.yml": outside})
+    with pytest.raises(ManifestError, match="link to a file outside the repository"):
+        load_provider_manifest(checkout.root)
+    (checkout.root / "MediaConduit.provider.yml").unlink()
+    (checkout.root / "MediaConduit.provider.yml").write_text("id: p\nname: p\nmain: pkg\n")
+    (checkout.root / "pkg").mkdir()
+    (checkout.root / "pkg" / "__init__.py").symlink_to(outside)
+    with pytest.raises(ManifestError, match="field 'main' 'pkg' points outside"):
+        _main_file(load_provider_manifest(checkout.root), checkout.root, "p")
+
+
+@pytest.mark.parametrize("files, links, culprit", [
+    ({"MediaConduit.service.yml": "id: s\nname: s\ndocker: {composeFile: c.yml}\n"}, {"c.yml": "OUT"},
+     "docker.composeFile 'c.yml' points outside"),
+    ({"MediaConduit.service.yml": "id: s\nname: s\ndocker: {}\n"}, {"docker-compose.yml": "OUT"},
+     "compose file 'docker-compose.yml' points outside"),
+    ({"MediaConduit.service.yml": "id: s\nname: s\ndocker: {ports: [80]}\n"}, {"Dockerfile": "OUT"},
+     "the Dockerfile 'Dockerfile' points outside"),
+    ({"MediaConduit.service.yml": "id: s\nname: s\ndocker: {build: {context: ., dockerfile: D}}\n"}, {"D": "OUT"},
+     "docker.build.dockerfile 'D' points outside"),
+    ({"MediaConduit.service.yml": "id: s\nname: s\ndocker: {build: ctx}\n"}, {"ctx": "OUTDIR"},
+     "docker.build.context 'ctx' points outside"),
+    ({"MediaConduit.service.yml": "id: s\nname: s\ndocker: {}\n",
+      "docker-compose.yml": "services: {s: {build: {context: ., dockerfile: D}}}\n"}, {"D": "OUT"},
+     "build 'dockerfile' 'D' points outside"),
+    ({"MediaConduit.service.yml": "id: s\nname: s\ndocker: {}\n",
+      "docker-compose.yml": "services: {s: {build: {context: ., dockerfile: /etc/passwd}}}\n"}, {},
+     "build 'dockerfile' '/etc/passwd' points outside"),
+])
+def test_service_files_must_resolve_inside_the_repository(tmp_path: Path, outside: Path, files: dict,
+                                                           links: dict, culprit: str) -> None:
+    targets = {"OUT": outside, "OUTDIR": outside.parent}
+    checkout = _folder(tmp_path, files, {k: targets[v] for k, v in links.items()})
+    with pytest.raises(ServiceError, match=culprit):
+        load_spec(checkout, "service 'https://github.com/tests/s'")
+
+
+def test_folder_revision_hashes_links_without_following_them(tmp_path: Path, outside: Path) -> None:
+    from mediaconduit_worker.services.spec import folder_revision
+
+    checkout = _folder(tmp_path, {"a": "x"}, {"secret": outside})
+    before = folder_revision(checkout.root)
+    outside.write_text("changed")
+    assert folder_revision(checkout.root) == before
+
+
+def test_named_volumes_are_the_service_urls_own(tmp_path: Path) -> None:
+    """``volumes: [redis-data:/data]`` never mounts a volume of that name from the host's engine."""
+    from mediaconduit_worker.services.registry import ServiceRegistry
+
+    specs = []
+    for name in ("a", "b"):
+        checkout = _folder(tmp_path / name, {
+            "MediaConduit.service.yml": "id: s\nname: s\ndocker: {}\n",
+            "docker-compose.yml": "services: {s: {image: x, volumes: ['redis-data:/data']}}\nvolumes: {redis-data: {}}\n",
+        }, {})
+        specs.append(load_spec(checkout, name))
+    names = {ServiceRegistry.volume_name(spec, "redis-data") for spec in specs}
+    assert len(names) == 2 and all(n.startswith("mediaconduit-redis-data-") for n in names)

@@ -1,0 +1,160 @@
+"""``mediaconduit replay --verify``: a result's chain run again from its record alone, through real workers.
+
+Docker chains (cowsay, textrender → tesseract) are in tests/toolkit/test_docker_toolkit.py.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from conftest import REPO, head_commit, publish
+from support.toolkit import prompts, replay
+
+TEXT = "The cat sat on the mat and the dog sat on the log"
+
+
+@pytest.fixture
+def textops_url() -> str:
+    return publish(REPO / "providers" / "textops-provider", "textops-provider")
+
+
+def run_chain(*steps):
+    from celery import chain
+
+    from mediaconduit_worker import transform
+
+    (first, *rest) = steps
+    return chain(transform.s(*first), *(transform.s(*s) for s in rest)).delay().get(timeout=120)
+
+
+def test_rot13_then_wordcount_reproduces_byte_for_byte(text_worker, textops_url, tmp_path):
+    result = run_chain((TEXT, textops_url, "rot13", {"api_key": "sk-secret-0123456789"}),
+                       (textops_url, "wordcount", {"top": 3}))
+    assert result["asset"]["content"] == "13 words\ngur 4\nba 2\nfng 2"
+
+    code, report, output = replay(result, tmp_path, "--verify")
+    assert code == 0, output
+    assert [r["same"] for r in report["steps"]] == [True, True]
+    commit = head_commit("textops-provider")
+    assert all(r["provider_url"] == f"{textops_url}@{commit}" for r in report["steps"])
+    assert report["result"]["asset"]["content"] == result["asset"]["content"]
+    # The redacted key was not sent again as "[REDACTED]": the replayed record shows it redacted, nothing more.
+    first = prompts(report["result"])[0]
+    assert first["options"] == {} and first["input"] == TEXT
+
+
+def test_a_replay_by_task_id(text_worker, textops_url):
+    from support.toolkit import run_cli
+
+    from mediaconduit_worker import transform
+
+    async_result = transform.delay(TEXT, textops_url, "rot13", {})
+    async_result.get(timeout=60)
+    code, report, output = run_cli("replay", async_result.id, "--verify", "--json")
+    assert code == 0, output
+    assert report["same"] is True
+
+
+def test_a_changed_provider_commit_is_reported_different(text_worker, tmp_path):
+    """The record pins each step's commit: a new push changes nothing; a record naming another commit differs."""
+    folder = tmp_path / "textops"
+    shutil.copytree(REPO / "providers" / "textops-provider", folder)
+    url = publish(folder, "textops-changing", org="tests")
+    old = head_commit("textops-changing", org="tests")
+    result = run_chain((TEXT, url, "rot13", {}), (url, "wordcount", {}))
+
+    code_file = folder / "src" / "textops_provider" / "__init__.py"
+    code_file.write_text(code_file.read_text().replace('f"{len(words)} words"', 'f"{len(words)} word(s)"'))
+    publish(folder, "textops-changing", org="tests")
+    new = head_commit("textops-changing", org="tests")
+    assert new != old
+
+    code, report, output = replay(result, tmp_path, "--verify")
+    assert code == 0 and report["same"], output  # still at the recorded commit
+
+    moved = _with_commit(result, step=2, commit=new)
+    code, report, output = replay(moved, tmp_path, "--verify")
+    assert code == 1
+    assert [r["same"] for r in report["steps"]] == [True, False]
+
+    code, _, output = replay(moved, tmp_path, "--verify")  # the table names the step
+    assert code == 1
+
+    gone = _with_commit(result, step=1, commit="0" * 40)
+    code, _, output = replay(gone, tmp_path, "--verify")
+    assert code == 1 and "no ref '" + "0" * 40 + "'" in output
+
+
+def test_the_table_names_the_step_that_differed(text_worker, tmp_path):
+    """A non-deterministic step (a provider whose output changes each run) is named."""
+    from support.toolkit import run_cli
+
+    folder = tmp_path / "clock"
+    folder.mkdir()
+    (folder / "MediaConduit.provider.yml").write_text(
+        "id: clock\nname: Clock\ncapabilities: [text-to-text]\nmodels: [{id: now, capabilities: [text-to-text]}]\n"
+        "main: provider.py\n")
+    (folder / "provider.py").write_text(
+        "import time, uuid\nfrom mediaconduit_worker import *\n\n"
+        "class M(TextToTextModel):\n    def transform(self, input, options=None):\n"
+        "        started = time.perf_counter()\n"
+        "        return Text.from_string(input_text(input) + ' ' + uuid.uuid4().hex,\n"
+        "            metadata={'generation_prompt': self.generation_prompt(input, options, started)})\n\n"
+        "class P(MediaProvider):\n    model_classes = {MediaCapability.TEXT_TO_TEXT: M}\n")
+    clock = publish(folder, "clock-provider", org="tests")
+    textops = publish(REPO / "providers" / "textops-provider", "textops-provider")
+    result = run_chain((TEXT, textops, "rot13", {}), (clock, "now", {}))
+    path = tmp_path / "r.json"
+    import json
+
+    path.write_text(json.dumps(result))
+    code, _, output = run_cli("replay", str(path), "--verify")
+    assert code == 1
+    assert "different: step 2 (now)" in output and "same" in output
+
+
+def test_records_that_cannot_be_replayed_are_refused_clearly(text_worker, textops_url, tmp_path):
+    from support.toolkit import run_cli
+
+    folder_result = run_chain((TEXT, str(REPO / "providers" / "textops-provider"), "rot13", {}))
+    code, _, output = replay(folder_result, tmp_path)
+    assert code == 1 and "was a path source" in output
+
+    old = run_chain((TEXT, textops_url, "rot13", {}))
+    del old["metadata"]["generation_prompt"]["record_version"]
+    code, _, output = replay(old, tmp_path)
+    assert code == 1 and "before record format 1" in output
+
+    code, _, output = run_cli("replay", "no-such-task-id")
+    assert code == 1 and "neither a file nor a task id" in output
+
+
+def test_a_media_input_comes_back_by_digest_or_is_refused_when_gone(text_worker, textops_url, tmp_path):
+    """The first input may be media: it is found again by its digest, and a missing blob is named."""
+    from mediaconduit_worker.blobs import BlobStore
+    from mediaconduit_worker.errors import ReplayError
+    from mediaconduit_worker.worker.replay import plan
+
+    data = b"media bytes " + tmp_path.name.encode()
+    uri, digest = BlobStore().put(data)
+    record = run_chain((TEXT, textops_url, "rot13", {}))
+    record["metadata"]["generation_prompt"]["input"] = {"type": "image", "uri": uri, "sha256": digest,
+                                                        "size": len(data), "mime_type": "image/png", "metadata": {}}
+    original, _ = plan(record)
+    assert original["sha256"] == digest
+    BlobStore().path_for(digest).unlink()
+    with pytest.raises(ReplayError, match=f"blob sha256:{digest}.*is gone"):
+        plan(record)
+
+
+def _with_commit(result: dict, step: int, commit: str) -> dict:
+    """A copy of ``result`` whose record says step ``step`` ran at ``commit``."""
+    import copy
+
+    edited = copy.deepcopy(result)
+    prompt = edited["metadata"]["generation_prompt"]
+    for _ in range(len(prompts(result)) - step):
+        prompt = prompt["input"]["metadata"]["generation_prompt"]
+    prompt["provider_commit"] = commit
+    return edited
