@@ -71,6 +71,17 @@ def use(d: Deadline) -> Iterator[Deadline]:
         _current.reset(token)
 
 
+@contextmanager
+def lifted() -> Iterator[None]:
+    """Run the block without the job's deadline: cleanup that must still happen once it has passed
+    (cancelling paid remote work), in the moment the worker keeps back before its hard limit."""
+    token = _current.set(None)
+    try:
+        yield
+    finally:
+        _current.reset(token)
+
+
 def deadline(seconds: float, what: str) -> AbstractContextManager[Deadline]:
     """Run the block with a deadline ``seconds`` from now; ``what`` names the job in errors."""
     return use(Deadline(time.monotonic() + seconds, seconds, what))
