@@ -33,6 +33,7 @@ bench: venv
 	$(PY) bench/bench_remote.py
 	$(PY) bench/bench_media.py
 	$(PY) bench/bench_validate.py
+	$(PY) bench/bench_routing.py
 
 ## Offline base image for the reference services (no registry needed).
 base-image:
@@ -54,6 +55,8 @@ wheelhouse: venv
 up: base-image wheelhouse compose/.env
 	mkdir -p compose/data/blobs
 	$(COMPOSE) up -d --build
+	@echo "The stack is up. From this folder, this runs a job on it (echo-provider, served by the stack's git service):"
+	@bash scripts/stack-command.sh compose/.env
 
 down:
 	-docker ps -aq --filter label=org.mediaconduit.managed=1 --filter network=mediaconduit | xargs -r docker rm -f

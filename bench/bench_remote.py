@@ -152,7 +152,7 @@ def main() -> None:
 
     print(f"OpenRouter provider, stand-in API answering in {args.latency * 1000:.0f} ms, embedded Redis, "
           f"{os.cpu_count()} cores:")
-    prefork = start_celery("mediaconduit_worker.celery_app", "text-to-text", 2, "prefork")
+    prefork = start_celery("mediaconduit_worker.celery_app", "text-to-text", 2, ["-P", "prefork"])
     try:
         run_batch(url, 4, "warm-prefork")
         prefork_rate = run_batch(url, args.prefork_jobs, "prefork")
@@ -160,14 +160,14 @@ def main() -> None:
     finally:
         prefork.terminate()
         prefork.wait()
-    raw = start_celery("raw_app", "raw-bench", IO_CONCURRENCY, "threads")
+    raw = start_celery("raw_app", "raw-bench", IO_CONCURRENCY, ["-P", "threads"])
     try:
         raw_rate(apis, 200)
         yardstick = raw_rate(apis, args.jobs)
     finally:
         raw.terminate()
         raw.wait()
-    io = start_celery("mediaconduit_worker.celery_app", "text-to-text", IO_CONCURRENCY, "threads")
+    io = start_celery("mediaconduit_worker.celery_app", "text-to-text", IO_CONCURRENCY, ["-P", "threads"])
     mem: dict[str, float] = {}
     try:
         run_batch(url, 200, "warm-io")  # provider loaded, every thread and connection made once

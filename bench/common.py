@@ -30,10 +30,10 @@ def isolated_environment() -> Path:
     return home
 
 
-def start_celery(app_module: str, queue: str, concurrency: int = 2, pool: str = "prefork") -> subprocess.Popen[bytes]:
-    """A worker process; ``app_module`` is a Celery -A argument."""
-    cmd = [sys.executable, "-m", "celery", "-q", "-A", app_module, "worker", "-Q", queue, "-P", pool,
-           "-c", str(concurrency), "-n", f"{queue}-bench@%h", "-l", "WARNING"]
+def start_celery(app_module: str, queue: str, concurrency: int = 2, extra: list[str] | None = None) -> subprocess.Popen[bytes]:
+    """A worker process; ``app_module`` is a Celery -A argument, ``extra`` more arguments (``["-P", "threads"]``)."""
+    cmd = [sys.executable, "-m", "celery", "-q", "-A", app_module, "worker", "-Q", queue, "-c", str(concurrency),
+           "-n", f"{queue}-bench@%h", "-l", "WARNING", *(extra or [])]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "bench")])}
     proc = subprocess.Popen(cmd, env=env, start_new_session=True)
     from mediaconduit_worker.celery_app import app

@@ -1,16 +1,24 @@
-"""Media assets: what models take and return. Text is inline; binary media may be a blob reference."""
+"""Media assets: what models take and return. Text is inline; binary media may be a blob reference.
+
+An asset in a job's JSON comes from an untrusted submitter: ``asset_from_json`` accepts inline bytes,
+a ``blob://`` reference or an operator-allowed URL, never a path on the worker. Trusted code (providers,
+an operator's scripts) may still build an asset from a file: ``Image(uri="/path/x.png")``.
+"""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 from pathlib import Path
 from typing import IO, Any, ClassVar, Self
+from urllib.parse import unquote_to_bytes
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
-from .blobs import BlobStore
+from .blobs import BlobStore, blob_digest
 from .errors import InvalidInputError
+from .settings import get_settings
 
 
 class Asset(BaseModel):
@@ -149,10 +157,88 @@ class Video(BinaryAsset):
 ASSET_TYPES: dict[str, type[Asset]] = {"text": Text, "audio": Audio, "image": Image, "video": Video}
 
 
-def asset_from_json(value: dict[str, Any]) -> Asset:
-    """Rebuild an asset from its JSON form or from a whole TransformResult (as a chain passes it)."""
+def _decode_base64(text: Any, where: str) -> bytes:
+    """Inline bytes, checked against ``MEDIACONDUIT_MAX_INLINE_BYTES`` before they are decoded."""
+    if not isinstance(text, str):
+        raise InvalidInputError(f"{where} must be a base64 string, got {type(text).__name__}")
+    limit = get_settings().max_inline_bytes
+    if len(text) // 4 * 3 > limit:
+        raise InvalidInputError(f"{where} holds about {len(text) // 4 * 3:,} bytes, more than MEDIACONDUIT_MAX_INLINE_BYTES "
+                                f"allows ({limit:,}); send large media as a blob:// reference or an allowed URL")
+    try:
+        return base64.b64decode(text, validate=True)
+    except ValueError as exc:
+        raise InvalidInputError(f"{where} is not valid base64: {exc}") from None
+
+
+def _decode_data_url(url: str, where: str) -> tuple[bytes, str]:
+    """The bytes and media type of a ``data:[<type>][;base64],<data>`` URL."""
+    header, sep, body = url[len("data:"):].partition(",")
+    if not sep:
+        raise InvalidInputError(f"{where}: a data: URL needs a ',' before its data")
+    params = header.split(";")
+    mime = params[0].strip() or "text/plain"
+    if params[-1].strip().lower() == "base64":
+        return _decode_base64(body, where), mime
+    limit = get_settings().max_inline_bytes
+    if len(body) > 3 * limit:  # percent-encoding takes at most three characters a byte
+        raise InvalidInputError(f"{where}: the data: URL is longer than MEDIACONDUIT_MAX_INLINE_BYTES allows ({limit:,})")
+    data = unquote_to_bytes(body)
+    if len(data) > limit:
+        raise InvalidInputError(f"{where}: the data: URL holds {len(data):,} bytes, more than "
+                                f"MEDIACONDUIT_MAX_INLINE_BYTES allows ({limit:,})")
+    return data, mime
+
+
+def binary_source(value: dict[str, Any], where: str) -> tuple[str, Any]:
+    """Where a job's binary asset comes from, checked without reading or fetching anything:
+    ``("bytes", (data, mime))`` for inline data, ``("blob", digest)`` or ``("url", url)``.
+
+    A job submitter is not trusted: file paths and ``file://`` URLs (the worker's own files, such as
+    ``/proc/self/environ``) are refused here; only trusted code builds assets from files.
+    """
+    data, uri = value.get("data"), value.get("uri")
+    if data is not None and uri is not None:
+        raise InvalidInputError(f"{where}: give either 'data' (base64) or 'uri', not both")
+    if data is not None:
+        return "bytes", (_decode_base64(data, f"{where} field 'data'"), None)
+    if not isinstance(uri, str) or not uri:
+        raise InvalidInputError(f"{where} needs 'data' (base64) or a 'uri' (blob://sha256/<hex>, a data: URL "
+                                "or an allowed http(s) URL)")
+    field = f"{where} field 'uri'"
+    scheme = uri.split(":", 1)[0].lower() if ":" in uri else ""
+    if scheme == "data":
+        return "bytes", _decode_data_url(uri, field)
+    if scheme == "blob":
+        digest = blob_digest(uri)
+        if digest is None:
+            raise InvalidInputError(f"{field}: {uri[:120]!r} is not a blob reference (blob://sha256/<64 hex digits>)")
+        claimed = value.get("sha256")
+        if claimed is not None and claimed != digest:
+            raise InvalidInputError(f"{where} field 'sha256': {claimed!r} is not the digest its uri names ({digest})")
+        return "blob", digest
+    if scheme in ("http", "https"):
+        return "url", uri
+    if scheme in ("file", "") or len(scheme) == 1 or not scheme.isalnum():  # a path (C:\ too) or no URL at all
+        raise InvalidInputError(f"{field}: file paths and file:// URLs are not accepted from a job "
+                                "(the worker's own files); send the bytes inline ('data') or as a blob:// reference")
+    raise InvalidInputError(f"{field}: unsupported URL scheme {scheme!r}; expected blob://, data: or an allowed http(s) URL")
+
+
+def _at(where: str) -> str:
+    """Where an asset stands, for messages about the asset as a whole (nothing for the input itself)."""
+    return "" if where == "input" else f"{where}: "
+
+
+def asset_from_json(value: dict[str, Any], where: str = "input") -> Asset:
+    """Rebuild an asset from a job's JSON (an asset, or a whole TransformResult as a chain passes it).
+
+    Binary media come inline, as a ``blob://`` reference that must be in the store, or from a URL the
+    operator allows (fetched into the store here); anything else is an ``InvalidInputError`` naming
+    ``where`` and the field.
+    """
     if "asset" in value and isinstance(value["asset"], dict):
-        asset = asset_from_json(value["asset"])
+        asset = asset_from_json(value["asset"], f"{where}.asset")
         prompt = (value.get("metadata") or {}).get("generation_prompt")
         if prompt is not None:
             asset.metadata.setdefault("generation_prompt", prompt)
@@ -160,26 +246,57 @@ def asset_from_json(value: dict[str, Any]) -> Asset:
     kind = value.get("type")
     cls = ASSET_TYPES.get(kind) if isinstance(kind, str) else None
     if cls is None:
-        raise InvalidInputError(f"input asset has unknown type {kind!r}; expected one of {sorted(ASSET_TYPES)}")
-    fields = {k: v for k, v in value.items() if k != "type" and k in cls.model_fields}
-    if cls is Text:
-        if not isinstance(value.get("content"), str):
-            raise InvalidInputError("text input asset needs a string 'content'")
-        return Text(**fields)
-    if not value.get("uri"):
-        raise InvalidInputError(f"{kind} input asset needs a blob 'uri'")
-    return cls(**fields)
+        raise InvalidInputError(f"{_at(where)}input asset has unknown type {kind!r}; expected one of {sorted(ASSET_TYPES)}")
+    fields = {k: v for k, v in value.items() if k in cls.model_fields and k not in ("uri", "sha256", "size")}
+    try:
+        if not issubclass(cls, BinaryAsset):
+            if not isinstance(value.get("content"), str):
+                raise InvalidInputError(f"{_at(where)}text input asset needs a string 'content'")
+            return Text(**fields)
+        source, detail = binary_source(value, where)
+        if source == "bytes":
+            data, mime = detail
+            if mime and not fields.get("mime_type"):
+                fields["mime_type"] = mime
+            return cls(data=data, **fields)
+        if source == "url":
+            from .fetch import fetch_input  # the network client only where a URL is actually fetched
+
+            uri, digest, size, mime = fetch_input(detail, f"{where} field 'uri'")
+            if mime and not fields.get("mime_type"):
+                fields["mime_type"] = mime
+            return cls(uri=uri, sha256=digest, size=size, **fields)
+        store = BlobStore()
+        if not store.has(detail):
+            raise InvalidInputError(f"{where} field 'uri': blob {value['uri']!r} is not in the blob store")
+        return cls(uri=value["uri"], sha256=detail, size=store.path_for(detail).stat().st_size, **fields)
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        name = ".".join(str(p) for p in problem["loc"]) or "asset"
+        raise InvalidInputError(f"{where} field {name!r}: {problem['msg']}") from None
 
 
-def job_input(value: Any) -> Any:
+def check_job_input(value: Any, where: str = "input") -> None:
+    """What ``job_input`` refuses without touching the store or the network (the batch reader's check)."""
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            check_job_input(item, f"{where}[{i}]")
+    elif isinstance(value, dict):
+        if isinstance(value.get("asset"), dict):
+            check_job_input(value["asset"], f"{where}.asset")
+        elif value.get("type") in ASSET_TYPES and value.get("type") != "text":
+            binary_source(value, where)
+
+
+def job_input(value: Any, where: str = "input") -> Any:
     """A job's JSON input as models take it: ``str``, an asset (from asset JSON or a TransformResult),
     or a list of them."""
     if isinstance(value, str):
         return value
     if isinstance(value, dict):
-        return asset_from_json(value)
+        return asset_from_json(value, where)
     if isinstance(value, list) and value:
-        return [job_input(v) for v in value]
+        return [job_input(v, f"{where}[{i}]") for i, v in enumerate(value)]
     raise InvalidInputError(
         f"invalid input of type {type(value).__name__}: expected a string, an asset, a TransformResult or a list of them"
     )

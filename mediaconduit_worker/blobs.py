@@ -1,21 +1,35 @@
-"""Content-addressed blob store: binary media travel by reference, never inside the result backend."""
+"""Content-addressed blob store: binary media travel by reference, never inside the result backend.
+
+A blob is named by the SHA-256 of its bytes, and reading one checks them against that name, so a
+reference a job hands in can only ever yield the bytes it names.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import IO
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
+from .errors import InvalidInputError
 from .settings import get_settings
 
 SCHEME = "blob"
 CHUNK = 1 << 20
 """Bytes per read/write when copying files and streams: memory stays flat for media of any size."""
+#: The one form of a blob reference: ``blob://sha256/<64 lower-case hex digits>``.
+BLOB_URI = re.compile(r"^blob://sha256/(?P<digest>[0-9a-f]{64})$")
+
+
+def blob_digest(uri: str) -> str | None:
+    """The digest named by a well-formed ``blob://`` reference, else None."""
+    m = BLOB_URI.match(uri)
+    return m.group("digest") if m else None
 
 
 class BlobStore:
@@ -29,16 +43,14 @@ class BlobStore:
             raise ValueError(f"not a sha256 digest: {sha256!r}")
         return self.root / "sha256" / sha256[:2] / sha256
 
+    def has(self, sha256: str) -> bool:
+        return self.path_for(sha256).is_file()
+
     def put(self, data: bytes) -> tuple[str, str]:
         """Store ``data`` once (atomic rename, so concurrent writers are safe); return (uri, sha256)."""
         digest = hashlib.sha256(data).hexdigest()
-        target = self.path_for(digest)
-        if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, target)
+        if not self.path_for(digest).exists():
+            self.put_stream([data])
         return f"{SCHEME}://sha256/{digest}", digest
 
     def writer(self) -> BlobWriter:
@@ -47,7 +59,10 @@ class BlobStore:
         return BlobWriter(self)
 
     def put_stream(self, chunks: Iterable[bytes]) -> tuple[str, str, int]:
-        """Store a stream of byte chunks without holding it whole; return (uri, sha256, size)."""
+        """Store bytes as they arrive, hashing while writing; return (uri, sha256, size).
+
+        Nothing is kept when ``chunks`` raises (e.g. a size cap or a deadline enforced by the caller).
+        """
         with self.writer() as w:
             for chunk in chunks:
                 w.write(chunk)
@@ -59,24 +74,24 @@ class BlobStore:
             return self.put_stream(iter(lambda: fh.read(CHUNK), b""))
 
     def get(self, uri: str) -> bytes:
-        """Read a ``blob://``, ``file://`` or plain-path reference."""
+        """The bytes of a ``blob://`` reference, checked against its digest; trusted code (providers,
+        an operator's scripts) may also read a ``file://`` URL or a plain path. Job JSON never gets
+        here with anything but a blob reference (see ``assets.asset_from_json``)."""
+        digest = blob_digest(uri)
+        if digest is not None:
+            try:
+                data = self.path_for(digest).read_bytes()
+            except FileNotFoundError:
+                raise InvalidInputError(f"blob {uri!r} is not in the blob store {self.root}") from None
+            if hashlib.sha256(data).hexdigest() != digest:
+                raise InvalidInputError(f"blob {uri!r} in {self.root} does not match its digest: the stored copy is damaged")
+            return data
         parsed = urlparse(uri)
-        if parsed.scheme == SCHEME:
-            path = self.path_for(parsed.path.rsplit("/", 1)[-1])
-        elif parsed.scheme in ("file", ""):
-            path = Path(parsed.path)
-        elif parsed.scheme in ("http", "https"):
-            import httpx
-
-            response = httpx.get(uri, timeout=60, follow_redirects=True)
-            response.raise_for_status()
-            return response.content
-        else:
-            raise ValueError(f"unsupported blob uri {uri!r}")
-        try:
-            return path.read_bytes()
-        except FileNotFoundError:
-            raise FileNotFoundError(f"blob {uri!r} not found in store {self.root}") from None
+        if parsed.scheme == "file":
+            return Path(unquote(parsed.path)).read_bytes()
+        if parsed.scheme == "" and uri:
+            return Path(uri).read_bytes()
+        raise InvalidInputError(f"unsupported blob uri {uri!r}: expected blob://sha256/<hex>")
 
 
 class BlobWriter:
@@ -88,7 +103,7 @@ class BlobWriter:
         self.size = 0
         self.sha256 = ""
         self.uri = ""
-        incoming = store.root / "sha256"
+        incoming = store.root / "incoming"
         incoming.mkdir(parents=True, exist_ok=True)
         fd, self._tmp = tempfile.mkstemp(dir=incoming, prefix=".tmp-")
         self._fh: IO[bytes] = os.fdopen(fd, "wb")

@@ -13,11 +13,14 @@ The tree::
     ├── ServiceError                  a Docker service that cannot be built, started or made healthy
     ├── PoisonJobError                a job that crashed its worker process on every delivery
     ├── ReplayError                   a record that cannot be run again as it was (no commit, blob gone)
+    ├── RouteError                    a routes file or route name that is wrong (names the route and candidate)
+    ├── BudgetExceededError           a job whose estimated cost exceeds what its route's or batch's budget has left
     ├── TimeLimitError                a job that ran past its hard time limit (names provider and model)
     ├── ProviderExecutionError        the provider's own code raised while transforming
     │   ├── ProviderHTTPError         an API answered 4xx: wrong key, bad request, unknown model
     │   └── ProviderResponseError     an API answered something it should not have (bad JSON, no fields)
     └── TransientError                the one retryable kind: 429/5xx, a restarting service, a broker blip
+        └── RouteUnavailableError     every candidate of a route failed transiently, cooled down or at its limit
 
 ``TransientError`` is the exception to "permanent": the task retries it with backoff (honouring
 ``retry_after``) until its retries are used up.
@@ -73,6 +76,15 @@ class ReplayError(MediaConduitError):
     """A record that cannot be replayed as it was; the message names the step and why."""
 
 
+class RouteError(MediaConduitError):
+    """A routes file that cannot be used, or a job naming a route it does not hold; the message names
+    the route, the candidate and the field."""
+
+
+class BudgetExceededError(MediaConduitError):
+    """A job refused before any call: its estimated cost exceeds what its route's or batch's budget has left."""
+
+
 class TimeLimitError(MediaConduitError):
     """A job that ran past its hard time limit; raised in every pool, the message names provider and model."""
 
@@ -95,8 +107,23 @@ class ProviderResponseError(ProviderExecutionError):
 
 
 class TransientError(MediaConduitError):
-    """Worth retrying with backoff: a restarting service, HTTP 429/5xx, a broker blip."""
+    """Worth retrying with backoff: a restarting service, HTTP 429/5xx, a broker blip.
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    ``status`` is the HTTP status when an API answered one (routes record it per attempt).
+    """
+
+    def __init__(self, message: str, retry_after: float | None = None, status: int | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.status = status
+
+
+class RouteUnavailableError(TransientError):
+    """No candidate of a route could serve this delivery; the job is retried with backoff.
+
+    ``attempts`` are the per-candidate records (the same shape results carry).
+    """
+
+    def __init__(self, message: str, retry_after: float | None = None, attempts: list[dict] | None = None) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.attempts = attempts or []

@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -31,6 +32,22 @@ log = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
 """Statuses worth another try: rate limits, overload (Anthropic's 529) and gateway trouble."""
+CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization", "x-api-key", "xi-api-key", "api-key"})
+"""Headers that carry credentials: a redirect to another origin never gets them (nor a client's own auth headers)."""
+MAX_REDIRECTS = 10
+
+_fail_fast: ContextVar[bool] = ContextVar("mediaconduit_http_fail_fast", default=False)
+
+
+@contextmanager
+def fail_fast() -> Iterator[None]:
+    """Within this block clients raise ``TransientError`` at the first 429/5xx/unreachable instead of
+    retrying inline: a route has another candidate to try at once (per thread, via a context variable)."""
+    token = _fail_fast.set(True)
+    try:
+        yield
+    finally:
+        _fail_fast.reset(token)
 
 
 def parse_retry_after(headers: Mapping[str, str], now: datetime | None = None) -> float | None:
@@ -113,6 +130,7 @@ class HttpClient:
         self.max_inline_wait = max_inline_wait
         self.auth_hint = auth_hint
         self._auth = dict(auth_headers or {})
+        self._credential_headers = CREDENTIAL_HEADERS | {name.lower() for name in self._auth}
         # The raw key as well as the header value ("Bearer <key>"): APIs echo the key alone.
         found = [s for s in (secrets or []) if s]
         for value in self._auth.values():
@@ -120,7 +138,8 @@ class HttpClient:
         self._secrets = sorted({s for s in found if len(s) >= 6}, key=len, reverse=True)
         sent = {"User-Agent": "mediaconduit-worker", **dict(headers or {})}
         self._clients = _ClientPool(lambda ssl: httpx.Client(
-            headers=sent, timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)), follow_redirects=True, verify=ssl,
+            headers=sent, timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)), verify=ssl,
+            follow_redirects=False,  # followed by _follow, which drops credentials on a cross-origin hop
         ))
 
     def __repr__(self) -> str:  # never the headers: they hold the key
@@ -269,6 +288,21 @@ class HttpClient:
         assert d is not None
         return d.error(self.scrub(during))
 
+    def _follow(self, client: httpx.Client, response: httpx.Response, stream: bool, label: str) -> httpx.Response:
+        """Follow redirects; a hop to another origin (scheme, host or port) loses every credential header,
+        so a key is never handed to a host the API (or whoever controls its redirects) points at."""
+        hops = 0
+        while (hop := response.next_request) is not None:
+            response.close()
+            if hops == MAX_REDIRECTS:
+                raise ProviderResponseError(self.scrub(f"{self.provider}: {label} redirected more than {MAX_REDIRECTS} times"))
+            if _origin(hop.url) != _origin(response.request.url):
+                for name in self._credential_headers:
+                    hop.headers.pop(name, None)
+            response = client.send(hop, stream=stream)
+            hops += 1
+        return response
+
     def _delay(self, attempt: int) -> float:
         base = min(self.backoff * (2 ** attempt), self.max_backoff)
         return base * (0.8 + 0.4 * random.random())
@@ -290,6 +324,7 @@ class HttpClient:
         url, own = self._url(path)
         sent_headers = {**(self._auth if own else {}), **dict(headers or {})}
         label = f"{method} {self._show(path)}"
+        max_retries = 0 if _fail_fast.get() else self.max_retries
         attempt = 0
         while True:
             # Never longer than the job has left (deadline.py): a hung API ends with the job's time limit.
@@ -299,7 +334,7 @@ class HttpClient:
                 timeout=httpx.Timeout(wait, connect=min(wait, 10.0)),
             )
             try:
-                response = client.send(request, stream=stream)
+                response = self._follow(client, client.send(request, stream=stream), stream, label)
             except httpx.TimeoutException:
                 if by_deadline:
                     raise self._past_deadline(label) from None
@@ -308,8 +343,8 @@ class HttpClient:
             except httpx.TransportError as exc:
                 message = self.scrub(f"{self.provider}: cannot reach {self.base_url} ({label}): {type(exc).__name__}: {exc}")
                 delay = self._delay(attempt)
-                if attempt < self.max_retries and self._can_wait(delay):
-                    log.warning("%s; retrying in %.1fs (%d/%d)", message, delay, attempt + 1, self.max_retries)
+                if attempt < max_retries and self._can_wait(delay):
+                    log.warning("%s; retrying in %.1fs (%d/%d)", message, delay, attempt + 1, max_retries)
                     time.sleep(delay)
                     attempt += 1
                     continue
@@ -328,12 +363,12 @@ class HttpClient:
             if response.status_code in RETRY_STATUSES:
                 retry_after = parse_retry_after(response.headers)
                 delay = retry_after if retry_after is not None else self._delay(attempt)
-                if attempt < self.max_retries and delay <= self.max_inline_wait and self._can_wait(delay):
-                    log.warning("%s; retrying in %.1fs (%d/%d)", message, delay, attempt + 1, self.max_retries)
+                if attempt < max_retries and delay <= self.max_inline_wait and self._can_wait(delay):
+                    log.warning("%s; retrying in %.1fs (%d/%d)", message, delay, attempt + 1, max_retries)
                     time.sleep(delay)
                     attempt += 1
                     continue
-                raise TransientError(message, retry_after=delay)
+                raise TransientError(message, retry_after=delay, status=response.status_code)
             if response.status_code in (401, 403) and self.auth_hint:
                 message += f" ({self.auth_hint})"
             raise ProviderHTTPError(message, status=response.status_code, api_message=self.scrub(api_message or ""))
@@ -397,6 +432,10 @@ class _GivesBack(httpx.SyncByteStream):
             give_back, self._give_back = self._give_back, None
             if give_back is not None:
                 give_back()
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    return url.scheme, url.host, url.port
 
 
 def _json_loads(line: str) -> Any:

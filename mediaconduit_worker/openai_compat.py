@@ -224,10 +224,3 @@ class OpenAICompatProvider(RemoteProvider):
         if cost:
             metadata["cost"] = cost
         return metadata
-
-    def pricing_of(self, model_id: str) -> dict[str, Any] | None:
-        """Per-token pricing of a listed model (None if unknown); never triggers discovery."""
-        for m in self._models or []:
-            if m.id == model_id:
-                return m.pricing
-        return None

@@ -15,6 +15,7 @@ from .errors import ConfigurationError, UnknownModelError
 from .http import HttpClient
 from .manifest import ProviderManifest
 from .models import Model
+from .sources import Checkout
 
 
 class ProviderType(str, Enum):
@@ -88,6 +89,8 @@ class MediaProvider:
 
     service_host: ServiceHost | None = None
     """Set by the worker that loads the provider; SDK code never imports the Docker runtime."""
+    source: Checkout | None = None
+    """Where the worker loaded the provider from: a relative service URL resolves against it."""
 
     def __init__(self) -> None:
         self._mc_sync = threading.RLock()
@@ -118,11 +121,12 @@ class MediaProvider:
         self.config.update({k: v for k, v in config.items() if v is not None})
 
     def start_service(self, url: str) -> ServiceInfo:
-        """The running, healthy service of repository ``url``, through the runtime's service host."""
+        """The running, healthy service of repository ``url``, through the runtime's service host; a relative
+        ``url`` (``../../services/x``) is a folder of the provider's own repository, at the same commit."""
         if self.service_host is None:
             raise ConfigurationError(f"provider {self.id!r} needs the Docker service {url!r}, but it was not "
                                      "loaded by a worker that runs services")
-        return self.service_host.ensure(url, origin=self.id)
+        return self.service_host.ensure(self.source.resolve(url) if self.source else url, origin=self.id)
 
     # -- models -------------------------------------------------------------
     def _mc_lock(self) -> threading.RLock:
@@ -155,6 +159,14 @@ class MediaProvider:
             )
             for m in self.manifest.models
         ]
+
+    def pricing_of(self, model_id: str) -> dict[str, Any] | None:
+        """The pricing of a model already listed (None if unknown); never triggers discovery, so the
+        worker can price every call without an extra request."""
+        for m in self._models or []:
+            if m.id == model_id:
+                return m.pricing
+        return None
 
     def get_models_for_capability(self, cap: MediaCapability | str) -> list[ProviderModel]:
         wanted = capability(cap)

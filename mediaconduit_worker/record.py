@@ -9,14 +9,17 @@ or by its shape (``sk-…``, ``AKIA…``, a JWT, ``Bearer …``, ``user:pass@`` 
 
 from __future__ import annotations
 
+import base64
+import copy
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from .assets import Asset
+from .errors import ProviderExecutionError
 
 REDACTED = "[REDACTED]"
 
@@ -26,26 +29,33 @@ _SECRET_WORDS = frozenset({
     "token", "secret", "secrets", "password", "passwd", "pass", "pwd", "passphrase", "auth", "authorization",
     "credential", "credentials", "cookie", "cookies", "session", "dsn", "apikey", "bearer", "signature",
 })
+#: A last word that makes the key describe a secret rather than hold one (``token_count``, ``auth_type``).
+_DESCRIBING_WORDS = frozenset({"count", "limit", "length", "size", "type", "mode", "method", "version", "enabled"})
 _WORD = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+")
 
-#: Token shapes worth redacting wherever they stand in a string.
+#: Token shapes worth redacting wherever they stand in a string. Prefixed keys and ``bearer``/``token``
+#: values need a digit and ``Basic`` values must decode to ``user:password``, so names and prose
+#: ("xai-provider", "a basic principle") are kept.
 _SECRET_SHAPES = re.compile(
     r"""
-    \b(?:sk|rk)[-_][A-Za-z0-9_\-]{8,}                      # OpenAI, Anthropic, Stripe style
-    | \b(?:xai|hf|ghp|gho|ghu|ghs|ghr|glpat|npm|pypi)[-_][A-Za-z0-9_\-]{8,}
+    \b(?:sk|rk)[-_](?=[A-Za-z0-9_\-]*\d)[A-Za-z0-9_\-]{8,}    # OpenAI, Anthropic, Stripe style
+    | \b(?:xai|hf|ghp|gho|ghu|ghs|ghr|glpat|npm|pypi)[-_](?=[A-Za-z0-9_\-]*\d)[A-Za-z0-9_\-]{8,}
     | \bgithub_pat_[A-Za-z0-9_]{8,}
     | \bxox[abeoprs]-[A-Za-z0-9\-]{8,}                     # Slack
     | \b(?:AKIA|ASIA)[0-9A-Z]{16}\b                        # AWS access key id
     | \bAIza[0-9A-Za-z_\-]{30,}                            # Google API key
     | \beyJ[A-Za-z0-9_\-]{5,}\.eyJ[A-Za-z0-9_\-]{5,}\.[A-Za-z0-9_\-]*   # JWT
-    | (?i:\b(?:bearer|basic|token)\s+)[A-Za-z0-9+/=_\-.~]{8,}          # Authorization header values
+    | (?i:\b(?:bearer|token)\s+)(?=[A-Za-z0-9+/=_\-.~]*\d)[A-Za-z0-9+/=_\-.~]{8,}   # Authorization values
+    | (?i:\bbasic\s+)(?P<basic>[A-Za-z0-9+/]{6,}={0,2})
     """,
     re.VERBOSE,
 )
-#: ``scheme://user:password@`` (and long bare user tokens such as ``https://ghp_…@github.com``).
-_USERINFO = re.compile(r"(?<=://)(?:[^/\s@:]+:[^/\s@]*|[^/\s@:]{20,})@")
+#: ``scheme://user:password@`` (also ``redis://:password@``) and long bare user tokens
+#: (``https://ghp_…@github.com``); group ``secret`` is the password or the token.
+_USERINFO = re.compile(r"(?<=://)(?:[^/\s@:]*:(?P<password>[^/\s@]+)|(?P<token>[^/\s@:]{20,}))@")
 _QUERY_SECRET = re.compile(
-    r"(?i)([?&](?:api[_-]?key|key|token|access[_-]?token|auth|signature|sig|password|secret|client[_-]?secret)=)[^&#\s]+"
+    r"(?i)([?&](?:api[_-]?key|key|token|access[_-]?token|auth|signature|sig|password|secret|client[_-]?secret)=)"
+    r"(?P<value>[^&#\s]+)"
 )
 
 
@@ -55,9 +65,12 @@ def key_words(key: str) -> list[str]:
 
 
 def is_secret_key(key: str) -> bool:
-    """Whether a key name says its value is a credential."""
+    """Whether a key name says its value is a credential (``api_key``, ``openai_key``, ``pwd``, ``dsn`` …)
+    and not a property of one (``max_tokens``, ``token_count``, ``auth_type``)."""
     words = key_words(key)
     if not words:
+        return False
+    if len(words) > 1 and words[-1] in _DESCRIBING_WORDS:
         return False
     joined = "".join(words)
     return (
@@ -69,11 +82,27 @@ def is_secret_key(key: str) -> bool:
     )
 
 
+def _is_basic_credentials(value: str) -> bool:
+    """Whether ``value`` is base64 of ``user:password`` (what follows ``Basic`` in a header)."""
+    try:
+        return b":" in base64.b64decode(value + "=" * (-len(value) % 4), validate=True)
+    except ValueError:
+        return False
+
+
+def _shape_matches(text: str) -> Iterator[re.Match[str]]:
+    for m in _SECRET_SHAPES.finditer(text):
+        if m.group("basic") is None or _is_basic_credentials(m.group("basic")):
+            yield m
+
+
 def redact_text(text: str) -> str:
     """``text`` with token-shaped values, URL userinfo and secret query parameters replaced."""
     if not text:
         return text
-    text = _SECRET_SHAPES.sub(REDACTED, text)
+    text = _SECRET_SHAPES.sub(
+        lambda m: REDACTED if m.group("basic") is None or _is_basic_credentials(m.group("basic")) else m.group(0), text
+    )
     text = _USERINFO.sub(REDACTED + "@", text)
     return _QUERY_SECRET.sub(lambda m: m.group(1) + REDACTED, text)
 
@@ -95,6 +124,13 @@ def redact(value: Any) -> Any:
     return value
 
 
+def _secrets_in_text(text: str) -> Iterator[str]:
+    yield from (m.group(0) for m in _shape_matches(text))
+    for m in _USERINFO.finditer(text):
+        yield m.group("password") or m.group("token")
+    yield from (m.group("value") for m in _QUERY_SECRET.finditer(text))
+
+
 def secret_values(value: Any) -> list[str]:
     """The strings ``redact`` would hide in ``value``: scrub them from messages that quote them."""
     found: list[str] = []
@@ -109,7 +145,7 @@ def secret_values(value: Any) -> list[str]:
         elif isinstance(v, str):
             if secret and len(v) >= 4:
                 found.append(v)
-            found.extend(m.group(0) for m in _SECRET_SHAPES.finditer(v))
+            found.extend(s for s in _secrets_in_text(v) if len(s) >= 4)
         elif secret and isinstance(v, (int, float)) and not isinstance(v, bool) and len(str(v)) >= 4:
             found.append(str(v))
 
@@ -124,11 +160,72 @@ def scrub(text: str, secrets: Iterable[str] = ()) -> str:
     return redact_text(text)
 
 
+def _scrub_value(value: Any, secrets: list[str]) -> Any:
+    if isinstance(value, str):
+        return scrub(value, secrets)
+    if isinstance(value, list):
+        return [_scrub_value(v, secrets) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_scrub_value(v, secrets) for v in value)
+    if isinstance(value, dict):
+        return {_scrub_value(k, secrets): _scrub_value(v, secrets) for k, v in value.items()}
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    text, scrubbed = str(value), scrub(str(value), secrets)
+    return scrubbed if scrubbed != text else value
+
+
+def _quotes_secret(exc: BaseException, secrets: list[str]) -> bool:
+    texts = [str(exc), repr(exc.args), *(str(v) for v in vars(exc).values())]
+    return any(scrub(t, secrets) != t for t in texts)
+
+
+def scrub_exception(exc: BaseException, secrets: Iterable[str] = ()) -> BaseException:
+    """``exc`` itself when neither it nor the exceptions chained to it quote a secret; else a copy of
+    the chain with ``secrets`` and secret shapes scrubbed from every message, argument and string
+    attribute (a Celery result stores ``args``, a log prints the chain). The copies keep the original
+    tracebacks, whose frames show code, not values."""
+    secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+    chain: list[BaseException] = []
+    node: BaseException | None = exc
+    while node is not None and node not in chain:
+        chain.append(node)
+        node = node.__cause__ or (None if node.__suppress_context__ else node.__context__)
+    if not any(_quotes_secret(e, secrets) for e in chain):
+        return exc
+    clean: BaseException | None = None
+    for original in reversed(chain):  # innermost first, so each copy can point at its scrubbed cause
+        duplicate = _scrubbed_copy(original, secrets)
+        duplicate.__cause__, duplicate.__context__ = clean, None
+        duplicate.__suppress_context__ = True
+        clean = duplicate.with_traceback(original.__traceback__)
+    assert clean is not None
+    return clean
+
+
+def _scrubbed_copy(exc: BaseException, secrets: list[str]) -> BaseException:
+    """Same type, scrubbed ``args`` and attributes; a ``ProviderExecutionError`` naming the type when the
+    type cannot be copied or still shows a secret through its own ``__str__``."""
+    try:
+        clone = copy.copy(exc)
+        clone.args = tuple(_scrub_value(a, secrets) for a in exc.args)
+        for name, value in vars(exc).items():
+            setattr(clone, name, _scrub_value(value, secrets))
+        if not _quotes_secret(clone, secrets):
+            return clone
+    except Exception:  # an exception type that cannot be copied this way: fall through to a plain one
+        pass
+    return ProviderExecutionError(scrub(f"{type(exc).__name__}: {exc}", secrets))
+
+
 # -- generation prompts ---------------------------------------------------------------------------
 def describe_input(value: Any) -> Any:
-    """The raw input, assets included with their own generation prompts, as JSON."""
+    """The raw input, assets included with their own generation prompts, as JSON. An asset's metadata
+    came with the job (a submitter may put anything there) and is redacted like options."""
     if isinstance(value, Asset):
-        return value.to_json()
+        described = value.to_json()
+        described["metadata"] = redact(described["metadata"])
+        return described
     if isinstance(value, (list, tuple)):
         return [describe_input(v) for v in value]
     return value
@@ -180,12 +277,18 @@ class SourceInfo(BaseModel):
     kind: str
     ref: str | None = None
     commit: str | None = None
+    subdirectory: str | None = None
+    """The provider's folder inside its git repository (``#subdirectory=`` or a GitHub ``/tree/`` URL)."""
     version: str | None = None
     """``name==version`` of a PyPI provider."""
 
 
 class ResultMetadata(BaseModel):
     model_config = ConfigDict(extra="allow")
+    route: str | None = None
+    """The route a ``route:NAME`` job named; first, with ``candidate``, so short views (Flower) show them."""
+    candidate: dict[str, Any] | None = None
+    """The route's candidate that served: ``index`` (1-based), ``provider``, ``model``."""
     generation_prompt: dict[str, Any]
     provider: str
     provider_url: str
@@ -195,6 +298,9 @@ class ResultMetadata(BaseModel):
     source: SourceInfo
     task_id: str | None = None
     worker: str | None = None
+    attempts: list[dict[str, Any]] | None = None
+    """A routed job's tries in order: ``candidate``, ``provider``, ``model``, ``error`` (class), ``status``
+    (HTTP), ``duration_ms``, and ``skipped`` (cooldown, concurrency, rpm, tpm, budget) or ``message``."""
 
 
 class TransformResult(BaseModel):

@@ -32,6 +32,18 @@ class Settings(BaseSettings):
     result_expires: int = 7 * 24 * 3600
     provider_allow: str | None = None
     """Comma-separated URL prefixes a worker may load providers from; unset allows all."""
+    max_job_bytes: int = 8 * 1024 * 1024
+    """Largest job (its JSON arguments) a producer sends or a worker runs; a job from a submitter must
+    not fill Redis or a worker's memory."""
+    max_inline_bytes: int = 4 * 1024 * 1024
+    """Largest inline input asset (base64 ``data`` or a ``data:`` URL), decoded."""
+    input_url_allow: str | None = None
+    """Comma-separated URL prefixes a job's input asset may be fetched from; unset allows none. Never
+    loopback, private, link-local or metadata addresses, whatever the prefix."""
+    input_url_max_bytes: int = 100 * 1024 * 1024
+    """Largest input asset fetched from an allowed URL."""
+    input_url_timeout: float = 60.0
+    """Seconds one input URL download may take in all (connect, redirects, body)."""
     provider_refresh: int = 0
     """Seconds after which a branch/tag pin is fetched again; 0 keeps pins until `providers update`."""
     blob_dir: Path | None = None
@@ -42,6 +54,8 @@ class Settings(BaseSettings):
     """``BASE_IMAGE`` build argument for service Dockerfiles."""
     docker_network: str | None = None
     """When set, workers reach services by container name on this Docker network."""
+    routes: Path | None = None
+    """The routes file (``route:NAME`` jobs) producers and workers read; defaults to ``home/routes.yml``."""
     flower_auth: str | None = None
     """``user:password`` for Flower's basic auth."""
     flower_address: str = "127.0.0.1"
@@ -66,6 +80,10 @@ class Settings(BaseSettings):
     @property
     def cache(self) -> Path:
         return self.home / "cache"
+
+    @property
+    def routes_file(self) -> Path:
+        return self.routes or self.home / "routes.yml"
 
 
 @lru_cache

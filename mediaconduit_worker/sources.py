@@ -8,8 +8,10 @@ import io
 import json
 import logging
 import os
+import posixpath
 import re
 import shutil
+import socket
 import subprocess
 import tarfile
 import tempfile
@@ -46,16 +48,24 @@ def stable_id(text: str) -> str:
 
 @dataclass(frozen=True)
 class Source:
-    """A parsed provider/service URL: ``kind`` says how to fetch ``location`` (at ``ref``)."""
+    """A parsed provider/service URL: ``kind`` says how to fetch ``location`` (at ``ref``); a git source
+    may name a ``subdirectory`` of the repository (a monorepo holding several providers and services)."""
 
     url: str
     kind: Literal["git", "path", "pypi"]
     location: str
     ref: str | None = None
+    subdirectory: str | None = None
 
     @property
     def key(self) -> str:
+        """The repository (not the folder in it): one mirror and one export per commit serve all its folders."""
         return stable_id(f"{self.kind}:{self.location}")
+
+    def at(self, commit: str, subdirectory: str | None) -> str:
+        """The URL of another folder of this git repository, pinned to ``commit`` (pip's VCS form)."""
+        repository = ("git+" if self.url.startswith("git+") else "") + self.location
+        return f"{repository}@{commit}" + (f"#subdirectory={subdirectory}" if subdirectory else "")
 
     @property
     def locator(self) -> tuple[str, ...]:
@@ -65,8 +75,9 @@ class Source:
 
 @dataclass(frozen=True)
 class Checkout:
-    """A source materialised on disk: ``root`` holds the repository tree at ``commit`` (git, or a folder
-    that is a work tree), or the installed package at ``version`` (PyPI)."""
+    """A source materialised on disk: ``root`` holds the provider or service (the repository tree at
+    ``commit``, or its subdirectory; a folder, which may be a work tree), or the installed package at
+    ``version`` (PyPI)."""
 
     source: Source
     root: Path
@@ -74,8 +85,32 @@ class Checkout:
     version: str | None = None
 
     def describe(self) -> dict[str, str | None]:
-        out = {"url": self.source.url, "kind": self.source.kind, "ref": self.source.ref, "commit": self.commit}
+        out = {"url": self.source.url, "kind": self.source.kind, "ref": self.source.ref, "commit": self.commit,
+               "subdirectory": self.source.subdirectory}
         return out | ({"version": self.version} if self.version else {})
+
+    def resolve(self, url: str) -> str:
+        """``url`` as named by this checkout's manifest (a provider's ``serviceUrl``): a relative path
+        (``../../services/cowsay-service``) is taken inside the same repository at the same commit, or
+        against the folder; any other URL is returned unchanged."""
+        if not is_relative(url):
+            return url
+        if self.source.kind != "git" or self.commit is None:
+            return str((self.root / url.strip()).resolve())
+        target = posixpath.normpath(posixpath.join(self.source.subdirectory or "", url.strip()))
+        if target == ".." or target.startswith("../"):
+            raise ProviderSourceError(f"{url!r} (named by {self.source.url!r}) points outside the repository")
+        return self.source.at(self.commit, None if target == "." else target)
+
+
+_GITHUB_TREE = re.compile(r"^(https?://github\.com/[^/@#]+/[^/@#]+)/tree/([^/]+)(?:/(.*))?$")
+
+
+def is_relative(url: str) -> bool:
+    """A path relative to the manifest naming it (``../services/x``), not a URL or an absolute path."""
+    raw = url.strip()
+    return (bool(raw) and "://" not in raw and not raw.startswith(("/", "~", "pypi:", "git+"))
+            and not _SCP_URL.match(raw))
 
 
 def _split_ref(url: str) -> tuple[str, str | None]:
@@ -84,6 +119,26 @@ def _split_ref(url: str) -> tuple[str, str | None]:
     if sep and "/" not in tail and tail and "/" in head:
         return head, tail
     return url, None
+
+
+def _subdirectory(path: str, url: str) -> str | None:
+    """A folder of the repository, normalised; ``..`` and absolute paths are refused."""
+    if not path.strip() or path.startswith("/") or ".." in path.split("/"):
+        raise ProviderSourceError(f"subdirectory {path!r} in {url!r} must be a path inside the repository "
+                                  "(relative, without '..')")
+    normal = posixpath.normpath(path)
+    return None if normal == "." else normal
+
+
+def _split_fragment(raw: str, url: str) -> tuple[str, str | None]:
+    """pip's ``…#subdirectory=PATH`` → (``…``, ``PATH``)."""
+    head, sep, fragment = raw.partition("#")
+    if not sep:
+        return raw, None
+    key, eq, value = fragment.partition("=")
+    if key != "subdirectory" or not eq:
+        raise ProviderSourceError(f"unsupported fragment {'#' + fragment!r} in {url!r}: expected #subdirectory=PATH")
+    return head, _subdirectory(value, url)
 
 
 def pypi_requirement(spec: str, url: str) -> Requirement:
@@ -159,26 +214,30 @@ def parse_source(url: str) -> Source:
         raise ProviderSourceError(f"provider URL {url!r} starts with '-'")
     if raw.startswith("pypi:"):
         return Source(raw, "pypi", str(pypi_requirement(raw[5:], url)))
-    if raw.startswith("git+"):
-        loc, ref = _split_ref(raw[4:])
-        if not (_SCHEME_URL.match(loc) or _SCP_URL.match(loc) or loc.startswith("file://")):
-            raise ProviderSourceError(f"unsupported git URL {url!r}: expected git+https://, git+ssh://, git+git://, "
-                                      "git+file:// or git+user@host:path")
-        source = Source(raw, "git", loc, ref)
-    elif _SCHEME_URL.match(raw) or _SCP_URL.match(raw):
-        loc, ref = _split_ref(raw)
-        if re.match(r"^https?://github\.com/", loc):
-            parts = loc.rstrip("/").split("/")
-            if len(parts) < 5 or not parts[3] or not parts[4]:
-                raise ProviderSourceError(f"malformed GitHub provider URL {url!r}: expected https://github.com/ORG/REPO[@REF]")
-        source = Source(raw, "git", loc.rstrip("/"), ref)
+    if raw.startswith("git+") or _SCHEME_URL.match(raw) or _SCP_URL.match(raw):
+        rest, sub = _split_fragment(raw, url)
+        loc = rest.removeprefix("git+")
+        tree = _GITHUB_TREE.match(loc)
+        if tree and sub is None:  # GitHub's browser form: …/ORG/REPO/tree/REF/path/to/folder
+            repo, ref, path = tree.groups()
+            source = Source(raw, "git", repo, ref, _subdirectory(path, url) if path else None)
+        else:
+            loc, ref = _split_ref(loc)
+            if not (_SCHEME_URL.match(loc) or _SCP_URL.match(loc) or loc.startswith("file://")):
+                raise ProviderSourceError(f"unsupported git URL {url!r}: expected git+https://, git+ssh://, git+git://, "
+                                          "git+file:// or git+user@host:path")
+            source = Source(raw, "git", loc.rstrip("/"), ref, sub)
     elif raw.startswith("file://"):
-        loc, ref = _split_ref(raw)
+        rest, sub = _split_fragment(raw, url)
+        loc, ref = _split_ref(rest)
         path = loc[len("file://") :]
         if not path.rstrip("/").endswith(".git"):
+            if sub is not None:
+                raise ProviderSourceError(f"{url!r}: #subdirectory= is for git repositories (git+file://…); "
+                                          "give a folder's own path")
             _locator(loc, url)
             return Source(raw, "path", str(Path(unquote(path)).resolve()))
-        source = Source(raw, "git", loc, ref)
+        source = Source(raw, "git", loc, ref, sub)
     elif "://" in raw:
         raise ProviderSourceError(f"unsupported provider URL scheme in {url!r}")
     else:
@@ -186,6 +245,10 @@ def parse_source(url: str) -> Source:
     if source.ref is not None and (not _REF.match(source.ref) or ".." in source.ref or source.ref.endswith((".", "/"))):
         raise ProviderSourceError(f"provider URL {url!r}: {source.ref!r} is not a branch, tag or commit")
     _locator(source.location, url)  # refuses '..', encoded dots and slashes, bad hosts: always, allow-list or not
+    github = source.location.split("/")
+    if re.match(r"^https?://github\.com/", source.location, re.I) and (len(github) != 5 or not all(github[3:])):
+        raise ProviderSourceError(f"malformed GitHub provider URL {url!r}: expected https://github.com/ORG/REPO"
+                                  "[@REF][#subdirectory=PATH] or https://github.com/ORG/REPO/tree/REF/PATH")
     return source
 
 
@@ -261,9 +324,26 @@ def _git(*args: str, cwd: Path | None = None, url: str) -> str:
     except subprocess.TimeoutExpired:
         raise ProviderSourceError(f"cannot fetch {url!r}: git {args[0]} timed out after {_GIT_TIMEOUT}s") from None
     if proc.returncode != 0:
-        detail = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
-        raise ProviderSourceError(f"cannot fetch {url!r}: git {args[0]}: {detail}")
+        raise ProviderSourceError(f"cannot fetch {url!r}: git {args[0]}: {git_error_detail(proc.stderr, proc.returncode)}")
     return proc.stdout.strip()
+
+
+#: What git says went wrong, as opposed to the advice it ends with ("... and the repository exists.").
+_GIT_CAUSES = re.compile(
+    r"repository not found|could not resolve host|not a git repository|does not appear to be a git repository"
+    r"|authentication failed|permission denied|connection refused|couldn't find remote ref",
+    re.IGNORECASE,
+)
+_GIT_PREFIX = re.compile(r"^(fatal|error|remote):\s*", re.IGNORECASE)
+
+
+def git_error_detail(stderr: str, returncode: int) -> str:
+    """The line of git's error output that names the cause: a known cause, else the first ``fatal:`` line."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    chosen = (next((line for line in lines if _GIT_CAUSES.search(line)), None)
+              or next((line for line in lines if _GIT_PREFIX.match(line)), None)
+              or (lines[-1] if lines else f"exit code {returncode}"))
+    return _GIT_PREFIX.sub("", chosen)
 
 
 class SourceCache:
@@ -287,15 +367,17 @@ class SourceCache:
         refresh = get_settings().provider_refresh
         if refresh and not _SHA.match(source.ref or "") and time.time() - pin.get("fetched_at", 0) > refresh:
             return None
-        root = self._checkout_dir(source, pin["commit"])
-        return Checkout(source, root, pin["commit"]) if root.is_dir() else None
+        tree = self._checkout_dir(source, pin["commit"])
+        return Checkout(source, _folder(source, tree, pin["commit"]), pin["commit"]) if tree.is_dir() else None
 
     def materialise(self, source: Source, update: bool = False) -> Checkout:
         """The source on disk at its pinned (or freshly resolved, when ``update``) commit."""
         if source.kind == "path":
             root = Path(source.location)
             if not root.is_dir():
-                raise ProviderSourceError(f"provider folder {source.url!r} does not exist")
+                where = "" if source.url == source.location else f" ({source.location})"
+                raise ProviderSourceError(f"provider folder {source.url!r}{where} does not exist on host "
+                                          f"{socket.gethostname()!r} (a folder URL loads only where that path exists)")
             return Checkout(source, root, _folder_commit(root))
         if source.kind != "git":
             raise ProviderSourceError(f"{source.url!r} is not a git or folder source")
@@ -309,7 +391,7 @@ class SourceCache:
                 if pinned is not None:
                     return pinned
             commit = self._fetch(source)
-            root = self._export(source, commit)
+            root = _folder(source, self._export(source, commit), commit)
             pin = {"url": source.url, "ref": source.ref, "commit": commit, "fetched_at": time.time()}
             self._pin_path(source).parent.mkdir(parents=True, exist_ok=True)
             tmp = self._pin_path(source).with_suffix(".tmp")
@@ -356,6 +438,19 @@ class SourceCache:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return target
+
+
+def _folder(source: Source, tree: Path, commit: str) -> Path:
+    """The source's folder inside the exported tree: its subdirectory, which must exist at that commit."""
+    if not source.subdirectory:
+        return tree
+    folder = tree / source.subdirectory
+    if not folder.resolve().is_relative_to(tree.resolve()):
+        raise ProviderSourceError(f"{source.url!r}: subdirectory {source.subdirectory!r} leads outside the repository")
+    if not folder.is_dir():
+        raise ProviderSourceError(f"{source.url!r}: no folder {source.subdirectory!r} in the repository "
+                                  f"at commit {commit[:12]}")
+    return folder
 
 
 def extract_tree(archive: bytes, dest: Path, url: str) -> None:

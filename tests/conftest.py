@@ -138,11 +138,12 @@ class WorkerProcess:
     By default ``mediaconduit worker --capability …``; with ``queue``, plain ``celery worker -Q queue``
     (a private queue keeps a job on the worker whose environment a test chose). ``pool`` is Celery's
     pool (``prefork``, ``threads``, ``gevent``); prefork unless a test asks, as the fault tests kill children.
+    ``args`` go to the end of the command line.
     """
 
     def __init__(self, capabilities: list[str] | None = None, concurrency: int = 2,
                  env: dict[str, str] | None = None, *, queue: str | None = None, drop: list[str] | None = None,
-                 pool: str = "prefork") -> None:
+                 pool: str = "prefork", args: list[str] | None = None) -> None:
         name = f"{queue or 'w'}-{uuid.uuid4().hex[:8]}"
         self.log = RUN_DIR / f"{name}.log"
         self.hostname = f"{name}@{socket.gethostname()}"
@@ -152,7 +153,7 @@ class WorkerProcess:
             cmd = [sys.executable, "-m", "mediaconduit_worker.cli", "worker"]
             for cap in capabilities or ["text-to-text"]:
                 cmd += ["--capability", cap]
-        cmd += ["-P", pool, "-c", str(concurrency), "-n", self.hostname, "-l", "INFO"]
+        cmd += ["-P", pool, "-c", str(concurrency), "-n", self.hostname, "-l", "INFO", *(args or [])]
         self.pool = pool
         environ = {**os.environ, **(env or {})}
         for var in drop or []:
@@ -268,15 +269,31 @@ def _remove_our_containers() -> None:
     registry.remove_images()
 
 
-@pytest.fixture(scope="session")
-def service_urls(docker_engine) -> dict[str, str]:
-    """The reference services published at github.com/MediaConduit/<name>-service, as providers name them."""
-    return {name: publish(REPO / "services" / f"{name}-service", f"{name}-service")
-            for name in ("cowsay", "espeak", "whisper", "tesseract")}
+def publish_reference() -> str:
+    """This repository's ``providers/`` and ``services/`` as one repository, as a clone on a git host holds
+    them (the reference providers name their services ``../../services/<name>-service``)."""
+    folder = RUN_DIR / "reference"
+    for part in ("providers", "services"):
+        shutil.copytree(REPO / part, folder / part, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+    return publish(folder, "mediaconduit-worker", org="tests")
 
 
 @pytest.fixture(scope="session")
-def provider_urls(service_urls) -> dict[str, str]:
-    """The reference providers published at github.com/MediaConduit/<name>-provider."""
-    return {name: publish(REPO / "providers" / f"{name}-provider", f"{name}-provider")
-            for name in ("cowsay", "espeak", "whisper", "tesseract", "textrender")}
+def reference_url() -> str:
+    """The monorepo of reference providers and services, at https://github.com/tests/mediaconduit-worker."""
+    return publish_reference()
+
+
+@pytest.fixture(scope="session")
+def service_urls(docker_engine, reference_url) -> dict[str, str]:
+    """The reference services as the reference providers name them: folders of the monorepo at its commit."""
+    commit = head_commit(reference_url.rsplit("/", 1)[1], "tests")
+    return {name: f"git+{reference_url}@{commit}#subdirectory=services/{name}-service"
+            for name in ("cowsay", "espeak", "whisper", "tesseract", "ffmpeg")}
+
+
+@pytest.fixture(scope="session")
+def provider_urls(service_urls, reference_url) -> dict[str, str]:
+    """The reference providers, each a folder of the monorepo (pip's ``#subdirectory=`` form)."""
+    return {name: f"git+{reference_url}#subdirectory=providers/{name}-provider"
+            for name in ("cowsay", "espeak", "whisper", "tesseract", "ffmpeg", "textrender")}

@@ -28,7 +28,11 @@ from typing import Any
 from celery import Celery, chain, group
 from celery.canvas import Signature
 
+from ..errors import InvalidInputError
+from ..payload import check_job, check_json
 from ..worker.app import app as default_app
+from ..worker.calls import BATCH_HEADER
+from ..worker.limits import get_state
 from ..worker.tasks import transform
 from .states import JobState, Outcome, fetch_states, outcome
 
@@ -40,14 +44,20 @@ SUMMARY_TASK = "mediaconduit.batch_summary"
 
 @dataclass(frozen=True)
 class Step:
-    """One transform of a pipeline: provider URL, model id and the options every item gets."""
+    """One transform of a pipeline: provider URL (or ``route:NAME``, with no model), model id and the options
+    every item gets."""
 
     provider: str
-    model: str
+    model: str | None
     options: dict[str, Any] = field(default_factory=dict)
 
     def as_json(self) -> list[Any]:
         return [self.provider, self.model, self.options]
+
+
+def usd(value: float) -> str:
+    """Dollars as people read them: cents from a cent up, six decimals below (API calls cost fractions)."""
+    return f"${value:,.2f}" if value >= 0.01 else f"${value:.6f}"
 
 
 def canonical(value: Any) -> str:
@@ -60,30 +70,53 @@ def job_id(input: Any, steps: Sequence[Step]) -> str:
     return str(uuid.uuid5(JOB_NAMESPACE, canonical({"input": input, "steps": [s.as_json() for s in steps]})))
 
 
+def refused_id(input: Any, steps: Sequence[Step], error: str) -> str:
+    """Deterministic id of an item that cannot be sent (its content may not even be encodable)."""
+    try:
+        content = json.dumps({"input": input, "steps": [s.as_json() for s in steps]}, sort_keys=True)
+    except (RecursionError, TypeError, ValueError):
+        content = error
+    return str(uuid.uuid5(JOB_NAMESPACE, "refused:" + content))
+
+
 @dataclass
 class Job:
-    """One item of a batch: its input, its steps and one deterministic task id per step."""
+    """One item of a batch: its input, its steps and one deterministic task id per step.
+
+    ``error`` says why an item cannot be sent (not JSON, nested too deeply, a lone surrogate, too
+    large); such an item is never queued and ends as a FAILURE naming the reason, like any failed job.
+    """
 
     input: Any
     steps: list[Step]
     keys: list[Any] = field(default_factory=list)
     """Caller's labels for this item (line numbers, ids); several when identical items were added."""
+    error: str | None = None
 
     def __post_init__(self) -> None:
-        self.ids = [job_id(self.input, self.steps[: k + 1]) for k in range(len(self.steps))]
+        if self.error is None:
+            try:
+                check_job({"input": self.input, "options": self.steps[0].options}, "the item")
+            except InvalidInputError as exc:
+                self.error = str(exc)
+        if self.error is not None:
+            self.ids = [refused_id(self.input, self.steps, self.error)] * len(self.steps)
+        else:
+            self.ids = [job_id(self.input, self.steps[: k + 1]) for k in range(len(self.steps))]
 
     @property
     def id(self) -> str:
         """The final step's task id: where this job's result ends up."""
         return self.ids[-1]
 
-    def signature(self, start: int = 0, input: Any = None) -> Signature:
-        """The job from step ``start`` on (fed ``input``, else the item's own), as a task or a chain."""
+    def signature(self, start: int = 0, input: Any = None, headers: dict[str, Any] | None = None) -> Signature:
+        """The job from step ``start`` on (fed ``input``, else the item's own), as a task or a chain;
+        ``headers`` go with every step's message."""
         first = self.input if input is None else input
         sigs = [
             transform.signature(
                 (first, s.provider, s.model, s.options) if k == start else (s.provider, s.model, s.options),
-                task_id=self.ids[k],
+                task_id=self.ids[k], headers=headers or {},
             )
             for k, s in enumerate(self.steps) if k >= start
         ]
@@ -133,24 +166,41 @@ class Progress:
     def finished(self) -> int:
         return self.done + self.failed
 
+    spent_usd: float | None = None
+    """USD the batch's calls cost so far (kept in Redis by the workers)."""
+    budget_usd: float | None = None
+
     def __str__(self) -> str:
-        return f"done {self.done}  failed {self.failed}  running {self.running}  queued {self.queued}"
+        text = f"done {self.done}  failed {self.failed}  running {self.running}  queued {self.queued}"
+        if self.spent_usd is not None:
+            text += f"  spent {usd(self.spent_usd)}" + (f" of {usd(self.budget_usd)}" if self.budget_usd is not None else "")
+        return text
 
 
 class Batch:
-    """Items through the same steps; ``submit`` publishes them as Celery groups (chains for pipelines)."""
+    """Items through the same steps; ``submit`` publishes them as Celery groups (chains for pipelines).
 
-    def __init__(self, steps: Sequence[Step], app: Celery | None = None) -> None:
+    ``budget_usd``: the most the batch's calls may cost together. Workers hold each job's estimated cost
+    against it before the call and refuse a job that does not fit (``BudgetExceededError``); spend is kept
+    in Redis under the batch's id, so a resumed batch goes on with what it already spent.
+    """
+
+    def __init__(self, steps: Sequence[Step], app: Celery | None = None, budget_usd: float | None = None) -> None:
         if not steps:
             raise ValueError("a batch needs at least one step")
+        check_json([s.as_json() for s in steps])  # every item gets them: a bad step is the whole batch's error
+        if budget_usd is not None and budget_usd < 0:
+            raise ValueError(f"budget_usd must be >= 0, got {budget_usd}")
         self.steps = list(steps)
         self.app = app or default_app
+        self.budget_usd = budget_usd
         self.jobs: dict[str, Job] = {}
 
     @classmethod
-    def of(cls, provider: str, model: str, options: dict[str, Any] | None = None, app: Celery | None = None) -> Batch:
-        """Many inputs through one provider/model."""
-        return cls([Step(provider, model, dict(options or {}))], app)
+    def of(cls, provider: str, model: str | None, options: dict[str, Any] | None = None, app: Celery | None = None,
+           budget_usd: float | None = None) -> Batch:
+        """Many inputs through one provider/model (or one ``route:NAME``, with model None)."""
+        return cls([Step(provider, model, dict(options or {}))], app, budget_usd)
 
     def add(self, input: Any, options: dict[str, Any] | None = None, key: Any = None) -> Job:
         """Add an item (``options`` are merged into the first step's); identical items share one job."""
@@ -188,14 +238,17 @@ class Batch:
         the failures once every job is final (failed items do not stop it, unlike a Celery chord body).
         """
         jobs = [j for j in self.jobs.values() if j.id not in skip]
-        all_ids = [i for j in jobs for i in j.ids]
+        for job in jobs:
+            if job.error is not None:  # reported through the backend like any failed job, never sent
+                self.app.backend.mark_as_failure(job.id, InvalidInputError(job.error))
+        all_ids = [i for j in jobs if j.error is None for i in j.ids]
         known = fetch_states(self.app, all_ids) if resume else {}
         in_flight = _sent_markers(self.app, [j.ids[0] for j in jobs]) if resume else set()
         to_send: list[tuple[Job, int, Any]] = []
         to_forget: list[str] = []
         for job in jobs:
             out = outcome(job.ids, known)
-            if out.status == "done" or out.status == "running":
+            if job.error is not None or out.status == "done" or out.status == "running":
                 continue
             if out.status == "failed":
                 if not retry_failed:
@@ -212,6 +265,7 @@ class Batch:
         for task_id in to_forget:
             self.app.backend.forget(task_id)
         sent = 0
+        headers = {BATCH_HEADER: {"id": self.id, "budget_usd": self.budget_usd}}
         with self.app.producer_or_acquire() as producer:
             for i in range(0, len(to_send), chunk):
                 part = to_send[i : i + chunk]
@@ -219,7 +273,7 @@ class Batch:
                 # One Redis round trip per chunk: kombu buffers each job's LPUSH and task-sent event in a
                 # pipeline (a transport without batches publishes one by one, as before).
                 with producer.batch(max_size=4 * len(part)):
-                    group(job.signature(start, prev) for job, start, prev in part).apply_async(producer=producer)
+                    group(job.signature(start, prev, headers) for job, start, prev in part).apply_async(producer=producer)
                 sent += len(part)
                 if on_sent:
                     on_sent(sent)
@@ -229,7 +283,7 @@ class Batch:
             if sent or fetch_states(self.app, [summary_id])[summary_id].state != "SUCCESS":
                 self.app.backend.forget(summary_id)
                 self.app.signature(SUMMARY_TASK, args=(self.id, [j.ids for j in jobs])).apply_async(task_id=summary_id)
-        return BatchRun(self.app, jobs, sent=sent, summary_id=summary_id)
+        return BatchRun(self.app, jobs, sent=sent, summary_id=summary_id, batch_id=self.id, budget_usd=self.budget_usd)
 
 
 _PENDING = JobState("", "PENDING")
@@ -238,11 +292,14 @@ _PENDING = JobState("", "PENDING")
 class BatchRun:
     """A submitted batch: progress counts and each job's result as it becomes final."""
 
-    def __init__(self, app: Celery, jobs: list[Job], sent: int = 0, summary_id: str | None = None) -> None:
+    def __init__(self, app: Celery, jobs: list[Job], sent: int = 0, summary_id: str | None = None,
+                 batch_id: str | None = None, budget_usd: float | None = None) -> None:
         self.app = app
         self.jobs = jobs
         self.sent = sent
         self.summary_id = summary_id
+        self.batch_id = batch_id
+        self.budget_usd = budget_usd
         self._outcomes: dict[str, Outcome] = {}
         self._reported: set[str] = set()
 
@@ -258,7 +315,11 @@ class BatchRun:
         counts = {"done": 0, "failed": 0, "running": 0, "queued": 0}
         for job in self.jobs:
             counts[self._outcomes[job.id].status if job.id in self._outcomes else "queued"] += 1
-        return Progress(total=len(self.jobs), **counts)
+        return Progress(total=len(self.jobs), **counts, spent_usd=self.spent_usd(), budget_usd=self.budget_usd)
+
+    def spent_usd(self) -> float | None:
+        """USD the batch's calls cost so far (None for a run without a batch id)."""
+        return get_state().spend(f"batch:{self.batch_id}")[0] if self.batch_id else None
 
     def iter_results(
         self,

@@ -1,5 +1,5 @@
 """Reading a batch file (JSONL): good lines become items, bad lines become errors with their line
-number, and one bad line never stops the rest."""
+number, and one bad line never stops the rest (not even one nested 100,000 deep)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,10 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ..assets import check_job_input
+from ..errors import InvalidInputError
+from ..payload import check_json, refuse_size
 
 
 @dataclass(frozen=True)
@@ -30,25 +34,38 @@ class BadLine:
 
 def parse_line(number: int, text: str) -> InputItem | BadLine:
     """A line is a JSON string (the input), an object ``{"input": …, "options": {…}, "id": …}``, an asset
-    object (with ``type``), or a list of inputs."""
+    object (with ``type``), or a list of inputs. What a worker would refuse (too large, nested too
+    deeply, a lone surrogate, a file path as an asset) is a bad line here already."""
     try:
+        refuse_size(len(text.encode("utf-8", "replace")), "the line")
         value = json.loads(text)
+    except InvalidInputError as exc:
+        return BadLine(number, str(exc))
+    except RecursionError:
+        return BadLine(number, "nested too deeply to read (lists and objects inside each other)")
     except ValueError as exc:
         return BadLine(number, f"not JSON ({exc})")
     if isinstance(value, str) or (isinstance(value, list) and value):
-        return InputItem(number, value)
-    if isinstance(value, dict) and "input" in value:
+        item = InputItem(number, value)
+    elif isinstance(value, dict) and "input" in value:
         options = value.get("options") or {}
         if not isinstance(options, dict):
             return BadLine(number, f"'options' must be a JSON object, got {type(options).__name__}")
         inp = value["input"]
         if not (isinstance(inp, (str, dict)) or (isinstance(inp, list) and inp)):
             return BadLine(number, f"'input' must be a string, an asset object or a list, got {type(inp).__name__}")
-        return InputItem(number, inp, options, value.get("id"))
-    if isinstance(value, dict) and "type" in value:
-        return InputItem(number, value)
-    return BadLine(number, "expected a string, an object with 'input', an asset object or a list of inputs, "
-                           f"got {type(value).__name__}")
+        item = InputItem(number, inp, options, value.get("id"))
+    elif isinstance(value, dict) and "type" in value:
+        item = InputItem(number, value)
+    else:
+        return BadLine(number, "expected a string, an object with 'input', an asset object or a list of inputs, "
+                               f"got {type(value).__name__}")
+    try:
+        check_json({"input": item.input, "options": item.options, "id": item.key})
+        check_job_input(item.input)
+    except InvalidInputError as exc:
+        return BadLine(number, str(exc))
+    return item
 
 
 def read_jsonl(path: Path) -> tuple[list[InputItem], list[BadLine], int]:

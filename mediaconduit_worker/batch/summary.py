@@ -7,6 +7,7 @@ from typing import Any
 from celery import Task
 
 from ..worker.app import app
+from ..worker.limits import get_state
 from .api import SUMMARY_TASK
 from .states import fetch_states, outcome
 
@@ -27,4 +28,5 @@ def batch_summary(self: Task, batch_id: str, jobs: list[list[str]]) -> dict[str,
         "succeeded": len(outcomes) - len(failures),
         "failed": len(failures),
         "failures": failures,
+        "spent_usd": get_state().spend(f"batch:{batch_id}")[0],
     }

@@ -7,18 +7,22 @@ from .cache import cache
 from .demo import demo
 from .jobs import submit
 from .monitor import flower, status
+from .output import Main
 from .providers import providers
 from .replay import replay
+from .routes import routes
 from .services import services
 from .worker import broker, worker
 
 
-@click.group()
-def main() -> None:
+@click.group(cls=Main)
+@click.option("--debug", is_flag=True, envvar="MEDIACONDUIT_DEBUG",
+              help="Show the traceback of a failure instead of its one-line error.")
+def main(debug: bool) -> None:
     """MediaConduit Worker: run AI and media transforms on Celery + Redis."""
 
 
-for _command in (batch, broker, cache, demo, flower, providers, replay, services, status, submit, worker):
+for _command in (batch, broker, cache, demo, flower, providers, replay, routes, services, status, submit, worker):
     main.add_command(_command)
 
 __all__ = ["main"]

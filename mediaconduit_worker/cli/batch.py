@@ -26,20 +26,22 @@ def _json_object(text: str | None, hint: str) -> dict[str, Any]:
     return value
 
 
-def check_step(provider: str, model: str, options: dict[str, Any]) -> str:
+def check_step(provider: str, model: str | None, options: dict[str, Any]) -> str:
     """The step's capability (its queue), or a clear error before anything is queued."""
-    from ..errors import MediaConduitError
+    from ..errors import UnknownModelError
     from ..worker.loader import get_registry
+    from ..worker.routes import is_route, route_for
     from ..worker.routing import resolve_capability
 
-    try:
-        manifest, _ = get_registry().manifest(provider)
-        if manifest.models and not manifest.dynamic_models and manifest.model_entry(model) is None:
-            known = ", ".join(m.id for m in manifest.models)
-            raise click.ClickException(f"provider {manifest.id!r} has no model {model!r} (models: {known})")
-        return resolve_capability(provider, model, options).value
-    except MediaConduitError as exc:
-        raise click.ClickException(f"provider {provider}: {exc}") from None
+    if is_route(provider):
+        return route_for(provider, model, options).capability.value
+    if not model:
+        raise click.UsageError(f"provider {provider}: --model is required (only a route:NAME chooses its own)")
+    manifest, _ = get_registry().manifest(provider)
+    if manifest.models and not manifest.dynamic_models and manifest.model_entry(model) is None:
+        known = ", ".join(m.id for m in manifest.models)
+        raise UnknownModelError(f"provider {manifest.id!r} has no model {model!r} (models: {known})")
+    return resolve_capability(provider, model, options).value
 
 
 def _item_error(item: InputItem) -> BadLine | None:
@@ -51,8 +53,8 @@ def _item_error(item: InputItem) -> BadLine | None:
 
 @click.command()
 @click.argument("input_file", metavar="INPUT.jsonl", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--provider", required=True, help="Provider URL of the (first) step.")
-@click.option("--model", required=True, help="Model id of the (first) step.")
+@click.option("--provider", required=True, help="Provider URL of the (first) step, or route:NAME.")
+@click.option("--model", default=None, help="Model id of the (first) step (none for a route:NAME).")
 @click.option("--options", "options_json", default=None, help="JSON object of options for every item.")
 @click.option("--capability", "capability_name", default=None, help="Queue to use when the manifest does not say.")
 @click.option("--then", "then", nargs=2, multiple=True, metavar="PROVIDER MODEL",
@@ -61,8 +63,11 @@ def _item_error(item: InputItem) -> BadLine | None:
 @click.option("--retry-failed", is_flag=True, help="Send items that failed in an earlier run again.")
 @click.option("--summary", is_flag=True, help="Also run the batch summary callback and print its result.")
 @click.option("--timeout", type=float, default=None, help="Give up waiting after this many seconds (jobs keep running).")
-def batch(input_file: Path, provider: str, model: str, options_json: str | None, capability_name: str | None,
-          then: tuple[tuple[str, str], ...], out: Path, retry_failed: bool, summary: bool, timeout: float | None) -> None:
+@click.option("--budget", type=click.FloatRange(min=0), default=None, metavar="USD",
+              help="Most the batch's calls may cost together; a job that would exceed it is refused before its call.")
+def batch(input_file: Path, provider: str, model: str | None, options_json: str | None, capability_name: str | None,
+          then: tuple[tuple[str, str], ...], out: Path, retry_failed: bool, summary: bool, timeout: float | None,
+          budget: float | None) -> None:
     """Run every line of INPUT.jsonl through a model (or a pipeline); a re-run resumes.
 
     A line is a JSON string, {"input": ..., "options": {...}, "id": ...}, an asset object, or a list.
@@ -73,7 +78,8 @@ def batch(input_file: Path, provider: str, model: str, options_json: str | None,
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ..batch import Batch, Step
-    from ..worker.broker import ensure_broker
+    from ..batch.api import usd
+    from .worker import connect_broker
 
     console = Console(stderr=True, soft_wrap=True)
     options = _json_object(options_json, "--options")
@@ -96,11 +102,11 @@ def batch(input_file: Path, provider: str, model: str, options_json: str | None,
         console.print(f"[yellow]{input_file} {b}[/] (skipped)", highlight=False)
     if not checked:
         raise click.ClickException(f"{input_file}: no valid items ({len(bad)} bad lines)")
-    steps = [Step(provider, model, options)] + [Step(p, m, {}) for p, m in then]
+    steps = [Step(provider, model, options)] + [Step(p, m or None, {}) for p, m in then]
     queues = [check_step(s.provider, s.model, s.options) for s in steps]
-    ensure_broker()
+    connect_broker()
 
-    jobs = Batch(steps)
+    jobs = Batch(steps, budget_usd=budget)
     for item in checked:
         key = {"line": item.line, **({"id": item.key} if item.key is not None else {})}
         jobs.add(item.input, item.options, key=key)
@@ -129,8 +135,9 @@ def batch(input_file: Path, provider: str, model: str, options_json: str | None,
                     where = ", ".join(f"line {k['line']}" for k in result.job.keys)
                     bar.console.print(f"[red]{where}: {result.error}[/]", highlight=False, markup=True)
     compact_results(out)
+    spent = usd(run.spent_usd() or 0.0) + (f" of {usd(budget)}" if budget is not None else "")
     console.print(f"sent {run.sent}, succeeded {counts['SUCCESS']}, failed {counts['FAILURE']}, "
-                  f"skipped (already in {out.name}) {len(skip)}, bad lines {len(bad)}; results in {out}",
+                  f"skipped (already in {out.name}) {len(skip)}, bad lines {len(bad)}; spent {spent}; results in {out}",
                   highlight=False)
     if summary:
         click.echo(json.dumps(run.summary(), indent=2))

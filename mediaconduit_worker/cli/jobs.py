@@ -7,22 +7,37 @@ from typing import Any
 
 import click
 
-from .output import print_json
+from .output import CommandError, print_json
 
 
 @click.command()
 @click.argument("input")
-@click.option("--provider", required=True, help="Provider URL.")
-@click.option("--model", required=True)
+@click.option("--provider", required=True,
+              help="Provider URL: a folder, a git URL (…#subdirectory=PATH), pypi:NAME; or route:NAME.")
+@click.option("--model", default=None, help="Model id (none for a route:NAME, which chooses its own).")
 @click.option("--option", "-o", "options", multiple=True, help="key=value (value parsed as JSON when it can be).")
-@click.option("--timeout", type=float, default=120.0)
-def submit(input: str, provider: str, model: str, options: tuple[str, ...], timeout: float) -> None:
-    """Send one transform and print its result."""
-    from ..worker.broker import ensure_broker
-    from ..worker.tasks import transform
+@click.option("--timeout", type=float, default=120.0, help="Seconds to wait for the result.")
+def submit(input: str, provider: str, model: str | None, options: tuple[str, ...], timeout: float) -> None:
+    """Send one transform and print its result.
 
-    ensure_broker()
-    print_json(transform.delay(input, provider, model, _parse_options(options)).get(timeout=timeout))
+    The provider and model are checked here first, so a bad URL or model fails before anything is queued.
+    """
+    from celery.exceptions import TimeoutError as ResultTimeout
+
+    from ..worker.tasks import transform
+    from .batch import check_step
+    from .worker import connect_broker
+
+    opts = _parse_options(options)
+    queue = check_step(provider, model, opts)
+    connect_broker()
+    job = transform.delay(input, provider, model, opts)
+    try:
+        result = job.get(timeout=timeout)
+    except ResultTimeout:
+        raise CommandError(f"job {job.id} has no result after {timeout:g}s: is a worker serving queue {queue!r} "
+                           "running? (`mediaconduit status`)") from None
+    print_json(result)
 
 
 def _parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:

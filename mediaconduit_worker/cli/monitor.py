@@ -7,6 +7,8 @@ import os
 
 import click
 
+from .output import CommandError
+
 
 @click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.option("--address", default=None, help="Listen address (default MEDIACONDUIT_FLOWER_ADDRESS, 127.0.0.1).")
@@ -46,10 +48,9 @@ def status(timeout: float, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(workers, indent=2, default=str))
         return
-    console = Console()
     if not workers:
-        console.print("[yellow]no worker answered[/]")
-        raise SystemExit(1)
+        raise CommandError(f"no worker answered within {timeout:g}s")
+    console = Console()
     table = Table("worker", "queues", "pool", "slots", "active", "stuck", "providers", "services")
     for w in workers:
         providers = "\n".join(f"{p['id']} @ {(p.get('commit') or '')[:10]}" for p in w["providers"]) or "-"

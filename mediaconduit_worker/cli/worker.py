@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from ..capabilities import capability
+from .output import CommandError
 
 
 @click.command()
@@ -78,6 +79,23 @@ def broker_stop() -> None:
     from ..worker.broker import EmbeddedRedis
 
     click.echo("stopped" if EmbeddedRedis.from_settings().stop() else "not running")
+
+
+def connect_broker() -> None:
+    """The broker a producer command sends to, started (embedded) or reached (configured), else one error line
+    naming it, before a job is sent into kombu's publish retries."""
+    from kombu.exceptions import OperationalError
+
+    from ..record import strip_userinfo
+    from ..worker.app import app
+    from ..worker.broker import ensure_broker
+
+    url = ensure_broker()
+    try:
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1)
+    except OperationalError as exc:
+        raise CommandError(f"cannot reach the broker {strip_userinfo(url)} (MEDIACONDUIT_BROKER_URL): {exc}") from None
 
 
 def start_worker_process(capabilities: list[str], concurrency: int = 1, log_path: Path | None = None,

@@ -119,6 +119,18 @@ class ServiceRegistry:
             self._start_reaper()
             return info
 
+    def check(self, url: str) -> tuple[bool, str]:
+        """Whether a container of ``url`` runs and answers its health check, without starting one."""
+        spec = self.spec_for(url)
+        for container in self._containers(spec.key):
+            status, health = _state(container)
+            info = self._info(container, spec, container.attrs["Config"]["Image"]) if status == "running" else None
+            if info is None:
+                continue
+            ok, why = self._probe(info, health)
+            return ok, f"{spec.id} healthy at {info.base_url}" if ok else why
+        return False, f"{spec.id} is not running (a job starts it)"
+
     def _still_running(self, info: ServiceInfo) -> bool:
         try:
             attrs = self.client.api.inspect_container(info.container_id)

@@ -5,18 +5,40 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery, signals
+from celery.app.backends import by_url
 from kombu import Queue
 
+from ..payload import check_job
 from ..settings import get_settings
 from .broker import ensure_broker
 from .flower import apply_flower_defaults
+from .redaction import LOG_FILTER, argsrepr, kwargsrepr, redacting
 from .reliability import celery_options
-from .routing import CAPABILITY_QUEUES, DEFAULT_QUEUE, route_transform
+from .routing import CAPABILITY_QUEUES, DEFAULT_QUEUE, TRANSFORM_TASK, named_arguments, route_transform
+
+
+class MediaConduitCelery(Celery):
+    """Celery that checks a job before it is queued and never lets its secrets out: the result
+    backend stores every state with redacted arguments, and sent messages carry redacted reprs."""
+
+    def send_task(self, name: str, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
+        """Every job leaves through here (``apply_async``, chain steps, Flower's ``send-task`` and
+        ``async-apply``): a transform over ``MEDIACONDUIT_MAX_JOB_BYTES``, nested too deeply or not
+        JSON is refused before anything is queued, and events and logs show redacted arguments."""
+        if name == TRANSFORM_TASK:
+            check_job(named_arguments(args, kwargs), "the job (input, provider, model, options)")
+        options.setdefault("argsrepr", argsrepr(args))
+        options.setdefault("kwargsrepr", kwargsrepr(kwargs))
+        return super().send_task(name, args, kwargs, **options)
+
+    def _get_backend(self) -> Any:
+        backend_cls, url = by_url(self.backend_cls or self.conf.result_backend, self.loader)
+        return redacting(backend_cls)(app=self, url=url)
 
 
 def make_app() -> Celery:
     settings = get_settings()
-    app = Celery(
+    app = MediaConduitCelery(
         "mediaconduit",
         include=["mediaconduit_worker.worker.tasks", "mediaconduit_worker.worker.deadlines", "mediaconduit_worker.worker.status", "mediaconduit_worker.batch.summary"],
     )
@@ -59,3 +81,12 @@ app = make_app()
 def _start_embedded_broker(**_: Any) -> None:
     """A plain ``celery worker`` with no broker configured gets the embedded Redis too."""
     ensure_broker()
+
+
+@signals.after_setup_logger.connect
+@signals.after_setup_task_logger.connect
+def _redact_logs(logger: Any = None, **_: Any) -> None:
+    """Every handler of the worker's loggers scrubs secrets from what it writes."""
+    for handler in getattr(logger, "handlers", []):
+        if LOG_FILTER not in handler.filters:
+            handler.addFilter(LOG_FILTER)

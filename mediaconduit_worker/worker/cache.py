@@ -35,8 +35,9 @@ from ..settings import get_settings
 from ..sources import SourceCache, parse_source
 from .app import app
 from .deadlines import JobDeadline
-from .loader import LoadedProvider
+from .loader import LoadedProvider, get_registry
 from .replay import pinned_service_url
+from .routes import is_route
 
 log = logging.getLogger(__name__)
 PREFIX = "mediaconduit-cache:"
@@ -94,14 +95,18 @@ def cache_key(loaded: LoadedProvider, model: str, options: dict[str, Any], model
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def wanted(loaded: LoadedProvider, model: str, options: dict[str, Any]) -> bool:
-    """``options.cache`` if given (and taken out of the options the provider sees), else the manifest's say."""
-    if "cache" in options:
-        value = options.pop("cache")
-        if not isinstance(value, bool):
-            raise InvalidInputError(f"option 'cache' must be true or false, got {value!r}")
-        return value
-    return loaded.manifest.model_cached(model)
+def cached_provider(deadline: JobDeadline, provider: str, model: str, options: dict[str, Any]) -> LoadedProvider | None:
+    """The loaded provider when this job is to be cached, else None. ``options.cache`` decides if given (and
+    is taken out of the options the provider sees), else the model's manifest entry. A route's jobs are
+    not cached: which candidate serves them is decided per job."""
+    explicit = options.pop("cache", None)
+    if explicit is not None and not isinstance(explicit, bool):
+        raise InvalidInputError(f"option 'cache' must be true or false, got {explicit!r}")
+    if explicit is False or is_route(provider):
+        return None
+    registry = get_registry()
+    loaded = registry.peek(provider) or deadline.run(registry.get, provider)  # the job needs it loaded anyway
+    return loaded if explicit or loaded.manifest.model_cached(model) else None
 
 
 @dataclass
@@ -118,13 +123,14 @@ _claims_lock = threading.Lock()
 _renewer: threading.Thread | None = None
 
 
-def lookup(task: Any, loaded: LoadedProvider, model: str, options: dict[str, Any], model_input: Any,
-           deadline: JobDeadline, started: float) -> dict[str, Any] | None:
+def lookup(task: Any, deadline: JobDeadline, provider: str, model: str, options: dict[str, Any], model_input: Any,
+           started: float) -> dict[str, Any] | None:
     """The cached result for this job (marked as a hit), or None: run the provider, then ``store``.
 
     Takes ``cache`` out of ``options``. Waits while an identical job runs elsewhere, within the job's deadline.
     """
-    if not wanted(loaded, model, options):
+    loaded = cached_provider(deadline, provider, model, options)
+    if loaded is None:
         return None
     key = cache_key(loaded, model, options, model_input)
     if key is None:

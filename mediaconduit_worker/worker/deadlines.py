@@ -35,7 +35,10 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from ..deadline import Deadline, use
+from ..errors import TimeLimitError
+from ..record import strip_userinfo
 from ..settings import get_settings
+from .loader import get_registry
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -55,22 +58,30 @@ def job_time_limit(task: Any) -> float | None:
     return limit
 
 
+class _JobsDeadline(Deadline):
+    """A job's deadline whose errors name the provider by its manifest id once this process loaded it."""
+
+    def __init__(self, at: float, limit: float, provider: str, model: str) -> None:
+        super().__init__(at, limit, f"provider {strip_userinfo(provider)!r} model {model!r}")
+        self.provider, self.model = provider, model
+
+    def error(self, during: str | None = None) -> TimeLimitError:
+        loaded = get_registry().peek(self.provider)
+        if loaded is not None:
+            self.what = f"provider {loaded.manifest.id!r} model {self.model!r}"
+        return super().error(during)
+
+
 class JobDeadline:
     """One job's deadline; ``run`` calls provider code under it in the way the current pool allows."""
 
     def __init__(self, task: Any, provider: str, model: str) -> None:
         self.limit = job_time_limit(task)
-        self.model = model
         self.task_id = task.request.id
         grace = min(GRACE * self.limit, MAX_GRACE) if self.limit else 0.0
         self.backstop = grace / 2
-        self.deadline = None if self.limit is None else Deadline(
-            time.monotonic() + self.limit - grace, self.limit, f"provider {provider!r} model {model!r}")
-
-    def name(self, provider_id: str) -> None:
-        """Name the provider by its manifest id once it is loaded (errors before that quote its URL)."""
-        if self.deadline is not None:
-            self.deadline.what = f"provider {provider_id!r} model {self.model!r}"
+        self.deadline = None if self.limit is None else _JobsDeadline(
+            time.monotonic() + self.limit - grace, self.limit, provider, model)
 
     def remaining(self) -> float | None:
         return None if self.deadline is None else self.deadline.remaining()

@@ -18,13 +18,15 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from ..errors import ManifestError, ProviderLoadError
+from ..errors import ManifestError, MediaConduitError, ProviderLoadError
 from ..manifest import PROVIDER_MANIFEST, ProviderManifest, load_provider_manifest
 from ..provider import MediaProvider, ServiceHost, ServiceInfo
-from ..sources import Checkout, SourceCache, check_allowed, file_lock, parse_source, stable_id
+from ..record import strip_userinfo
+from ..sources import Checkout, Source, SourceCache, check_allowed, file_lock, parse_source, stable_id
 
 log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "mediaconduit.providers"
+_NPM_MAIN = (".js", ".mjs", ".cjs", ".ts", ".mts", ".cts")
 
 
 @dataclass
@@ -91,6 +93,25 @@ def _main_file(manifest: ProviderManifest, root: Path, origin: str) -> Path:
         if manifest.main:
             raise ManifestError(f"{origin}: field 'main' {manifest.main!r}: no such file in the repository")
     raise ManifestError(f"{origin}: field 'main' is missing and there is no provider.py at the repository root")
+
+
+def refuse_npm_provider(manifest: ProviderManifest, root: Path, origin: str) -> None:
+    """The original system's providers are npm packages (``package.json``, ``main: dist/index.js``): say so,
+    rather than fail later on their TypeScript or their npm version ranges."""
+    main = manifest.main or ""
+    if main.lower().endswith(_NPM_MAIN):
+        evidence = f"its manifest's 'main' is {main!r}"
+    elif (root / "package.json").is_file():
+        try:
+            _main_file(manifest, root, origin)
+            return  # a Python provider that also carries a package.json
+        except MediaConduitError:
+            evidence = "it has a package.json and no Python 'main'"
+    else:
+        return
+    raise ProviderLoadError(f"{origin}: this is an npm provider of the original TypeScript MediaConduit system "
+                            f"({evidence}); this worker loads Python providers, whose 'main' is a .py module "
+                            "or a package folder")
 
 
 def _import(path: Path, name: str) -> ModuleType:
@@ -168,9 +189,15 @@ class ProviderRegistry:
                 if source.kind == "pypi":
                     lp = self.get(url)
                     return lp.manifest, lp.checkout
-                checkout = self.cache.materialise(source)
-                self._manifests[url] = (load_provider_manifest(checkout.root, url), checkout)
+                self._manifests[url] = self._read(url, source)
             return self._manifests[url]
+
+    def _read(self, url: str, source: Source) -> tuple[ProviderManifest, Checkout]:
+        """A git or folder provider's checkout and manifest, refused early when it is not a Python provider."""
+        checkout = self.cache.materialise(source)
+        manifest = load_provider_manifest(checkout.root, url)
+        refuse_npm_provider(manifest, checkout.root, url)
+        return manifest, checkout
 
     def get(self, url: str) -> LoadedProvider:
         """The loaded provider for ``url``; the first call per process fetches, installs and imports."""
@@ -187,15 +214,17 @@ class ProviderRegistry:
     def loaded(self) -> list[LoadedProvider]:
         return list(self._loaded.values())
 
+    def peek(self, url: str) -> LoadedProvider | None:
+        """The provider loaded for ``url`` in this process, without loading it."""
+        return self._loaded.get(url)
+
     def _load(self, url: str) -> LoadedProvider:
         check_allowed(url)
         source = parse_source(url)
         if source.kind == "pypi":
             return self._load_pypi(url)
-        manifest, checkout = self._manifests.pop(url, None) or (None, None)
-        if manifest is None or checkout is None:
-            checkout = self.cache.materialise(source)
-            manifest = load_provider_manifest(checkout.root, url)
+        read = self._manifests.pop(url, None)
+        manifest, checkout = read if read is not None else self._read(url, source)
         main = _main_file(manifest, checkout.root, url)
         if manifest.dependencies:
             reqs = manifest.requirements(url)
@@ -207,7 +236,8 @@ class ProviderRegistry:
         provider = _instantiate(cls, url)
         provider.attach_manifest(manifest)
         provider.service_host = self.service_host
-        log.info("loaded provider %s from %s at %s", manifest.id, url, checkout.commit or "working tree")
+        provider.source = checkout
+        log.info("loaded provider %s from %s at %s", manifest.id, strip_userinfo(url), checkout.commit or "working tree")
         return LoadedProvider(provider, manifest, checkout)
 
     def _load_pypi(self, url: str) -> LoadedProvider:
@@ -242,6 +272,7 @@ class ProviderRegistry:
         provider.attach_manifest(manifest)
         provider.service_host = self.service_host
         checkout = Checkout(source, packaged, None, version=f"{dist.metadata['Name']}=={dist.version}")
+        provider.source = checkout
         log.info("loaded provider %s from %s", manifest.id, checkout.version)
         return LoadedProvider(provider, manifest, checkout)
 

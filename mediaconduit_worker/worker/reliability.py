@@ -3,12 +3,14 @@
 Celery does the heavy lifting: ``task_retry_on_worker_lost`` re-sends a job whose pool child died
 (SIGKILL, OOM, segfault) as a retry, so the delivery count travels in the message itself
 (``request.retries``) and survives worker restarts. Once ``max_retries`` is used up Celery acks the
-message and stores a FAILURE instead of requeueing it forever; :class:`CrashAwareRequest` only makes
-that final error say what happened.
+message and stores a FAILURE instead of requeueing it forever; :class:`CrashAwareRequest` makes
+that final error say what happened (and refuses jobs too large to run before they reach a pool process).
 """
 
 from __future__ import annotations
 
+import copy
+import logging
 import socket
 from typing import Any
 
@@ -17,10 +19,16 @@ import kombu.exceptions
 import redis.exceptions
 from billiard.einfo import ExceptionInfo
 from billiard.exceptions import WorkerLostError
+from celery.utils.saferepr import saferepr
 from celery.worker.request import Request
+from celery.worker.state import task_ready
 
-from ..errors import PoisonJobError, TransientError
+from ..errors import InvalidInputError, PoisonJobError, TransientError
+from ..payload import refuse_size
 from ..settings import get_settings
+from .redaction import argsrepr, kwargsrepr
+
+log = logging.getLogger(__name__)
 
 #: Exceptions from provider code or the plumbing around it that mean "try again later", not "this
 #: job is wrong": connection refused/reset while a service restarts, a broker or result-backend blip,
@@ -47,7 +55,48 @@ def backoff(retries: int, retry_after: float | None = None, cap: float = 60.0) -
 
 
 class CrashAwareRequest(Request):
-    """Worker-side request: when a lost worker process ends a job for good, say it was a poison job."""
+    """Worker-side request of a transform, in the worker's main process, before any pool process:
+
+    - a job larger than ``MEDIACONDUIT_MAX_JOB_BYTES`` (a message from Flower, another language or
+      a producer without the check) fails at once, without going to a pool process or being stored whole;
+    - ``argsrepr``/``kwargsrepr`` (the ``task-received`` event, log lines, the pool's request) are built
+      from redacted arguments, whatever the message's own headers say;
+    - when a lost worker process ends a job for good, the error says it was a poison job.
+    """
+
+    _already_revoked: bool
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._too_large: InvalidInputError | None = None
+        size = len(self._message.body or b"")
+        try:
+            refuse_size(size, f"job {self.id}")
+        except InvalidInputError as exc:
+            self._too_large = exc
+            self._args, self._kwargs = [f"[{size:,} bytes: too large to run]"], dict[str, Any]()
+        self._argsrepr = self._request_dict["argsrepr"] = argsrepr(self._args)
+        self._kwargsrepr = self._request_dict["kwargsrepr"] = kwargsrepr(self._kwargs)
+
+    def revoked(self) -> bool:
+        """Also true for a job too large to run: Celery asks this just before a job goes to a pool
+        process, and skips it when true. The job is failed here, once."""
+        if self._too_large is None:
+            return super().revoked()
+        if not self._already_revoked:
+            self._already_revoked = True
+            self._fail_unrun(self._too_large)
+        return True
+
+    def _fail_unrun(self, exc: InvalidInputError) -> None:
+        """Store FAILURE (without the arguments), tell the event stream, log, and drop the message."""
+        task_ready(self)
+        context = copy.copy(self._context)
+        context.args, context.kwargs = self._args, self._kwargs
+        self.task.backend.mark_as_failure(self.id, exc, request=context, store_result=self.store_errors)
+        self.send_event("task-failed", exception=saferepr(exc), traceback=None)
+        log.error("Task %s[%s] refused: %s", self.name, self.id, exc)
+        self.acknowledge()
 
     def on_failure(self, exc_info: ExceptionInfo, send_failed_event: bool = True, return_ok: bool = False) -> Any:
         exc = getattr(exc_info.exception, "exc", exc_info.exception)

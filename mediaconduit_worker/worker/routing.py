@@ -16,6 +16,11 @@ TRANSFORM_TASK = "mediaconduit.transform"
 CAPABILITY_QUEUES = [c.value for c in MediaCapability]
 
 
+def named_arguments(args: Any, kwargs: Any) -> dict[str, Any]:
+    """A transform's arguments by name (``input``, ``provider``, ``model``, ``options``)."""
+    return {**dict(zip(("input", "provider", "model", "options"), args or ())), **dict(kwargs or {})}
+
+
 def resolve_capability(provider: Any, model: Any, options: Any) -> MediaCapability:
     """The explicit ``capability`` option, else the provider manifest's entry for the model.
 
@@ -58,7 +63,10 @@ def route_transform(name: str, args: Any, kwargs: Any, options: dict[str, Any], 
     """Send a transform to its capability's queue (explicit option, else the manifest's model entry)."""
     if name != TRANSFORM_TASK:
         return None
-    call = dict(zip(("input", "provider", "model", "options"), args or ()))
-    call.update(kwargs or {})
+    call = named_arguments(args, kwargs)
+    from .routes import is_route, route_for  # routes.py reads capabilities through this module
+
+    if is_route(call.get("provider")):  # a bad routes file or route name is refused here, before queueing
+        return {"queue": route_for(call["provider"], call.get("model"), call.get("options")).capability.value}
     cap = capability_for(call.get("provider"), call.get("model"), call.get("options"))
     return {"queue": cap.value if cap else DEFAULT_QUEUE}

@@ -19,6 +19,7 @@ from typing import Any
 from celery import Celery, signals
 from celery.worker.control import inspect_command
 
+from ..record import strip_userinfo
 from .app import app
 from .routing import TRANSFORM_TASK
 
@@ -66,9 +67,10 @@ def _report_loaded(sender: Any = None, task: Any = None, **_: Any) -> None:
     try:
         with client.pipeline(transaction=False) as pipe:
             for lp in new:
-                info = {"id": lp.manifest.id, "name": lp.manifest.name, "url": lp.checkout.source.url,
+                url = strip_userinfo(lp.checkout.source.url)
+                info = {"id": lp.manifest.id, "name": lp.manifest.name, "url": url,
                         "commit": lp.checkout.commit, "pid": os.getpid(), "loaded_at": time.time()}
-                pipe.hset(key, f"{lp.checkout.source.url}|{os.getpid()}", json.dumps(info))
+                pipe.hset(key, f"{url}|{os.getpid()}", json.dumps(info))
             pipe.expire(key, KEY_TTL)
             pipe.execute()
     except Exception as exc:

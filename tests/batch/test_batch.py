@@ -148,3 +148,56 @@ def test_cli_batch_refuses_bad_input_before_queueing(echo_url, tmp_path):
         res = CliRunner().invoke(main, args)
         assert res.exit_code != 0 and message in res.output, (message, res.output)
     assert not out.exists()
+
+
+def _nested(depth: int) -> list:
+    value: list = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def test_items_that_cannot_be_sent_fail_alone_and_the_rest_runs(text_worker, echo_url):
+    """A lone surrogate (job ids hash the UTF-8 of the input) or a 100,000-deep input used to abort the
+    whole batch; now each is one failed item, reported like any other and never queued."""
+    from mediaconduit_worker.batch import Batch
+
+    batch = Batch.of(echo_url, "upper")
+    good = [batch.add(f"fine {i}", key=i) for i in range(3)]
+    surrogate = batch.add("broken \ud800 text", key="surrogate")
+    deep = batch.add(_nested(100_000), key="deep")
+    deep_options = batch.add("x", {"nested": _nested(300)}, key="options")
+    run = batch.submit(summary=True)
+    assert run.sent == 3
+    results = {r.key: r for r in run.results(timeout=120)}
+    assert [results[j.keys[0]].result["asset"]["content"] for j in good] == ["FINE 0", "FINE 1", "FINE 2"]
+    assert "input holds a lone surrogate '\\ud800'" in results["surrogate"].error
+    assert "nests deeper than 200" in results["deep"].error and "options.nested" in results["options"].error
+    assert results["deep"].as_json()["status"] == "FAILURE"
+    summary = run.summary(timeout=60)
+    assert (summary["succeeded"], summary["failed"]) == (3, 3) and surrogate.id in summary["failures"]
+    assert deep.id != deep_options.id
+    again = Batch.of(echo_url, "upper")
+    again.add("broken \ud800 text")
+    assert again.submit(retry_failed=True).sent == 0  # still refused, still the same id
+
+
+def test_cli_batch_reports_unreadable_lines_and_runs_the_rest(text_worker, echo_url, tmp_path):
+    from mediaconduit_worker.cli import main
+
+    inp = _jsonl(tmp_path / "in.jsonl", [
+        json.dumps("first"),
+        '"lone \\ud800 surrogate"',
+        "[" * 100_000 + "]" * 100_000,
+        json.dumps({"input": {"type": "image", "uri": "file:///proc/self/environ"}}),
+        json.dumps("last"),
+    ])
+    out = tmp_path / "results.jsonl"
+    res = CliRunner().invoke(main, ["batch", str(inp), "--provider", echo_url, "--model", "upper", "--out", str(out)],
+                             catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert "line 2: input holds a lone surrogate" in res.output
+    assert "line 3: nested too deeply to read" in res.output
+    assert "line 4: input field 'uri': file paths and file:// URLs are not accepted" in res.output
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(r["result"]["asset"]["content"] for r in records) == ["FIRST", "LAST"]

@@ -74,7 +74,7 @@ def test_replicate_create_poll_succeed_download_and_cost(worker, urls, apis):
     [fetch] = [r for r in apis.requests if r.path.startswith("/delivery/")]
     assert "authorization" not in fetch.headers  # output files come from a CDN: never send the key there
     assert meta["metrics"] == {"predict_time": 2.5}
-    assert "cost" not in meta  # unlisted model: no price in the manifest
+    assert meta["cost"]["source"] == "unpriced" and meta["cost"]["usd"] is None  # unlisted model: no price known
     assert result["metadata"]["generation_prompt"]["prediction_id"] == meta["prediction_id"]
 
 
@@ -83,8 +83,9 @@ def test_replicate_listed_model_gets_cost_from_its_per_second_price(worker, urls
         "id": "p-listed", "model": "black-forest-labs/flux-schnell", "version": "v1", "status": "succeeded",
         "output": [f"{apis.url}/delivery/p-listed/out.webp"], "metrics": {"predict_time": 2.0}, "urls": {}}))
     result = worker.run("a fox", urls["replicate"], "black-forest-labs/flux-schnell")
-    assert result["asset"]["metadata"]["cost"] == {"total": 0.00305, "currency": "USD", "source": "pricing",
-                                                   "predict_time": 2.0}
+    # Billed by compute time: unknown before the call, priced by the provider from the prediction's metrics.
+    assert result["asset"]["metadata"]["cost"] == {"total": 0.00305, "usd": 0.00305, "estimated_usd": None,
+                                                   "currency": "USD", "source": "pricing", "predict_time": 2.0}
     assert not apis.calls("/replicate/v1/predictions/p-listed")  # Prefer: wait answered it: no poll
 
 

@@ -78,7 +78,9 @@ def test_openrouter_chat_maps_options_and_reports_usage_and_cost(worker, urls, a
     assert result["asset"]["content"] == "[openai/gpt-4o-mini] Hello there (system: Be brief)"
     meta = result["asset"]["metadata"]
     assert meta["usage"] == {"prompt_tokens": 4, "completion_tokens": 6, "total_tokens": 10}
-    assert meta["cost"] == {"total": 0.0000123, "currency": "USD", "source": "api"}
+    # OpenRouter's own figure; estimated first from its pricing: 5 tokens in (19 characters), 64 allowed out.
+    assert meta["cost"] == {"total": 0.0000123, "usd": 0.0000123, "currency": "USD", "source": "api",
+                            "estimated_usd": pytest.approx(5 * 0.15e-6 + 64 * 0.6e-6)}
     assert result["metadata"]["provider"] == "openrouter-provider"
     assert result["metadata"]["generation_prompt"]["options"] == opts
 
@@ -104,12 +106,16 @@ def test_together_chat_images_and_speech(worker, urls, apis):
     usage = chat["asset"]["metadata"]["usage"]
     assert chat["asset"]["metadata"]["cost"]["source"] == "pricing"
     assert chat["asset"]["metadata"]["cost"]["total"] == pytest.approx(usage["total_tokens"] * 0.88e-6)
+    assert chat["asset"]["metadata"]["cost"]["usd"] == chat["asset"]["metadata"]["cost"]["total"]
 
     image = worker.run("a red square", urls["together"], "black-forest-labs/FLUX.1-schnell",
                        {"width": 512, "height": 512, "steps": 4})
     assert image["asset"]["type"] == "image" and image["asset"]["mime_type"] == "image/png"
     assert image["asset"]["uri"].startswith("blob://") and blob(image) == PNG
     assert image["metadata"]["capability"] == "text-to-image"
+    # Media are priced by what they produce: an image at Together's per-image price, not as 0 tokens.
+    cost = image["asset"]["metadata"]["cost"]
+    assert (cost["estimated_usd"], cost["usd"], cost["source"]) == (0.0027, 0.0027, "pricing")
     body = apis.calls("/together/v1/images/generations")[0].body
     assert body == {"model": "black-forest-labs/FLUX.1-schnell", "prompt": "a red square", "response_format": "b64_json",
                     "width": 512, "height": 512, "steps": 4}
@@ -122,6 +128,8 @@ def test_together_chat_images_and_speech(worker, urls, apis):
     speech = worker.run("Hello", urls["together"], "cartesia/sonic", {"voice": "calm man", "format": "wav"})
     assert speech["asset"]["type"] == "audio" and speech["asset"]["mime_type"] == "audio/wav"
     assert blob(speech)[:4] == b"RIFF"
+    cost = speech["asset"]["metadata"]["cost"]  # $65 per million characters
+    assert cost["usd"] == cost["estimated_usd"] == pytest.approx(5 * 65e-6) and cost["source"] == "pricing"
     assert apis.calls("/together/v1/audio/speech")[0].body == {
         "model": "cartesia/sonic", "input": "Hello", "voice": "calm man", "response_format": "wav"}
     assert_no_secrets(json.dumps([chat, image, by_url, speech]), worker.log_text())
@@ -151,6 +159,7 @@ def test_openai_chat(worker, urls, apis):
     result = worker.run("Hello", urls["openai"], "gpt-4o-mini", {"temperature": 0, "stop": "END", "seed": 7})
     assert result["asset"]["content"] == "[gpt-4o-mini] Hello"
     assert result["asset"]["metadata"]["usage"] == {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}
+    assert result["asset"]["metadata"]["cost"]["usd"] == pytest.approx(1 * 0.15e-6 + 2 * 0.6e-6)  # published prices
     body = apis.calls("/openai/v1/chat/completions")[0].body
     assert body["temperature"] == 0 and body["stop"] == ["END"] and body["seed"] == 7
 
@@ -214,6 +223,9 @@ def test_elevenlabs_voice_as_model(worker, urls, apis):
                          "voice_settings": {"stability": 0.4, "similarity_boost": 0.8}}
     by_id = worker.run("Hi", urls["elevenlabs"], "pNInz6obpgDQGcFmaJgB", {"capability": "text-to-audio"})
     assert by_id["asset"]["metadata"]["voice_name"] == "Adam"
+    # Without ELEVENLABS_PRICE_PER_1K_CHARACTERS the price is unknown: said so, not reported as 0.
+    assert by_id["asset"]["metadata"]["cost"] == {"estimated_usd": None, "usd": None, "total": None,
+                                                  "currency": "USD", "source": "unpriced"}
     assert_no_secrets(json.dumps([result, by_id]), worker.log_text())
 
 

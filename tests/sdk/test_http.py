@@ -23,6 +23,7 @@ from mediaconduit_worker.http import (
     ProviderHTTPError,
     ProviderResponseError,
     api_error_message,
+    fail_fast,
     parse_retry_after,
 )
 
@@ -134,6 +135,18 @@ def test_persistent_5xx_becomes_transient_after_in_process_retries(client, apis)
     assert "unit-provider: GET /y failed with HTTP 502 Bad Gateway" in str(err.value)
 
 
+def test_fail_fast_hands_back_the_first_transient_failure_with_its_status(client, apis):
+    """A route tries its next candidate at once: no retry in the client, the status kept for the record."""
+    busy = Reply(503, {"error": {"message": "overloaded"}})
+    apis.script("GET", "/raw/api/f", busy, busy, busy, busy)
+    with fail_fast(), pytest.raises(TransientError) as err:
+        client.get_json("/f")
+    assert len(apis.calls("/raw/api/f")) == 1 and err.value.status == 503
+    with pytest.raises(TransientError):
+        client.get_json("/f")  # outside the block the client retries again
+    assert len(apis.calls("/raw/api/f")) == 4
+
+
 def test_malformed_json_is_a_clear_error(client, apis):
     apis.script("GET", "/raw/api/m", Reply(200, raw=b'{"data": [1, 2', headers={"Content-Type": "application/json"}))
     with pytest.raises(ProviderResponseError, match=r"unit-provider: GET /m returned malformed JSON \(HTTP 200"):
@@ -207,6 +220,47 @@ def test_auth_headers_only_go_to_the_apis_own_host(client, apis):
     apis.script("GET", "/raw/api/own.png", Reply(200, raw=b"x"))
     client.download(f"{apis.url}/raw/api/own.png")
     assert apis.calls("/raw/api/own.png")[0].headers["authorization"] == f"Bearer {SECRET}"
+
+
+CREDENTIALS = {"Authorization": f"Bearer {SECRET}", "x-api-key": SECRET, "xi-api-key": SECRET, "api-key": SECRET,
+               "Cookie": f"session={SECRET}", "Proxy-Authorization": f"Basic {SECRET}", "X-Vendor-Token": SECRET}
+
+
+@pytest.fixture(scope="module")
+def other_origin() -> Iterator[StandInAPIs]:
+    """A second stand-in on another loopback port: another origin, which records what it receives."""
+    s = StandInAPIs().start()
+    yield s
+    s.stop()
+
+
+def test_a_redirect_to_another_origin_drops_every_credential_header(apis, other_origin):
+    c = HttpClient("unit-provider", f"{apis.url}/raw/api", auth_headers=CREDENTIALS, timeout=5)
+    other_origin.reset()
+    other_origin.script("GET", "/raw/elsewhere/file.png", Reply(200, raw=b"png"))
+    apis.script("GET", "/raw/api/file.png", Reply(302, headers={"Location": f"{other_origin.url}/raw/elsewhere/file.png"}))
+    data, _ = c.request_bytes("GET", "/file.png")
+    assert data == b"png"
+    assert apis.calls("/raw/api/file.png")[0].headers["x-api-key"] == SECRET  # the API itself got them
+    received = other_origin.calls("/raw/elsewhere/file.png")[0].headers
+    assert not {name.lower() for name in CREDENTIALS} & set(received), received
+    assert SECRET not in str(received)
+    c.close()
+
+
+def test_a_redirect_within_the_origin_keeps_the_credentials(apis):
+    c = HttpClient("unit-provider", f"{apis.url}/raw/api", auth_headers=CREDENTIALS, timeout=5)
+    apis.script("GET", "/raw/api/old", Reply(307, headers={"Location": "/raw/api/new"}))
+    apis.script("GET", "/raw/api/new", Reply(200, {"ok": True}))
+    assert c.get_json("/old") == {"ok": True}
+    assert apis.calls("/raw/api/new")[0].headers["xi-api-key"] == SECRET
+    c.close()
+
+
+def test_a_redirect_loop_ends_with_a_clear_error(client, apis):
+    apis.script("GET", "/raw/api/loop", *[Reply(302, headers={"Location": "/raw/api/loop"})] * 12)
+    with pytest.raises(ProviderResponseError, match="GET /loop redirected more than 10 times"):
+        client.get_json("/loop")
 
 
 @pytest.mark.parametrize("body, message", [

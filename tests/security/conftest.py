@@ -3,13 +3,15 @@ and one worker on a private queue that every probe attacks and that must keep se
 
 A probe is one line in ``probes.py``. What it attacks decides how it is sent (as a job's input,
 provider URL, options, a provider repository's manifest or files, a service's compose file, a batch
-line, or Flower's ``async-apply`` API). Each probe must end with an error naming its culprit, touch
-no canary, make no request to the loopback server, and leave the worker able to run a good job.
+line, or Flower's ``async-apply`` API). Each probe must end with an error naming its culprit (or, for
+a secret handed to a model that works, succeed without showing it), touch no canary, make no request
+to the loopback server, and leave the worker able to run a good job.
 At the end of the session every Redis key and every worker log is scanned for the canaries.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import uuid
@@ -74,16 +76,82 @@ def canary_file() -> Path:
     return CANARY_FILE
 
 
+#: The attacked worker's job size cap: below the producer's default, so a job that passes the
+#: producer's check shows what the worker does with a message from elsewhere (Flower, other languages).
+WORKER_MAX_JOB_BYTES = 1024 * 1024
+WORKER_MAX_INLINE_BYTES = 64 * 1024
+
+
+def input_url_allow(recorder_url: str) -> str:
+    """Input URL prefixes the attacked worker allows: the loopback recorder under many spellings, each of
+    which must still be refused (loopback), and one host whose prefix a userinfo trick tries to borrow."""
+    port = recorder_url.rsplit(":", 1)[1]
+    hosts = ["127.0.0.1", "localhost", "127.1", "2130706433", "0x7f000001", "0.0.0.0", "[::1]", "[::ffff:127.0.0.1]"]
+    return ",".join([f"http://{host}:{port}/" for host in hosts] + ["http://allowed.example.invalid"])
+
+
 @pytest.fixture(scope="session")
-def attacked_worker(canary_file: Path, echo_url: str) -> Iterator[QueueWorker]:
-    """The worker every probe attacks: allow-listed to the test mirrors, a canary in its environment."""
+def attacked_worker(canary_file: Path, echo_url: str, recorder: Recorder) -> Iterator[QueueWorker]:
+    """The worker every probe attacks: allow-listed to the test mirrors, a canary in its environment,
+    input URLs allowed towards the loopback recorder (which must stay unreachable all the same)."""
     worker = QueueWorker(f"security-{uuid.uuid4().hex[:6]}", {
         CANARY_ENV[0]: CANARY_ENV[1],
         "MEDIACONDUIT_PROVIDER_ALLOW": "https://github.com/MediaConduit/,https://github.com/tests/",
+        "MEDIACONDUIT_INPUT_URL_ALLOW": input_url_allow(recorder.url),
+        "MEDIACONDUIT_MAX_JOB_BYTES": str(WORKER_MAX_JOB_BYTES),
+        "MEDIACONDUIT_MAX_INLINE_BYTES": str(WORKER_MAX_INLINE_BYTES),
     })
     worker.wait_ready()
     yield worker
     worker.stop()
+
+
+#: A provider whose models mishandle their options the way real provider code does: one quotes them in
+#: its exception, one in a retryable error, one logs them; the others succeed and return a digest of
+#: the options they received (proof that the task got the real values, without showing them).
+LEAKY_PROVIDER = """
+import hashlib, json, logging, time
+from mediaconduit_worker import MediaCapability, MediaProvider, Text, TextToTextModel, TransientError, input_text
+
+
+class LeakyModel(TextToTextModel):
+    def transform(self, input, options=None):
+        opts = options or {}
+        if self.id == "leak":
+            raise RuntimeError(f"upstream rejected the request made with options {opts!r}")
+        if self.id == "flaky":
+            raise TransientError(f"rate limited; options were {opts}", retry_after=float(opts.get("wait", 0.2)))
+        if self.id == "log":
+            logging.getLogger("leaky").warning("calling upstream with %s", opts)
+        if self.id == "slow":  # swallows a soft time limit, as careless code does: only the hard one ends it
+            end = time.monotonic() + float(opts.get("seconds", 5))
+            while time.monotonic() < end:
+                try:
+                    time.sleep(end - time.monotonic())
+                except Exception:
+                    pass
+        digest = hashlib.sha256(json.dumps(opts, sort_keys=True).encode()).hexdigest()
+        return Text.from_string(f"{input_text(input)} options-sha256={digest}")
+
+
+class LeakyProvider(MediaProvider):
+    model_classes = {MediaCapability.TEXT_TO_TEXT: LeakyModel}
+"""
+
+
+def options_digest(options: dict[str, Any]) -> str:
+    """What the leaky provider's succeeding models return for ``options``."""
+    return hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()
+
+
+@pytest.fixture(scope="session")
+def leaky_url(publish_repo) -> str:
+    models = "".join(f"  - {{id: {m}, capabilities: [text-to-text]}}\n" for m in ("leak", "flaky", "log", "slow", "ok"))
+    return publish_repo("leaky-provider", {
+        "MediaConduit.provider.yml": f"id: leaky\nname: Leaky\ntype: local\nmain: provider.py\n"
+                                     f"exportName: LeakyProvider\nmodels:\n{models}",
+        "provider.py": LEAKY_PROVIDER,
+    })
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from support.flower import running_flower
 
-from .conftest import leaked
+from .conftest import CANARY_OPTION, leaked
 from .probes import DOCKER_MAIN, PROBES, SERVICE_MANIFEST, Link, Probe
 
 FLOWER_AUTH = "probe:probe-pw"
@@ -34,33 +34,44 @@ def _fill(value: Any, subs: dict[str, str]) -> Any:
 @pytest.fixture(scope="module")
 def flower_api() -> Iterator[str]:
     """Flower on loopback with basic auth, as deployed; the probes come in as an operator's API calls."""
-    with running_flower(FLOWER_AUTH) as (base, _):
+    with running_flower(FLOWER_AUTH) as (base, _, _):
         yield base
 
 
-def _error_of(call: Any) -> str:
+def _outcome(call: Any, culprit: str | None) -> str:
+    """The job's error (re-raised by AsyncResult.get), or its result as JSON when it must succeed."""
     try:
         result = call()
-    except Exception as exc:  # the job's error, re-raised by AsyncResult.get
+    except Exception as exc:
+        if culprit is None:
+            raise AssertionError(f"the probe failed: {type(exc).__name__}: {exc}") from None
         return f"{type(exc).__name__}: {exc}"
-    raise AssertionError(f"the probe succeeded: {json.dumps(result)[:500]}")
+    if culprit is not None:
+        raise AssertionError(f"the probe succeeded: {json.dumps(result)[:500]}")
+    return json.dumps(result)
 
 
 @pytest.mark.parametrize("probe", PROBES, ids=lambda p: p.id)
 def test_probe(probe: Probe, request: pytest.FixtureRequest, attacked_worker, recorder, canary_file,
-               echo_url, publish_repo) -> None:
-    subs = {"canary_file": str(canary_file), "recorder": recorder.url, "echo": echo_url}
+               echo_url, leaky_url, publish_repo) -> None:
+    subs = {"canary_file": str(canary_file), "recorder": recorder.url, "recorder_port": recorder.url.rsplit(":", 1)[1],
+            "echo": echo_url, "leaky": leaky_url, "canary_option": CANARY_OPTION}
     payload = _fill(probe.payload, subs)
+    provider, model, options = _fill(probe.provider, subs), probe.model, _fill(probe.options, subs)
     hits_before = len(recorder.hits)
     w = attacked_worker
+
+    def _error_of(call: Any) -> str:
+        return _outcome(call, probe.culprit)
+
     if probe.via == "input":
-        error = _error_of(lambda: w.run(payload, echo_url, "upper"))
+        error = _error_of(lambda: w.run(payload, provider, model, options))
     elif probe.via == "provider":
         error = _error_of(lambda: w.run("x", payload, "upper"))
     elif probe.via == "model":
         error = _error_of(lambda: w.run("x", echo_url, payload))
     elif probe.via == "options":
-        error = _error_of(lambda: w.run("x", echo_url, "upper", payload))
+        error = _error_of(lambda: w.run("x", provider, model, payload))
     elif probe.via == "manifest":
         url = publish_repo(probe.id, payload)
         error = _error_of(lambda: w.run("x", url, "m"))
@@ -89,14 +100,14 @@ def test_probe(probe: Probe, request: pytest.FixtureRequest, attacked_worker, re
 
             reply = httpx.post(f"{base}/api/task/async-apply/mediaconduit.transform", timeout=10,
                                auth=tuple(FLOWER_AUTH.split(":")),
-                               json={"args": [payload, echo_url, "upper", {}], "queue": w.queue})
+                               json={"args": [payload, provider, model, options or {}], "queue": w.queue})
             assert reply.status_code == 200, reply.text
             return app.AsyncResult(reply.json()["task-id"]).get(timeout=60)
 
         error = _error_of(via_flower)
     else:
         raise AssertionError(f"unknown probe kind {probe.via!r}")
-    assert probe.culprit in error, error
+    assert probe.culprit is None or probe.culprit in error, error
     assert not leaked(error), error
     assert recorder.hits[hits_before:] == []
     good = w.run("still serving", echo_url, "upper")

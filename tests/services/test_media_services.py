@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, WorkerProcess, publish
+from conftest import WorkerProcess
 
 pytestmark = pytest.mark.docker
 CAPABILITIES = ["video-to-audio", "audio-to-audio", "video-to-image", "video-to-video", "audio-to-text", "image-to-text"]
@@ -49,8 +49,7 @@ def media(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def urls(provider_urls) -> dict[str, str]:
-    publish(REPO / "services" / "ffmpeg-service", "ffmpeg-service")
-    return {**provider_urls, "ffmpeg": publish(REPO / "providers" / "ffmpeg-provider", "ffmpeg-provider")}
+    return provider_urls
 
 
 @pytest.fixture(scope="module")

@@ -208,6 +208,7 @@ def test_cli_ls_logs_stop_and_idle_reaping(docker_engine, service_urls):
     from mediaconduit_worker.cli import main
     from mediaconduit_worker.services import ServiceRegistry, get_service_registry
 
+    ServiceRegistry().stop("tesseract-service")  # a fresh container: its start-up line is in the tail of its logs
     info = get_service_registry().ensure(service_urls["tesseract"])
     runner = CliRunner()
     listed = runner.invoke(main, ["services", "ls", "--json"])

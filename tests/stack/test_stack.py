@@ -1,7 +1,9 @@
 """The compose/ stack for real: images built here, Redis with a password, two worker pools in
-containers starting a provider service through the host's engine, Flower with basic auth.
+containers starting a provider service through the host's engine, Flower with basic auth, and the git
+service holding the reference providers and services (nothing else is served: offline from the start).
 
-200 jobs from the host (text and a Docker-service provider), the text pool scaled to 2 and one
+The command `make up` prints runs a job from the host, as printed, for a text provider (echo) and a
+Docker-service provider (cowsay). Then 200 jobs from the host, the text pool scaled to 2 and one
 worker container SIGKILLed mid-batch: every job ends with exactly one final result, Flower lists
 them all, and nothing is left running afterwards.
 """
@@ -19,7 +21,7 @@ import uuid
 
 import httpx
 import pytest
-from conftest import MIRRORS, REPO, RUN_DIR, free_port, publish
+from conftest import REPO, RUN_DIR, free_port
 
 pytestmark = pytest.mark.docker
 JOBS = 200
@@ -54,38 +56,42 @@ class Stack:
         self.dir.mkdir()
         self.password = secrets.token_hex(12)
         self.flower_auth = ("admin", secrets.token_hex(8))
-        self.redis_port, self.flower_port = free_port(), free_port()
+        self.redis_port, self.flower_port, self.git_port = free_port(), free_port(), free_port()
         self.network = self.project
         env = {
             "MEDIACONDUIT_REDIS_PASSWORD": self.password,
             "MEDIACONDUIT_FLOWER_AUTH": ":".join(self.flower_auth),
             "MEDIACONDUIT_REDIS_PORT": str(self.redis_port),
             "MEDIACONDUIT_FLOWER_PORT": str(self.flower_port),
+            "MEDIACONDUIT_GIT_PORT": str(self.git_port),
+            "MEDIACONDUIT_VERSION": self.project,  # an image tag of its own: other stacks building at once keep theirs
             "MEDIACONDUIT_NETWORK": self.network,
             "MEDIACONDUIT_BLOB_DIR": str(self.dir / "blobs"),
             "MEDIACONDUIT_VISIBILITY_TIMEOUT": "20",
         }
-        (self.dir / ".env").write_text("".join(f"{k}={v}\n" for k, v in env.items()))
-        # Test-only: github.com served from this run's bare repos, as on an air-gapped site.
-        override = {
-            "version": "3.7",
-            "x-git": None,
-            "services": {
-                name: {
-                    "volumes": [f"{MIRRORS}:/mirrors:ro"],
-                    "environment": {
-                        "GIT_CONFIG_COUNT": "1",
-                        "GIT_CONFIG_KEY_0": "url.file:///mirrors/.insteadOf",
-                        "GIT_CONFIG_VALUE_0": "https://github.com/",
-                    },
-                }
-                for name in ("worker-text", "worker-media")
-            },
-        }
-        del override["x-git"]
-        (self.dir / "override.yml").write_text(json.dumps(override))
-        self.base = ["docker-compose", "-p", self.project, "--env-file", str(self.dir / ".env"),
-                     "-f", str(REPO / "compose" / "docker-compose.yml"), "-f", str(self.dir / "override.yml")]
+        self.env_file = self.dir / ".env"
+        self.env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+        self.base = ["docker-compose", "-p", self.project, "--env-file", str(self.env_file),
+                     "-f", str(REPO / "compose" / "docker-compose.yml")]
+
+    def provider_url(self, name: str) -> str:
+        """A reference provider, from the stack's git service."""
+        return f"git+http://127.0.0.1:{self.git_port}/reference.git#subdirectory=providers/{name}-provider"
+
+    def hello_command(self) -> str:
+        """The command `make up` prints for this stack's env file."""
+        out = subprocess.run(["bash", str(REPO / "scripts" / "stack-command.sh"), str(self.env_file)],
+                             capture_output=True, text=True, check=True)
+        return out.stdout.strip()
+
+    def run_in_shell(self, command: str) -> dict:
+        """``command`` as a user runs it in a shell at the repository root; the result it prints."""
+        env = {**os.environ, "MEDIACONDUIT_HOME": str(self.dir / "home")}
+        env.pop("MEDIACONDUIT_BROKER_URL", None)
+        env.pop("MEDIACONDUIT_RESULT_BACKEND", None)
+        proc = subprocess.run(["bash", "-c", command], cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
+        assert proc.returncode == 0, f"{command}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+        return json.loads(proc.stdout)
 
     @property
     def broker_url(self) -> str:
@@ -123,6 +129,7 @@ class Stack:
         if ids:
             subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
         self.compose("down", "-v", "--remove-orphans")
+        subprocess.run(["docker", "rmi", "-f", f"mediaconduit/worker:{self.project}"], capture_output=True)
 
     def wait_workers(self, count: int, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
@@ -154,14 +161,21 @@ def stack(docker_engine):
         s.down()
 
 
-def test_stack_survives_a_killed_worker_container(stack):
-    echo = publish(REPO / "providers" / "echo-provider", "echo-provider")
-    cowsay = publish(REPO / "providers" / "cowsay-provider", "cowsay-provider")
-    publish(REPO / "services" / "cowsay-service", "cowsay-service")
+def test_the_printed_command_runs_jobs_and_the_stack_survives_a_killed_worker_container(stack):
+    assert (REPO / ".venv" / "bin" / "mediaconduit").exists(), "the printed command runs .venv/bin/mediaconduit"
     stack.wait_workers(2)
-    # Warm the Docker-service path once (image build + container start) before the batch.
-    warm = stack.producer("wait", stack.producer("send", [["warm", cowsay, "cowsay-default"]]))
-    assert [r[0] for r in warm.values()] == ["SUCCESS"], warm
+    command = stack.hello_command()
+    echo, cowsay = stack.provider_url("echo"), stack.provider_url("cowsay")
+    assert f'--provider "{echo}" --model upper' in command and stack.password not in command
+    result = stack.run_in_shell(command)
+    assert result["asset"]["content"] == "HELLO STACK"
+    source = result["metadata"]["source"]
+    assert source["url"] == echo and source["subdirectory"] == "providers/echo-provider" and len(source["commit"]) == 40
+    # The same command for the Docker-service provider: its service comes from the same repository and commit,
+    # built and started by a worker container on the host's engine (this also warms it before the batch).
+    moo = stack.run_in_shell(command.replace(echo, cowsay).replace("--model upper", "--model cowsay-default"))
+    assert "hello stack" in moo["asset"]["content"] and "(oo)" in moo["asset"]["content"]
+    assert moo["metadata"]["generation_prompt"]["service"]["commit"] == source["commit"]
     jobs = [[f"job {i}", echo, "upper"] if i % 2 else [f"moo {i}", cowsay, "cowsay-default"] for i in range(JOBS)]
     ids = stack.producer("send", jobs[: JOBS // 2])
     stack.compose("up", "-d", "--no-recreate", "--scale", "worker-text=2")
@@ -184,7 +198,7 @@ def test_stack_survives_a_killed_worker_container(stack):
     import redis
 
     client = redis.Redis.from_url(stack.broker_url)
-    assert len(client.keys("celery-task-meta-*")) == JOBS + 1
+    assert len(client.keys("celery-task-meta-*")) == JOBS + 2
     assert client.llen("text-to-text") == 0 and client.hlen("unacked") == 0
     auth = httpx.BasicAuth(*stack.flower_auth)
     base = f"http://127.0.0.1:{stack.flower_port}"

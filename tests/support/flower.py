@@ -14,8 +14,8 @@ from conftest import free_port
 
 
 @contextmanager
-def running_flower(auth: str) -> Iterator[tuple[str, int]]:
-    """Flower on a free loopback port with basic auth ``user:password``; yields (base URL, port)."""
+def running_flower(auth: str) -> Iterator[tuple[str, int, int]]:
+    """Flower on a free loopback port with basic auth ``user:password``; yields (base URL, port, pid)."""
     port = free_port()
     env = {**os.environ, "MEDIACONDUIT_FLOWER_AUTH": auth, "MEDIACONDUIT_FLOWER_PORT": str(port)}
     env.pop("FLOWER_ADDRESS", None)
@@ -34,7 +34,7 @@ def running_flower(auth: str) -> Iterator[tuple[str, int]]:
             raise RuntimeError(f"flower did not start: {proc.communicate()[0]}")
         time.sleep(0.2)
     try:
-        yield base, port
+        yield base, port, proc.pid
     finally:
         proc.terminate()
         proc.wait(10)

@@ -25,8 +25,8 @@ class QueueWorker(WorkerProcess):
     """A worker on a private queue with a chosen environment, and jobs sent to that queue."""
 
     def __init__(self, queue: str, env: dict[str, str], drop: list[str] | None = None, concurrency: int = 2,
-                 pool: str = "prefork") -> None:
-        super().__init__(concurrency=concurrency, env=env, queue=queue, drop=drop, pool=pool)
+                 pool: str = "prefork", args: list[str] | None = None) -> None:
+        super().__init__(concurrency=concurrency, env=env, queue=queue, drop=drop, pool=pool, args=args)
         self.queue = queue
 
     def run(self, input: Any, provider: str, model: str, options: dict[str, Any] | None = None,

@@ -81,6 +81,8 @@ class Recorded:
     headers: dict[str, str]
     body: Any
     at: float
+    done: float | None = None
+    """When the reply was written (``time.monotonic()``, as ``at``)."""
 
 
 class _Server(ThreadingHTTPServer):
@@ -98,6 +100,11 @@ class StandInAPIs:
     def __init__(self, latency: float = 0.0) -> None:
         self.requests: list[Recorded] = []
         self.scripts: dict[tuple[str, str], deque[Reply]] = defaultdict(deque)
+        self.standing: dict[tuple[str, str], Reply] = {}
+        self.delays: dict[str, float] = {}
+        self.active: dict[str, int] = defaultdict(int)
+        self.max_active: dict[str, int] = defaultdict(int)
+        """Per path: requests being answered right now, and the most at once (what a concurrency limit bounds)."""
         self.ollama_models = ["llama3.2:latest"]
         self.lock = threading.Lock()
         self.latency = latency
@@ -136,6 +143,16 @@ class StandInAPIs:
         with self.lock:
             self.scripts[(method, path)].extend(replies)
 
+    def always(self, method: str, path: str, reply: Reply) -> None:
+        """Every request to ``method path`` gets ``reply`` (after any scripted ones) until ``reset``."""
+        with self.lock:
+            self.standing[(method, path)] = reply
+
+    def slow(self, path: str, seconds: float) -> None:
+        """Every reply to ``path`` is sent ``seconds`` late (an API under load)."""
+        with self.lock:
+            self.delays[path] = seconds
+
     def calls(self, path: str, method: str | None = None) -> list[Recorded]:
         with self.lock:
             return [r for r in self.requests if r.path == path and (method is None or r.method == method)]
@@ -144,12 +161,16 @@ class StandInAPIs:
         with self.lock:
             self.requests.clear()
             self.scripts.clear()
+            self.standing.clear()
+            self.delays.clear()
+            self.max_active = defaultdict(int, self.active)  # requests still being answered stay counted
             self.ollama_models = ["llama3.2:latest"]
 
 
 class _Handler(BaseHTTPRequestHandler):
     apis: StandInAPIs
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are separate writes: no 40 ms delayed-ACK stall between them
 
     def log_message(self, format: str, *args: Any) -> None:  # keep pytest output clean
         pass
@@ -171,17 +192,25 @@ class _Handler(BaseHTTPRequestHandler):
             body = raw
         rec = Recorded(method, parts.path, parse_qs(parts.query), {k.lower(): v for k, v in self.headers.items()},
                        body, time.monotonic())
-        with self.apis.lock:
-            self.apis.requests.append(rec)
-            queue = self.apis.scripts.get((method, parts.path))
-            scripted = queue.popleft() if queue else None
-        reply = scripted or self._route(rec)
-        if reply.delay or self.apis.latency:
-            self.apis.stopping.wait(reply.delay + self.apis.latency)
+        apis = self.apis
+        with apis.lock:
+            apis.requests.append(rec)
+            queue = apis.scripts.get((method, parts.path))
+            scripted = (queue.popleft() if queue else None) or apis.standing.get((method, parts.path))
+            delay = apis.delays.get(parts.path, 0.0)
+            apis.active[parts.path] += 1
+            apis.max_active[parts.path] = max(apis.max_active[parts.path], apis.active[parts.path])
         try:
+            reply = scripted or self._route(rec)
+            if reply.delay or delay or apis.latency:
+                apis.stopping.wait(reply.delay + delay + apis.latency)
             self._send(reply)
+            rec.done = time.monotonic()
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up first (timeout tests)
+        finally:
+            with apis.lock:
+                apis.active[parts.path] -= 1
 
     def _send(self, reply: Reply) -> None:
         if reply.lines is not None:

@@ -4,11 +4,15 @@ per job) and ``mediaconduit status`` (workers, queues, loaded providers, service
 from __future__ import annotations
 
 import json
+import subprocess
 import time
+from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 from click.testing import CliRunner
+from conftest import REPO
 from support.flower import running_flower
 
 
@@ -28,6 +32,23 @@ def _listening_addresses(port: int) -> set[str]:
     return found
 
 
+def _command_lines(pid: int) -> str:
+    """What ``ps`` shows for a process and its children: their command lines."""
+    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    return "\n".join(Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                     for p in [str(pid), *children] if Path(f"/proc/{p}/cmdline").exists())
+
+
+def test_compose_flower_gets_its_password_from_the_environment():
+    compose = yaml.safe_load((REPO / "compose" / "docker-compose.yml").read_text())
+    flower = compose["services"]["flower"]
+    command = flower["command"] if isinstance(flower["command"], str) else " ".join(flower["command"])
+    assert command.split() == ["mediaconduit", "flower"]  # turns MEDIACONDUIT_FLOWER_AUTH into FLOWER_BASIC_AUTH
+    assert "MEDIACONDUIT_FLOWER_AUTH" in flower["environment"]
+    assert flower["environment"]["MEDIACONDUIT_FLOWER_ADDRESS"] == "0.0.0.0"  # inside the container
+    assert all(p.startswith("127.0.0.1:") for p in flower["ports"])  # published on loopback only
+
+
 @pytest.fixture
 def flower():
     with running_flower("ops:flower-pw") as running:
@@ -37,8 +58,10 @@ def flower():
 def test_flower_loopback_auth_metrics_and_job_details(flower, text_worker, echo_url):
     from mediaconduit_worker import transform
 
-    base, port = flower
+    base, port, pid = flower
     assert _listening_addresses(port) == {"0100007F"}  # 127.0.0.1 only
+    shown = _command_lines(pid)
+    assert "flower" in shown and "flower-pw" not in shown  # the password came through the environment
     auth = ("ops", "flower-pw")
     assert httpx.get(f"{base}/api/workers", timeout=5).status_code == 401
     assert httpx.get(f"{base}/api/workers", auth=("ops", "wrong"), timeout=5).status_code == 401

@@ -102,6 +102,13 @@ class AnthropicProvider(RemoteProvider):
     def extra_headers(self) -> dict[str, str]:
         return {"anthropic-version": str(self.config.get("version") or API_VERSION)}
 
+    def discover_models(self) -> list[ProviderModel]:
+        """Every model priced, the manifest's aliases (``claude-haiku-4-5``) as well as the dated ids listed."""
+        models = super().discover_models()
+        for m in models:
+            m.pricing = m.pricing or pricing_for(m.id)
+        return models
+
     def fetch_models(self) -> list[ProviderModel]:
         self.ensure_configured()
         body = self.http.get_json("/v1/models", params={"limit": 1000})

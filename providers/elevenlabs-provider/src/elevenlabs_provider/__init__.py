@@ -8,6 +8,7 @@ from urllib.parse import quote
 
 from mediaconduit_worker import (
     Audio,
+    ConfigurationError,
     InvalidInputError,
     MediaCapability,
     ProviderModel,
@@ -81,12 +82,23 @@ class ElevenLabsProvider(RemoteProvider):
         "base_url": "ELEVENLABS_BASE_URL",
         "timeout": "ELEVENLABS_TIMEOUT",
         "model_id": "ELEVENLABS_MODEL_ID",
+        "price_per_1k_characters": "ELEVENLABS_PRICE_PER_1K_CHARACTERS",
     }
     default_base_url = "https://api.elevenlabs.io"
     model_classes = {MediaCapability.TEXT_TO_AUDIO: ElevenLabsVoiceModel}
 
     def auth_headers(self) -> dict[str, str]:
         return {"xi-api-key": self.api_key()}
+
+    def pricing(self) -> dict[str, Any] | None:
+        """USD per character from ``ELEVENLABS_PRICE_PER_1K_CHARACTERS`` (plans differ; unset: unpriced)."""
+        per_1k = self.config.get("price_per_1k_characters")
+        if per_1k in (None, ""):
+            return None
+        try:
+            return {"per_character": float(per_1k) / 1000.0, "currency": "USD"}
+        except (TypeError, ValueError):
+            raise ConfigurationError(f"ELEVENLABS_PRICE_PER_1K_CHARACTERS must be a number, got {per_1k!r}") from None
 
     def fetch_models(self) -> list[ProviderModel]:
         self.ensure_configured()
@@ -101,6 +113,7 @@ class ElevenLabsProvider(RemoteProvider):
                 description=v.get("description"),
                 capabilities=[MediaCapability.TEXT_TO_AUDIO],
                 parameters={k: v[k] for k in ("category", "labels", "preview_url") if v.get(k) is not None},
+                pricing=self.pricing(),
             )
             for v in voices
             if isinstance(v, dict) and isinstance(v.get("voice_id"), str)

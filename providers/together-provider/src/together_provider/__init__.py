@@ -16,14 +16,18 @@ TYPE_CAPABILITY = {
 }
 
 
-def _pricing(raw: Any) -> dict[str, Any] | None:
-    """Together quotes USD per million tokens (``input``/``output``); stored per token."""
+def _pricing(raw: Any, cap: MediaCapability) -> dict[str, Any] | None:
+    """Together quotes chat models in USD per million tokens (``input``/``output``, stored per token),
+    image models per image (``base``) and speech per million input characters (``input``)."""
     if not isinstance(raw, dict):
         return None
+    if cap == MediaCapability.TEXT_TO_IMAGE:
+        return {"per_image": per_token_price(raw.get("base")), "currency": "USD"}
+    if cap == MediaCapability.TEXT_TO_AUDIO:
+        return {"per_character": per_token_price(raw.get("input"), 1e6), "currency": "USD"}
     return {
         "prompt": per_token_price(raw.get("input"), 1e6),
         "completion": per_token_price(raw.get("output"), 1e6),
-        "base": raw.get("base"),
         "currency": "USD",
     }
 
@@ -47,5 +51,5 @@ class TogetherProvider(OpenAICompatProvider):
             description=entry.get("description"),
             capabilities=[cap],
             parameters=params,
-            pricing=_pricing(entry.get("pricing")),
+            pricing=_pricing(entry.get("pricing"), cap),
         )
