@@ -30,6 +30,7 @@ bench: venv
 	$(PY) bench/bench_spine.py
 	$(PY) bench/bench_services.py
 	$(PY) bench/bench_batch.py
+	$(PY) bench/bench_remote.py
 	$(PY) bench/bench_media.py
 	$(PY) bench/bench_validate.py
 	$(PY) bench/bench_routing.py

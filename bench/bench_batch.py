@@ -9,29 +9,14 @@ memory (RSS of main process + pool children) after 1k and after 10k items, and t
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, isolated_environment, row, start_celery
+from common import REPO, isolated_environment, row, rss_mb, start_celery
 
 HOME = isolated_environment()
-
-
-def rss_mb(pid: int) -> float:
-    """Resident memory of a worker: its main process plus its pool children."""
-    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
-    total_kb = 0
-    for p in [str(pid), *children]:
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total_kb += int(line.split()[1])
-        except FileNotFoundError:
-            pass
-    return total_kb / 1024
 
 
 def raw_run(items: int) -> tuple[float, int]:

@@ -43,6 +43,20 @@ def start_celery(app_module: str, queue: str, concurrency: int = 2, extra: list[
     return proc
 
 
+def rss_mb(pid: int) -> float:
+    """Resident memory of a worker: its main process plus its pool children."""
+    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    total_kb = 0
+    for p in [str(pid), *children]:
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total_kb += int(line.split()[1])
+        except FileNotFoundError:
+            pass
+    return total_kb / 1024
+
+
 def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] if len(values) > 1 else values[0]
 

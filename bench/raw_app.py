@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+
+import httpx
+
 from mediaconduit_worker.worker.app import make_app
 
 app = make_app()
@@ -11,3 +15,15 @@ app.main = "raw"
 @app.task(name="bench.raw")
 def raw(x: str) -> dict[str, str]:
     return {"echo": x}
+
+
+_http = threading.local()
+
+
+@app.task(name="bench.raw_http")
+def raw_http(url: str, body: dict, headers: dict[str, str]) -> dict:
+    """Yardstick of the remote benchmark: one POST to the API (a client per pool thread), its JSON back."""
+    client = getattr(_http, "client", None)
+    if client is None:
+        client = _http.client = httpx.Client(timeout=60)
+    return client.post(url, json=body, headers=headers).json()  # type: ignore[no-any-return]

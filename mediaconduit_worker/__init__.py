@@ -20,6 +20,7 @@ from .errors import (
     ProviderResponseError,
     ProviderSourceError,
     ServiceError,
+    TimeLimitError,
     TransientError,
     UnknownModelError,
 )
@@ -100,6 +101,7 @@ __all__ = [
     "TextToImageModel",
     "TextToTextModel",
     "TextToVideoModel",
+    "TimeLimitError",
     "TransformResult",
     "TransientError",
     "UnknownModelError",

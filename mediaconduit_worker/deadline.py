@@ -1,23 +1,87 @@
-"""The running job's deadline, so long calls (ffmpeg, prediction polling) end or cancel before the
-worker's time limit kills them. The runtime sets it per job; the SDK only reads it (no Celery here)."""
+"""The running job's deadline: how long a blocking call may still take.
+
+The worker sets it when a job's provider code runs, from the job's hard time limit
+(``MEDIACONDUIT_TASK_TIME_LIMIT`` where it runs, or ``time_limit=`` on the call). ``HttpClient`` cuts
+every request's timeout to what is left of it; long provider calls (ffmpeg, prediction polling) read
+``time_left()`` to end, or cancel paid remote work, in time. In a thread or gevent pool nothing kills a
+process when a job overruns, so this is what makes a hung API call end on time, with an error naming
+the provider and model. It is a context variable, so each pool thread or greenlet sees its own job's
+deadline. The SDK only reads it (no Celery here).
+"""
 
 from __future__ import annotations
 
-import threading
 import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 
-_local = threading.local()  # one job per thread (prefork child or threads pool)
+from .errors import TimeLimitError
 
 
-def set_job_deadline(seconds: float | None) -> None:
-    """Called by the runtime when a job starts (``None`` when it ends): ``seconds`` from now."""
-    _local.at = None if seconds is None else time.monotonic() + seconds
+@dataclass
+class Deadline:
+    """When the running job must end (``time.monotonic()``), the limit it was given, and whose job it is."""
+
+    at: float
+    limit: float
+    what: str
+
+    def remaining(self) -> float:
+        return self.at - time.monotonic()
+
+    def error(self, during: str | None = None) -> TimeLimitError:
+        return TimeLimitError(f"{self.what} exceeded the job's time limit of {self.limit:g}s"
+                              + (f" (during {during})" if during else ""))
+
+
+_current: ContextVar[Deadline | None] = ContextVar("mediaconduit_deadline", default=None)
+
+
+def current_deadline() -> Deadline | None:
+    return _current.get()
 
 
 def time_left(default: float | None = None) -> float | None:
     """Seconds left before the current job's deadline (never below 0); ``default`` outside a job."""
-    at = getattr(_local, "at", None)
-    if at is None:
-        return default
-    return max(at - time.monotonic(), 0.0)
+    d = _current.get()
+    return default if d is None else max(d.remaining(), 0.0)
 
+
+def cut(timeout: float, during: str) -> tuple[float, bool]:
+    """``timeout`` cut to the job's time left, and whether the deadline is what bounds it now;
+    a ``TimeLimitError`` when no time is left."""
+    d = _current.get()
+    if d is None:
+        return timeout, False
+    left = d.remaining()
+    if left <= 0:
+        raise d.error(during)
+    return (left, True) if left < timeout else (timeout, False)
+
+
+@contextmanager
+def use(d: Deadline) -> Iterator[Deadline]:
+    """Run the block under deadline ``d`` (the worker installs each job's around its provider calls)."""
+    token = _current.set(d)
+    try:
+        yield d
+    finally:
+        _current.reset(token)
+
+
+@contextmanager
+def lifted() -> Iterator[None]:
+    """Run the block without the job's deadline: cleanup that must still happen once it has passed
+    (cancelling paid remote work), in the moment the worker keeps back before its hard limit."""
+    token = _current.set(None)
+    try:
+        yield
+    finally:
+        _current.reset(token)
+
+
+def deadline(seconds: float, what: str) -> AbstractContextManager[Deadline]:
+    """Run the block with a deadline ``seconds`` from now; ``what`` names the job in errors."""
+    return use(Deadline(time.monotonic() + seconds, seconds, what))

@@ -15,6 +15,7 @@ The tree::
     ├── ReplayError                   a record that cannot be run again as it was (no commit, blob gone)
     ├── RouteError                    a routes file or route name that is wrong (names the route and candidate)
     ├── BudgetExceededError           a job whose estimated cost exceeds what its route's or batch's budget has left
+    ├── TimeLimitError                a job that ran past its hard time limit (names provider and model)
     ├── ProviderExecutionError        the provider's own code raised while transforming
     │   ├── ProviderHTTPError         an API answered 4xx: wrong key, bad request, unknown model
     │   └── ProviderResponseError     an API answered something it should not have (bad JSON, no fields)
@@ -82,6 +83,10 @@ class RouteError(MediaConduitError):
 
 class BudgetExceededError(MediaConduitError):
     """A job refused before any call: its estimated cost exceeds what its route's or batch's budget has left."""
+
+
+class TimeLimitError(MediaConduitError):
+    """A job that ran past its hard time limit; raised in every pool, the message names provider and model."""
 
 
 class ProviderExecutionError(MediaConduitError):

@@ -12,8 +12,10 @@ from __future__ import annotations
 import json
 import logging
 import random
+import ssl
+import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
@@ -22,6 +24,7 @@ from typing import Any
 
 import httpx
 
+from .deadline import current_deadline, cut, time_left
 from .errors import ProviderHTTPError, ProviderResponseError, TransientError
 from .record import REDACTED
 
@@ -133,17 +136,17 @@ class HttpClient:
         for value in self._auth.values():
             found += [value, value.split(" ", 1)[-1]]
         self._secrets = sorted({s for s in found if len(s) >= 6}, key=len, reverse=True)
-        self._client = httpx.Client(
-            headers={"User-Agent": "mediaconduit-worker", **dict(headers or {})},
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+        sent = {"User-Agent": "mediaconduit-worker", **dict(headers or {})}
+        self._clients = _ClientPool(lambda ssl: httpx.Client(
+            headers=sent, timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)), verify=ssl,
             follow_redirects=False,  # followed by _follow, which drops credentials on a cross-origin hop
-        )
+        ))
 
     def __repr__(self) -> str:  # never the headers: they hold the key
         return f"<HttpClient {self.provider} {self.base_url}>"
 
     def close(self) -> None:
-        self._client.close()
+        self._clients.close()
 
     # -- public calls ---------------------------------------------------------------------------
     def get_json(self, path: str, **kwargs: Any) -> Any:
@@ -191,15 +194,24 @@ class HttpClient:
         ``content`` (a raw body) and ``files`` (multipart) are bytes, so a retry sends them again as is;
         a streamed ``content`` must be re-iterable (``media.FileBody``) for the same reason.
         """
-        return self._send(method, path, json=json, params=params, headers=headers, timeout=timeout, stream=False,
-                          content=content, files=files)
+        with self._clients.lease() as client:
+            return self._send(client, method, path, json=json, params=params, headers=headers, timeout=timeout,
+                              stream=False, content=content, files=files)
 
     def open_stream(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
                     headers: Mapping[str, str] | None = None, timeout: float | None = None,
                     content: bytes | Iterable[bytes] | None = None, json: Any = None) -> httpx.Response:
         """As ``request``, but the body is left unread for ``iter_bytes()`` (large media); close it after."""
-        return self._send(method, path, json=json, params=params, headers=headers, timeout=timeout, stream=True,
-                          content=content)
+        client = self._clients.take()
+        try:
+            response = self._send(client, method, path, json=json, params=params, headers=headers, timeout=timeout,
+                                  stream=True, content=content)
+        except BaseException:
+            self._clients.give(client)
+            raise
+        assert isinstance(response.stream, httpx.SyncByteStream)
+        response.stream = _GivesBack(response.stream, lambda: self._clients.give(client))
+        return response
 
     def stream_ndjson(
         self,
@@ -211,10 +223,17 @@ class HttpClient:
         what: str | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Objects of a newline-delimited JSON stream; a line carrying ``error`` ends it with a clear error."""
-        response = self._send(method, path, json=json, params=None, headers=None, timeout=timeout, stream=True)
+        with self._clients.lease() as client:
+            yield from self._stream_ndjson(client, method, path, json, timeout, what)
+
+    def _stream_ndjson(self, client: httpx.Client, method: str, path: str, json: Any, timeout: float | None,
+                       what: str | None) -> Iterator[dict[str, Any]]:
+        response = self._send(client, method, path, json=json, params=None, headers=None, timeout=timeout, stream=True)
         label = what or f"{method} {self._show(path)}"
         try:
             for line in response.iter_lines():
+                if (d := current_deadline()) is not None and d.remaining() <= 0:
+                    raise d.error(label)
                 if not line.strip():
                     continue
                 try:
@@ -231,6 +250,8 @@ class HttpClient:
                     raise ProviderResponseError(self.scrub(f"{self.provider}: {label} streamed a non-object line {line[:200]!r}"))
                 yield item
         except httpx.TimeoutException:
+            if (d := current_deadline()) is not None and d.remaining() <= 0.1:  # the read timeout was the time left
+                raise d.error(label) from None
             raise TransientError(self.scrub(f"{self.provider}: {label} stalled (no data for {self._timeout(timeout)}s)")) from None
         except httpx.TransportError as exc:
             raise TransientError(self.scrub(f"{self.provider}: {label} stream broke: {type(exc).__name__}: {exc}")) from None
@@ -257,7 +278,17 @@ class HttpClient:
     def _show(self, path: str) -> str:
         return path.split("?")[0]
 
-    def _follow(self, response: httpx.Response, stream: bool, label: str) -> httpx.Response:
+    def _can_wait(self, delay: float) -> bool:
+        """Whether an in-process retry after ``delay`` fits the job's deadline (else the queue retries it)."""
+        left = time_left()
+        return left is None or delay < left
+
+    def _past_deadline(self, during: str) -> Exception:
+        d = current_deadline()
+        assert d is not None
+        return d.error(self.scrub(during))
+
+    def _follow(self, client: httpx.Client, response: httpx.Response, stream: bool, label: str) -> httpx.Response:
         """Follow redirects; a hop to another origin (scheme, host or port) loses every credential header,
         so a key is never handed to a host the API (or whoever controls its redirects) points at."""
         hops = 0
@@ -268,7 +299,7 @@ class HttpClient:
             if _origin(hop.url) != _origin(response.request.url):
                 for name in self._credential_headers:
                     hop.headers.pop(name, None)
-            response = self._client.send(hop, stream=stream)
+            response = client.send(hop, stream=stream)
             hops += 1
         return response
 
@@ -278,6 +309,7 @@ class HttpClient:
 
     def _send(
         self,
+        client: httpx.Client,
         method: str,
         path: str,
         *,
@@ -291,24 +323,27 @@ class HttpClient:
     ) -> httpx.Response:
         url, own = self._url(path)
         sent_headers = {**(self._auth if own else {}), **dict(headers or {})}
-        wait = self._timeout(timeout)
         label = f"{method} {self._show(path)}"
         max_retries = 0 if _fail_fast.get() else self.max_retries
         attempt = 0
         while True:
-            request = self._client.build_request(
+            # Never longer than the job has left (deadline.py): a hung API ends with the job's time limit.
+            wait, by_deadline = cut(self._timeout(timeout), label)
+            request = client.build_request(
                 method, url, json=json, params=params, headers=sent_headers, content=content, files=files,
                 timeout=httpx.Timeout(wait, connect=min(wait, 10.0)),
             )
             try:
-                response = self._follow(self._client.send(request, stream=stream), stream, label)
+                response = self._follow(client, client.send(request, stream=stream), stream, label)
             except httpx.TimeoutException:
+                if by_deadline:
+                    raise self._past_deadline(label) from None
                 # The full timeout has already been spent: let the task retry later instead.
                 raise TransientError(self.scrub(f"{self.provider}: {label} timed out after {wait:g}s")) from None
             except httpx.TransportError as exc:
                 message = self.scrub(f"{self.provider}: cannot reach {self.base_url} ({label}): {type(exc).__name__}: {exc}")
                 delay = self._delay(attempt)
-                if attempt < max_retries:
+                if attempt < max_retries and self._can_wait(delay):
                     log.warning("%s; retrying in %.1fs (%d/%d)", message, delay, attempt + 1, max_retries)
                     time.sleep(delay)
                     attempt += 1
@@ -328,7 +363,7 @@ class HttpClient:
             if response.status_code in RETRY_STATUSES:
                 retry_after = parse_retry_after(response.headers)
                 delay = retry_after if retry_after is not None else self._delay(attempt)
-                if attempt < max_retries and delay <= self.max_inline_wait:
+                if attempt < max_retries and delay <= self.max_inline_wait and self._can_wait(delay):
                     log.warning("%s; retrying in %.1fs (%d/%d)", message, delay, attempt + 1, max_retries)
                     time.sleep(delay)
                     attempt += 1
@@ -337,6 +372,66 @@ class HttpClient:
             if response.status_code in (401, 403) and self.auth_hint:
                 message += f" ({self.auth_hint})"
             raise ProviderHTTPError(message, status=response.status_code, api_message=self.scrub(api_message or ""))
+
+
+class _ClientPool:
+    """httpx clients lent out one per request in flight. A single shared client would do, but httpx's pool
+    rescans all its connections on every request and response (quadratically): with an I/O pool's 128
+    requests in flight that costs more CPU than the jobs themselves. Clients share one TLS context."""
+
+    def __init__(self, make: Callable[[ssl.SSLContext], httpx.Client]) -> None:
+        self._make = make
+        self._ssl: ssl.SSLContext | None = None
+        self._idle: list[httpx.Client] = []
+        self._all: list[httpx.Client] = []
+        self._lock = threading.Lock()
+
+    def take(self) -> httpx.Client:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+            if self._ssl is None:
+                self._ssl = httpx.create_ssl_context()
+            client = self._make(self._ssl)
+            self._all.append(client)
+            return client
+
+    def give(self, client: httpx.Client) -> None:
+        with self._lock:
+            self._idle.append(client)
+
+    @contextmanager
+    def lease(self) -> Iterator[httpx.Client]:
+        client = self.take()
+        try:
+            yield client
+        finally:
+            self.give(client)
+
+    def close(self) -> None:
+        with self._lock:
+            clients, self._all, self._idle = self._all, [], []
+        for client in clients:
+            client.close()
+
+
+class _GivesBack(httpx.SyncByteStream):
+    """An open response's body that hands its client back to the pool when the response is closed."""
+
+    def __init__(self, inner: httpx.SyncByteStream, give_back: Callable[[], None]) -> None:
+        self._inner = inner
+        self._give_back: Callable[[], None] | None = give_back
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self._inner
+
+    def close(self) -> None:
+        try:
+            self._inner.close()
+        finally:
+            give_back, self._give_back = self._give_back, None
+            if give_back is not None:
+                give_back()
 
 
 def _origin(url: httpx.URL) -> tuple[str, str, int | None]:

@@ -152,6 +152,8 @@ class ModelEntry(_Tolerant):
     input_types: list[str] = Field(default_factory=list, alias="inputTypes")
     output_types: list[str] = Field(default_factory=list, alias="outputTypes")
     parameters: dict[str, Any] = Field(default_factory=dict)
+    cache: bool = False
+    """Deterministic: the worker may answer an identical job from its result cache."""
 
 
 class ProviderManifest(_Tolerant):
@@ -227,6 +229,11 @@ class ProviderManifest(_Tolerant):
 
     def model_entry(self, model_id: str) -> ModelEntry | None:
         return next((m for m in self.models if m.id == model_id), None)
+
+    def model_cached(self, model_id: str) -> bool:
+        """Whether the model's entry (or, for dynamic models, the ``models`` defaults) says ``cache: true``."""
+        entry = self.model_entry(model_id)
+        return entry.cache if entry is not None else self.model_defaults.get("cache") is True
 
     def capability_of(self, model_id: str) -> MediaCapability | None:
         """The queue a model's jobs go to: its entry's first capability, else the provider's first."""

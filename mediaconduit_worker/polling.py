@@ -12,8 +12,8 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from .deadline import time_left
-from .errors import ProviderExecutionError
+from .deadline import lifted, time_left
+from .errors import ProviderExecutionError, TimeLimitError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -28,12 +28,16 @@ def poll_until(check: Callable[[], T | None], cancel: Callable[[], None], *, wha
     interval = first
     try:
         while True:
-            result = check()
+            try:
+                result = check()
+            except TimeLimitError:  # the deadline came during the check (HttpClient refuses to wait past it)
+                result = None
             if result is not None:
                 return result
             now = time.monotonic()
-            if now >= until:
-                cancel()
+            if now >= until or time_left(default=1.0) == 0.0:
+                with lifted():  # cancelling uses the moment the worker keeps back before its hard limit
+                    cancel()
                 raise ProviderExecutionError(
                     f"{what}: not finished when the job's deadline came ({now - started:.1f}s); cancelled it")
             time.sleep(min(interval, max(until - now, 0.0)))
@@ -43,7 +47,8 @@ def poll_until(check: Callable[[], T | None], cancel: Callable[[], None], *, wha
     except BaseException:
         # Interrupted (soft time limit, revocation, shutdown) or a failed poll: stop the paid work first.
         try:
-            cancel()
+            with lifted():
+                cancel()
         except Exception as exc:
             log.warning("%s: cancelling after an interruption failed: %s", what, exc)
         raise

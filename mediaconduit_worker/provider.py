@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import os
+import threading
 from enum import Enum
 from typing import Any, ClassVar, Protocol
 
@@ -92,6 +93,7 @@ class MediaProvider:
     """Where the worker loaded the provider from: a relative service URL resolves against it."""
 
     def __init__(self) -> None:
+        self._mc_sync = threading.RLock()
         self.config: dict[str, Any] = {}
         self._models: list[ProviderModel] | None = None
         self._instances: dict[str, Model] = {}
@@ -127,11 +129,21 @@ class MediaProvider:
         return self.service_host.ensure(self.source.resolve(url) if self.source else url, origin=self.id)
 
     # -- models -------------------------------------------------------------
+    def _mc_lock(self) -> threading.RLock:
+        """This provider's lock (a subclass whose ``__init__`` skips ours still gets one): jobs of a thread
+        pool share the instance, and discovery or a client must be built once, not once per thread."""
+        lock = self.__dict__.get("_mc_sync")
+        return lock if lock is not None else self.__dict__.setdefault("_mc_sync", threading.RLock())
+
     @property
     def models(self) -> list[ProviderModel]:
-        if self._models is None:
-            self._models = self.discover_models()
-        return self._models
+        models = self._models
+        if models is None:
+            with self._mc_lock():
+                if self._models is None:
+                    self._models = self.discover_models()
+                models = self._models
+        return models
 
     def discover_models(self) -> list[ProviderModel]:
         """The model list; by default the manifest's. Providers with dynamic lists override this."""
@@ -169,9 +181,13 @@ class MediaProvider:
 
     def get_model(self, model_id: str) -> Model:
         """The runnable model for ``model_id``, built once per process."""
-        if model_id not in self._instances:
-            self._instances[model_id] = self.create_model(self.get_model_info(model_id))
-        return self._instances[model_id]
+        model = self._instances.get(model_id)
+        if model is None:
+            with self._mc_lock():
+                model = self._instances.get(model_id)
+                if model is None:
+                    model = self._instances[model_id] = self.create_model(self.get_model_info(model_id))
+        return model
 
     def create_model(self, info: ProviderModel) -> Model:
         for cap in info.capabilities or self.capabilities:
@@ -204,10 +220,16 @@ class DockerProvider(MediaProvider):
     def ensure_service(self) -> ServiceInfo:
         """Start or attach the service (healthy) and return where it listens; cheap when already up."""
         info = self.start_service(self.get_service_url())
-        if self.service_info is None or info.container_id != self.service_info.container_id or info.base_url != self.service_info.base_url:
-            self.service_info = info
-            self.on_service_ready(info)
+        if self._changed(info):
+            with self._mc_lock():
+                if self._changed(info):
+                    self.service_info = info
+                    self.on_service_ready(info)
         return info
+
+    def _changed(self, info: ServiceInfo) -> bool:
+        known = self.service_info
+        return known is None or info.container_id != known.container_id or info.base_url != known.base_url
 
     @property
     def base_url(self) -> str:
@@ -217,9 +239,13 @@ class DockerProvider(MediaProvider):
         """The SDK's HTTP client for the ready service, so every Docker provider fails alike: unreachable,
         429 and 5xx are retried (then handed back to the queue), 4xx is a clear permanent error."""
         info = self.ensure_service()
-        if self._client is None or self._client.base_url != info.base_url.rstrip("/"):
-            self._client = HttpClient(self.id, info.base_url, timeout=self.service_timeout)
-        return self._client
+        client = self._client
+        if client is None or client.base_url != info.base_url.rstrip("/"):
+            with self._mc_lock():
+                client = self._client
+                if client is None or client.base_url != info.base_url.rstrip("/"):
+                    client = self._client = HttpClient(self.id, info.base_url, timeout=self.service_timeout)
+        return client
 
     def service_metadata(self) -> dict[str, Any]:
         """Which service build answered (for generation prompts): URL, id, source commit, image."""

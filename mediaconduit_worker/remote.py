@@ -80,6 +80,13 @@ class RemoteProvider(MediaProvider):
 
     @property
     def http(self) -> HttpClient:
+        client = self._http
+        if client is not None:
+            return client
+        with self._mc_lock():
+            return self._build_http()
+
+    def _build_http(self) -> HttpClient:
         if self._http is None:
             # No key, no auth headers: public endpoints (e.g. a model list) still work.
             auth = self.auth_headers() if self.config.get("api_key") else {}
@@ -120,10 +127,13 @@ class RemoteProvider(MediaProvider):
 
     @property
     def models(self) -> list[ProviderModel]:
-        models = super().models
-        if self._discovery_error is not None:
-            self._models = None  # try the API again next time
-        return models
+        if self._models is not None:
+            return self._models
+        with self._mc_lock():
+            models = super().models
+            if self._discovery_error is not None:
+                self._models = None  # try the API again next time
+            return models
 
     def get_model_info(self, model_id: str) -> ProviderModel:
         """Known ids as listed; when discovery failed, an unlisted id is tried so the real error shows at call time."""

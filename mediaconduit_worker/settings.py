@@ -24,7 +24,11 @@ class Settings(BaseSettings):
     visibility_timeout: int = 3600
     """Seconds before an unacknowledged job is redelivered; must exceed the longest job."""
     task_time_limit: int = 1800
-    """Hard per-job time limit in seconds."""
+    """Hard per-job time limit in seconds; held in every pool (``worker/deadlines.py``)."""
+    max_stuck_threads: int = 16
+    """A thread-pool worker recycles itself when this many calls are stuck past their deadline (0: never)."""
+    cache_ttl: int = 24 * 3600
+    """Seconds a cached result is kept (``options.cache`` or ``cache: true`` on a manifest model)."""
     result_expires: int = 7 * 24 * 3600
     provider_allow: str | None = None
     """Comma-separated URL prefixes a worker may load providers from; unset allows all."""

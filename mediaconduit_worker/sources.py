@@ -15,6 +15,7 @@ import socket
 import subprocess
 import tarfile
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -284,13 +285,30 @@ def check_allowed(url: str) -> None:
     raise ProviderNotAllowedError(f"provider URL {url!r} is not allowed by MEDIACONDUIT_PROVIDER_ALLOW")
 
 
+_local_locks: dict[str, threading.Lock] = {}
+_local_locks_guard = threading.Lock()
+
+
 @contextmanager
 def file_lock(name: str) -> Iterator[None]:
-    """An exclusive lock shared by every process using the same cache (flock; released on crash)."""
+    """An exclusive lock shared by every process using the same cache (flock; released on crash).
+
+    Threads of one process queue on an in-process lock first (flock does not order them), and the
+    flock is polled rather than blocked on, so a gevent worker's other greenlets keep running.
+    """
+    with _local_locks_guard:
+        local = _local_locks.setdefault(name, threading.Lock())
     locks = get_settings().cache / "locks"
     locks.mkdir(parents=True, exist_ok=True)
-    with open(locks / f"{name}.lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+    with local, open(locks / f"{name}.lock", "w") as fh:
+        delay = 0.005
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                time.sleep(delay)
+                delay = min(delay * 2, 0.2)
         try:
             yield
         finally:

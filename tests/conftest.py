@@ -136,13 +136,14 @@ class WorkerProcess:
     """A worker in its own process group, with its log kept for failure messages.
 
     By default ``mediaconduit worker --capability …``; with ``queue``, plain ``celery worker -Q queue``
-    (a private queue keeps a job on the worker whose environment a test chose). ``args`` go to the end
-    of the command line (e.g. ``["-P", "threads"]``).
+    (a private queue keeps a job on the worker whose environment a test chose). ``pool`` is Celery's
+    pool (``prefork``, ``threads``, ``gevent``); prefork unless a test asks, as the fault tests kill children.
+    ``args`` go to the end of the command line.
     """
 
     def __init__(self, capabilities: list[str] | None = None, concurrency: int = 2,
                  env: dict[str, str] | None = None, *, queue: str | None = None, drop: list[str] | None = None,
-                 args: list[str] | None = None) -> None:
+                 pool: str = "prefork", args: list[str] | None = None) -> None:
         name = f"{queue or 'w'}-{uuid.uuid4().hex[:8]}"
         self.log = RUN_DIR / f"{name}.log"
         self.hostname = f"{name}@{socket.gethostname()}"
@@ -152,7 +153,8 @@ class WorkerProcess:
             cmd = [sys.executable, "-m", "mediaconduit_worker.cli", "worker"]
             for cap in capabilities or ["text-to-text"]:
                 cmd += ["--capability", cap]
-        cmd += ["-c", str(concurrency), "-n", self.hostname, "-l", "INFO", *(args or [])]
+        cmd += ["-P", pool, "-c", str(concurrency), "-n", self.hostname, "-l", "INFO", *(args or [])]
+        self.pool = pool
         environ = {**os.environ, **(env or {})}
         for var in drop or []:
             environ.pop(var, None)
@@ -186,8 +188,9 @@ class WorkerProcess:
 def start_worker() -> Iterator[Callable[..., WorkerProcess]]:
     started: list[WorkerProcess] = []
 
-    def start(capabilities: list[str] | None = None, concurrency: int = 2, env: dict[str, str] | None = None) -> WorkerProcess:
-        w = WorkerProcess(capabilities or ["text-to-text"], concurrency, env)
+    def start(capabilities: list[str] | None = None, concurrency: int = 2, env: dict[str, str] | None = None,
+              pool: str = "prefork") -> WorkerProcess:
+        w = WorkerProcess(capabilities or ["text-to-text"], concurrency, env, pool=pool)
         started.append(w)
         return w.wait_ready()
 
@@ -196,10 +199,17 @@ def start_worker() -> Iterator[Callable[..., WorkerProcess]]:
         w.stop()
 
 
+POOLS = ["prefork", "threads", "gevent"]
+#: Runs a test once per Celery pool on the shared ``text_worker``: one worker at a time serves text-to-text,
+#: since pytest stops the instance of one pool before it starts the next.
+on_each_pool = pytest.mark.parametrize("text_worker", POOLS, indirect=True, scope="session")
+
+
 @pytest.fixture(scope="session")
-def text_worker() -> Iterator[WorkerProcess]:
-    """A text-to-text pool shared by the tests that only need one."""
-    w = WorkerProcess(["text-to-text"], concurrency=2).wait_ready()
+def text_worker(request: pytest.FixtureRequest) -> Iterator[WorkerProcess]:
+    """A text-to-text pool shared by the tests that only need one (prefork unless ``on_each_pool``)."""
+    pool = getattr(request, "param", "prefork")
+    w = WorkerProcess(["text-to-text"], concurrency=8 if pool != "prefork" else 2, pool=pool).wait_ready()
     yield w
     w.stop()
 

@@ -51,11 +51,14 @@ def status(timeout: float, as_json: bool) -> None:
     if not workers:
         raise CommandError(f"no worker answered within {timeout:g}s")
     console = Console()
-    table = Table("worker", "queues", "procs", "active", "providers", "services")
+    table = Table("worker", "queues", "pool", "slots", "active", "stuck", "providers", "services")
     for w in workers:
         providers = "\n".join(f"{p['id']} @ {(p.get('commit') or '')[:10]}" for p in w["providers"]) or "-"
         svc = w["services"] or {}
         services = ("\n".join(f"{c['service']} {c['status']} {' '.join(c['ports'])}" for c in svc.get("containers", []))
                     or ("-" if svc.get("available") else f"n/a ({svc.get('reason')})"))
-        table.add_row(w["worker"], "\n".join(w["queues"]), str(w["concurrency"]), str(w["active"]), providers, services)
+        stuck = w["stuck"]
+        table.add_row(w["worker"], "\n".join(w["queues"]), str(w["pool"]), str(w["concurrency"]), str(w["active"]),
+                      f"{stuck['stuck']} ({stuck['abandoned_total']} in all)" if stuck["abandoned_total"] else "0",
+                      providers, services)
     console.print(table)

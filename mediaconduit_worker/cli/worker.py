@@ -16,25 +16,50 @@ from .output import CommandError
 
 @click.command()
 @click.option("--capability", "capabilities", multiple=True, required=True, help="Queue(s) to serve, e.g. text-to-text.")
-@click.option("--concurrency", "-c", type=int, default=None, help="Worker processes (default: CPU count).")
+@click.option("--pool", "-P", type=click.Choice(["prefork", "threads", "gevent"]), default=None,
+              help="Default: threads for remote-API capabilities (text-to-text), prefork for the rest; "
+                   "a mix starts one pool of each.")
+@click.option("--concurrency", "-c", type=int, default=None,
+              help="Slots per pool (default: 128 for threads/gevent, the CPU count for prefork).")
 @click.option("--loglevel", "-l", default="INFO")
 @click.option("--name", "-n", default=None, help="Node name (default: <capabilities>@%h).")
 @click.option("--no-default-queue", is_flag=True, help="Do not also serve the default queue.")
-def worker(capabilities: tuple[str, ...], concurrency: int | None, loglevel: str, name: str | None, no_default_queue: bool) -> None:
+def worker(capabilities: tuple[str, ...], pool: str | None, concurrency: int | None, loglevel: str, name: str | None,
+           no_default_queue: bool) -> None:
     """Start a worker pool for the given capabilities."""
-    from ..worker.app import app
+    from ..worker.pools import exec_celery, node_name, plan_pools, require_gevent, run_split
     from ..worker.routing import DEFAULT_QUEUE
 
     try:
         queues = [capability(c).value for c in capabilities]
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--capability") from None
-    if not no_default_queue:
-        queues.append(DEFAULT_QUEUE)
-    argv = ["worker", "-Q", ",".join(queues), "-l", loglevel, "-n", name or f"{'+'.join(queues[:3])}@%h"]
-    if concurrency:
-        argv += ["-c", str(concurrency)]
-    app.worker_main(argv)
+    plans = plan_pools(queues, None if no_default_queue else DEFAULT_QUEUE, pool, concurrency)
+    if any(p.pool == "gevent" for p in plans):
+        try:
+            require_gevent()
+        except RuntimeError as exc:
+            raise click.UsageError(str(exc)) from None
+    if len(plans) > 1:
+        children = []
+        for plan in plans:
+            argv = ["--pool", plan.pool, "--no-default-queue", "-l", loglevel]
+            argv += [a for q in plan.queues if q != DEFAULT_QUEUE for a in ("--capability", q)]
+            if DEFAULT_QUEUE in plan.queues:
+                argv.remove("--no-default-queue")
+            if plan.concurrency:
+                argv += ["-c", str(plan.concurrency)]
+            if name:
+                argv += ["-n", str(node_name(name, plan, split=True))]
+            children.append(argv)
+        raise SystemExit(run_split(children))
+    (plan,) = plans
+    argv = plan.argv(loglevel, name)
+    if plan.pool == "gevent":
+        exec_celery(argv)
+    from ..worker.app import app
+
+    app.worker_main(["worker", *argv])
 
 
 @click.group()
@@ -73,9 +98,10 @@ def connect_broker() -> None:
         raise CommandError(f"cannot reach the broker {strip_userinfo(url)} (MEDIACONDUIT_BROKER_URL): {exc}") from None
 
 
-def start_worker_process(capabilities: list[str], concurrency: int = 1, log_path: Path | None = None) -> subprocess.Popen[bytes]:
+def start_worker_process(capabilities: list[str], concurrency: int = 1, log_path: Path | None = None,
+                         pool: str = "prefork") -> subprocess.Popen[bytes]:
     """A worker in its own process (the demo; the tests)."""
-    cmd = [sys.executable, "-m", "mediaconduit_worker.cli", "worker", "-c", str(concurrency), "-l", "INFO"]
+    cmd = [sys.executable, "-m", "mediaconduit_worker.cli", "worker", "-P", pool, "-c", str(concurrency), "-l", "INFO"]
     for cap in capabilities:
         cmd += ["--capability", cap]
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL

@@ -43,7 +43,7 @@ LOG_TAIL = 40
 def docker_client() -> docker.DockerClient:
     """A client to the engine named by ``DOCKER_HOST`` (or the local socket), checked to answer."""
     try:
-        client = docker.from_env(timeout=120)
+        client = docker.from_env(timeout=120, max_pool_size=64)  # pool threads inspect side by side
         client.ping()
         return client
     except DockerException as exc:
@@ -75,18 +75,34 @@ class ServiceRegistry:
         self.cache = cache or SourceCache()
         self._known: dict[str, ServiceInfo] = {}
         self._lock = threading.RLock()
+        self._url_locks: dict[str, threading.Lock] = {}
         self._reaper: threading.Thread | None = None
 
     @property
     def client(self) -> docker.DockerClient:
         if self._client is None:
-            self._client = docker_client()
+            with self._lock:
+                if self._client is None:
+                    self._client = docker_client()
         return self._client
 
     # -- ensure ----------------------------------------------------------------------------------
     def ensure(self, url: str, origin: str | None = None) -> ServiceInfo:
-        """The running, healthy service for ``url``: attached if one runs anywhere, else started."""
+        """The running, healthy service for ``url``: attached if one runs anywhere, else started.
+
+        A known, running service is checked without a lock (pool threads inspect it side by side);
+        starting or attaching takes that URL's lock, so one service starting holds up no other.
+        """
+        info = self._known.get(url)
+        try:
+            if info is not None and self._still_running(info):
+                self._touch(info)
+                return info
+        except requests.exceptions.ConnectionError as exc:
+            raise TransientError(f"Docker engine unreachable while ensuring service {url!r}: {exc}") from None
         with self._lock:
+            url_lock = self._url_locks.setdefault(url, threading.Lock())
+        with url_lock:
             try:
                 info = self._known.get(url)
                 if info is not None and self._still_running(info):
@@ -342,20 +358,21 @@ class ServiceRegistry:
     def _start_reaper(self) -> None:
         """One daemon thread per process enforces ``service_idle_timeout``."""
         timeout = get_settings().service_idle_timeout
-        if timeout <= 0 or (self._reaper is not None and self._reaper.is_alive()):
-            return
+        with self._lock:
+            if timeout <= 0 or (self._reaper is not None and self._reaper.is_alive()):
+                return
+            self._reaper = threading.Thread(target=self._reap_loop, args=(timeout,), name="mediaconduit-service-reaper",
+                                            daemon=True)
+            self._reaper.start()
+
+    def _reap_loop(self, timeout: float) -> None:
         period = max(1.0, min(60.0, timeout / 3))
-
-        def loop() -> None:
-            while True:
-                time.sleep(period)
-                try:
-                    self.reap_idle(timeout)
-                except Exception as exc:  # the reaper must never take the worker down
-                    log.warning("idle service check failed: %s", exc)
-
-        self._reaper = threading.Thread(target=loop, name="mediaconduit-service-reaper", daemon=True)
-        self._reaper.start()
+        while True:
+            time.sleep(period)
+            try:
+                self.reap_idle(timeout)
+            except Exception as exc:  # the reaper must never take the worker down
+                log.warning("idle service check failed: %s", exc)
 
     def managed(self, all_scopes: bool = False) -> list[Container]:
         """Containers this installation (or, with ``all_scopes``, any) started."""

@@ -59,7 +59,9 @@ def make_app() -> Celery:
         result_extended=True,
         result_expires=settings.result_expires,
         task_time_limit=settings.task_time_limit,
-        task_soft_time_limit=max(settings.task_time_limit - 30, 1),
+        # No soft limit: the job's own deadline (deadlines.py) raises a clear TimeLimitError just before the
+        # hard limit in every pool, where Celery's soft limit would cut prefork jobs short and no other pool.
+        task_soft_time_limit=None,
         task_default_queue=DEFAULT_QUEUE,
         task_queues=[Queue(q, routing_key=q) for q in (DEFAULT_QUEUE, *CAPABILITY_QUEUES)],
         task_routes=(route_transform,),

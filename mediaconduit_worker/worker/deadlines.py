@@ -1,31 +1,252 @@
-"""Hands each job's deadline to the SDK (``deadline.time_left()``): the soft time limit of the job's
-message, else the worker's. Providers then stop their own long calls (and cancel paid remote work)
-before Celery's soft limit interrupts them."""
+"""Hard time limits that hold in every pool.
+
+Celery enforces a job's hard limit by killing a prefork child and, in a gevent pool, with
+``gevent.Timeout``; a thread pool has nothing, so one hung call would hold its slot forever. Here a
+job's provider calls run under its deadline (the hard limit, less a moment so our error, naming
+provider and model, comes before the pool's own) in whichever way the pool allows:
+
+* HTTP through the SDK: every request's timeout is cut to the time left (``mediaconduit_worker.deadline``);
+
+and for code that blocks elsewhere, a backstop half that moment later (so an HTTP call ending at the
+deadline reports itself first):
+
+* prefork or solo (the job runs in its process's main thread): ``SIGALRM`` interrupts Python code;
+* gevent: ``gevent.Timeout`` interrupts the greenlet at its next cooperative wait;
+* threads: the call runs in a companion thread the pool thread waits for. Past the deadline the job
+  fails and its slot is free; the companion is abandoned, counted (``mediaconduit status``) and asked to
+  unwind at its next Python instruction. When ``MEDIACONDUIT_MAX_STUCK_THREADS`` are stuck at once the
+  worker recycles itself: a warm shutdown, then the same command again in the same process.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import atexit
+import contextvars
+import ctypes
+import itertools
+import logging
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-from celery import Task, signals
+from ..deadline import Deadline, use
+from ..errors import TimeLimitError
+from ..record import strip_userinfo
+from ..settings import get_settings
+from .loader import get_registry
 
-from ..deadline import set_job_deadline
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+#: Our error comes this long before the pool's own hard limit: 10 % of the limit, at most a second.
+GRACE = 0.1
+MAX_GRACE = 1.0
 
-MARGIN = 2.0
-"""Seconds kept back for cleaning up (cancelling a prediction, removing temporary files)."""
 
-
-@signals.task_prerun.connect
-def _start(task: Task | None = None, **_: Any) -> None:
-    if task is None:
-        return
-    limits = task.request.timelimit or (None, None)
+def job_time_limit(task: Any) -> float | None:
+    """The running job's limit: the lesser of its hard and soft limits, each the call's (``time_limit=``,
+    ``soft_time_limit=``), else the task's, else the worker's settings (``MEDIACONDUIT_TASK_TIME_LIMIT``)."""
+    limits = task.request.timelimit
     hard, soft = limits if isinstance(limits, list | tuple) and len(limits) == 2 else (None, None)
-    soft = soft or task.app.conf.task_soft_time_limit
-    hard = hard or task.app.conf.task_time_limit
-    limit = min((x for x in (soft, hard) if x), default=None)
-    set_job_deadline(None if limit is None else max(float(limit) - MARGIN, 0.5))
+    hard = hard or task.time_limit or task.app.conf.task_time_limit
+    soft = soft or task.soft_time_limit or task.app.conf.task_soft_time_limit
+    limit = min((float(x) for x in (hard, soft) if x), default=None)
+    return limit
 
 
-@signals.task_postrun.connect
-def _end(**_: Any) -> None:
-    set_job_deadline(None)
+class _JobsDeadline(Deadline):
+    """A job's deadline whose errors name the provider by its manifest id once this process loaded it."""
+
+    def __init__(self, at: float, limit: float, provider: str, model: str) -> None:
+        super().__init__(at, limit, f"provider {strip_userinfo(provider)!r} model {model!r}")
+        self.provider, self.model = provider, model
+
+    def error(self, during: str | None = None) -> TimeLimitError:
+        loaded = get_registry().peek(self.provider)
+        if loaded is not None:
+            self.what = f"provider {loaded.manifest.id!r} model {self.model!r}"
+        return super().error(during)
+
+
+class JobDeadline:
+    """One job's deadline; ``run`` calls provider code under it in the way the current pool allows."""
+
+    def __init__(self, task: Any, provider: str, model: str) -> None:
+        self.limit = job_time_limit(task)
+        self.task_id = task.request.id
+        grace = min(GRACE * self.limit, MAX_GRACE) if self.limit else 0.0
+        self.backstop = grace / 2
+        self.deadline = None if self.limit is None else _JobsDeadline(
+            time.monotonic() + self.limit - grace, self.limit, provider, model)
+
+    def remaining(self) -> float | None:
+        return None if self.deadline is None else self.deadline.remaining()
+
+    def run(self, fn: Callable[..., T], *args: Any) -> T:
+        d = self.deadline
+        if d is None:
+            return fn(*args)
+        with use(d):
+            if d.remaining() <= 0:
+                raise d.error()
+            if _gevent_patched():
+                return _with_gevent_timeout(d, self.backstop, fn, args)
+            if threading.current_thread() is threading.main_thread():
+                return _with_alarm(d, self.backstop, fn, args)
+            return _in_companion(d, self.backstop, self.task_id, fn, args)
+
+
+def _gevent_patched() -> bool:
+    if "gevent" not in sys.modules:
+        return False
+    from gevent import monkey
+
+    return bool(monkey.is_module_patched("threading"))
+
+
+def _with_gevent_timeout(d: Deadline, backstop: float, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+    import gevent
+
+    with gevent.Timeout(max(d.remaining() + backstop, 0.001), d.error()):
+        return fn(*args)
+
+
+def _with_alarm(d: Deadline, backstop: float, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+    def expired(signum: int, frame: Any) -> None:
+        raise d.error()
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, max(d.remaining() + backstop, 0.001))
+    try:
+        return fn(*args)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+# -- thread pools: companions, abandoned when stuck -----------------------------------------------------
+class _Abandoned(BaseException):
+    """Raised into an abandoned companion (a BaseException, so provider code's ``except Exception`` lets it by)."""
+
+
+class _Call:
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        self.fn, self.args = fn, args
+        self.context = contextvars.copy_context()  # carries the job's deadline into the companion
+        self.done = threading.Event()
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.value = self.context.run(self.fn, *self.args)
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            self.done.set()
+
+
+class _Companion:
+    """The thread that runs one pool thread's provider calls, so the pool thread can walk away from one."""
+
+    _numbers = itertools.count(1)
+
+    def __init__(self) -> None:
+        self.calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
+        self.abandoned = False
+        self.thread = threading.Thread(target=self._serve, name=f"mediaconduit-job-{next(self._numbers)}", daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        try:
+            while not self.abandoned:
+                call = self.calls.get()
+                if call is None:
+                    break
+                call.run()
+        except _Abandoned:
+            pass  # raised between calls: the unwinding it asked for is done
+        finally:
+            if self.abandoned:
+                STUCK.release(self)
+
+
+_companions = threading.local()
+
+
+def _in_companion(d: Deadline, backstop: float, task_id: str | None, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+    companion: _Companion | None = getattr(_companions, "current", None)
+    if companion is None:
+        companion = _companions.current = _Companion()
+    call = _Call(fn, args)
+    companion.calls.put(call)
+    if not call.done.wait(max(d.remaining() + backstop, 0.0)) and not call.done.is_set():
+        _companions.current = None
+        STUCK.abandon(companion, task_id, d.what)
+        raise d.error()
+    if call.error is not None:
+        raise call.error
+    return call.value
+
+
+class StuckThreads:
+    """Companions abandoned past their job's deadline and still running, and the recycle they trigger."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._alive: dict[_Companion, tuple[str | None, str, float]] = {}
+        self.total = 0
+        self.recycling = False
+
+    def abandon(self, companion: _Companion, task_id: str | None, what: str) -> None:
+        companion.abandoned = True
+        companion.calls.put(None)  # if its call ends right now, it must not wait for another
+        with self._lock:
+            self._alive[companion] = (task_id, what, time.time())
+            self.total += 1
+            stuck = len(self._alive)
+        log.error("job %s: %s is still running past its time limit; its thread %s is abandoned (%d stuck)",
+                  task_id, what, companion.thread.name, stuck)
+        if companion.thread.ident is not None:
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(companion.thread.ident), ctypes.py_object(_Abandoned))
+        limit = get_settings().max_stuck_threads
+        if limit and stuck >= limit:
+            self._recycle(stuck)
+
+    def release(self, companion: _Companion) -> None:
+        with self._lock:
+            entry = self._alive.pop(companion, None)
+        if entry is not None:
+            log.info("abandoned thread %s (job %s) finally returned", companion.thread.name, entry[0])
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            now = time.time()
+            return {"stuck": len(self._alive), "abandoned_total": self.total, "recycling": self.recycling,
+                    "threads": [{"task_id": t, "what": w, "seconds": round(now - since, 1)}
+                                for t, w, since in self._alive.values()]}
+
+    def _recycle(self, stuck: int) -> None:
+        """Warm shutdown (running jobs end by their deadlines), then the same command again in this
+        process (``exec``: same pid for a supervisor, no stuck thread carried over)."""
+        with self._lock:
+            if self.recycling:
+                return
+            self.recycling = True
+        log.error("%d threads are stuck past their jobs' time limits (MEDIACONDUIT_MAX_STUCK_THREADS); "
+                  "recycling this worker", stuck)
+        atexit.register(_exec_again)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _exec_again() -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, sys.orig_argv)
+
+
+STUCK = StuckThreads()

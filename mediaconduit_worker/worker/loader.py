@@ -155,18 +155,31 @@ def _provider_class(module: ModuleType, export: str | None, origin: str) -> type
 
 
 class ProviderRegistry:
-    """Per-process cache of loaded providers over the shared on-disk source cache."""
+    """Per-process cache of loaded providers over the shared on-disk source cache.
+
+    Safe under hundreds of pool threads: a loaded provider is a lock-free dict read, and the first
+    load of each URL happens once, under that URL's own lock, so a slow install of one provider
+    never holds up jobs for another.
+    """
 
     def __init__(self, cache: SourceCache | None = None, service_host: ServiceHost | None = None) -> None:
         self.cache = cache or SourceCache()
         self.service_host = service_host
         self._loaded: dict[str, LoadedProvider] = {}
         self._manifests: dict[str, tuple[ProviderManifest, Checkout]] = {}
-        self._lock = threading.RLock()
+        self._locks: dict[str, threading.RLock] = {}
+        self._locks_guard = threading.Lock()
+
+    def _lock(self, url: str) -> threading.RLock:
+        with self._locks_guard:
+            return self._locks.setdefault(url, threading.RLock())
 
     def manifest(self, url: str) -> tuple[ProviderManifest, Checkout]:
         """Fetch (or reuse) the source and parse its manifest, without installing or importing code."""
-        with self._lock:
+        lp = self._loaded.get(url)
+        if lp is not None:
+            return lp.manifest, lp.checkout
+        with self._lock(url):
             if url in self._loaded:
                 lp = self._loaded[url]
                 return lp.manifest, lp.checkout
@@ -188,7 +201,10 @@ class ProviderRegistry:
 
     def get(self, url: str) -> LoadedProvider:
         """The loaded provider for ``url``; the first call per process fetches, installs and imports."""
-        with self._lock:
+        loaded = self._loaded.get(url)
+        if loaded is not None:
+            return loaded
+        with self._lock(url):
             loaded = self._loaded.get(url)
             if loaded is None:
                 loaded = self._load(url)
@@ -280,11 +296,15 @@ class DockerServices:
 
 
 _registry: ProviderRegistry | None = None
+_registry_lock = threading.Lock()
 
 
 def get_registry() -> ProviderRegistry:
-    """The process-wide registry (each worker child has its own, over the shared disk cache)."""
+    """The process-wide registry (each worker child has its own, over the shared disk cache); the
+    lock keeps the first jobs of a thread pool from building one each and loading providers twice."""
     global _registry
     if _registry is None:
-        _registry = ProviderRegistry(service_host=DockerServices())
+        with _registry_lock:
+            if _registry is None:
+                _registry = ProviderRegistry(service_host=DockerServices())
     return _registry

@@ -26,6 +26,9 @@ from .routing import TRANSFORM_TASK
 log = logging.getLogger(__name__)
 KEY_PREFIX = "mediaconduit-providers-"
 KEY_TTL = 7 * 24 * 3600
+POOL_NAMES = {"celery.concurrency.prefork": "prefork", "celery.concurrency.thread": "threads",
+              "celery.concurrency.gevent": "gevent", "celery.concurrency.solo": "solo",
+              "celery.concurrency.eventlet": "eventlet"}
 _reported: set[str] = set()
 
 
@@ -103,9 +106,12 @@ def running_services() -> dict[str, Any]:
 
 @inspect_command(name="mediaconduit_info")
 def mediaconduit_info(state: Any, **_: Any) -> dict[str, Any]:
-    """Remote control: this worker's loaded providers and running services."""
+    """Remote control: this worker's loaded providers, running services and threads stuck past a deadline."""
+    from .deadlines import STUCK
+
     hostname = state.consumer.hostname
-    return {"providers": loaded_providers(hostname), "services": running_services(), "pid": os.getpid()}
+    return {"providers": loaded_providers(hostname), "services": running_services(), "pid": os.getpid(),
+            "stuck": STUCK.snapshot()}
 
 
 def cluster_status(app: Celery, timeout: float = 2.0) -> list[dict[str, Any]]:
@@ -123,14 +129,17 @@ def cluster_status(app: Celery, timeout: float = 2.0) -> list[dict[str, Any]]:
     for name in sorted(set(queues) | set(stats)):
         st = stats.get(name, {})
         detail = infos.get(name) or {}
+        implementation = str((st.get("pool") or {}).get("implementation") or "")
         workers.append({
             "worker": name,
             "queues": sorted(q["name"] for q in queues.get(name, [])),
+            "pool": POOL_NAMES.get(implementation.split(":")[0], implementation or None),
             "concurrency": (st.get("pool") or {}).get("max-concurrency"),
             "processes": (st.get("pool") or {}).get("processes", []),
             "active": len(active.get(name, [])),
             "providers": detail.get("providers", []) if "error" not in detail else [],
             "services": detail.get("services") if detail else {"available": False, "reason": "no reply", "containers": []},
+            "stuck": detail.get("stuck") or {"stuck": 0, "abandoned_total": 0, "threads": []},
         })
     return workers
 

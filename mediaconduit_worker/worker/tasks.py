@@ -15,8 +15,10 @@ from ..errors import InvalidInputError
 from ..payload import check_json
 from ..provenance import complete_record
 from ..record import ResultMetadata, SourceInfo, TransformResult, scrub_exception, secret_values, strip_userinfo
+from . import cache as result_cache
 from .app import app
 from .calls import BATCH_HEADER, serve_direct
+from .deadlines import JobDeadline
 from .failover import RouteRun
 from .loader import get_registry
 from .redaction import current_secrets
@@ -96,12 +98,15 @@ def _transform(task: Task, input: Any, provider: str, model: str, options: dict[
         raise InvalidInputError(f"model must be a model id string, got {model!r}")
     model_input = job_input(input)
     batch = getattr(request, BATCH_HEADER, None)
+    deadline = JobDeadline(task, provider, model)  # the hard time limit, held in every pool
+    if (hit := result_cache.lookup(task, deadline, provider, model, opts, model_input, started)) is not None:
+        return hit  # opt-in (options.cache or the manifest): no provider call
     retry_with: BaseException | None = None
     try:
         if routed:
-            served = RouteRun(route_for(provider, model, options), model_input, opts, batch).serve()
+            served = deadline.run(RouteRun(route_for(provider, model, options), model_input, opts, batch).serve)
         else:
-            served = serve_direct(provider, model, model_input, opts, batch)
+            served = deadline.run(serve_direct, provider, model, model_input, opts, batch)
     except TRANSIENT_EXCEPTIONS as exc:
         retry_with = scrub_exception(exc, job_secrets(provider, options))
     if retry_with is not None:
@@ -134,4 +139,4 @@ def _transform(task: Task, input: Any, provider: str, model: str, options: dict[
         task_id=request.id,
         worker=request.hostname,
     ))
-    return served.result_json(result)
+    return result_cache.store(task, served.result_json(result))

@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from conftest import REPO
+from conftest import POOLS, REPO
 from support.remote import KEY_VARS, QueueWorker, publish_remote_providers
 from support.standin_apis import FAKE_MP3, KEYS, PNG, URL_PNG, Reply, StandInAPIs
 
@@ -40,10 +40,11 @@ def urls() -> dict[str, str]:
     return publish_remote_providers()
 
 
-@pytest.fixture(scope="module")
-def worker(apis: StandInAPIs, urls: dict[str, str]) -> Iterator[QueueWorker]:
-    """One pool for every provider, its environment pointing at the stand-ins with valid keys."""
-    w = QueueWorker("remote-tests", apis.env()).wait_ready()
+@pytest.fixture(scope="module", params=POOLS)
+def worker(request: pytest.FixtureRequest, apis: StandInAPIs, urls: dict[str, str]) -> Iterator[QueueWorker]:
+    """One worker for every provider, its environment pointing at the stand-ins with valid keys; each test
+    using it runs once per Celery pool."""
+    w = QueueWorker("remote-tests", apis.env(), pool=request.param).wait_ready()
     yield w
     w.stop()
 
@@ -269,6 +270,24 @@ def test_persistent_5xx_goes_back_to_the_queue_then_succeeds(worker, urls, apis)
     assert result["asset"]["content"] == "[grok-3] later"
     assert len(apis.calls("/xai/v1/chat/completions")) == 4
     assert "transient error from xai-provider/grok-3" in worker.log_text()
+
+
+def test_a_hung_api_ends_with_the_jobs_time_limit_and_frees_the_slot(worker, urls, apis):
+    """The API never answers: each job fails at its ``time_limit=`` in every pool, naming provider and
+    model, and the worker's slots are free again for the next job."""
+    from mediaconduit_worker import TimeLimitError
+
+    hung = Reply(200, {}, delay=600)
+    apis.script("POST", "/openai/v1/chat/completions", hung, hung)
+    started = time.monotonic()
+    jobs = [worker.submit(f"hello {i}", urls["openai"], "gpt-4o-mini", time_limit=3) for i in range(2)]  # both slots
+    for job in jobs:
+        with pytest.raises(TimeLimitError) as err:
+            job.get(timeout=60)
+        assert str(err.value) == ("provider 'openai-provider' model 'gpt-4o-mini' exceeded the job's time limit of 3s "
+                                  "(during POST /chat/completions)")
+    assert time.monotonic() - started < 15  # on time, not after the client's 120 s timeout
+    assert worker.run("next", urls["openai"], "gpt-4o-mini")["asset"]["content"] == "[gpt-4o-mini] next"
 
 
 def test_missing_key_names_the_provider_and_variable(keyless_worker, urls, apis):

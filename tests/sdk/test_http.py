@@ -163,6 +163,27 @@ def test_timeout_is_transient_and_names_the_request(apis):
     slow.close()
 
 
+def test_a_request_never_outlives_the_jobs_deadline(client, apis):
+    """Under a job's deadline the per-request timeout is min(configured, remaining): a hung API ends with a
+    TimeLimitError naming the job, and a retry that would not fit is handed back to the queue instead."""
+    from mediaconduit_worker import TimeLimitError
+    from mediaconduit_worker.deadline import deadline
+
+    apis.script("GET", "/raw/api/hung", Reply(200, {}, delay=30))
+    started = time.monotonic()
+    with deadline(0.5, "provider 'unit-provider' model 'm'"), pytest.raises(TimeLimitError) as err:
+        client.get_json("/hung")  # the client's own timeout is 5 s
+    assert time.monotonic() - started < 2
+    assert str(err.value) == "provider 'unit-provider' model 'm' exceeded the job's time limit of 0.5s (during GET /hung)"
+    with deadline(0.0, "provider 'unit-provider' model 'm'"), pytest.raises(TimeLimitError):
+        client.get_json("/never-sent")
+    assert apis.calls("/raw/api/never-sent") == []
+    apis.script("GET", "/raw/api/limited", Reply(429, {"error": "slow down"}, headers={"Retry-After": "2"}))
+    with deadline(1.0, "provider 'unit-provider' model 'm'"), pytest.raises(TransientError) as busy:
+        client.get_json("/limited")
+    assert busy.value.retry_after == 2 and len(apis.calls("/raw/api/limited")) == 1
+
+
 def test_refused_connection_is_transient_after_retries():
     port = free_port()  # nothing listens there
     c = HttpClient("unit-provider", f"http://127.0.0.1:{port}", max_retries=1, backoff=0.01)

@@ -214,7 +214,7 @@ def test_cli_ls_logs_stop_and_idle_reaping(docker_engine, service_urls):
     listed = runner.invoke(main, ["services", "ls", "--json"])
     assert listed.exit_code == 0, listed.output
     assert info.container_name in listed.output and f"127.0.0.1:{info.ports[0]}" in listed.output
-    logs = runner.invoke(main, ["services", "logs", "tesseract-service", "-n", "5"])
+    logs = runner.invoke(main, ["services", "logs", "tesseract-service", "-n", "200"])  # earlier modules used it too
     assert logs.exit_code == 0 and "listening" in logs.output
     missing = runner.invoke(main, ["services", "logs", "no-such-service"])
     assert missing.exit_code != 0 and "no MediaConduit service container matches 'no-such-service'" in missing.output

@@ -25,8 +25,8 @@ class QueueWorker(WorkerProcess):
     """A worker on a private queue with a chosen environment, and jobs sent to that queue."""
 
     def __init__(self, queue: str, env: dict[str, str], drop: list[str] | None = None, concurrency: int = 2,
-                 args: list[str] | None = None) -> None:
-        super().__init__(concurrency=concurrency, env=env, queue=queue, drop=drop, args=args)
+                 pool: str = "prefork", args: list[str] | None = None) -> None:
+        super().__init__(concurrency=concurrency, env=env, queue=queue, drop=drop, pool=pool, args=args)
         self.queue = queue
 
     def run(self, input: Any, provider: str, model: str, options: dict[str, Any] | None = None,
@@ -34,12 +34,13 @@ class QueueWorker(WorkerProcess):
         """One transform through Redis to this worker; the TransformResult JSON (or the job's error)."""
         return self.submit(input, provider, model, options).get(timeout=timeout)
 
-    def submit(self, input: Any, provider: str, model: str, options: dict[str, Any] | None = None) -> Any:
+    def submit(self, input: Any, provider: str, model: str, options: dict[str, Any] | None = None, **call: Any) -> Any:
+        """``call``: further ``apply_async`` options (e.g. ``time_limit``)."""
         from mediaconduit_worker import transform
         from mediaconduit_worker.celery_app import app
 
         try:
-            return transform.apply_async((input, provider, model, options or {}), queue=self.queue)
+            return transform.apply_async((input, provider, model, options or {}), queue=self.queue, **call)
         finally:
             # Celery adds an undeclared queue to the app's table on send; leave the table as other tests expect it.
             app.amqp.queues.pop(self.queue, None)

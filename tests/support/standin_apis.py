@@ -85,10 +85,19 @@ class Recorded:
     """When the reply was written (``time.monotonic()``, as ``at``)."""
 
 
-class StandInAPIs:
-    """The server plus its state (recorded requests, scripted replies, Ollama's pulled models)."""
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 1024  # an I/O pool's hundreds of threads connect at once
 
-    def __init__(self) -> None:
+
+class StandInAPIs:
+    """The server plus its state (recorded requests, scripted replies, Ollama's pulled models).
+
+    ``latency`` seconds are added to every reply (benchmarks); a reply's ``delay`` ends early when
+    the server stops, so a reply that "never comes" (a hung API) does not outlive the tests.
+    """
+
+    def __init__(self, latency: float = 0.0) -> None:
         self.requests: list[Recorded] = []
         self.scripts: dict[tuple[str, str], deque[Reply]] = defaultdict(deque)
         self.standing: dict[tuple[str, str], Reply] = {}
@@ -98,9 +107,10 @@ class StandInAPIs:
         """Per path: requests being answered right now, and the most at once (what a concurrency limit bounds)."""
         self.ollama_models = ["llama3.2:latest"]
         self.lock = threading.Lock()
+        self.latency = latency
+        self.stopping = threading.Event()
         handler = type("Handler", (_Handler,), {"apis": self})
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.server.daemon_threads = True
+        self.server = _Server(("127.0.0.1", 0), handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @property
@@ -112,6 +122,7 @@ class StandInAPIs:
         return self
 
     def stop(self) -> None:
+        self.stopping.set()
         self.server.shutdown()
         self.server.server_close()
 
@@ -191,8 +202,8 @@ class _Handler(BaseHTTPRequestHandler):
             apis.max_active[parts.path] = max(apis.max_active[parts.path], apis.active[parts.path])
         try:
             reply = scripted or self._route(rec)
-            if reply.delay or delay:
-                time.sleep(reply.delay + delay)
+            if reply.delay or delay or apis.latency:
+                apis.stopping.wait(reply.delay + delay + apis.latency)
             self._send(reply)
             rec.done = time.monotonic()
         except (BrokenPipeError, ConnectionResetError):

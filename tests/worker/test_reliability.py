@@ -12,7 +12,7 @@ import sys
 import time
 
 import pytest
-from conftest import WorkerProcess, free_port
+from conftest import POOLS, WorkerProcess, free_port
 
 TOOLS = """
 import os, signal, time
@@ -75,14 +75,52 @@ def test_connection_errors_are_retried_with_backoff(text_worker, tools_url, tmp_
     assert (tmp_path / "calls").read_text() == "3"
 
 
-def test_per_job_time_limit_ends_a_job_as_failure(start_worker, tools_url):
-    from mediaconduit_worker import transform
+def _status_of(worker: WorkerProcess) -> dict:
+    from mediaconduit_worker.celery_app import app
+    from mediaconduit_worker.worker.status import cluster_status
 
-    start_worker(["text-to-3d"], concurrency=1, env={"MEDIACONDUIT_TASK_TIME_LIMIT": "2"})
+    (me,) = [w for w in cluster_status(app, 1.5) if w["worker"] == worker.hostname]
+    return me
+
+
+@pytest.mark.parametrize("pool", POOLS)
+def test_per_job_time_limit_holds_in_every_pool(start_worker, tools_url, echo_url, pool):
+    """A model sleeping in Python past MEDIACONDUIT_TASK_TIME_LIMIT fails on time in each pool, naming provider
+    and model, and the worker's only slot serves the next job; a thread pool counts the thread it abandoned."""
+    from mediaconduit_worker import TimeLimitError, transform
+
+    worker = start_worker(["text-to-3d"], concurrency=1, pool=pool, env={"MEDIACONDUIT_TASK_TIME_LIMIT": "2"})
+    started = time.monotonic()
     r = transform.delay("slow", tools_url, "sleep", {"seconds": 30, "capability": "text-to-3d"})
-    with pytest.raises(Exception, match="TimeLimitExceeded"):
+    with pytest.raises(TimeLimitError, match=r"^provider 'tools' model 'sleep' exceeded the job's time limit of 2s$"):
         r.get(timeout=60)
-    assert r.state == "FAILURE"
+    assert r.state == "FAILURE" and time.monotonic() - started < 10
+    ok = transform.delay("next", echo_url, "echo", {"capability": "text-to-3d"}).get(timeout=30)
+    assert ok["metadata"]["worker"] == worker.hostname
+    me = _status_of(worker)
+    assert me["pool"] == pool and me["concurrency"] == 1
+    assert me["stuck"]["stuck"] == (1 if pool == "threads" else 0)
+    if pool == "threads":
+        assert me["stuck"]["threads"][0]["task_id"] == r.id
+        assert "abandoned (1 stuck)" in worker.log_text()
+
+
+def test_a_thread_pool_recycles_itself_when_too_many_threads_are_stuck(start_worker, tools_url, echo_url):
+    from mediaconduit_worker import TimeLimitError, transform
+
+    env = {"MEDIACONDUIT_TASK_TIME_LIMIT": "2", "MEDIACONDUIT_MAX_STUCK_THREADS": "2"}
+    worker = start_worker(["text-to-3d"], concurrency=2, pool="threads", env=env)
+    jobs = [transform.delay(f"slow {i}", tools_url, "sleep", {"seconds": 120, "capability": "text-to-3d"})
+            for i in range(2)]
+    for r in jobs:
+        with pytest.raises(TimeLimitError):
+            r.get(timeout=60)
+    # A warm shutdown, then the same command again in the same process: nothing stuck any more.
+    after = transform.delay("after", echo_url, "echo", {"capability": "text-to-3d"}).get(timeout=90)
+    assert after["metadata"]["worker"] == worker.hostname and worker.proc.poll() is None
+    log = worker.log_text()
+    assert log.count("recycling this worker") == 1 and log.count("Warm shutdown") == 1
+    assert _status_of(worker)["stuck"] == {"stuck": 0, "abandoned_total": 0, "recycling": False, "threads": []}
 
 
 @pytest.mark.parametrize("main", ["../outside.py", "/etc/hostname", "src/../../x.py"])

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, free_port, head_commit, publish
+from conftest import REPO, free_port, head_commit, on_each_pool, publish
 
 ECHO_MODULE = (REPO / "providers" / "echo-provider" / "src" / "echo_provider" / "__init__.py").read_text()
 SLOW_IMPORT = ECHO_MODULE + "\nimport time as _time\n_time.sleep(0.5)  # widen the window in which loaders race\n"
@@ -28,6 +28,7 @@ def echo_manifest(**overrides: object) -> dict:
     return manifest
 
 
+@on_each_pool
 def test_transform_reaches_its_capability_queue(text_worker, echo_url):
     from mediaconduit_worker import transform
     from mediaconduit_worker.celery_app import app
@@ -47,6 +48,7 @@ def test_transform_reaches_its_capability_queue(text_worker, echo_url):
     assert stored["name"] == "mediaconduit.transform"
 
 
+@on_each_pool
 def test_chain_result_carries_both_generation_prompts(text_worker, echo_url):
     from mediaconduit_worker import transform
 
@@ -60,6 +62,7 @@ def test_chain_result_carries_both_generation_prompts(text_worker, echo_url):
     assert outer["input"]["content"] == "cba"
 
 
+@on_each_pool
 def test_secret_options_never_reach_results_or_backend(text_worker, echo_url):
     from mediaconduit_worker import transform
     from mediaconduit_worker.celery_app import app
@@ -113,6 +116,7 @@ BAD_JOBS = {
 }
 
 
+@on_each_pool
 @pytest.mark.parametrize("case", sorted(BAD_JOBS))
 def test_bad_job_fails_clearly_and_worker_keeps_serving(case, text_worker, echo_url, make_provider):
     from mediaconduit_worker import transform
@@ -128,6 +132,7 @@ def test_bad_job_fails_clearly_and_worker_keeps_serving(case, text_worker, echo_
     assert transform.delay("still alive", echo_url, "echo").get(timeout=60)["asset"]["content"] == "still alive"
 
 
+@on_each_pool
 def test_non_json_input_is_refused_before_queueing_and_bad_json_input_fails(text_worker, echo_url):
     from mediaconduit_worker import InvalidInputError, transform
 

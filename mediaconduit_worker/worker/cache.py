@@ -1,0 +1,270 @@
+"""Opt-in result cache: an identical job of a deterministic model is answered from Redis, and identical
+jobs in flight at once make one provider call.
+
+A job is cached when its options say ``cache: true``, or its model's manifest entry says ``cache: true``
+and the options do not say ``cache: false``. The key is a sha256 over what decides the output: the
+provider (manifest id and pinned commit, or package version; a Docker provider's service commit too), the model, the options without secrets
+and without ``cache``, and the input's content (text; media by blob digest; a chained input by its
+content, not its history). Secrets are never part of the key, and a result that contains an option's
+secret value is not stored.
+
+Single flight: the first of identical jobs claims the key (``SET NX`` with a lease its worker renews while
+the job runs); the others wait for its result, woken through a Redis list, and one of them takes the
+claim over if the owner fails or its worker dies (the lease then expires). Entries live
+``MEDIACONDUIT_CACHE_TTL`` seconds; ``mediaconduit cache stats | clear`` manage them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlparse
+
+from celery import signals
+
+from ..assets import BinaryAsset, Text
+from ..errors import InvalidInputError
+from ..provider import DockerProvider
+from ..record import redact, secret_values
+from ..settings import get_settings
+from ..sources import SourceCache, parse_source
+from .app import app
+from .deadlines import JobDeadline
+from .loader import LoadedProvider, get_registry
+from .replay import pinned_service_url
+from .routes import is_route
+
+log = logging.getLogger(__name__)
+PREFIX = "mediaconduit-cache:"
+CLAIM_PREFIX = "mediaconduit-cache-claim:"
+WAKE_PREFIX = "mediaconduit-cache-wake:"
+STATS_KEY = "mediaconduit-cache-stats"
+#: A claim lapses this long after its worker stopped renewing it (renewed every third of it).
+LEASE_MS = 15_000
+KEY_VERSION = 1
+
+_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+_RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
+
+
+def _client() -> Any:
+    return app.backend.client
+
+
+def input_content(value: Any) -> Any:
+    """What of an input decides a model's output: text (a plain string and a ``Text`` alike), a media
+    asset's blob digest and type, lists of those; never metadata or generation prompts (a chain's history)."""
+    if isinstance(value, str):
+        return {"text": value, "language": "auto"}
+    if isinstance(value, Text):
+        return {"text": value.content, "language": value.language}
+    if isinstance(value, BinaryAsset):
+        uri = urlparse(value.uri or "")
+        # A blob:// name is the digest of its bytes; any other reference is hashed as read.
+        digest = uri.path.rsplit("/", 1)[-1] if uri.scheme == "blob" else hashlib.sha256(value.data).hexdigest()
+        return {"type": value.type, "sha256": digest, "mime_type": value.mime_type}
+    if isinstance(value, list):
+        return [input_content(v) for v in value]
+    raise InvalidInputError(f"cannot cache an input of type {type(value).__name__}")
+
+
+def service_code(loaded: LoadedProvider) -> str | None:
+    """A Docker provider's output also depends on its service's code: the commit its service URL is pinned
+    to (or the one a replay pins this job to); None for other providers."""
+    provider = loaded.provider
+    if not isinstance(provider, DockerProvider):
+        return None
+    url = pinned_service_url(provider.get_service_url())
+    return SourceCache().materialise(parse_source(url)).commit or "unversioned"
+
+
+def cache_key(loaded: LoadedProvider, model: str, options: dict[str, Any], model_input: Any) -> str | None:
+    """The sha256 key of a job, or None when the provider's code has no fixed identity (an unversioned folder)."""
+    code = loaded.checkout.commit or loaded.checkout.version
+    service = service_code(loaded)
+    if not code or service == "unversioned":
+        return None
+    material = {"v": KEY_VERSION, "provider": loaded.manifest.id, "code": code, "service": service, "model": model,
+                "options": redact({k: v for k, v in options.items() if k != "cache"}), "input": input_content(model_input)}
+    text = json.dumps(material, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def cached_provider(deadline: JobDeadline, provider: str, model: str, options: dict[str, Any]) -> LoadedProvider | None:
+    """The loaded provider when this job is to be cached, else None. ``options.cache`` decides if given (and
+    is taken out of the options the provider sees), else the model's manifest entry. A route's jobs are
+    not cached: which candidate serves them is decided per job."""
+    explicit = options.pop("cache", None)
+    if explicit is not None and not isinstance(explicit, bool):
+        raise InvalidInputError(f"option 'cache' must be true or false, got {explicit!r}")
+    if explicit is False or is_route(provider):
+        return None
+    registry = get_registry()
+    loaded = registry.peek(provider) or deadline.run(registry.get, provider)  # the job needs it loaded anyway
+    return loaded if explicit or loaded.manifest.model_cached(model) else None
+
+
+@dataclass
+class Claim:
+    """This worker computes ``key`` for the job ``task_id``; ``secrets`` must not appear in what it stores."""
+
+    key: str
+    task_id: str
+    secrets: list[str]
+
+
+_claims: dict[str, Claim] = {}
+_claims_lock = threading.Lock()
+_renewer: threading.Thread | None = None
+
+
+def lookup(task: Any, deadline: JobDeadline, provider: str, model: str, options: dict[str, Any], model_input: Any,
+           started: float) -> dict[str, Any] | None:
+    """The cached result for this job (marked as a hit), or None: run the provider, then ``store``.
+
+    Takes ``cache`` out of ``options``. Waits while an identical job runs elsewhere, within the job's deadline.
+    """
+    loaded = cached_provider(deadline, provider, model, options)
+    if loaded is None:
+        return None
+    key = cache_key(loaded, model, options, model_input)
+    if key is None:
+        log.warning("provider %s has no pinned commit or version: job %s is not cached", loaded.manifest.id, task.request.id)
+        return None
+    client = _client()
+    task_id = task.request.id
+    waited = False
+    while True:
+        raw = client.get(PREFIX + key)
+        if raw is not None:
+            client.hincrby(STATS_KEY, "hits")
+            return _answer(json.loads(raw), key, task, started)
+        if client.set(CLAIM_PREFIX + key, task_id, nx=True, px=LEASE_MS):
+            with client.pipeline(transaction=False) as pipe:
+                pipe.delete(WAKE_PREFIX + key)  # a wake-up left by an earlier owner must not make us spin
+                pipe.hincrby(STATS_KEY, "misses")
+                pipe.execute()
+            _hold(Claim(key, task_id, secret_values(options)))
+            return None
+        if not waited:
+            waited = True
+            client.hincrby(STATS_KEY, "waits")
+        left = deadline.remaining()
+        if left is not None and left <= 0:
+            assert deadline.deadline is not None
+            raise deadline.deadline.error("waiting for an identical job's result")
+        if client.blpop([WAKE_PREFIX + key], timeout=min(1.0, left or 1.0)):
+            client.rpush(WAKE_PREFIX + key, "1")  # pass the wake-up on to the next waiter
+
+
+def _answer(entry: dict[str, Any], key: str, task: Any, started: float) -> dict[str, Any]:
+    result = entry["result"]
+    result["metadata"].update(
+        task_id=task.request.id, worker=task.request.hostname,
+        processing_time_ms=round((time.perf_counter() - started) * 1000, 3),
+        cache={"hit": True, "key": key, "from_task": entry["task_id"]},
+    )
+    return result
+
+
+def store(task: Any, result: dict[str, Any]) -> dict[str, Any]:
+    """Store the result of a job that holds a claim (unless it contains a secret) and wake its waiters."""
+    with _claims_lock:
+        claim = _claims.pop(task.request.id, None)
+    if claim is None:
+        return result
+    result["metadata"]["cache"] = {"hit": False, "key": claim.key}
+    text = json.dumps({"result": result, "task_id": claim.task_id, "stored_at": time.time()})
+    if any(secret in text for secret in claim.secrets):
+        log.warning("job %s: not cached, its result contains a secret option's value", claim.task_id)
+    else:
+        with _client().pipeline(transaction=False) as pipe:
+            pipe.set(PREFIX + claim.key, text, ex=max(1, get_settings().cache_ttl))
+            pipe.hincrby(STATS_KEY, "stores")
+            pipe.execute()
+    _release(claim)
+    return result
+
+
+def _hold(claim: Claim) -> None:
+    global _renewer
+    with _claims_lock:
+        _claims[claim.task_id] = claim
+        if _renewer is None or not _renewer.is_alive():
+            _renewer = threading.Thread(target=_renew_forever, name="mediaconduit-cache-leases", daemon=True)
+            _renewer.start()
+
+
+def _release(claim: Claim) -> None:
+    client = _client()
+    try:
+        client.eval(_RELEASE, 1, CLAIM_PREFIX + claim.key, claim.task_id)
+        with client.pipeline(transaction=False) as pipe:
+            pipe.rpush(WAKE_PREFIX + claim.key, "1")
+            pipe.expire(WAKE_PREFIX + claim.key, 60)
+            pipe.execute()
+    except Exception as exc:  # the lease lapses by itself; waiters then take over
+        log.warning("releasing cache claim %s failed: %s", claim.key[:12], exc)
+
+
+def _renew_forever() -> None:
+    """Extend this process's claims every third of the lease, so only a dead worker's claim lapses."""
+    while True:
+        time.sleep(LEASE_MS / 3000)
+        with _claims_lock:
+            claims = list(_claims.values())
+        if not claims:
+            continue
+        try:
+            with _client().pipeline(transaction=False) as pipe:
+                for c in claims:
+                    pipe.eval(_RENEW, 1, CLAIM_PREFIX + c.key, c.task_id, LEASE_MS)
+                pipe.execute()
+        except Exception as exc:  # next round tries again; the lease covers a few misses
+            log.warning("renewing cache claims failed: %s", exc)
+
+
+@signals.task_postrun.connect
+def _release_unfinished(task_id: str | None = None, **_: Any) -> None:
+    """A job that failed or went back to the queue gives its claim up: a waiting identical job takes it."""
+    with _claims_lock:
+        claim = _claims.pop(task_id or "", None)
+    if claim is not None:
+        _release(claim)
+
+
+# -- mediaconduit cache stats | clear -------------------------------------------------------------------
+def stats() -> dict[str, Any]:
+    """Entries, their bytes, and hits/misses/waits/stores since the last clear."""
+    client = _client()
+    keys = list(client.scan_iter(match=PREFIX + "*", count=1000))
+    size = 0
+    for i in range(0, len(keys), 1000):
+        with client.pipeline(transaction=False) as pipe:
+            for k in keys[i:i + 1000]:
+                pipe.strlen(k)
+            size += sum(pipe.execute())
+    counters = {k.decode(): int(v) for k, v in client.hgetall(STATS_KEY).items()}
+    return {"entries": len(keys), "bytes": size, "ttl": get_settings().cache_ttl,
+            **{name: counters.get(name, 0) for name in ("hits", "misses", "waits", "stores")}}
+
+
+def clear() -> int:
+    """Delete every cached result and the counters; jobs in flight keep their claims."""
+    client = _client()
+    removed = 0
+    batch: list[bytes] = []
+    for k in client.scan_iter(match=PREFIX + "*", count=1000):
+        batch.append(k)
+        if len(batch) == 1000:
+            removed += client.delete(*batch)
+            batch.clear()
+    if batch:
+        removed += client.delete(*batch)
+    client.delete(STATS_KEY)
+    return removed

@@ -1,0 +1,183 @@
+"""The opt-in result cache, end to end: a thread-pool worker, the OpenAI provider against its stand-in
+(which counts the calls that reached the API), results and claims in the real Redis."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import POOLS, REPO, head_commit, publish
+from support.remote import QueueWorker
+from support.standin_apis import Reply, StandInAPIs
+
+CHAT = "/openai/v1/chat/completions"
+
+
+@pytest.fixture(scope="module")
+def apis() -> Iterator[StandInAPIs]:
+    server = StandInAPIs().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _fresh(apis: StandInAPIs) -> None:
+    from mediaconduit_worker.worker.cache import clear
+
+    apis.reset()
+    clear()
+
+
+@pytest.fixture(scope="module")
+def openai_url() -> str:
+    return publish(REPO / "providers" / "openai-provider", "openai-provider")
+
+
+@pytest.fixture(scope="module", params=POOLS)
+def worker(request: pytest.FixtureRequest, apis: StandInAPIs, openai_url: str) -> Iterator[QueueWorker]:
+    """Each test once per pool: single flight and leases must hold across processes, threads and greenlets."""
+    slots = 4 if request.param == "prefork" else 32
+    w = QueueWorker("cache-tests", apis.env(), pool=request.param, concurrency=slots).wait_ready()
+    yield w
+    w.stop()
+
+
+def cached(result: dict) -> dict | None:
+    return result["metadata"].get("cache")
+
+
+def test_a_hit_makes_no_call_and_says_where_it_came_from(worker, openai_url, apis):
+    first = worker.run("Hello", openai_url, "gpt-4o-mini", {"temperature": 0, "cache": True})
+    again = worker.run("Hello", openai_url, "gpt-4o-mini", {"temperature": 0, "cache": True})
+    assert len(apis.calls(CHAT)) == 1
+    assert cached(first) == {"hit": False, "key": cached(first)["key"]} and len(cached(first)["key"]) == 64
+    assert cached(again) == {"hit": True, "key": cached(first)["key"], "from_task": first["metadata"]["task_id"]}
+    assert again["asset"] == first["asset"] and again["metadata"]["task_id"] != first["metadata"]["task_id"]
+    assert "cache" not in first["metadata"]["generation_prompt"]["options"]  # neither stored nor sent
+    assert "cache" not in apis.calls(CHAT)[0].body
+    uncached = worker.run("Hello", openai_url, "gpt-4o-mini", {"temperature": 0})
+    assert cached(uncached) is None and len(apis.calls(CHAT)) == 2
+
+
+def test_a_change_of_model_options_or_input_misses(worker, openai_url, apis):
+    base = ("Hello", "gpt-4o-mini", {"temperature": 0, "cache": True})
+    keys = set()
+    for text, model, opts in [base, ("Hello", "gpt-4o", base[2]), ("Hello", "gpt-4o-mini", {"temperature": 0.5, "cache": True}),
+                              ("Hello!", "gpt-4o-mini", base[2]), base]:
+        keys.add(cached(worker.run(text, openai_url, model, opts))["key"])
+    assert len(keys) == 4 and len(apis.calls(CHAT)) == 4  # the last repeats the first
+
+
+def test_a_new_commit_of_the_provider_misses(worker, apis, tmp_path: Path):
+    folder = tmp_path / "provider"
+    shutil.copytree(REPO / "providers" / "openai-provider", folder)
+    url = publish(folder, "openai-cache-copy", org="tests")
+    first = head_commit("openai-cache-copy", "tests")
+    (folder / "CHANGELOG.md").write_text("a new release\n")
+    publish(folder, "openai-cache-copy", org="tests")
+    second = head_commit("openai-cache-copy", "tests")
+    a = worker.run("Hi", f"{url}@{first}", "gpt-4o-mini", {"cache": True})
+    b = worker.run("Hi", f"{url}@{second}", "gpt-4o-mini", {"cache": True})
+    c = worker.run("Hi", f"{url}@{first}", "gpt-4o-mini", {"cache": True})
+    assert [cached(r)["hit"] for r in (a, b, c)] == [False, False, True]
+    assert a["metadata"]["source"]["commit"] == first and b["metadata"]["source"]["commit"] == second
+    assert len(apis.calls(CHAT)) == 2
+
+
+def test_a_chained_input_is_keyed_by_its_content_not_its_history(worker, openai_url, echo_url, apis):
+    plain = worker.run("Bonjour", openai_url, "gpt-4o-mini", {"cache": True})
+    step = worker.run("ruojnoB", echo_url, "reverse")  # a result whose content is "Bonjour", with a history
+    chained = worker.run(step, openai_url, "gpt-4o-mini", {"cache": True})
+    assert cached(chained) == {"hit": True, "key": cached(plain)["key"], "from_task": plain["metadata"]["task_id"]}
+    assert len(apis.calls(CHAT)) == 1
+
+
+def test_secrets_are_not_in_the_key_and_never_stored(worker, openai_url, apis):
+    from mediaconduit_worker.celery_app import app
+    from mediaconduit_worker.worker.cache import PREFIX
+
+    one, two = "sk-user-one-0123456789abcdef", "sk-user-two-0123456789abcdef"
+    a = worker.run("Hello", openai_url, "gpt-4o-mini", {"api_key": one, "cache": True})
+    b = worker.run("Hello", openai_url, "gpt-4o-mini", {"api_key": two, "cache": True})
+    assert cached(b)["hit"] and cached(b)["key"] == cached(a)["key"] and len(apis.calls(CHAT)) == 1
+    stored = app.backend.client.get(PREFIX + cached(a)["key"])
+    assert stored and one.encode() not in stored and two.encode() not in stored
+    # An output that carries a secret option's value is not stored at all.
+    c = worker.run("sk-user-one-0123456789abcdef", openai_url, "gpt-4o-mini", {"api_key": one, "cache": True})
+    assert app.backend.client.get(PREFIX + cached(c)["key"]) is None
+    assert "not cached, its result contains a secret" in worker.log_text()
+
+
+def test_identical_jobs_in_flight_make_one_call(worker, openai_url, apis):
+    slow = Reply(200, {"id": "c", "object": "chat.completion", "created": 0, "model": "gpt-4o-mini",
+                       "choices": [{"index": 0, "message": {"role": "assistant", "content": "once"}}]}, delay=1.5)
+    apis.script("POST", CHAT, slow)  # the first call is slow: the other 19 arrive meanwhile
+    jobs = [worker.submit("same", openai_url, "gpt-4o-mini", {"cache": True}) for _ in range(20)]
+    results = [j.get(timeout=60) for j in jobs]
+    assert len(apis.calls(CHAT)) == 1
+    assert {r["asset"]["content"] for r in results} == {"once"}
+    (owner,) = [r for r in results if not cached(r)["hit"]]
+    assert {cached(r)["from_task"] for r in results if cached(r)["hit"]} == {owner["metadata"]["task_id"]}
+
+
+def test_a_dead_workers_claim_lapses_and_a_waiting_job_takes_over(worker, openai_url, apis):
+    from mediaconduit_worker.celery_app import app
+    from mediaconduit_worker.worker.cache import CLAIM_PREFIX, clear
+
+    key = cached(worker.run("probe", openai_url, "gpt-4o-mini", {"cache": True, "seed": 1}))["key"]
+    clear()
+    # A claim nobody renews: its worker died mid-job. It lapses after 1.5 s and the waiting job runs itself.
+    app.backend.client.set(CLAIM_PREFIX + key, "dead-task", px=1500)
+    started = time.monotonic()
+    result = worker.run("probe", openai_url, "gpt-4o-mini", {"cache": True, "seed": 1})
+    assert time.monotonic() - started >= 1.2
+    assert cached(result) == {"hit": False, "key": key} and len(apis.calls(CHAT)) == 2
+
+
+def test_a_model_marked_cache_true_in_its_manifest_is_cached_unless_a_job_says_no(worker, make_provider, tmp_path):
+    calls = tmp_path / "calls"
+    code = (
+        "from pathlib import Path\n"
+        "from mediaconduit_worker import MediaCapability, MediaProvider, Text, TextToTextModel, input_text\n"
+        "class Model(TextToTextModel):\n"
+        "    def transform(self, input, options=None):\n"
+        f"        with open({str(calls)!r}, 'a') as f: f.write('x')\n"
+        "        return Text.from_string(input_text(input).upper())\n"
+        "class Upper(MediaProvider):\n"
+        "    model_classes = {MediaCapability.TEXT_TO_TEXT: Model}\n"
+    )
+    manifest = {"id": "det", "name": "Deterministic", "capabilities": ["text-to-text"], "main": "provider.py",
+                "models": [{"id": "upper", "cache": True}, {"id": "upper-fresh"}]}
+    url = make_provider("det", manifest, {"provider.py": code})
+    results = [worker.run("abc", url, m, o) for m, o in
+               [("upper", {}), ("upper", {}), ("upper", {"cache": False}), ("upper-fresh", {}), ("upper-fresh", {})]]
+    assert [r["asset"]["content"] for r in results] == ["ABC"] * 5
+    assert [(cached(r) or {}).get("hit") for r in results] == [False, True, None, None, None]
+    assert calls.read_text() == "xxxx"
+
+
+def test_entries_expire_after_the_ttl_and_the_cli_reports_and_clears(apis, openai_url):
+    from click.testing import CliRunner
+
+    from mediaconduit_worker.cli import main
+
+    w = QueueWorker("cache-ttl-tests", {**apis.env(), "MEDIACONDUIT_CACHE_TTL": "1"}, pool="threads").wait_ready()
+    try:
+        first = w.run("Hello", openai_url, "gpt-4o-mini", {"cache": True})
+        hit = w.run("Hello", openai_url, "gpt-4o-mini", {"cache": True})
+        stats = json.loads(CliRunner().invoke(main, ["cache", "stats", "--json"], catch_exceptions=False).output)
+        assert stats | {"bytes": 0, "ttl": 0} == {"entries": 1, "bytes": 0, "ttl": 0, "hits": 1, "misses": 1,
+                                                  "waits": 0, "stores": 1}
+        time.sleep(1.6)
+        expired = w.run("Hello", openai_url, "gpt-4o-mini", {"cache": True})
+        out = CliRunner().invoke(main, ["cache", "clear"], catch_exceptions=False).output  # within its new TTL
+    finally:
+        w.stop()
+    assert [cached(r)["hit"] for r in (first, hit, expired)] == [False, True, False]
+    assert len(apis.calls(CHAT)) == 2
+    assert out.strip() == "removed 1 cached results"
+    assert "0 entries" in CliRunner().invoke(main, ["cache", "stats"], catch_exceptions=False).output
