@@ -15,7 +15,7 @@ import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 import pytest
 
@@ -129,6 +129,16 @@ def make_provider(tmp_path: Path) -> Callable[..., str]:
         return publish(folder, f"{name}-{uuid.uuid4().hex[:6]}", org="tests")
 
     return make
+
+
+@pytest.fixture(scope="module")
+def apis() -> Iterator[Any]:
+    """The stand-in HTTP APIs of the remote providers (tests/support/standin_apis.py), one server per module."""
+    from support.standin_apis import StandInAPIs
+
+    server = StandInAPIs().start()
+    yield server
+    server.stop()
 
 
 # -- worker processes ------------------------------------------------------------------------------

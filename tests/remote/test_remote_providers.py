@@ -23,13 +23,6 @@ from support.remote import KEY_VARS, QueueWorker, publish_remote_providers
 from support.standin_apis import FAKE_MP3, KEYS, PNG, URL_PNG, Reply, StandInAPIs
 
 
-@pytest.fixture(scope="module")
-def apis() -> Iterator[StandInAPIs]:
-    server = StandInAPIs().start()
-    yield server
-    server.stop()
-
-
 @pytest.fixture(autouse=True)
 def _fresh_apis(apis: StandInAPIs) -> None:
     apis.reset()

@@ -17,13 +17,6 @@ from support.standin_apis import Reply, StandInAPIs
 CHAT = "/openai/v1/chat/completions"
 
 
-@pytest.fixture(scope="module")
-def apis() -> Iterator[StandInAPIs]:
-    server = StandInAPIs().start()
-    yield server
-    server.stop()
-
-
 @pytest.fixture(autouse=True)
 def _fresh(apis: StandInAPIs) -> None:
     from mediaconduit_worker.worker.cache import clear
