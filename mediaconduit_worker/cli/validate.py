@@ -221,6 +221,7 @@ class Validator:
                 cls = loader._provider_class(module, manifest.export_name, self.url)
                 provider = loader._instantiate(cls, self.url)
                 provider.attach_manifest(manifest)
+                provider.source = checkout  # a relative serviceUrl resolves in the same repository, as in a worker
                 notes.append(f"{main.name}: {cls.__name__} ({_kind_of(provider)})")
                 if isinstance(provider, DockerProvider) and not manifest.service_url and \
                         type(provider).get_service_url is DockerProvider.get_service_url:

@@ -24,12 +24,10 @@ _service_commit: contextvars.ContextVar[str | None] = contextvars.ContextVar("se
 _image_ids: dict[str, str] = {}
 
 
-def without_ref(url: str) -> str:
-    """A git URL without its ``@ref``; other URLs unchanged."""
+def at_commit(url: str, commit: str) -> str:
+    """A git URL pinned to ``commit``, keeping the folder it names (``#subdirectory=``, GitHub's ``/tree/``)."""
     source = parse_source(url)
-    if source.kind == "git" and source.ref and url.endswith("@" + source.ref):
-        return url[: -len(source.ref) - 1]
-    return url
+    return source.at(commit, source.subdirectory)
 
 
 def pin_services(commit: Any) -> None:
@@ -42,7 +40,7 @@ def pinned_service_url(url: str) -> str:
     commit = _service_commit.get()
     if commit is None or parse_source(url).kind != "git":
         return url
-    return f"{without_ref(url)}@{commit}"
+    return at_commit(url, commit)
 
 
 def service_record(provider: MediaProvider) -> dict[str, Any] | None:
@@ -104,7 +102,7 @@ def _pinned_url(prompt: dict[str, Any], index: int) -> str:
         raise ReplayError(f"step {index} ({prompt.get('model_id')!r}): the record has no provider URL and commit "
                           "(written before record format 1); it cannot be replayed")
     if kind == "git" and prompt.get("provider_commit"):
-        return f"{without_ref(url)}@{prompt['provider_commit']}"
+        return at_commit(url, prompt["provider_commit"])
     if kind == "pypi" and prompt.get("provider_version"):
         return f"pypi:{prompt['provider_version']}"
     raise ReplayError(f"step {index} ({prompt.get('model_id')!r}): provider {url!r} was a {kind} source without a "

@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from conftest import REPO, WorkerProcess, publish
+from conftest import WorkerProcess, publish
 from support.toolkit import assert_record, prompts, replay, run_cli, validate
 
 pytestmark = pytest.mark.docker
@@ -25,9 +25,8 @@ def service_containers(client, service_id: str):
 
 @pytest.fixture(scope="module")
 def urls(provider_urls) -> dict[str, str]:
-    """Every Docker reference provider, ffmpeg's (not in the shared fixture) included."""
-    publish(REPO / "services" / "ffmpeg-service", "ffmpeg-service")
-    return {**provider_urls, "ffmpeg": publish(REPO / "providers" / "ffmpeg-provider", "ffmpeg-provider")}
+    """Every Docker reference provider, each a folder of the published monorepo."""
+    return provider_urls
 
 
 # -- validate ---------------------------------------------------------------------------------------
@@ -109,20 +108,20 @@ def test_the_docker_scaffold_validates_and_runs_through_a_worker(docker_engine, 
 
 
 # -- replay and the record --------------------------------------------------------------------------
-def test_cowsay_replays_byte_for_byte_on_the_recorded_service_commit(media_worker, provider_urls, tmp_path):
+def test_cowsay_replays_byte_for_byte_on_the_recorded_service_commit(media_worker, provider_urls, service_urls, tmp_path):
     from mediaconduit_worker import transform
 
     result = transform.delay("moo", provider_urls["cowsay"], "cowsay-default", {"animal": "tux"}).get(timeout=300)
     assert_record(result)
     service = result["metadata"]["generation_prompt"]["service"]
-    assert service["url"] == "https://github.com/MediaConduit/cowsay-service"
+    assert service["url"] == service_urls["cowsay"]  # the monorepo folder, at its commit
     assert service["image_id"].startswith("sha256:") and len(service["commit"]) == 40
 
     code, report, output = replay(result, tmp_path, "--verify")
     assert code == 0, output
     assert report["steps"][0]["same"]
     again = report["result"]["metadata"]["generation_prompt"]["service"]
-    assert again["commit"] == service["commit"] and again["url"] == f"{service['url']}@{service['commit']}"
+    assert again["commit"] == service["commit"] and again["url"] == service["url"]  # already pinned to that commit
 
 
 def test_textrender_then_tesseract_replays_byte_for_byte(media_worker, provider_urls, tmp_path):
