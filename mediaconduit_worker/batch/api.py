@@ -19,12 +19,14 @@ for item in run.iter_results():         # each job once, as it finishes; failure
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import redis.exceptions
 from celery import Celery, chain, group
 from celery.canvas import Signature
 
@@ -34,12 +36,17 @@ from ..worker.app import app as default_app
 from ..worker.calls import BATCH_HEADER
 from ..worker.limits import get_state
 from ..worker.tasks import transform
+from .recovery import LostJobs
 from .states import JobState, Outcome, fetch_states, outcome
+
+log = logging.getLogger(__name__)
 
 #: uuid5 namespace of MediaConduit job ids (any fixed value; changing it orphans existing results).
 JOB_NAMESPACE = uuid.UUID("5b0d3c7e-6a43-4c1e-9d0a-3f1c2e6f8a11")
 SENT_PREFIX = "mediaconduit-sent-"
 SUMMARY_TASK = "mediaconduit.batch_summary"
+#: Seconds a batch waits without progress before it checks the broker for jobs it lost.
+LOST_AFTER = 30.0
 
 
 @dataclass(frozen=True)
@@ -264,19 +271,7 @@ class Batch:
             to_send.append((job, start, prev))
         for task_id in to_forget:
             self.app.backend.forget(task_id)
-        sent = 0
-        headers = {BATCH_HEADER: {"id": self.id, "budget_usd": self.budget_usd}}
-        with self.app.producer_or_acquire() as producer:
-            for i in range(0, len(to_send), chunk):
-                part = to_send[i : i + chunk]
-                _mark_sent(self.app, [job.ids[start] for job, start, _ in part])
-                # One Redis round trip per chunk: kombu buffers each job's LPUSH and task-sent event in a
-                # pipeline (a transport without batches publishes one by one, as before).
-                with producer.batch(max_size=4 * len(part)):
-                    group(job.signature(start, prev, headers) for job, start, prev in part).apply_async(producer=producer)
-                sent += len(part)
-                if on_sent:
-                    on_sent(sent)
+        sent = publish(self.app, to_send, batch_headers(self.id, self.budget_usd), chunk, on_sent)
         summary_id = None
         if summary:
             summary_id = f"{self.id}-summary"
@@ -287,6 +282,29 @@ class Batch:
 
 
 _PENDING = JobState("", "PENDING")
+_QUEUED = Outcome("queued")
+
+
+def batch_headers(batch_id: str, budget_usd: float | None) -> dict[str, Any]:
+    return {BATCH_HEADER: {"id": batch_id, "budget_usd": budget_usd}}
+
+
+def publish(app: Celery, to_send: list[tuple[Job, int, Any]], headers: dict[str, Any], chunk: int = 500,
+            on_sent: Callable[[int], None] | None = None) -> int:
+    """Publish each ``(job, first step, that step's input or None)``; how many were sent."""
+    sent = 0
+    with app.producer_or_acquire() as producer:
+        for i in range(0, len(to_send), chunk):
+            part = to_send[i : i + chunk]
+            _mark_sent(app, [job.ids[start] for job, start, _ in part])
+            # One Redis round trip per chunk: kombu buffers each job's LPUSH and task-sent event in a
+            # pipeline (a transport without batches publishes one by one, as before).
+            with producer.batch(max_size=4 * len(part)):
+                group(job.signature(start, prev, headers) for job, start, prev in part).apply_async(producer=producer)
+            sent += len(part)
+            if on_sent:
+                on_sent(sent)
+    return sent
 
 
 class BatchRun:
@@ -302,14 +320,42 @@ class BatchRun:
         self.budget_usd = budget_usd
         self._outcomes: dict[str, Outcome] = {}
         self._reported: set[str] = set()
+        self._known: dict[str, JobState] = {}
+        self._spent: float | None = None
+        self._lost = LostJobs(app)
+        self.resent: list[str] = []
+        """Ids of jobs the broker lost and this run sent again (``recovery.py``)."""
 
     def refresh(self) -> Progress:
         """Ask the backend about every job not final yet; return the counts."""
         open_jobs = [j for j in self.jobs if not (j.id in self._outcomes and self._outcomes[j.id].final)]
-        known = fetch_states(self.app, [i for j in open_jobs for i in j.ids])
+        self._known = fetch_states(self.app, [i for j in open_jobs for i in j.ids])
         for job in open_jobs:
-            self._outcomes[job.id] = outcome(job.ids, known)
+            self._outcomes[job.id] = outcome(job.ids, self._known)
         return self.progress()
+
+    def recover_lost(self) -> list[str] | None:
+        """Send again the open jobs whose current step's message the broker lost; their ids (None while
+        the second of the two looks this takes is not due yet)."""
+        current: dict[str, tuple[Job, int]] = {}
+        for job in self.jobs:
+            if job.error is None and not self._outcomes.get(job.id, _QUEUED).final:
+                step = next(k for k, i in enumerate(job.ids) if self._known.get(i, _PENDING).state != "SUCCESS")
+                current[job.ids[step]] = (job, step)
+        lost = self._lost.look(set(current))
+        if not lost:
+            return lost if lost is None else []
+        now = fetch_states(self.app, lost)  # one may have finished since the states above were read
+        to_send = []
+        for task_id in sorted(lost):
+            if not now[task_id].final:
+                job, step = current[task_id]
+                prev = self._known[job.ids[step - 1]].result if step else None
+                to_send.append((job, step, prev))
+                log.warning("job %s (step %d) was lost by the broker; sending it again", job.id, step)
+        publish(self.app, to_send, batch_headers(self.batch_id, self.budget_usd) if self.batch_id else {})
+        self.resent += [job.id for job, _, _ in to_send]
+        return [job.id for job, _, _ in to_send]
 
     def progress(self) -> Progress:
         counts = {"done": 0, "failed": 0, "running": 0, "queued": 0}
@@ -318,21 +364,41 @@ class BatchRun:
         return Progress(total=len(self.jobs), **counts, spent_usd=self.spent_usd(), budget_usd=self.budget_usd)
 
     def spent_usd(self) -> float | None:
-        """USD the batch's calls cost so far (None for a run without a batch id)."""
-        return get_state().spend(f"batch:{self.batch_id}")[0] if self.batch_id else None
+        """USD the batch's calls cost so far (None for a run without a batch id); through a Redis outage,
+        the last figure read."""
+        if not self.batch_id:
+            return None
+        try:
+            self._spent = get_state().spend(f"batch:{self.batch_id}")[0]
+        except redis.exceptions.ConnectionError:
+            pass
+        return self._spent
 
     def iter_results(
         self,
         poll_interval: float = 0.5,
         timeout: float | None = None,
         on_progress: Callable[[Progress], None] | None = None,
+        lost_after: float | None = LOST_AFTER,
     ) -> Iterator[ItemResult]:
-        """Yield every job once, when it is final; a failed item is yielded, never raised."""
+        """Yield every job once, when it is final; a failed item is yielded, never raised.
+
+        ``lost_after``: seconds without progress before the broker is checked for jobs it lost, which are
+        sent again (None: never).
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
+        last, changed = None, time.monotonic()
         while True:
             progress = self.refresh()
             if on_progress:
                 on_progress(progress)
+            counts = (progress.done, progress.failed, progress.running, progress.queued)
+            if counts != last:
+                last, changed = counts, time.monotonic()
+                self._lost.reset()
+            elif lost_after is not None and time.monotonic() - changed >= lost_after:
+                if self.recover_lost() is not None:  # the next check only after another quiet ``lost_after``
+                    changed = time.monotonic()
             for job in self.jobs:
                 out = self._outcomes[job.id]
                 if out.final and job.id not in self._reported:

@@ -136,6 +136,9 @@ def batch(input_file: Path, provider: str, model: str | None, options_json: str 
                     bar.console.print(f"[red]{where}: {result.error}[/]", highlight=False, markup=True)
     compact_results(out)
     spent = usd(run.spent_usd() or 0.0) + (f" of {usd(budget)}" if budget is not None else "")
+    if run.resent:
+        console.print(f"[yellow]{len(run.resent)} jobs lost by the broker were sent again[/]: {', '.join(run.resent)}",
+                      highlight=False)
     console.print(f"sent {run.sent}, succeeded {counts['SUCCESS']}, failed {counts['FAILURE']}, "
                   f"skipped (already in {out.name}) {len(skip)}, bad lines {len(bad)}; spent {spent}; results in {out}",
                   highlight=False)

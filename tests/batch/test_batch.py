@@ -201,3 +201,35 @@ def test_cli_batch_reports_unreadable_lines_and_runs_the_rest(text_worker, echo_
     assert "line 4: input field 'uri': file paths and file:// URLs are not accepted" in res.output
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert sorted(r["result"]["asset"]["content"] for r in records) == ["FIRST", "LAST"]
+
+
+def test_a_job_the_broker_lost_is_found_and_sent_again(echo_url, redis_server):
+    """A worker or Redis stopping while a BRPOP reply is in flight loses that message (broker/README.md):
+    here one job's message is taken out of its queue, as such a reply leaves things. The batch waiting for
+    it finds it in no queue and no worker's hands, twice, and sends it again; every job ends once."""
+    import redis
+    from conftest import WorkerProcess
+
+    from mediaconduit_worker.batch import Batch
+    from mediaconduit_worker.celery_app import app
+
+    client = redis.Redis.from_url(app.conf.broker_url)
+    queue = "text-to-3d"  # served by no other test's worker
+    client.delete(queue)
+    batch = Batch.of(echo_url, "echo", {"capability": queue})
+    for i in range(12):
+        batch.add(f"lost {i}")
+    run = batch.submit(resume=False)
+    victim = client.lrange(queue, 0, -1)[5]
+    victim_id = json.loads(victim)["headers"]["id"]
+    assert client.lrem(queue, 1, victim) == 1
+    worker = WorkerProcess([queue]).wait_ready()
+    try:
+        results = list(run.iter_results(poll_interval=0.2, timeout=120, lost_after=1.0))
+    finally:
+        worker.stop()
+    assert run.resent == [victim_id]
+    assert sorted((r.status, r.result["asset"]["content"]) for r in results) == sorted(
+        ("SUCCESS", f"lost {i}") for i in range(12))
+    assert client.llen(queue) == 0 and client.hlen("unacked") == 0
+    assert worker.log.read_text().count(victim_id) >= 1
