@@ -205,19 +205,32 @@ def test_the_printed_command_runs_jobs_and_the_stack_survives_a_killed_worker_co
 
     # One final result per job in the backend, and nothing else queued or left unacknowledged.
     assert len(client.keys("celery-task-meta-*")) == JOBS + 2
-    assert client.llen("text-to-text") == 0 and client.hlen("unacked") == 0
+    # A job the killed worker finished but had not acknowledged comes back after the visibility timeout
+    # and runs again (under its own id): wait for such re-runs to drain.
+    deadline = time.monotonic() + 120
+    while client.llen("text-to-text") or client.hlen("unacked"):
+        assert time.monotonic() < deadline, f"left: queue {client.llen('text-to-text')}, unacked {client.hlen('unacked')}"
+        time.sleep(1)
+    assert len(client.keys("celery-task-meta-*")) == JOBS + 2
     auth = httpx.BasicAuth(*stack.flower_auth)
     base = f"http://127.0.0.1:{stack.flower_port}"
     assert httpx.get(f"{base}/api/tasks", timeout=10).status_code == 401
+    # A worker sends its task events in batches: one killed after storing a result takes that job's
+    # task-succeeded event with it, so Flower shows the job as it last heard of it (the backend has it).
+    by_victim = {t for t in ids if results[t][2].endswith("@" + victim[:12])}
+
+    def unsettled(listed: dict) -> list[str]:
+        return [t for t in ids if t not in listed or (listed[t].get("state") != "SUCCESS" and t not in by_victim)]
+
     deadline = time.monotonic() + 60
     listed: dict = {}
     while time.monotonic() < deadline:
         listed = httpx.get(f"{base}/api/tasks", params={"limit": 100000}, auth=auth, timeout=30).json()
-        if all(listed.get(t, {}).get("state") == "SUCCESS" for t in ids):
+        if not unsettled(listed):
             break
         time.sleep(2)
-    missing = [t for t in ids if listed.get(t, {}).get("state") != "SUCCESS"]
-    assert not missing, f"{len(missing)} jobs not SUCCESS in Flower"
+    missing = unsettled(listed)
+    assert not missing, f"{len(missing)} jobs not SUCCESS in Flower: {[(t, listed.get(t), results[t]) for t in missing][:3]}"
     assert {listed[t]["name"] for t in ids} == {"mediaconduit.transform"}
     # The Docker-service provider ran in a container on the stack's network, reached by name.
     assert stack.service_containers()
