@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import functools
 import re
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
@@ -109,6 +110,13 @@ def redact_text(text: str) -> str:
 
 def strip_userinfo(url: str) -> str:
     """A URL as it may be shown: credentials in its userinfo or query replaced."""
+    return _strip_known(url) if len(url) <= 2048 else redact_text(url)
+
+
+@functools.lru_cache(maxsize=1024)
+def _strip_known(url: str) -> str:
+    """A worker shows the same few provider URLs several times per job: remembered (short ones only, so a
+    job cannot fill the cache with large strings)."""
     return redact_text(url)
 
 
