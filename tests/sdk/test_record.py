@@ -20,6 +20,7 @@ from mediaconduit_worker.record import (
     scrub,
     scrub_exception,
     secret_values,
+    strip_userinfo,
 )
 
 SECRET_KEYS = [
@@ -132,3 +133,12 @@ def test_scrub_exception_keeps_clean_exceptions_and_attributes():
     clean = scrub_exception(http, ["secret-value"])
     assert isinstance(clean, ProviderHTTPError) and clean.status == 401
     assert "secret-value" not in str(clean) and "secret-value" not in (clean.api_message or "")
+
+
+@pytest.mark.parametrize("path", ["/org/provider.git", "/" + "a" * 3000 + ".git"])  # remembered, and too long to be
+def test_strip_userinfo_hides_credentials_every_time(path):
+    url = f"git+https://deploy:hunter2secret@git.example.com{path}?token=abc123def456"
+    for _ in range(2):  # the second call of a short URL is answered from memory
+        shown = strip_userinfo(url)
+        assert "hunter2secret" not in shown and "abc123def456" not in shown
+        assert shown.startswith(f"git+https://{REDACTED}@git.example.com{path}")
