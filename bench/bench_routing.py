@@ -24,7 +24,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, isolated_environment, percentile, row, start_celery
+from common import REPO, isolated_environment, percentile, row, start_celery, throughput
 
 HOME = isolated_environment()
 sys.path.insert(0, str(REPO / "tests" / "support"))
@@ -55,14 +55,6 @@ def round_trip_p50(send, count: int) -> float:
         send().get(timeout=60)
         times.append((time.perf_counter() - t) * 1000)
     return percentile(times, 50)
-
-
-def throughput(send, count: int) -> float:
-    t = time.perf_counter()
-    pending = [send() for _ in range(count)]
-    for p in pending:
-        p.get(timeout=300)
-    return count / (time.perf_counter() - t)
 
 
 def main() -> None:

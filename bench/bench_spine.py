@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, isolated_environment, percentile, row, start_celery
+from common import REPO, isolated_environment, percentile, row, start_celery, throughput
 
 HOME = isolated_environment()
 
@@ -32,15 +32,6 @@ def round_trips(send, count: int) -> tuple[float, float]:
         send().get(timeout=60)
         times.append((time.perf_counter() - t) * 1000)
     return percentile(times, 50), percentile(times, 99)
-
-
-def throughput(send, inflight: int) -> float:
-    """Jobs per second with ``inflight`` jobs queued at once, from the first send to the last result."""
-    t = time.perf_counter()
-    results = [send() for _ in range(inflight)]
-    for r in results:
-        r.get(timeout=300)
-    return inflight / (time.perf_counter() - t)
 
 
 def resolution(url: str) -> dict[str, float]:

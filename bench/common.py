@@ -8,6 +8,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,6 +56,15 @@ def rss_mb(pid: int) -> float:
         except FileNotFoundError:
             pass
     return total_kb / 1024
+
+
+def throughput(send, count: int) -> float:
+    """Jobs per second with ``count`` jobs queued at once, from the first send to the last result."""
+    t = time.perf_counter()
+    pending = [send() for _ in range(count)]
+    for p in pending:
+        p.get(timeout=300)
+    return count / (time.perf_counter() - t)
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -263,12 +263,10 @@ class Batch:
                 start = out.step or 0
                 to_forget += job.ids[start:]
             else:
-                done_steps = [k for k, i in enumerate(job.ids) if known.get(i, _PENDING).state == "SUCCESS"]
-                start = done_steps[-1] + 1 if done_steps else 0
+                start = next_step(job, known)
                 if start == 0 and job.ids[0] in in_flight:
                     continue  # published by an earlier run and still queued
-            prev = known[job.ids[start - 1]].result if start else None
-            to_send.append((job, start, prev))
+            to_send.append((job, start, step_input(job, start, known)))
         for task_id in to_forget:
             self.app.backend.forget(task_id)
         sent = publish(self.app, to_send, batch_headers(self.id, self.budget_usd), chunk, on_sent)
@@ -283,6 +281,17 @@ class Batch:
 
 _PENDING = JobState("", "PENDING")
 _QUEUED = Outcome("queued")
+
+
+def next_step(job: Job, known: dict[str, JobState]) -> int:
+    """The step a job goes on from: the one after its last succeeded step."""
+    done = [k for k, i in enumerate(job.ids) if known.get(i, _PENDING).state == "SUCCESS"]
+    return done[-1] + 1 if done else 0
+
+
+def step_input(job: Job, step: int, known: dict[str, JobState]) -> Any:
+    """What step ``step`` is fed: the previous step's result (None for the first: the item's own input)."""
+    return known[job.ids[step - 1]].result if step else None
 
 
 def batch_headers(batch_id: str, budget_usd: float | None) -> dict[str, Any]:
@@ -340,7 +349,7 @@ class BatchRun:
         current: dict[str, tuple[Job, int]] = {}
         for job in self.jobs:
             if job.error is None and not self._outcomes.get(job.id, _QUEUED).final:
-                step = next(k for k, i in enumerate(job.ids) if self._known.get(i, _PENDING).state != "SUCCESS")
+                step = next_step(job, self._known)
                 current[job.ids[step]] = (job, step)
         lost = self._lost.look(set(current))
         if not lost:
@@ -350,10 +359,10 @@ class BatchRun:
         for task_id in sorted(lost):
             if not now[task_id].final:
                 job, step = current[task_id]
-                prev = self._known[job.ids[step - 1]].result if step else None
-                to_send.append((job, step, prev))
+                to_send.append((job, step, step_input(job, step, self._known)))
                 log.warning("job %s (step %d) was lost by the broker; sending it again", job.id, step)
-        publish(self.app, to_send, batch_headers(self.batch_id, self.budget_usd) if self.batch_id else {})
+        if to_send:
+            publish(self.app, to_send, batch_headers(self.batch_id, self.budget_usd) if self.batch_id else {})
         self.resent += [job.id for job, _, _ in to_send]
         return [job.id for job, _, _ in to_send]
 

@@ -40,7 +40,7 @@ def _task_id(raw: bytes | str, held: bool) -> str | None:
 def broker_task_ids(client: Any) -> set[str] | None:
     """Ids of every task message in a Redis broker, queued or held by a worker, read in one transaction;
     None when the backlog is larger than ``MAX_MESSAGES``."""
-    lists = [k for k in client.scan_iter(count=1000, _type="list")]
+    lists = list(client.scan_iter(count=1000, _type="list"))
     with client.pipeline(transaction=False) as pipe:
         for key in lists:
             pipe.llen(key)
@@ -53,10 +53,8 @@ def broker_task_ids(client: Any) -> set[str] | None:
             pipe.lrange(key, 0, -1)
         pipe.hvals(Channel.unacked_key)
         *queued, held = pipe.execute()
-    ids = {_task_id(raw, False) for items in queued for raw in items}
-    ids.update(_task_id(raw, True) for raw in held)
-    ids.discard(None)
-    return ids  # type: ignore[return-value]
+    found = [_task_id(raw, False) for items in queued for raw in items] + [_task_id(raw, True) for raw in held]
+    return {task_id for task_id in found if task_id is not None}
 
 
 class LostJobs:

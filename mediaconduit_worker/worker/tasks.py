@@ -123,15 +123,16 @@ def _transform(task: Task, input: Any, provider: str, model: str, options: dict[
     cap = cap or runnable.capability or loaded.manifest.capability_of(model)
     source = dict(loaded.source)
     source["url"] = strip_userinfo(str(source["url"]))
+    shown_url = strip_userinfo(served.provider_url)
     output.metadata["generation_prompt"] = complete_record(
         output.metadata["generation_prompt"], input=model_input, output=output,
-        provider_url=strip_userinfo(served.provider_url),
+        provider_url=shown_url,
         source=source, capability=str(cap) if cap else None, service=service_record(loaded.provider))
     result = TransformResult.of(output, ResultMetadata(
         **served.route_metadata(),
         generation_prompt=output.metadata["generation_prompt"],
         provider=loaded.manifest.id,
-        provider_url=strip_userinfo(served.provider_url),
+        provider_url=shown_url,
         model=model,
         capability=str(cap) if cap else None,
         processing_time_ms=round((time.perf_counter() - started) * 1000, 3),
