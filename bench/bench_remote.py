@@ -1,8 +1,9 @@
 """Remote-API benchmark: the OpenRouter provider against a local stand-in answering in 500 ms, in one run.
 
-* throughput: prefork ``-c 2`` against the default I/O pool (threads, 128 slots), each beside its ideal
-  rate (slots / latency), and a raw Celery task making the same request on the same pool (yardstick);
-* the I/O worker's memory (RSS, main process + children) after 1k and after 10k jobs;
+* throughput: prefork ``-c 2`` against the default I/O pool (``mediaconduit worker --capability
+  text-to-text``: threads, 128 slots shared by one process per core), each beside its ideal rate (slots /
+  latency), and a raw Celery task making the same request on the same pools (yardstick);
+* the I/O pool's memory (RSS, all its processes) after 1k and after 10k jobs;
 * a cache-hit round trip (and the time the worker spent on it) against an uncached echo round trip;
 * publishing a 10,000-job batch (one Redis round trip per chunk) against the same groups published
   message by message, Celery's default.
@@ -22,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, isolated_environment, percentile, row, rss_mb, start_celery
+from common import REPO, isolated_environment, percentile, row, rss_mb, start_celery, start_io_pool, stop
 
 HOME = isolated_environment()
 sys.path.insert(0, str(REPO / "tests"))
@@ -148,7 +149,7 @@ def main() -> None:
     url = git_url(REPO / "providers" / "openrouter-provider")
     echo_url = git_url(REPO / "providers" / "echo-provider")
     from mediaconduit_worker import transform
-    from mediaconduit_worker.worker.pools import IO_CONCURRENCY
+    from mediaconduit_worker.worker.pools import IO_CONCURRENCY, IO_PROCESSES
 
     print(f"OpenRouter provider, stand-in API answering in {args.latency * 1000:.0f} ms, embedded Redis, "
           f"{os.cpu_count()} cores:")
@@ -158,16 +159,16 @@ def main() -> None:
         prefork_rate = run_batch(url, args.prefork_jobs, "prefork")
         prefork_rss = rss_mb(prefork.pid)
     finally:
-        prefork.terminate()
-        prefork.wait()
-    raw = start_celery("raw_app", "raw-bench", IO_CONCURRENCY, ["-P", "threads"])
+        stop(prefork)
+    share = -(-IO_CONCURRENCY // IO_PROCESSES)
+    raw = [start_celery("raw_app", "raw-bench", share, ["-P", "threads"], name=f"raw-{i}") for i in range(IO_PROCESSES)]
     try:
         raw_rate(apis, 200)
         yardstick = raw_rate(apis, args.jobs)
     finally:
-        raw.terminate()
-        raw.wait()
-    io = start_celery("mediaconduit_worker.celery_app", "text-to-text", IO_CONCURRENCY, ["-P", "threads"])
+        for proc in raw:
+            stop(proc)
+    io = start_io_pool("text-to-text")
     mem: dict[str, float] = {}
     try:
         run_batch(url, 200, "warm-io")  # provider loaded, every thread and connection made once
@@ -184,17 +185,17 @@ def main() -> None:
         hit_worker = statistics.median(r["metadata"]["processing_time_ms"] for r in hits)
         assert all(r["metadata"]["cache"]["hit"] for r in hits)
     finally:
-        io.terminate()
-        io.wait()
+        stop(io)
     pipelined, one_by_one = publish_rates(echo_url, args.publish)
     apis.stop()
 
     ideal = {"prefork": 2 / args.latency, "io": IO_CONCURRENCY / args.latency}
     print(f"\nthroughput ({args.prefork_jobs} jobs on prefork, {args.jobs} on the I/O pool):")
     row("prefork -c 2", prefork_rate, "jobs/s", f"(ideal {ideal['prefork']:.0f})")
-    row(f"threads -c {IO_CONCURRENCY} (default I/O pool)", io_rate, "jobs/s",
+    pools = f"{IO_PROCESSES} x threads -c {share}"
+    row(f"default I/O pool ({pools})", io_rate, "jobs/s",
         f"(ideal {ideal['io']:.0f}; {io_rate / prefork_rate:.0f}x prefork, target >= 30x)")
-    row(f"raw Celery task, same POST, threads -c {IO_CONCURRENCY}", yardstick, "jobs/s",
+    row(f"raw Celery task, same POST, {pools}", yardstick, "jobs/s",
         f"(ideal {ideal['io']:.0f}; yardstick: Celery's own cost per job)")
     print("\nmemory (RSS, main process + pool children):")
     row("prefork -c 2 after its jobs", prefork_rss, "MB")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -31,24 +32,50 @@ def isolated_environment() -> Path:
     return home
 
 
-def start_celery(app_module: str, queue: str, concurrency: int = 2, extra: list[str] | None = None) -> subprocess.Popen[bytes]:
+def start_celery(app_module: str, queue: str, concurrency: int = 2, extra: list[str] | None = None,
+                 name: str | None = None) -> subprocess.Popen[bytes]:
     """A worker process; ``app_module`` is a Celery -A argument, ``extra`` more arguments (``["-P", "threads"]``)."""
+    name = name or f"{queue}-bench"
     cmd = [sys.executable, "-m", "celery", "-q", "-A", app_module, "worker", "-Q", queue, "-c", str(concurrency),
-           "-n", f"{queue}-bench@%h", "-l", "WARNING", *(extra or [])]
+           "-n", f"{name}@%h", "-l", "WARNING", *(extra or [])]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "bench")])}
     proc = subprocess.Popen(cmd, env=env, start_new_session=True)
-    from mediaconduit_worker.celery_app import app
-    from mediaconduit_worker.worker.status import wait_for_workers
-
-    wait_for_workers(app, destination=[f"{queue}-bench@{socket.gethostname()}"], alive=lambda: proc.poll() is None)
+    _wait_for([f"{name}@{socket.gethostname()}"], proc)
     return proc
 
 
+def start_io_pool(capability: str) -> subprocess.Popen[bytes]:
+    """``mediaconduit worker --capability <capability>`` with its default pool, as a deployment starts it;
+    returns the command's process (its worker processes are its children)."""
+    from mediaconduit_worker.worker.pools import node_names, plan_pools
+
+    cmd = [sys.executable, "-m", "mediaconduit_worker.cli", "worker", "--capability", capability,
+           "--no-default-queue", "-l", "WARNING", "-n", "io-bench@%h"]
+    proc = subprocess.Popen(cmd, start_new_session=True)
+    names = [n for ns in node_names("io-bench@%h", plan_pools([capability], None, None, None)) for n in ns]
+    _wait_for([n.replace("%h", socket.gethostname()) for n in names], proc)
+    return proc
+
+
+def _wait_for(nodes: list[str], proc: subprocess.Popen[bytes]) -> None:
+    from mediaconduit_worker.celery_app import app
+    from mediaconduit_worker.worker.status import wait_for_workers
+
+    wait_for_workers(app, destination=nodes, alive=lambda: proc.poll() is None)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait()
+
+
 def rss_mb(pid: int) -> float:
-    """Resident memory of a worker: its main process plus its pool children."""
-    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
-    total_kb = 0
-    for p in [str(pid), *children]:
+    """Resident memory of a worker: its process and every process under it (pool children, and the
+    worker processes of a ``mediaconduit worker`` command)."""
+    total_kb, todo = 0, [str(pid)]
+    while todo:
+        p = todo.pop()
+        todo += subprocess.run(["pgrep", "-P", p], capture_output=True, text=True).stdout.split()
         try:
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):

@@ -148,7 +148,7 @@ class WorkerProcess:
     By default ``mediaconduit worker --capability …``; with ``queue``, plain ``celery worker -Q queue``
     (a private queue keeps a job on the worker whose environment a test chose). ``pool`` is Celery's
     pool (``prefork``, ``threads``, ``gevent``); prefork unless a test asks, as the fault tests kill children.
-    ``args`` go to the end of the command line.
+    An I/O pool runs in one process (the node ``hostname``). ``args`` go to the end of the command line.
     """
 
     def __init__(self, capabilities: list[str] | None = None, concurrency: int = 2,
@@ -160,7 +160,7 @@ class WorkerProcess:
         if queue:
             cmd = [sys.executable, "-m", "celery", "-A", "mediaconduit_worker.celery_app", "worker", "-Q", queue]
         else:
-            cmd = [sys.executable, "-m", "mediaconduit_worker.cli", "worker"]
+            cmd = [sys.executable, "-m", "mediaconduit_worker.cli", "worker", "--processes", "1"]
             for cap in capabilities or ["text-to-text"]:
                 cmd += ["--capability", cap]
         cmd += ["-P", pool, "-c", str(concurrency), "-n", self.hostname, "-l", "INFO", *(args or [])]

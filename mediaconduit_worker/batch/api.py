@@ -327,8 +327,11 @@ class BatchRun:
         self.summary_id = summary_id
         self.batch_id = batch_id
         self.budget_usd = budget_usd
+        self._open = {j.id: j for j in jobs}
+        """Jobs not final yet, in the batch's order: a poll asks about these only."""
         self._outcomes: dict[str, Outcome] = {}
-        self._reported: set[str] = set()
+        self._finished = {"done": 0, "failed": 0}
+        self._unreported: list[Job] = []
         self._known: dict[str, JobState] = {}
         self._spent: float | None = None
         self._lost = LostJobs(app)
@@ -337,18 +340,22 @@ class BatchRun:
 
     def refresh(self) -> Progress:
         """Ask the backend about every job not final yet; return the counts."""
-        open_jobs = [j for j in self.jobs if not (j.id in self._outcomes and self._outcomes[j.id].final)]
+        open_jobs = list(self._open.values())
         self._known = fetch_states(self.app, [i for j in open_jobs for i in j.ids])
         for job in open_jobs:
-            self._outcomes[job.id] = outcome(job.ids, self._known)
+            out = self._outcomes[job.id] = outcome(job.ids, self._known)
+            if out.final:
+                del self._open[job.id]
+                self._finished[out.status] += 1
+                self._unreported.append(job)
         return self.progress()
 
     def recover_lost(self) -> list[str] | None:
         """Send again the open jobs whose current step's message the broker lost; their ids (None while
         the second of the two looks this takes is not due yet)."""
         current: dict[str, tuple[Job, int]] = {}
-        for job in self.jobs:
-            if job.error is None and not self._outcomes.get(job.id, _QUEUED).final:
+        for job in self._open.values():
+            if job.error is None:
                 step = next_step(job, self._known)
                 current[job.ids[step]] = (job, step)
         lost = self._lost.look(set(current))
@@ -367,9 +374,9 @@ class BatchRun:
         return [job.id for job, _, _ in to_send]
 
     def progress(self) -> Progress:
-        counts = {"done": 0, "failed": 0, "running": 0, "queued": 0}
-        for job in self.jobs:
-            counts[self._outcomes[job.id].status if job.id in self._outcomes else "queued"] += 1
+        counts = {**self._finished, "running": 0, "queued": 0}
+        for job_id in self._open:
+            counts[self._outcomes.get(job_id, _QUEUED).status] += 1
         return Progress(total=len(self.jobs), **counts, spent_usd=self.spent_usd(), budget_usd=self.budget_usd)
 
     def spent_usd(self) -> float | None:
@@ -408,11 +415,9 @@ class BatchRun:
             elif lost_after is not None and time.monotonic() - changed >= lost_after:
                 if self.recover_lost() is not None:  # the next check only after another quiet ``lost_after``
                     changed = time.monotonic()
-            for job in self.jobs:
-                out = self._outcomes[job.id]
-                if out.final and job.id not in self._reported:
-                    self._reported.add(job.id)
-                    yield _item_result(job, out)
+            reported, self._unreported = self._unreported, []
+            for job in reported:
+                yield _item_result(job, self._outcomes[job.id])
             if progress.finished == progress.total:
                 return
             if deadline is not None and time.monotonic() > deadline:

@@ -21,41 +21,46 @@ from .output import CommandError
                    "a mix starts one pool of each.")
 @click.option("--concurrency", "-c", type=int, default=None,
               help="Slots per pool (default: 128 for threads/gevent, the CPU count for prefork).")
+@click.option("--processes", type=click.IntRange(min=1), default=None,
+              help="Processes sharing a threads/gevent pool's slots (default: one per core); "
+                   "a prefork pool's processes are its slots.")
 @click.option("--loglevel", "-l", default="INFO")
-@click.option("--name", "-n", default=None, help="Node name (default: <capabilities>@%h).")
+@click.option("--name", "-n", default=None,
+              help="Node name (default: <capabilities>@%h; -<pool> and -<n> are added when the command "
+                   "runs several pools or processes).")
 @click.option("--no-default-queue", is_flag=True, help="Do not also serve the default queue.")
-def worker(capabilities: tuple[str, ...], pool: str | None, concurrency: int | None, loglevel: str, name: str | None,
-           no_default_queue: bool) -> None:
+def worker(capabilities: tuple[str, ...], pool: str | None, concurrency: int | None, processes: int | None,
+           loglevel: str, name: str | None, no_default_queue: bool) -> None:
     """Start a worker pool for the given capabilities."""
-    from ..worker.pools import exec_celery, node_name, plan_pools, require_gevent, run_split
+    from ..worker.pools import exec_celery, node_names, plan_pools, require_gevent, run_split
     from ..worker.routing import DEFAULT_QUEUE
 
     try:
         queues = [capability(c).value for c in capabilities]
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--capability") from None
-    plans = plan_pools(queues, None if no_default_queue else DEFAULT_QUEUE, pool, concurrency)
+    plans = plan_pools(queues, None if no_default_queue else DEFAULT_QUEUE, pool, concurrency, processes)
     if any(p.pool == "gevent" for p in plans):
         try:
             require_gevent()
         except RuntimeError as exc:
             raise click.UsageError(str(exc)) from None
-    if len(plans) > 1:
+    workers = [(one, n) for plan, names in zip(plans, node_names(name, plans))
+               for one, n in zip(plan.per_process(), names)]
+    if len(workers) > 1:
         children = []
-        for plan in plans:
-            argv = ["--pool", plan.pool, "--no-default-queue", "-l", loglevel]
-            argv += [a for q in plan.queues if q != DEFAULT_QUEUE for a in ("--capability", q)]
-            if DEFAULT_QUEUE in plan.queues:
-                argv.remove("--no-default-queue")
-            if plan.concurrency:
-                argv += ["-c", str(plan.concurrency)]
-            if name:
-                argv += ["-n", str(node_name(name, plan, split=True))]
+        for one, n in workers:
+            argv = ["--pool", one.pool, "--processes", "1", "-l", loglevel, "-n", n]
+            argv += [a for q in one.queues if q != DEFAULT_QUEUE for a in ("--capability", q)]
+            if DEFAULT_QUEUE not in one.queues:
+                argv.append("--no-default-queue")
+            if one.concurrency:
+                argv += ["-c", str(one.concurrency)]
             children.append(argv)
         raise SystemExit(run_split(children))
-    (plan,) = plans
-    argv = plan.argv(loglevel, name)
-    if plan.pool == "gevent":
+    ((one, n),) = workers
+    argv = one.argv(loglevel, n)
+    if one.pool == "gevent":
         exec_celery(argv)
     from ..worker.app import app
 

@@ -2,15 +2,17 @@
 
 A remote provider's job spends its time waiting on an API (an LLM answers in seconds), so a process
 per slot wastes memory and caps a 2-core machine at a few jobs in flight. Those queues run in an
-*I/O pool*: threads (or gevent greenlets), 128 slots by default. Providers that run an engine on
-this machine (Pillow in the worker process; espeak, whisper, tesseract in a local container) are
-CPU-bound: more slots than cores add memory, not speed, so their queues run *prefork*, one process
-per core, where a hard time limit can kill a stuck process.
+*I/O pool*: threads (or gevent greenlets), 128 slots by default, shared among one process per core:
+a Python process runs on one core at a time, and at ~100 jobs/s Celery's own per-job work fills it.
+Providers that run an engine on this machine (Pillow in the worker process; espeak, whisper,
+tesseract in a local container) are CPU-bound: more slots than cores add memory, not speed, so their
+queues run *prefork*, one process per core, where a hard time limit can kill a stuck process.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 import signal
 import subprocess
@@ -24,6 +26,8 @@ POOLS = ("prefork", "threads", "gevent")
 IO_POOLS = frozenset({"threads", "gevent"})
 #: Slots of an I/O pool: 128 requests in flight at ~0.5-5 s each keep one core busy with Celery's own work.
 IO_CONCURRENCY = 128
+#: Processes of an I/O pool: one per core this process may run on.
+IO_PROCESSES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 #: Capabilities whose providers are remote APIs in this repository (OpenRouter, OpenAI, Anthropic, X.AI,
 #: Together, Ollama). The media capabilities have local engines; ``--pool`` overrides either choice.
 IO_CAPABILITIES = frozenset({MediaCapability.TEXT_TO_TEXT.value})
@@ -31,16 +35,24 @@ IO_CAPABILITIES = frozenset({MediaCapability.TEXT_TO_TEXT.value})
 
 @dataclass(frozen=True)
 class PoolPlan:
-    """One Celery worker: its pool, the queues it serves and its slots (None: Celery's default)."""
+    """One pool: its kind, the queues it serves, its slots (None: Celery's default) and, for an I/O
+    pool, how many worker processes share those slots."""
 
     pool: str
     queues: tuple[str, ...]
     concurrency: int | None
+    processes: int = 1
 
-    def argv(self, loglevel: str, name: str | None) -> list[str]:
-        """``celery worker`` arguments (without the leading ``worker``)."""
-        argv = ["-P", self.pool, "-Q", ",".join(self.queues), "-l", loglevel,
-                "-n", name or f"{'+'.join(self.queues[:3])}@%h"]
+    def per_process(self) -> list[PoolPlan]:
+        """The Celery workers that run this pool: one per process, the slots divided among them."""
+        if self.processes == 1:
+            return [self]
+        share = math.ceil(self.concurrency / self.processes) if self.concurrency else None
+        return [PoolPlan(self.pool, self.queues, share)] * self.processes
+
+    def argv(self, loglevel: str, name: str) -> list[str]:
+        """``celery worker`` arguments (without the leading ``worker``) for a plan of one process."""
+        argv = ["-P", self.pool, "-Q", ",".join(self.queues), "-l", loglevel, "-n", name]
         if self.concurrency:
             argv += ["-c", str(self.concurrency)]
         return argv
@@ -50,28 +62,41 @@ def default_pool(queue: str) -> str:
     return "threads" if queue in IO_CAPABILITIES else "prefork"
 
 
-def plan_pools(queues: list[str], default_queue: str | None, pool: str | None, concurrency: int | None) -> list[PoolPlan]:
+def plan_pools(queues: list[str], default_queue: str | None, pool: str | None, concurrency: int | None,
+               processes: int | None = None) -> list[PoolPlan]:
     """One plan with ``pool`` if given; else one per kind of work, the default queue (jobs whose
-    capability nobody could tell) going to the prefork pool, where a hard time limit kills a process."""
-    def slots(kind: str) -> int | None:
-        return concurrency or (IO_CONCURRENCY if kind in IO_POOLS else None)
+    capability nobody could tell) going to the prefork pool, where a hard time limit kills a process.
+    ``concurrency`` is each pool's slots; ``processes`` those of an I/O pool (prefork's are its slots)."""
+    def plan(kind: str, qs: list[str]) -> PoolPlan:
+        if kind not in IO_POOLS:
+            return PoolPlan(kind, tuple(qs), concurrency)
+        slots = concurrency or IO_CONCURRENCY
+        return PoolPlan(kind, tuple(qs), slots, min(processes or IO_PROCESSES, slots))
 
     if pool is not None:
-        return [PoolPlan(pool, tuple(queues + ([default_queue] if default_queue else [])), slots(pool))]
+        return [plan(pool, queues + ([default_queue] if default_queue else []))]
     kinds: dict[str, list[str]] = {}
     for q in queues:
         kinds.setdefault(default_pool(q), []).append(q)
     if default_queue:
         kinds.setdefault("prefork" if "prefork" in kinds or not kinds else next(iter(kinds)), []).append(default_queue)
-    return [PoolPlan(kind, tuple(qs), slots(kind)) for kind, qs in kinds.items()]
+    return [plan(kind, qs) for kind, qs in kinds.items()]
 
 
-def node_name(name: str | None, plan: PoolPlan, split: bool) -> str | None:
-    """``-n`` for one plan: a given name gets the pool as a suffix when one command runs two pools."""
-    if name is None or not split:
-        return name
-    local, sep, host = name.partition("@")
-    return f"{local}-{plan.pool}{sep}{host}"
+def node_names(name: str | None, plans: list[PoolPlan]) -> list[list[str]]:
+    """``-n`` of each process of each plan. A given name is kept when one process runs it all, gets the
+    pool as a suffix when the command runs two pools, and a number when a pool runs several processes;
+    without one, each pool is named for its queues (``text-to-text@%h``)."""
+    names = []
+    for plan in plans:
+        if name is None:
+            base, host = "+".join(plan.queues[:3]), "@%h"
+        else:
+            local, sep, rest = name.partition("@")
+            base, host = (f"{local}-{plan.pool}" if len(plans) > 1 else local), sep + rest
+        names.append([f"{base}{host}"] if plan.processes == 1 else
+                     [f"{base}-{i}{host}" for i in range(1, plan.processes + 1)])
+    return names
 
 
 def require_gevent() -> None:

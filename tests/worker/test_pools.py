@@ -1,4 +1,4 @@
-"""I/O pools: one command running a thread pool beside a prefork pool, and a 256-thread worker whose
+"""I/O pools: one command running a thread pool per core beside a prefork pool, and a 256-thread worker whose
 first jobs for three providers arrive at once (two pip-installing git providers, one Docker provider)."""
 
 from __future__ import annotations
@@ -53,26 +53,45 @@ def wheel(folder: Path, name: str, version: str = "1.0") -> None:
             zf.writestr(n, text)
 
 
-def test_a_mixed_command_runs_a_thread_pool_and_a_prefork_pool():
+def test_plans_split_an_io_pool_over_processes_and_name_each_node():
+    from mediaconduit_worker.worker.pools import PoolPlan, node_names, plan_pools
+
+    plans = plan_pools(["text-to-text", "image-to-image"], "mediaconduit", None, None, processes=3)
+    assert plans == [PoolPlan("threads", ("text-to-text",), 128, 3), PoolPlan("prefork", ("image-to-image", "mediaconduit"), None)]
+    assert [p.concurrency for p in plans[0].per_process()] == [43, 43, 43]  # 128 slots, rounded up
+    assert node_names("w@h", plans) == [["w-threads-1@h", "w-threads-2@h", "w-threads-3@h"], ["w-prefork@h"]]
+    assert node_names(None, plans) == [[f"text-to-text-{i}@%h" for i in (1, 2, 3)], ["image-to-image+mediaconduit@%h"]]
+    # never more processes than slots; one process keeps the given name; prefork's processes are its -c
+    (one,) = plan_pools(["text-to-text"], None, "gevent", 1, processes=4)
+    assert (one.processes, node_names("w@h", [one])) == (1, [["w@h"]])
+    assert plan_pools(["text-to-text"], None, "prefork", 4, processes=3) == [PoolPlan("prefork", ("text-to-text",), 4)]
+
+
+def test_a_mixed_command_runs_a_thread_pool_per_core_and_a_prefork_pool():
     from mediaconduit_worker.celery_app import app
+    from mediaconduit_worker.worker.pools import IO_CONCURRENCY, IO_PROCESSES
     from mediaconduit_worker.worker.status import cluster_status, wait_for_workers
 
     name = f"mixed-{uuid.uuid4().hex[:6]}"
     host = socket.gethostname()
     log = RUN_DIR / f"{name}.log"
     proc = subprocess.Popen([sys.executable, "-m", "mediaconduit_worker.cli", "worker", "--capability", "text-to-text",
-                             "--capability", "image-to-image", "-n", f"{name}@%h", "-c", "2"],
+                             "--capability", "image-to-image", "-n", f"{name}@%h"],
                             stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    threads = [f"{name}-threads@{host}"] if IO_PROCESSES == 1 else [
+        f"{name}-threads-{i}@{host}" for i in range(1, IO_PROCESSES + 1)]
+    nodes = [*threads, f"{name}-prefork@{host}"]
     try:
-        nodes = [f"{name}-threads@{host}", f"{name}-prefork@{host}"]
         wait_for_workers(app, destination=nodes, timeout=90, alive=lambda: proc.poll() is None)
         seen = {w["worker"]: w for w in cluster_status(app, 1.5) if w["worker"] in nodes}
-        assert seen[nodes[0]]["pool"] == "threads" and seen[nodes[0]]["queues"] == ["text-to-text"]
-        assert seen[nodes[1]]["pool"] == "prefork" and seen[nodes[1]]["queues"] == ["image-to-image", "mediaconduit"]
+        for node in threads:
+            assert seen[node]["pool"] == "threads" and seen[node]["queues"] == ["text-to-text"]
+        assert sum(seen[node]["concurrency"] for node in threads) >= IO_CONCURRENCY
+        assert seen[nodes[-1]]["pool"] == "prefork" and seen[nodes[-1]]["queues"] == ["image-to-image", "mediaconduit"]
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         assert proc.wait(60) == 0, log.read_text()[-3000:]
-    assert log.read_text().count("Warm shutdown") == 2  # the command stopped both pools
+    assert log.read_text().count("Warm shutdown") == len(nodes)  # the command stopped every process
 
 
 @pytest.mark.docker
