@@ -15,6 +15,7 @@ from .flower import apply_flower_defaults
 from .redaction import LOG_FILTER, argsrepr, kwargsrepr, redacting
 from .reliability import celery_options
 from .routing import CAPABILITY_QUEUES, DEFAULT_QUEUE, TRANSFORM_TASK, named_arguments, route_transform
+from .transport import install as install_transport
 
 
 class MediaConduitCelery(Celery):
@@ -38,6 +39,7 @@ class MediaConduitCelery(Celery):
 
 def make_app() -> Celery:
     settings = get_settings()
+    install_transport()
     app = MediaConduitCelery(
         "mediaconduit",
         include=["mediaconduit_worker.worker.tasks", "mediaconduit_worker.worker.deadlines", "mediaconduit_worker.worker.status", "mediaconduit_worker.batch.summary"],
