@@ -12,7 +12,7 @@ from ..payload import check_job
 from ..settings import get_settings
 from .broker import ensure_broker
 from .flower import apply_flower_defaults
-from .redaction import LOG_FILTER, argsrepr, kwargsrepr, redacting
+from .redaction import LOG_FILTER, argsrepr, kwargsrepr, redacting, show_results_briefly
 from .reliability import celery_options
 from .routing import CAPABILITY_QUEUES, DEFAULT_QUEUE, TRANSFORM_TASK, named_arguments, route_transform
 from .transport import install as install_transport
@@ -83,6 +83,11 @@ app = make_app()
 def _start_embedded_broker(**_: Any) -> None:
     """A plain ``celery worker`` with no broker configured gets the embedded Redis too."""
     ensure_broker()
+
+
+@signals.worker_init.connect
+def _show_results_briefly(**_: Any) -> None:
+    show_results_briefly()
 
 
 @signals.after_setup_logger.connect

@@ -7,6 +7,11 @@ result backend redacts the request it is handed in ``store_result``, the one cal
 the task itself still receives the real arguments. Events and log lines show ``argsrepr``, which the
 producer and the worker's request class both build from redacted arguments, and every log line
 passes ``RedactingFilter``.
+
+What events and logs show of arguments and results is ``shown``: Python's repr with long strings and
+lists cut, at most ``SHOWN_MAX`` characters. Celery's ``saferepr`` walks a value token by token in Python,
+which on a transform's nested result record takes 0.2-0.5 ms per job (a fifth of an echo job's worker
+time); ``shown`` cuts a copy and leaves the repr to C, in tens of microseconds.
 """
 
 from __future__ import annotations
@@ -40,12 +45,60 @@ def redacted_kwargs(kwargs: Any) -> dict[str, Any]:
         return {"arguments": UNSHOWABLE}
 
 
+#: Characters of arguments or of a result shown in an event or a log line (Celery's own default).
+SHOWN_MAX = 1024
+#: Characters of one string and items of one list shown, so one long field does not hide the rest.
+SHOWN_STRING = 200
+SHOWN_ITEMS = 20
+_SHOWN_DEPTH = 12
+
+
+class _NotJSON(Exception):
+    pass
+
+
+def shown(value: Any, maxlen: int | None = SHOWN_MAX, maxlevels: int = 3, seen: Any = None) -> str:
+    """What an event or a log line shows of a JSON value: its repr, long strings and lists cut, the whole
+    cut at ``maxlen``. Anything else (a message from elsewhere may carry it) goes to Celery's ``saferepr``;
+    the signature is ``saferepr``'s, so it can stand in for it."""
+    try:
+        text = repr(_cut(value, 0))
+    except (_NotJSON, RecursionError):
+        return saferepr(value, maxlen, maxlevels, seen)
+    return text if maxlen is None or len(text) <= maxlen else text[: max(maxlen - 3, 0)] + "..."
+
+
+def _cut(value: Any, depth: int) -> Any:
+    if isinstance(value, str):
+        return value if len(value) <= SHOWN_STRING else value[:SHOWN_STRING] + "..."
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if depth >= _SHOWN_DEPTH:
+        return "..."
+    if isinstance(value, dict):
+        return {k if isinstance(k, str) else _cut(k, depth + 1): _cut(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        items = [_cut(v, depth + 1) for v in value[:SHOWN_ITEMS]]
+        if len(value) > SHOWN_ITEMS:
+            items.append(f"... {len(value) - SHOWN_ITEMS} more")
+        return items if isinstance(value, list) else tuple(items)
+    raise _NotJSON
+
+
+def show_results_briefly() -> None:
+    """Tasks' results in events and log lines go through ``shown`` instead of ``saferepr`` (Celery's
+    tracer looks its ``saferepr`` up when each task ends; it has no setting for this)."""
+    from celery.app import trace
+
+    trace.saferepr = shown
+
+
 def argsrepr(args: Any) -> str:
-    return saferepr(redacted_args(args))
+    return shown(redacted_args(args))
 
 
 def kwargsrepr(kwargs: Any) -> str:
-    return saferepr(redacted_kwargs(kwargs))
+    return shown(redacted_kwargs(kwargs))
 
 
 def redacted_request(request: Any) -> Any:
