@@ -28,6 +28,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from .errors import ConfigurationError, ProviderNotAllowedError, ProviderSourceError
+from .record import strip_userinfo
 from .settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -322,9 +323,10 @@ def _git(*args: str, cwd: Path | None = None, url: str) -> str:
             ["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=_GIT_TIMEOUT
         )
     except subprocess.TimeoutExpired:
-        raise ProviderSourceError(f"cannot fetch {url!r}: git {args[0]} timed out after {_GIT_TIMEOUT}s") from None
+        raise ProviderSourceError(f"cannot fetch {strip_userinfo(url)!r}: git {args[0]} timed out after {_GIT_TIMEOUT}s") from None
     if proc.returncode != 0:
-        raise ProviderSourceError(f"cannot fetch {url!r}: git {args[0]}: {git_error_detail(proc.stderr, proc.returncode)}")
+        detail = git_error_detail(proc.stderr, proc.returncode)
+        raise ProviderSourceError(f"cannot fetch {strip_userinfo(url)!r}: git {args[0]}: {detail}")
     return proc.stdout.strip()
 
 
@@ -415,7 +417,7 @@ class SourceCache:
             log.info("fetching %s", source.location)
             _git("remote", "update", "--prune", cwd=mirror, url=source.url)
         if not self._has(mirror, rev):
-            raise ProviderSourceError(f"cannot fetch {source.url!r}: no ref {source.ref or 'HEAD'!r} in the repository")
+            raise ProviderSourceError(f"cannot fetch {strip_userinfo(source.url)!r}: no ref {source.ref or 'HEAD'!r} in the repository")
         return _git("rev-parse", "--verify", "--end-of-options", rev, cwd=mirror, url=source.url)
 
     @staticmethod

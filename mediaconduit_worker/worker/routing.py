@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from ..capabilities import MediaCapability, parse_capability
 from ..errors import InvalidInputError, ManifestError, MediaConduitError, ProviderNotAllowedError
+from ..record import strip_userinfo
 from ..sources import check_allowed
 from .loader import get_registry
 
@@ -14,6 +16,11 @@ log = logging.getLogger(__name__)
 DEFAULT_QUEUE = "mediaconduit"
 TRANSFORM_TASK = "mediaconduit.transform"
 CAPABILITY_QUEUES = [c.value for c in MediaCapability]
+#: Seconds during which a provider and model whose capability could not be told go to the default queue
+#: without another try: a batch of 10,000 jobs for an unreachable git host makes one clone attempt, not
+#: 10,000, and logs one warning.
+UNRESOLVED_FOR = 30.0
+_unresolved: dict[tuple[str, str], float] = {}
 
 
 def named_arguments(args: Any, kwargs: Any) -> dict[str, Any]:
@@ -49,14 +56,32 @@ def capability_for(provider: Any, model: Any, options: Any) -> MediaCapability |
     """
     if isinstance(provider, str):
         check_allowed(provider)  # even when an explicit capability means no manifest is read
+    explicit = isinstance(options, dict) and "capability" in options
+    key = (provider, model) if isinstance(provider, str) and isinstance(model, str) and not explicit else None
+    if key is not None and _unresolved.get(key, 0.0) > time.monotonic():
+        return None
     try:
         return resolve_capability(provider, model, options)
     except ProviderNotAllowedError:
         raise
     except MediaConduitError as exc:
-        log.warning("job for %s model %r: cannot tell its capability (%s); using the default queue",
-                    provider, model, exc)
+        shown = strip_userinfo(provider) if isinstance(provider, str) else provider
+        log.warning("job for %s model %r: cannot tell its capability (%s); using the default queue for %gs",
+                    shown, model, exc, UNRESOLVED_FOR)
+        if key is not None:
+            _remember_unresolved(key)
         return None
+
+
+def _remember_unresolved(key: tuple[str, str]) -> None:
+    """Bounded: a producer open to untrusted submitters (Flower) may see any number of bad URLs."""
+    now = time.monotonic()
+    if len(_unresolved) >= 1024:
+        for stale in [k for k, until in _unresolved.items() if until <= now]:
+            del _unresolved[stale]
+        if len(_unresolved) >= 1024:
+            _unresolved.clear()
+    _unresolved[key] = now + UNRESOLVED_FOR
 
 
 def route_transform(name: str, args: Any, kwargs: Any, options: dict[str, Any], task: Any = None, **_: Any) -> dict[str, str] | None:

@@ -426,3 +426,25 @@ def test_named_volumes_are_the_service_urls_own(tmp_path: Path) -> None:
         specs.append(load_spec(checkout, name))
     names = {ServiceRegistry.volume_name(spec, "redis-data") for spec in specs}
     assert len(names) == 2 and all(n.startswith("mediaconduit-redis-data-") for n in names)
+
+
+def test_a_provider_that_cannot_be_read_is_tried_once_per_window(allow, monkeypatch, caplog) -> None:
+    """A batch of jobs for an unreachable provider makes one fetch attempt, not one per job; credentials
+    in its URL stay out of the warning."""
+    from mediaconduit_worker.worker import routing
+    from mediaconduit_worker.worker.loader import get_registry
+
+    allow("https://github.com/tests/")
+    url = f"https://user:s3cret-token@github.com/tests/missing-{uuid.uuid4().hex[:6]}"
+    reads = []
+    real = type(get_registry())._read
+    monkeypatch.setattr(type(get_registry()), "_read", lambda self, u, src: reads.append(u) or real(self, u, src))
+    with caplog.at_level("WARNING", logger=routing.__name__):
+        assert [routing.capability_for(url, "m", {}) for _ in range(5)] == [None] * 5
+    assert len(reads) == 1
+    warnings = [r.getMessage() for r in caplog.records if "cannot tell its capability" in r.getMessage()]
+    assert len(warnings) == 1 and "s3cret-token" not in warnings[0] and "github.com/tests/missing-" in warnings[0]
+    assert routing.capability_for(url, "m", {"capability": "text-to-image"}).value == "text-to-image"
+    monkeypatch.setattr(routing, "UNRESOLVED_FOR", 0.0)  # the window over: tried again
+    routing._unresolved.clear()
+    assert routing.capability_for(url, "m", {}) is None and len(reads) == 2
