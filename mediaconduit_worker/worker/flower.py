@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 from ..settings import Settings, get_settings
 
@@ -24,8 +25,11 @@ def flower_env(settings: Settings | None = None) -> dict[str, str]:
 
 
 def apply_flower_defaults(argv: list[str] | None = None) -> None:
-    """Called when the Celery app is built: only a ``flower`` command line is affected."""
-    if "flower" not in (argv if argv is not None else sys.argv[1:]):
+    """Called when the Celery app is built: only ``celery … flower`` (``argv``, by default this process's
+    command line) is affected, not another program whose arguments say flower (``pytest -k flower``)."""
+    argv = sys.argv if argv is None else argv
+    program = Path(argv[0]) if argv else Path()
+    if not (program.name == "celery" or program.parent.name == "celery") or "flower" not in argv[1:]:
         return
     for name, value in flower_env().items():
         os.environ.setdefault(name, value)

@@ -4,6 +4,7 @@ per job) and ``mediaconduit status`` (workers, queues, loaded providers, service
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -113,3 +114,16 @@ def test_status_lists_workers_queues_and_loaded_providers(text_worker, echo_url)
 
     table = CliRunner().invoke(main, ["status"], catch_exceptions=False, env={"COLUMNS": "200"})
     assert text_worker.hostname in table.output and "echo-provider" in table.output
+
+
+def test_flower_defaults_apply_to_a_celery_flower_command_only(monkeypatch) -> None:
+    from mediaconduit_worker.worker.flower import apply_flower_defaults, flower_env
+
+    monkeypatch.setattr(os, "environ", {k: v for k, v in os.environ.items() if not k.startswith("FLOWER_")})
+    for argv in (["/venv/bin/pytest", "-k", "flower"], ["/venv/bin/celery", "-A", "app", "worker"]):
+        apply_flower_defaults(argv)
+        assert not any(k.startswith("FLOWER_") for k in os.environ)
+    for argv in (["/venv/bin/celery", "-A", "mediaconduit_worker.celery_app", "flower"],
+                 ["/venv/lib/python3.11/site-packages/celery/__main__.py", "-A", "app", "flower", "--port=1"]):
+        apply_flower_defaults(argv)
+        assert {k: os.environ.pop(k) for k in flower_env()} == flower_env()
