@@ -24,7 +24,7 @@ from ..capabilities import MediaCapability
 
 POOLS = ("prefork", "threads", "gevent")
 IO_POOLS = frozenset({"threads", "gevent"})
-#: Slots of an I/O pool: 128 requests in flight at ~0.5-5 s each keep one core busy with Celery's own work.
+#: Slots of an I/O pool, shared by its processes: 128 requests in flight at ~0.5-5 s each.
 IO_CONCURRENCY = 128
 #: Processes of an I/O pool: one per core this process may run on.
 IO_PROCESSES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
