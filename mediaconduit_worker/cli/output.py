@@ -63,6 +63,8 @@ class Main(click.Group):
             return super().invoke(ctx)
         except click.ClickException as exc:
             raise _one_line(exc) from None
+        except (click.exceptions.Exit, click.Abort):
+            raise  # a subcommand's --help, or Ctrl-C at a prompt: click ends these itself
         except Exception as exc:
             if ctx.params.get("debug"):
                 raise

@@ -105,3 +105,10 @@ def test_debug_shows_the_traceback(tmp_path):
 def test_no_arguments_still_prints_the_help():
     proc = mediaconduit()
     assert "Usage: " in proc.stdout + proc.stderr and "submit" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("command", ["batch", "worker", "cache"])
+def test_a_commands_help_is_help_not_an_error(command):
+    proc = mediaconduit(command, "--help")
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert proc.stdout.startswith(f"Usage: mediaconduit {command}")
