@@ -204,24 +204,17 @@ class Validator:
                 self.skip(name, "the manifest did not pass")
             return
         with self.check("dependencies", "installing dependencies") as notes:
-            reqs = manifest.requirements(self.url)
-            if reqs:
-                target = self.cache_root / "deps" / stable_id("\n".join(reqs))
-                loader._add_path(loader.pip_install(reqs, target, f"provider {manifest.id!r}"))
-                notes.append(f"installed {', '.join(reqs)}")
-            else:
-                notes.append("none declared")
+            reqs = loader.install_dependencies(manifest, self.url, self.cache_root)
+            notes.append(f"installed {', '.join(reqs)}" if reqs else "none declared")
         provider: MediaProvider | None = None
         if self.failed("dependencies"):
             self.skip("entrypoint", "the dependencies did not install")
         else:
             with self.check("entrypoint", "importing main and exportName") as notes:
-                main = loader._main_file(manifest, checkout.root, self.url)
-                module = loader._import(main, f"mediaconduit_providers.validate_{stable_id(str(self.cache_root))}")  # as a worker names it
-                cls = loader._provider_class(module, manifest.export_name, self.url)
-                provider = loader._instantiate(cls, self.url)
-                provider.attach_manifest(manifest)
-                provider.source = checkout  # a relative serviceUrl resolves in the same repository, as in a worker
+                main = loader.main_file(manifest, checkout.root, self.url)
+                provider = loader.import_provider(  # under the package a worker imports providers in
+                    manifest, checkout, self.url, f"mediaconduit_providers.validate_{stable_id(str(self.cache_root))}")
+                cls = type(provider)
                 notes.append(f"{main.name}: {cls.__name__} ({_kind_of(provider)})")
                 if isinstance(provider, DockerProvider) and not manifest.service_url and \
                         type(provider).get_service_url is DockerProvider.get_service_url:

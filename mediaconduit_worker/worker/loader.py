@@ -75,7 +75,7 @@ def _add_path(path: Path) -> None:
         sys.path.append(str(path))
 
 
-def _main_file(manifest: ProviderManifest, root: Path, origin: str) -> Path:
+def main_file(manifest: ProviderManifest, root: Path, origin: str) -> Path:
     """The provider module named by ``main``, which must be Python and inside the repository."""
     candidates = [manifest.main] if manifest.main else ["provider.py", "__init__.py"]
     for rel in candidates:
@@ -103,7 +103,7 @@ def refuse_npm_provider(manifest: ProviderManifest, root: Path, origin: str) -> 
         evidence = f"its manifest's 'main' is {main!r}"
     elif (root / "package.json").is_file():
         try:
-            _main_file(manifest, root, origin)
+            main_file(manifest, root, origin)
             return  # a Python provider that also carries a package.json
         except MediaConduitError:
             evidence = "it has a package.json and no Python 'main'"
@@ -225,18 +225,12 @@ class ProviderRegistry:
             return self._load_pypi(url)
         read = self._manifests.pop(url, None)
         manifest, checkout = read if read is not None else self._read(url, source)
-        main = _main_file(manifest, checkout.root, url)
-        if manifest.dependencies:
-            reqs = manifest.requirements(url)
-            target = self.cache.root / "deps" / stable_id("\n".join(reqs))
-            _add_path(pip_install(reqs, target, f"provider {manifest.id!r}"))
+        main_file(manifest, checkout.root, url)  # a bad 'main' fails before any install
+        install_dependencies(manifest, url, self.cache.root)
         tag = stable_id(f"{url}@{checkout.commit}")
-        module = _import(main, f"mediaconduit_providers.{re.sub(r'[^0-9a-zA-Z_]', '_', manifest.id)}_{tag}")
-        cls = _provider_class(module, manifest.export_name, url)
-        provider = _instantiate(cls, url)
-        provider.attach_manifest(manifest)
+        provider = import_provider(manifest, checkout, url,
+                                   f"mediaconduit_providers.{re.sub(r'[^0-9a-zA-Z_]', '_', manifest.id)}_{tag}")
         provider.service_host = self.service_host
-        provider.source = checkout
         log.info("loaded provider %s from %s at %s", manifest.id, strip_userinfo(url), checkout.commit or "working tree")
         return LoadedProvider(provider, manifest, checkout)
 
@@ -282,6 +276,25 @@ def _instantiate(cls: type[MediaProvider], url: str) -> MediaProvider:
         return cls()
     except Exception as exc:
         raise ProviderLoadError(f"{url!r}: constructing {cls.__name__} failed: {type(exc).__name__}: {exc}") from exc
+
+
+def install_dependencies(manifest: ProviderManifest, url: str, cache_root: Path) -> list[str]:
+    """pip-install the manifest's dependencies once, into a folder under ``cache_root`` named for them, and
+    put it on ``sys.path``; the requirement lines (none: nothing to do)."""
+    reqs = manifest.requirements(url)
+    if reqs:
+        _add_path(pip_install(reqs, cache_root / "deps" / stable_id("\n".join(reqs)), f"provider {manifest.id!r}"))
+    return reqs
+
+
+def import_provider(manifest: ProviderManifest, checkout: Checkout, url: str, module_name: str) -> MediaProvider:
+    """Import the checkout's ``main`` as ``module_name`` and construct its provider class, with the manifest
+    and the source attached (a relative ``serviceUrl`` resolves in the same repository)."""
+    module = _import(main_file(manifest, checkout.root, url), module_name)
+    provider = _instantiate(_provider_class(module, manifest.export_name, url), url)
+    provider.attach_manifest(manifest)
+    provider.source = checkout
+    return provider
 
 
 class DockerServices:

@@ -365,7 +365,7 @@ def outside(tmp_path: Path) -> Path:
 
 
 def test_a_linked_provider_manifest_or_main_outside_is_refused(tmp_path: Path, outside: Path) -> None:
-    from mediaconduit_worker.worker.loader import _main_file
+    from mediaconduit_worker.worker.loader import main_file
 
     checkout = _folder(tmp_path, {}, {"MediaConduit.provider.yml": outside})
     with pytest.raises(ManifestError, match="link to a file outside the repository"):
@@ -375,7 +375,7 @@ def test_a_linked_provider_manifest_or_main_outside_is_refused(tmp_path: Path, o
     (checkout.root / "pkg").mkdir()
     (checkout.root / "pkg" / "__init__.py").symlink_to(outside)
     with pytest.raises(ManifestError, match="field 'main' 'pkg' points outside"):
-        _main_file(load_provider_manifest(checkout.root), checkout.root, "p")
+        main_file(load_provider_manifest(checkout.root), checkout.root, "p")
 
 
 @pytest.mark.parametrize("files, links, culprit", [
