@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, isolated_environment, row, rss_mb, start_celery
+from common import REPO, isolated_environment, row, rss_mb, start_celery, stop_process
 
 HOME = isolated_environment()
 
@@ -84,8 +84,7 @@ def main() -> None:
         raw_warm, _ = raw_run(200)
         raw_tp, raw_lost = raw_run(args.items)
     finally:
-        raw_worker.terminate()
-        raw_worker.wait()
+        stop_process(raw_worker)
     mc_worker = start_celery("mediaconduit_worker.celery_app", "text-to-text", args.concurrency)
     try:
         from mediaconduit_worker import transform
@@ -94,8 +93,7 @@ def main() -> None:
             transform.delay("warm up", url, "echo").get(timeout=60)  # provider loaded in both children
         figures = batch_run(args.items, url, mc_worker.pid)
     finally:
-        mc_worker.terminate()
-        mc_worker.wait()
+        stop_process(mc_worker)
     tp = figures["throughput"]
     row("raw Celery group throughput", raw_tp, "jobs/s", f"(lost {raw_lost})")
     row("echo batch throughput", tp, "jobs/s", f"({tp / raw_tp:.2f}x raw)")

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, isolated_environment, percentile, row, rss_mb, start_celery, start_io_pool, stop
+from common import REPO, isolated_environment, percentile, row, rss_mb, start_celery, start_io_pool, stop_process
 
 HOME = isolated_environment()
 sys.path.insert(0, str(REPO / "tests"))
@@ -149,7 +149,7 @@ def main() -> None:
     url = git_url(REPO / "providers" / "openrouter-provider")
     echo_url = git_url(REPO / "providers" / "echo-provider")
     from mediaconduit_worker import transform
-    from mediaconduit_worker.worker.pools import IO_CONCURRENCY, IO_PROCESSES
+    from mediaconduit_worker.worker.pools import plan_pools
 
     print(f"OpenRouter provider, stand-in API answering in {args.latency * 1000:.0f} ms, embedded Redis, "
           f"{os.cpu_count()} cores:")
@@ -159,15 +159,16 @@ def main() -> None:
         prefork_rate = run_batch(url, args.prefork_jobs, "prefork")
         prefork_rss = rss_mb(prefork.pid)
     finally:
-        stop(prefork)
-    share = -(-IO_CONCURRENCY // IO_PROCESSES)
-    raw = [start_celery("raw_app", "raw-bench", share, ["-P", "threads"], name=f"raw-{i}") for i in range(IO_PROCESSES)]
+        stop_process(prefork)
+    (plan,) = plan_pools(["text-to-text"], None, None, None)  # the default I/O pool, as `mediaconduit worker` runs it
+    share = plan.per_process()[0].concurrency
+    raw = [start_celery("raw_app", "raw-bench", share, ["-P", "threads"], name=f"raw-{i}") for i in range(plan.processes)]
     try:
         raw_rate(apis, 200)
         yardstick = raw_rate(apis, args.jobs)
     finally:
         for proc in raw:
-            stop(proc)
+            stop_process(proc)
     io = start_io_pool("text-to-text")
     mem: dict[str, float] = {}
     try:
@@ -185,14 +186,14 @@ def main() -> None:
         hit_worker = statistics.median(r["metadata"]["processing_time_ms"] for r in hits)
         assert all(r["metadata"]["cache"]["hit"] for r in hits)
     finally:
-        stop(io)
+        stop_process(io)
     pipelined, one_by_one = publish_rates(echo_url, args.publish)
     apis.stop()
 
-    ideal = {"prefork": 2 / args.latency, "io": IO_CONCURRENCY / args.latency}
+    ideal = {"prefork": 2 / args.latency, "io": plan.concurrency / args.latency}
     print(f"\nthroughput ({args.prefork_jobs} jobs on prefork, {args.jobs} on the I/O pool):")
     row("prefork -c 2", prefork_rate, "jobs/s", f"(ideal {ideal['prefork']:.0f})")
-    pools = f"{IO_PROCESSES} x threads -c {share}"
+    pools = f"{plan.processes} x threads -c {share}"
     row(f"default I/O pool ({pools})", io_rate, "jobs/s",
         f"(ideal {ideal['io']:.0f}; {io_rate / prefork_rate:.0f}x prefork, target >= 30x)")
     row(f"raw Celery task, same POST, {pools}", yardstick, "jobs/s",

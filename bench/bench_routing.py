@@ -24,7 +24,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, isolated_environment, percentile, row, start_celery, throughput
+from common import REPO, isolated_environment, percentile, row, start_celery, stop_process, throughput
 
 HOME = isolated_environment()
 sys.path.insert(0, str(REPO / "tests" / "support"))
@@ -118,8 +118,7 @@ def main() -> None:
             f"({route_tp / direct_tp:.2f}x direct; peak {peaks['route']} calls at once)")
     finally:
         for w in workers:
-            w.terminate()
-            w.wait()
+            stop_process(w)
         failing.stop()
         serving.stop()
 

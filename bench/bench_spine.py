@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, isolated_environment, percentile, row, start_celery, throughput
+from common import REPO, isolated_environment, percentile, row, start_celery, stop_process, throughput
 
 HOME = isolated_environment()
 
@@ -97,8 +97,7 @@ def main() -> None:
                 rates[name].append(throughput(send, args.inflight))
     finally:
         for w in workers:
-            w.terminate()
-            w.wait()
+            stop_process(w)
     (raw_p50, raw_p99), (mc_p50, mc_p99) = ((statistics.median(c) for c in zip(*rtts[n])) for n in senders)
     raw_tp, mc_tp = (statistics.median(rates[n]) for n in senders)
     row("raw Celery throughput", raw_tp, "jobs/s")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import statistics
 import subprocess
@@ -64,9 +63,12 @@ def _wait_for(nodes: list[str], proc: subprocess.Popen[bytes]) -> None:
     wait_for_workers(app, destination=nodes, alive=lambda: proc.poll() is None)
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait()
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """The CLI's warm stop (SIGTERM to the process group, SIGKILL if it hangs), imported only once
+    ``isolated_environment`` has set up the settings it reads."""
+    from mediaconduit_worker.cli.worker import stop_process as stop
+
+    stop(proc)
 
 
 def rss_mb(pid: int) -> float:

@@ -370,8 +370,9 @@ class BatchRun:
                 log.warning("job %s (step %d) was lost by the broker; sending it again", job.id, step)
         if to_send:
             publish(self.app, to_send, batch_headers(self.batch_id, self.budget_usd) if self.batch_id else {})
-        self.resent += [job.id for job, _, _ in to_send]
-        return [job.id for job, _, _ in to_send]
+        sent = [job.id for job, _, _ in to_send]
+        self.resent += sent
+        return sent
 
     def progress(self) -> Progress:
         counts = {**self._finished, "running": 0, "queued": 0}
