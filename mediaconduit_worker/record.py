@@ -60,6 +60,14 @@ _QUERY_SECRET = re.compile(
 )
 
 
+#: Strings up to this length have their redaction and secret scan remembered (``_MEMO`` of them): a
+#: worker sees the same provider URLs, model ids and option values job after job, and the scan is a
+#: few regular expressions over each. Longer strings are scanned every time, so a job cannot fill the
+#: memo with large strings.
+_MEMO_CHARS = 512
+_MEMO = 2048
+
+
 def key_words(key: str) -> list[str]:
     """``openaiApiKey`` → ``["openai", "api", "key"]``; separators and case changes split words."""
     return [w.lower() for w in _WORD.findall(key)]
@@ -68,6 +76,10 @@ def key_words(key: str) -> list[str]:
 def is_secret_key(key: str) -> bool:
     """Whether a key name says its value is a credential (``api_key``, ``openai_key``, ``pwd``, ``dsn`` …)
     and not a property of one (``max_tokens``, ``token_count``, ``auth_type``)."""
+    return _is_secret_key_remembered(key) if len(key) <= _MEMO_CHARS else _is_secret_key(key)
+
+
+def _is_secret_key(key: str) -> bool:
     words = key_words(key)
     if not words:
         return False
@@ -81,6 +93,9 @@ def is_secret_key(key: str) -> bool:
         or "privatekey" in joined
         or "connectionstring" in joined
     )
+
+
+_is_secret_key_remembered = functools.lru_cache(maxsize=_MEMO)(_is_secret_key)
 
 
 def _is_basic_credentials(value: str) -> bool:
@@ -101,6 +116,10 @@ def redact_text(text: str) -> str:
     """``text`` with token-shaped values, URL userinfo and secret query parameters replaced."""
     if not text:
         return text
+    return _redact_remembered(text) if len(text) <= _MEMO_CHARS else _redact_text(text)
+
+
+def _redact_text(text: str) -> str:
     text = _SECRET_SHAPES.sub(
         lambda m: REDACTED if m.group("basic") is None or _is_basic_credentials(m.group("basic")) else m.group(0), text
     )
@@ -108,15 +127,11 @@ def redact_text(text: str) -> str:
     return _QUERY_SECRET.sub(lambda m: m.group(1) + REDACTED, text)
 
 
+_redact_remembered = functools.lru_cache(maxsize=_MEMO)(_redact_text)
+
+
 def strip_userinfo(url: str) -> str:
     """A URL as it may be shown: credentials in its userinfo or query replaced."""
-    return _strip_known(url) if len(url) <= 2048 else redact_text(url)
-
-
-@functools.lru_cache(maxsize=1024)
-def _strip_known(url: str) -> str:
-    """A worker shows the same few provider URLs several times per job: remembered (short ones only, so a
-    job cannot fill the cache with large strings)."""
     return redact_text(url)
 
 
@@ -132,11 +147,18 @@ def redact(value: Any) -> Any:
     return value
 
 
-def _secrets_in_text(text: str) -> Iterator[str]:
-    yield from (m.group(0) for m in _shape_matches(text))
-    for m in _USERINFO.finditer(text):
-        yield m.group("password") or m.group("token")
-    yield from (m.group("value") for m in _QUERY_SECRET.finditer(text))
+def _secrets_in_text(text: str) -> tuple[str, ...]:
+    return _secrets_remembered(text) if len(text) <= _MEMO_CHARS else _find_secrets(text)
+
+
+def _find_secrets(text: str) -> tuple[str, ...]:
+    found = [m.group(0) for m in _shape_matches(text)]
+    found += [m.group("password") or m.group("token") for m in _USERINFO.finditer(text)]
+    found += [m.group("value") for m in _QUERY_SECRET.finditer(text)]
+    return tuple(found)
+
+
+_secrets_remembered = functools.lru_cache(maxsize=_MEMO)(_find_secrets)
 
 
 def secret_values(value: Any) -> list[str]:

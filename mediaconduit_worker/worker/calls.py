@@ -7,6 +7,7 @@ record (``cost.estimated_usd`` before the call, ``cost.usd`` after it) and the s
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,9 +96,17 @@ class Meter:
                  pricing: dict[str, Any] | None = None, size: Size | None = None) -> None:
         self.remote = loaded.provider.type == ProviderType.REMOTE
         self.pricing = pricing if pricing is not None else loaded.provider.pricing_of(runnable.id)
-        self.size = size or job_size(model_input, opts)
-        cap = runnable.capability or loaded.manifest.capability_of(runnable.id)
-        self.estimate = estimate_usd(self.pricing, self.size, str(cap).split("-to-")[-1] if cap else None)
+        self._input, self._opts = model_input, opts
+        if size is not None:
+            self.size = size
+        self.estimate: float | None = None
+        if is_priced(self.pricing):  # an unpriced model (most local ones) costs no sizing per job
+            cap = runnable.capability or loaded.manifest.capability_of(runnable.id)
+            self.estimate = estimate_usd(self.pricing, self.size, str(cap).split("-to-")[-1] if cap else None)
+
+    @functools.cached_property
+    def size(self) -> Size:
+        return job_size(self._input, self._opts)
 
     @property
     def counted(self) -> bool:

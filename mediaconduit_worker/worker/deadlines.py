@@ -47,10 +47,10 @@ GRACE = 0.1
 MAX_GRACE = 1.0
 
 
-def job_time_limit(task: Any) -> float | None:
+def job_time_limit(task: Any, request: Any) -> float | None:
     """The running job's limit: the lesser of its hard and soft limits, each the call's (``time_limit=``,
     ``soft_time_limit=``), else the task's, else the worker's settings (``MEDIACONDUIT_TASK_TIME_LIMIT``)."""
-    limits = task.request.timelimit
+    limits = request.timelimit
     hard, soft = limits if isinstance(limits, list | tuple) and len(limits) == 2 else (None, None)
     hard = hard or task.time_limit or task.app.conf.task_time_limit
     soft = soft or task.soft_time_limit or task.app.conf.task_soft_time_limit
@@ -75,9 +75,9 @@ class _JobsDeadline(Deadline):
 class JobDeadline:
     """One job's deadline; ``run`` calls provider code under it in the way the current pool allows."""
 
-    def __init__(self, task: Any, provider: str, model: str) -> None:
-        self.limit = job_time_limit(task)
-        self.task_id = task.request.id
+    def __init__(self, task: Any, request: Any, provider: str, model: str) -> None:
+        self.limit = job_time_limit(task, request)
+        self.task_id = request.id
         grace = min(GRACE * self.limit, MAX_GRACE) if self.limit else 0.0
         self.backstop = grace / 2
         self.deadline = None if self.limit is None else _JobsDeadline(
@@ -115,17 +115,27 @@ def _with_gevent_timeout(d: Deadline, backstop: float, fn: Callable[..., T], arg
         return fn(*args)
 
 
-def _with_alarm(d: Deadline, backstop: float, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
-    def expired(signum: int, frame: Any) -> None:
-        raise d.error()
+#: The deadline the process's main thread runs under; SIGALRM raises its error. The handler is installed
+#: once per process, not per job (two ``sigaction`` calls and their enum conversions each time).
+_alarmed: Deadline | None = None
 
-    previous = signal.signal(signal.SIGALRM, expired)
+
+def _on_alarm(signum: int, frame: Any) -> None:
+    if _alarmed is not None:
+        raise _alarmed.error()
+
+
+def _with_alarm(d: Deadline, backstop: float, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+    global _alarmed
+    if signal.getsignal(signal.SIGALRM) is not _on_alarm:  # installed late, or replaced by provider code
+        signal.signal(signal.SIGALRM, _on_alarm)
+    _alarmed = d
     signal.setitimer(signal.ITIMER_REAL, max(d.remaining() + backstop, 0.001))
     try:
         return fn(*args)
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        _alarmed = None
 
 
 # -- thread pools: companions, abandoned when stuck -----------------------------------------------------

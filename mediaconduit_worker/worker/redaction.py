@@ -51,6 +51,7 @@ SHOWN_MAX = 1024
 SHOWN_STRING = 200
 SHOWN_ITEMS = 20
 _SHOWN_DEPTH = 12
+_SCALARS = frozenset({type(None), bool, int, float})
 
 
 class _NotJSON(Exception):
@@ -75,10 +76,14 @@ def _cut(value: Any, depth: int) -> Any:
         return value
     if depth >= _SHOWN_DEPTH:
         return "..."
+    # Short strings and plain scalars, most of a record, are kept in place without a call per value.
     if isinstance(value, dict):
-        return {k if isinstance(k, str) else _cut(k, depth + 1): _cut(v, depth + 1) for k, v in value.items()}
+        return {k if type(k) is str else _cut(k, depth + 1):
+                v if (type(v) is str and len(v) <= SHOWN_STRING) or type(v) in _SCALARS else _cut(v, depth + 1)
+                for k, v in value.items()}
     if isinstance(value, list | tuple):
-        items = [_cut(v, depth + 1) for v in value[:SHOWN_ITEMS]]
+        items = [v if (type(v) is str and len(v) <= SHOWN_STRING) or type(v) in _SCALARS else _cut(v, depth + 1)
+                 for v in value[:SHOWN_ITEMS]]
         if len(value) > SHOWN_ITEMS:
             items.append(f"... {len(value) - SHOWN_ITEMS} more")
         return items if isinstance(value, list) else tuple(items)
@@ -102,11 +107,20 @@ def kwargsrepr(kwargs: Any) -> str:
 
 
 def redacted_request(request: Any) -> Any:
-    """A shallow copy of a task request (a Celery ``Context``) with its arguments redacted."""
+    """A shallow copy of a task request (a Celery ``Context``) with its arguments redacted; made once per
+    request and arguments (a job's STARTED and SUCCESS are stored with the same request)."""
     if request is None or not (getattr(request, "args", None) or getattr(request, "kwargs", None)):
         return request
+    made = getattr(request, "_redacted", None)
+    if made is not None and made[0] is request.args and made[1] is request.kwargs:
+        return made[2]
     shown = copy.copy(request)
     shown.args, shown.kwargs = redacted_args(request.args), redacted_kwargs(request.kwargs)
+    shown._redacted = None
+    try:
+        request._redacted = (request.args, request.kwargs, shown)
+    except AttributeError:  # a request type that takes no new attributes: redact each time
+        pass
     return shown
 
 

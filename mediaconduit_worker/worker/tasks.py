@@ -98,7 +98,7 @@ def _transform(task: Task, input: Any, provider: str, model: str, options: dict[
         raise InvalidInputError(f"model must be a model id string, got {model!r}")
     model_input = job_input(input)
     batch = getattr(request, BATCH_HEADER, None)
-    deadline = JobDeadline(task, provider, model)  # the hard time limit, held in every pool
+    deadline = JobDeadline(task, request, provider, model)  # the hard time limit, held in every pool
     if (hit := result_cache.lookup(task, deadline, provider, model, opts, model_input, started)) is not None:
         return hit  # opt-in (options.cache or the manifest): no provider call
     retry_with: BaseException | None = None
