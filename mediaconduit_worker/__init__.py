@@ -55,7 +55,7 @@ from .record import REDACTED, TransformResult, create_generation_prompt, redact
 from .remote import RemoteProvider
 
 if typing.TYPE_CHECKING:
-    from .worker.tasks import transform
+    from .worker.app import transform
 
 __all__ = [
     "Asset",
@@ -129,7 +129,7 @@ __all__ = [
 def __getattr__(name: str) -> typing.Any:
     """``transform`` pulls in Celery; provider code importing the SDK does not pay for it."""
     if name == "transform":
-        from .worker.tasks import transform
+        from .worker.app import transform
 
         return transform
     raise AttributeError(f"module 'mediaconduit_worker' has no attribute {name!r}")

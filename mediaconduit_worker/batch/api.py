@@ -33,9 +33,9 @@ from celery.canvas import Signature
 from ..errors import InvalidInputError
 from ..payload import check_job, check_json
 from ..worker.app import app as default_app
+from ..worker.app import transform
 from ..worker.calls import BATCH_HEADER
 from ..worker.limits import get_state
-from ..worker.tasks import transform
 from .recovery import LostJobs
 from .states import JobState, Outcome, fetch_states, outcome
 

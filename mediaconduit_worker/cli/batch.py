@@ -30,8 +30,7 @@ def check_step(provider: str, model: str | None, options: dict[str, Any]) -> str
     """The step's capability (its queue), or a clear error before anything is queued."""
     from ..errors import UnknownModelError
     from ..worker.loader import get_registry
-    from ..worker.routes import is_route, route_for
-    from ..worker.routing import resolve_capability
+    from ..worker.routes import is_route, resolve_capability, route_for
 
     if is_route(provider):
         return route_for(provider, model, options).capability.value

@@ -16,9 +16,10 @@ def cache() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def cache_stats(as_json: bool) -> None:
     """Entries, their size, and hits, misses, waits (for an identical job in flight) and stores."""
+    from ..worker.app import app
     from ..worker.cache import stats
 
-    figures = stats()
+    figures = stats(app.backend.client)
     if as_json:
         click.echo(json.dumps(figures))
         return
@@ -32,6 +33,7 @@ def cache_stats(as_json: bool) -> None:
 @cache.command("clear")
 def cache_clear() -> None:
     """Delete every cached result (jobs in flight keep their claims)."""
+    from ..worker.app import app
     from ..worker.cache import clear
 
-    click.echo(f"removed {clear()} cached results")
+    click.echo(f"removed {clear(app.backend.client)} cached results")

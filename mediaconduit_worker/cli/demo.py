@@ -18,10 +18,9 @@ def demo() -> None:
     """The main job on the embedded default: broker, worker, a transform and a chain, printed."""
     from rich.console import Console
 
-    from ..worker.app import app
+    from ..worker.app import app, transform
     from ..worker.broker import EmbeddedRedis, ensure_broker
     from ..worker.status import wait_for_workers
-    from ..worker.tasks import transform
 
     console = Console()
     settings = get_settings()

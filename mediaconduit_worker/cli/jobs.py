@@ -24,7 +24,7 @@ def submit(input: str, provider: str, model: str | None, options: tuple[str, ...
     """
     from celery.exceptions import TimeoutError as ResultTimeout
 
-    from ..worker.tasks import transform
+    from ..worker.app import transform
     from .batch import check_step
     from .worker import connect_broker
 

@@ -47,6 +47,7 @@ def replay(ref: str, verify: bool, as_json: bool, timeout: float) -> None:
     from rich.table import Table
 
     from ..errors import MediaConduitError
+    from ..worker.app import transform
     from ..worker.broker import ensure_broker
     from ..worker.replay import compare, plan, submit
 
@@ -58,7 +59,7 @@ def replay(ref: str, verify: bool, as_json: bool, timeout: float) -> None:
     ensure_broker()
     with console.status(f"replaying {len(steps)} step(s) through the queue"):
         try:
-            replayed = submit(original, steps).get(timeout=timeout)
+            replayed = submit(transform, original, steps).get(timeout=timeout)
         except Exception as exc:  # the job's own error, raised again here by Celery
             raise click.ClickException(f"the replayed chain failed: {type(exc).__name__}: {exc}") from None
     rows = compare(steps, replayed)

@@ -32,8 +32,8 @@ from .output import CommandError
 def worker(capabilities: tuple[str, ...], pool: str | None, concurrency: int | None, processes: int | None,
            loglevel: str, name: str | None, no_default_queue: bool) -> None:
     """Start a worker pool for the given capabilities."""
+    from ..worker.app import DEFAULT_QUEUE
     from ..worker.pools import exec_celery, node_names, plan_pools, require_gevent, run_split
-    from ..worker.routing import DEFAULT_QUEUE
 
     try:
         queues = [capability(c).value for c in capabilities]

@@ -33,7 +33,6 @@ from ..provider import DockerProvider
 from ..record import redact, secret_values
 from ..settings import get_settings
 from ..sources import SourceCache, parse_source
-from .app import app
 from .deadlines import JobDeadline
 from .loader import LoadedProvider, get_registry
 from .replay import pinned_service_url
@@ -50,10 +49,6 @@ KEY_VERSION = 1
 
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 _RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
-
-
-def _client() -> Any:
-    return app.backend.client
 
 
 def input_content(value: Any) -> Any:
@@ -116,6 +111,8 @@ class Claim:
     key: str
     task_id: str
     secrets: list[str]
+    client: Any
+    """The result backend's Redis client, where the claim and the result live."""
 
 
 _claims: dict[str, Claim] = {}
@@ -136,7 +133,7 @@ def lookup(task: Any, deadline: JobDeadline, provider: str, model: str, options:
     if key is None:
         log.warning("provider %s has no pinned commit or version: job %s is not cached", loaded.manifest.id, task.request.id)
         return None
-    client = _client()
+    client = task.backend.client
     task_id = task.request.id
     waited = False
     while True:
@@ -149,7 +146,7 @@ def lookup(task: Any, deadline: JobDeadline, provider: str, model: str, options:
                 pipe.delete(WAKE_PREFIX + key)  # a wake-up left by an earlier owner must not make us spin
                 pipe.hincrby(STATS_KEY, "misses")
                 pipe.execute()
-            _hold(Claim(key, task_id, secret_values(options)))
+            _hold(Claim(key, task_id, secret_values(options), client))
             return None
         if not waited:
             waited = True
@@ -183,7 +180,7 @@ def store(task: Any, result: dict[str, Any]) -> dict[str, Any]:
     if any(secret in text for secret in claim.secrets):
         log.warning("job %s: not cached, its result contains a secret option's value", claim.task_id)
     else:
-        with _client().pipeline(transaction=False) as pipe:
+        with claim.client.pipeline(transaction=False) as pipe:
             pipe.set(PREFIX + claim.key, text, ex=max(1, get_settings().cache_ttl))
             pipe.hincrby(STATS_KEY, "stores")
             pipe.execute()
@@ -201,7 +198,7 @@ def _hold(claim: Claim) -> None:
 
 
 def _release(claim: Claim) -> None:
-    client = _client()
+    client = claim.client
     try:
         client.eval(_RELEASE, 1, CLAIM_PREFIX + claim.key, claim.task_id)
         with client.pipeline(transaction=False) as pipe:
@@ -221,7 +218,7 @@ def _renew_forever() -> None:
         if not claims:
             continue
         try:
-            with _client().pipeline(transaction=False) as pipe:
+            with claims[0].client.pipeline(transaction=False) as pipe:  # one backend per worker process
                 for c in claims:
                     pipe.eval(_RENEW, 1, CLAIM_PREFIX + c.key, c.task_id, LEASE_MS)
                 pipe.execute()
@@ -239,9 +236,9 @@ def _release_unfinished(task_id: str | None = None, **_: Any) -> None:
 
 
 # -- mediaconduit cache stats | clear -------------------------------------------------------------------
-def stats() -> dict[str, Any]:
-    """Entries, their bytes, and hits/misses/waits/stores since the last clear."""
-    client = _client()
+def stats(client: Any) -> dict[str, Any]:
+    """Entries, their bytes, and hits/misses/waits/stores since the last clear (``client``: the result
+    backend's Redis)."""
     keys = list(client.scan_iter(match=PREFIX + "*", count=1000))
     size = 0
     for i in range(0, len(keys), 1000):
@@ -254,9 +251,8 @@ def stats() -> dict[str, Any]:
             **{name: counters.get(name, 0) for name in ("hits", "misses", "waits", "stores")}}
 
 
-def clear() -> int:
+def clear(client: Any) -> int:
     """Delete every cached result and the counters; jobs in flight keep their claims."""
-    client = _client()
     removed = 0
     batch: list[bytes] = []
     for k in client.scan_iter(match=PREFIX + "*", count=1000):

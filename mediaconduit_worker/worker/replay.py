@@ -142,11 +142,10 @@ def _original_input(value: Any) -> Any:
     return {k: v for k, v in value.items() if k != "metadata"}
 
 
-def submit(original: Any, steps: list[ReplayStep]) -> Any:
-    """Send the steps through the queue as one chain; returns the AsyncResult of the last step."""
+def submit(transform: Any, original: Any, steps: list[ReplayStep]) -> Any:
+    """Send the steps through the queue as one chain of ``transform`` (the task); returns the AsyncResult of
+    the last step."""
     from celery import chain
-
-    from .tasks import transform
 
     first, *rest = steps
     signatures = [transform.s(original, first.provider_url, first.model, first.options)]

@@ -9,6 +9,7 @@ any job is queued, not on some worker later. The file is read again when it chan
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -19,14 +20,28 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator
 
-from ..capabilities import MediaCapability
-from ..errors import InvalidInputError, MediaConduitError, ProviderSourceError, RouteError
+from ..capabilities import MediaCapability, parse_capability
+from ..errors import (
+    InvalidInputError,
+    ManifestError,
+    MediaConduitError,
+    ProviderNotAllowedError,
+    ProviderSourceError,
+    RouteError,
+)
+from ..record import strip_userinfo
 from ..settings import get_settings
 from ..sources import check_allowed
 from .limits import CooldownPolicy, Limits, candidate_id
-from .routing import resolve_capability
+from .loader import get_registry
 
+log = logging.getLogger(__name__)
 ROUTE_PREFIX = "route:"
+#: Seconds during which a provider and model whose capability could not be told go to the default queue
+#: without another try: a batch of 10,000 jobs for an unreachable git host makes one clone attempt, not
+#: 10,000, and logs one warning.
+UNRESOLVED_FOR = 30.0
+_unresolved: dict[tuple[str, str], float] = {}
 Strategy = Literal["fallback", "weighted", "least-busy", "latency", "cost"]
 
 
@@ -286,3 +301,60 @@ def route_for(provider: str, model: Any = None, options: Any = None) -> Route:
         raise InvalidInputError(f"job for {provider} asks for capability {explicit!r}, but the route serves "
                                 f"{route.capability}")
     return route
+
+
+# -- a direct job: its provider manifest's capability -----------------------------------------------
+def resolve_capability(provider: Any, model: Any, options: Any) -> MediaCapability:
+    """The explicit ``capability`` option, else the provider manifest's entry for the model.
+
+    Strict: raises a ``MediaConduitError`` saying why it cannot tell (the batch CLI refuses the job).
+    """
+    explicit = options.get("capability") if isinstance(options, dict) else None
+    if explicit is not None:
+        cap = parse_capability(explicit) if isinstance(explicit, str) else None
+        if cap is None:
+            raise InvalidInputError(f"unknown capability {explicit!r} for {model!r}")
+        return cap
+    if not isinstance(provider, str) or not isinstance(model, str):
+        raise InvalidInputError(f"provider={provider!r} model={model!r} are not a provider URL and a model id")
+    manifest, _ = get_registry().manifest(provider)
+    cap = manifest.capability_of(model)
+    if cap is None:
+        raise ManifestError(f"the manifest of provider {manifest.id!r} gives no capability for model {model!r}")
+    return cap
+
+
+def capability_for(provider: Any, model: Any, options: Any) -> MediaCapability | None:
+    """``resolve_capability``, or None (the default queue) with a warning naming why.
+
+    A URL outside ``MEDIACONDUIT_PROVIDER_ALLOW`` is not a "cannot tell": it raises, so the producer's
+    ``transform.delay`` refuses the job before anything is queued.
+    """
+    if isinstance(provider, str):
+        check_allowed(provider)  # even when an explicit capability means no manifest is read
+    explicit = isinstance(options, dict) and "capability" in options
+    key = (provider, model) if isinstance(provider, str) and isinstance(model, str) and not explicit else None
+    if key is not None and _unresolved.get(key, 0.0) > time.monotonic():
+        return None
+    try:
+        return resolve_capability(provider, model, options)
+    except ProviderNotAllowedError:
+        raise
+    except MediaConduitError as exc:
+        shown = strip_userinfo(provider) if isinstance(provider, str) else provider
+        log.warning("job for %s model %r: cannot tell its capability (%s); using the default queue for %gs",
+                    shown, model, exc, UNRESOLVED_FOR)
+        if key is not None:
+            _remember_unresolved(key)
+        return None
+
+
+def _remember_unresolved(key: tuple[str, str]) -> None:
+    """Bounded: a producer open to untrusted submitters (Flower) may see any number of bad URLs."""
+    now = time.monotonic()
+    if len(_unresolved) >= 1024:
+        for stale in [k for k, until in _unresolved.items() if until <= now]:
+            del _unresolved[stale]
+        if len(_unresolved) >= 1024:
+            _unresolved.clear()
+    _unresolved[key] = now + UNRESOLVED_FOR

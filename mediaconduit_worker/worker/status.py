@@ -20,8 +20,7 @@ from celery import Celery, signals
 from celery.worker.control import inspect_command
 
 from ..record import strip_userinfo
-from .app import app
-from .routing import TRANSFORM_TASK
+from .app import TRANSFORM_TASK, app
 
 log = logging.getLogger(__name__)
 KEY_PREFIX = "mediaconduit-providers-"

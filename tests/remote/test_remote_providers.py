@@ -129,7 +129,7 @@ def test_together_chat_images_and_speech(worker, urls, apis):
 
 
 def test_together_models_route_to_their_capability_queue(urls):
-    from mediaconduit_worker.worker.routing import TRANSFORM_TASK, route_transform
+    from mediaconduit_worker.worker.app import TRANSFORM_TASK, route_transform
 
     def queue(model: str, options: dict | None = None) -> str:
         return route_transform(TRANSFORM_TASK, ("x", urls["together"], model, options or {}), {}, {})["queue"]

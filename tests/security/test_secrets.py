@@ -157,7 +157,7 @@ def worker_events() -> Iterator[list[dict[str, Any]]]:
 def test_a_message_from_another_producer_is_redacted_in_events_and_backend(attacked_worker, leaky_url, echo_url):
     """A message whose own ``argsrepr`` shows the raw arguments, as another language's client may send."""
     from mediaconduit_worker.celery_app import app
-    from mediaconduit_worker.worker.routing import TRANSFORM_TASK
+    from mediaconduit_worker.worker.app import TRANSFORM_TASK
 
     with worker_events() as events:
         deadline = time.monotonic() + 30
@@ -179,7 +179,7 @@ def test_a_message_from_another_producer_is_redacted_in_events_and_backend(attac
 
 def test_a_message_too_large_for_the_worker_fails_without_being_stored(attacked_worker, echo_url):
     from mediaconduit_worker.celery_app import app
-    from mediaconduit_worker.worker.routing import TRANSFORM_TASK
+    from mediaconduit_worker.worker.app import TRANSFORM_TASK
 
     big = "x" * (WORKER_MAX_JOB_BYTES + 1000)
     r = app.send_task(TRANSFORM_TASK, args=[big, echo_url, "upper", {"api_key": CANARY_OPTION}],
@@ -196,7 +196,7 @@ def test_the_producer_refuses_a_100_mb_input_before_anything_is_queued(echo_url)
     """Through ``apply_async`` and through ``send_task`` (what Flower's send-task API calls)."""
     from mediaconduit_worker import transform
     from mediaconduit_worker.celery_app import app
-    from mediaconduit_worker.worker.routing import TRANSFORM_TASK
+    from mediaconduit_worker.worker.app import TRANSFORM_TASK
 
     queue = f"nobody-{uuid.uuid4().hex[:6]}"
     huge = "x" * 100_000_000

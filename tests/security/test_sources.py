@@ -152,7 +152,7 @@ def test_the_producer_refuses_before_anything_is_queued(allow, options: dict) ->
 
 
 def test_other_unknown_capabilities_still_use_the_default_queue(allow) -> None:
-    from mediaconduit_worker.worker.routing import capability_for
+    from mediaconduit_worker.worker.routes import capability_for
 
     assert capability_for("ftp://example.invalid/x", "m", {}) is None  # no allow-list: the worker says why
     allow("https://github.com/tests/")
@@ -431,7 +431,7 @@ def test_named_volumes_are_the_service_urls_own(tmp_path: Path) -> None:
 def test_a_provider_that_cannot_be_read_is_tried_once_per_window(allow, monkeypatch, caplog) -> None:
     """A batch of jobs for an unreachable provider makes one fetch attempt, not one per job; credentials
     in its URL stay out of the warning."""
-    from mediaconduit_worker.worker import routing
+    from mediaconduit_worker.worker import routes as routing
     from mediaconduit_worker.worker.loader import get_registry
 
     allow("https://github.com/tests/")

@@ -19,10 +19,11 @@ CHAT = "/openai/v1/chat/completions"
 
 @pytest.fixture(autouse=True)
 def _fresh(apis: StandInAPIs) -> None:
+    from mediaconduit_worker.celery_app import app
     from mediaconduit_worker.worker.cache import clear
 
     apis.reset()
-    clear()
+    clear(app.backend.client)
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +123,7 @@ def test_a_dead_workers_claim_lapses_and_a_waiting_job_takes_over(worker, openai
     from mediaconduit_worker.worker.cache import CLAIM_PREFIX, clear
 
     key = cached(worker.run("probe", openai_url, "gpt-4o-mini", {"cache": True, "seed": 1}))["key"]
-    clear()
+    clear(app.backend.client)
     # A claim nobody renews: its worker died mid-job. It lapses after 1.5 s and the waiting job runs itself.
     app.backend.client.set(CLAIM_PREFIX + key, "dead-task", px=1500)
     started = time.monotonic()

@@ -60,7 +60,7 @@ def test_github_tree_url_through_the_mirror(text_worker, monorepo):
 
 
 def test_the_second_provider_of_the_repository_is_routed_by_its_own_manifest(monorepo):
-    from mediaconduit_worker.worker.routing import resolve_capability
+    from mediaconduit_worker.worker.routes import resolve_capability
 
     url = f"git+{monorepo.github}#subdirectory=providers/cowsay-provider"
     assert resolve_capability(url, "cowsay-default", {}).value == "text-to-text"

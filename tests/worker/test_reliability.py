@@ -55,7 +55,7 @@ def tools_url(make_provider) -> str:
 def test_poison_job_fails_after_bounded_deliveries_and_worker_lives_on(start_worker, tools_url, echo_url):
     from mediaconduit_worker import transform
     from mediaconduit_worker.errors import PoisonJobError
-    from mediaconduit_worker.worker.tasks import MAX_RETRIES
+    from mediaconduit_worker.worker.app import MAX_RETRIES
 
     worker = start_worker(["image-to-3d"], concurrency=1)
     r = transform.delay("boom", tools_url, "crash", {"capability": "image-to-3d"})

@@ -98,7 +98,7 @@ def test_bad_routes_files_name_the_route_the_candidate_and_the_field(urls, route
 
 
 def test_a_routed_job_goes_to_its_routes_capability_queue(urls, routes_file):
-    from mediaconduit_worker.worker.routing import TRANSFORM_TASK, route_transform
+    from mediaconduit_worker.worker.app import TRANSFORM_TASK, route_transform
 
     write(routes_file, {
         "chat": {"strategy": "cost", "candidates": [{"provider": urls["together"], "model": CHAT},

@@ -88,7 +88,7 @@ def test_explicit_capability_option_routes_the_job(echo_url):
 
 def test_unknown_capability_goes_to_default_queue_with_log_line(caplog):
     from mediaconduit_worker.celery_app import app
-    from mediaconduit_worker.worker.routing import DEFAULT_QUEUE
+    from mediaconduit_worker.worker.app import DEFAULT_QUEUE
 
     url = "https://github.com/MediaConduit/no-such-provider"
     with caplog.at_level("WARNING"):
