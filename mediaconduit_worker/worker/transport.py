@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import redis.exceptions
 from kombu.transport import TRANSPORT_ALIASES
 from kombu.transport import redis as kombu_redis
 
@@ -21,6 +22,12 @@ class Channel(kombu_redis.Channel):
     def _create_client(self, asynchronous: bool = False) -> Any:
         if asynchronous:  # the consumer's own client, which kombu already keeps (``Channel.client``)
             return super()._create_client(asynchronous=True)
+        if self._pool is None and (self.connection is None or self.connection.client is None):
+            # A channel closed with its connection (a broker restart), still asked to ack a message it
+            # delivered: kombu would fail building a pool with an AttributeError that nothing handles. A
+            # connection error is one Celery logs for the ack and recovers from (the message comes back
+            # after the visibility timeout).
+            raise redis.exceptions.ConnectionError("this channel's broker connection was closed (broker restart?)")
         client = self._shared_client
         if client is None or client.connection_pool is not self.pool:  # a reconnect made a new pool
             client = self._shared_client = super()._create_client()

@@ -25,3 +25,23 @@ def test_a_channel_keeps_one_client_and_follows_a_new_pool():
         again = channel._create_client()
         assert again is not first and again.connection_pool is channel.pool
         assert again.ping()
+
+
+def test_a_message_acked_on_a_channel_its_connection_dropped_raises_a_connection_error():
+    """A broker restart closes the consumer's connection while pool processes still finish jobs; their
+    acks must fail as a connection error (Celery logs it, the message comes back), not an AttributeError."""
+    import pytest
+    import redis.exceptions
+
+    from mediaconduit_worker.celery_app import app
+
+    conn = app.connection_for_write()
+    with conn.SimpleQueue(f"transport-{uuid.uuid4().hex[:8]}") as queue:
+        queue.put({"n": 2})
+        message = queue.get(timeout=5)
+        channel = message.channel
+        conn.close()  # the connection goes, the channel and the message stay behind
+        channel._disconnect_pools()  # what kombu does when a connection is lost
+        with pytest.raises(tuple(conn.connection_errors)) as raised:
+            message.ack()
+        assert isinstance(raised.value, redis.exceptions.ConnectionError)
