@@ -252,4 +252,4 @@ def _transform(task: Task, input: Any, provider: str, model: str, options: dict[
         task_id=request.id,
         worker=request.hostname,
     ))
-    return result_cache.store(task, served.result_json(result))
+    return result_cache.store(request.id, served.result_json(result))

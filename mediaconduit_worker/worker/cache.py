@@ -131,10 +131,10 @@ def lookup(task: Any, deadline: JobDeadline, provider: str, model: str, options:
         return None
     key = cache_key(loaded, model, options, model_input)
     if key is None:
-        log.warning("provider %s has no pinned commit or version: job %s is not cached", loaded.manifest.id, task.request.id)
+        log.warning("provider %s has no pinned commit or version: job %s is not cached", loaded.manifest.id, deadline.task_id)
         return None
     client = task.backend.client
-    task_id = task.request.id
+    task_id = deadline.task_id
     waited = False
     while True:
         raw = client.get(PREFIX + key)
@@ -169,10 +169,10 @@ def _answer(entry: dict[str, Any], key: str, task: Any, started: float) -> dict[
     return result
 
 
-def store(task: Any, result: dict[str, Any]) -> dict[str, Any]:
+def store(task_id: str, result: dict[str, Any]) -> dict[str, Any]:
     """Store the result of a job that holds a claim (unless it contains a secret) and wake its waiters."""
     with _claims_lock:
-        claim = _claims.pop(task.request.id, None)
+        claim = _claims.pop(task_id, None)
     if claim is None:
         return result
     result["metadata"]["cache"] = {"hit": False, "key": claim.key}

@@ -20,6 +20,7 @@ deadline reports itself first):
 
 from __future__ import annotations
 
+import _signal  # type: ignore[import-not-found]
 import atexit
 import contextvars
 import ctypes
@@ -52,10 +53,20 @@ def job_time_limit(task: Any, request: Any) -> float | None:
     ``soft_time_limit=``), else the task's, else the worker's settings (``MEDIACONDUIT_TASK_TIME_LIMIT``)."""
     limits = request.timelimit
     hard, soft = limits if isinstance(limits, list | tuple) and len(limits) == 2 else (None, None)
-    hard = hard or task.time_limit or task.app.conf.task_time_limit
-    soft = soft or task.soft_time_limit or task.app.conf.task_soft_time_limit
-    limit = min((float(x) for x in (hard, soft) if x), default=None)
-    return limit
+    if not (hard and soft):
+        conf_hard, conf_soft = _configured_limits(task.app)
+        hard = hard or task.time_limit or conf_hard
+        soft = soft or task.soft_time_limit or conf_soft
+    return min((float(x) for x in (hard, soft) if x), default=None)
+
+
+def _configured_limits(app: Any) -> tuple[Any, Any]:
+    """The app's ``task_time_limit`` and ``task_soft_time_limit``, read at its first job (its settings are
+    final by then; a lookup in Celery's layered configuration costs microseconds each time)."""
+    found: tuple[Any, Any] | None = getattr(app, "_mediaconduit_time_limits", None)
+    if found is None:
+        found = app._mediaconduit_time_limits = (app.conf.task_time_limit, app.conf.task_soft_time_limit)
+    return found
 
 
 class _JobsDeadline(Deadline):
@@ -127,7 +138,9 @@ def _on_alarm(signum: int, frame: Any) -> None:
 
 def _with_alarm(d: Deadline, backstop: float, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
     global _alarmed
-    if signal.getsignal(signal.SIGALRM) is not _on_alarm:  # installed late, or replaced by provider code
+    # Installed late, or replaced by provider code? ``_signal``'s own getsignal: the public one converts
+    # the answer to an enum by trying and failing (~10 us).
+    if _signal.getsignal(signal.SIGALRM) is not _on_alarm:
         signal.signal(signal.SIGALRM, _on_alarm)
     _alarmed = d
     signal.setitimer(signal.ITIMER_REAL, max(d.remaining() + backstop, 0.001))
