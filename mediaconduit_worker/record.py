@@ -13,9 +13,9 @@ import base64
 import copy
 import functools
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -66,6 +66,18 @@ _QUERY_SECRET = re.compile(
 #: memo with large strings.
 _MEMO_CHARS = 512
 _MEMO = 2048
+_R = TypeVar("_R")
+
+
+def _remember_short(fn: Callable[[str], _R]) -> Callable[[str], _R]:
+    """``fn`` with its answers for strings of up to ``_MEMO_CHARS`` characters remembered."""
+    remembered = functools.lru_cache(maxsize=_MEMO)(fn)
+
+    @functools.wraps(fn)
+    def call(text: str) -> _R:
+        return remembered(text) if len(text) <= _MEMO_CHARS else fn(text)
+
+    return call
 
 
 def key_words(key: str) -> list[str]:
@@ -73,13 +85,10 @@ def key_words(key: str) -> list[str]:
     return [w.lower() for w in _WORD.findall(key)]
 
 
+@_remember_short
 def is_secret_key(key: str) -> bool:
     """Whether a key name says its value is a credential (``api_key``, ``openai_key``, ``pwd``, ``dsn`` …)
     and not a property of one (``max_tokens``, ``token_count``, ``auth_type``)."""
-    return _is_secret_key_remembered(key) if len(key) <= _MEMO_CHARS else _is_secret_key(key)
-
-
-def _is_secret_key(key: str) -> bool:
     words = key_words(key)
     if not words:
         return False
@@ -94,8 +103,6 @@ def _is_secret_key(key: str) -> bool:
         or "connectionstring" in joined
     )
 
-
-_is_secret_key_remembered = functools.lru_cache(maxsize=_MEMO)(_is_secret_key)
 
 
 def _is_basic_credentials(value: str) -> bool:
@@ -112,22 +119,16 @@ def _shape_matches(text: str) -> Iterator[re.Match[str]]:
             yield m
 
 
+@_remember_short
 def redact_text(text: str) -> str:
     """``text`` with token-shaped values, URL userinfo and secret query parameters replaced."""
     if not text:
         return text
-    return _redact_remembered(text) if len(text) <= _MEMO_CHARS else _redact_text(text)
-
-
-def _redact_text(text: str) -> str:
     text = _SECRET_SHAPES.sub(
         lambda m: REDACTED if m.group("basic") is None or _is_basic_credentials(m.group("basic")) else m.group(0), text
     )
     text = _USERINFO.sub(REDACTED + "@", text)
     return _QUERY_SECRET.sub(lambda m: m.group(1) + REDACTED, text)
-
-
-_redact_remembered = functools.lru_cache(maxsize=_MEMO)(_redact_text)
 
 
 def strip_userinfo(url: str) -> str:
@@ -147,18 +148,12 @@ def redact(value: Any) -> Any:
     return value
 
 
+@_remember_short
 def _secrets_in_text(text: str) -> tuple[str, ...]:
-    return _secrets_remembered(text) if len(text) <= _MEMO_CHARS else _find_secrets(text)
-
-
-def _find_secrets(text: str) -> tuple[str, ...]:
     found = [m.group(0) for m in _shape_matches(text)]
     found += [m.group("password") or m.group("token") for m in _USERINFO.finditer(text)]
     found += [m.group("value") for m in _QUERY_SECRET.finditer(text)]
     return tuple(found)
-
-
-_secrets_remembered = functools.lru_cache(maxsize=_MEMO)(_find_secrets)
 
 
 def secret_values(value: Any) -> list[str]:

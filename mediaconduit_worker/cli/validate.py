@@ -213,7 +213,7 @@ class Validator:
             with self.check("entrypoint", "importing main and exportName") as notes:
                 main = loader.main_file(manifest, checkout.root, self.url)
                 provider = loader.import_provider(  # under the package a worker imports providers in
-                    manifest, checkout, self.url, f"mediaconduit_providers.validate_{stable_id(str(self.cache_root))}")
+                    manifest, checkout, main, self.url, f"mediaconduit_providers.validate_{stable_id(str(self.cache_root))}")
                 cls = type(provider)
                 notes.append(f"{main.name}: {cls.__name__} ({_kind_of(provider)})")
                 if isinstance(provider, DockerProvider) and not manifest.service_url and \

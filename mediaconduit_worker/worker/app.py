@@ -43,6 +43,7 @@ DEFAULT_QUEUE = "mediaconduit"
 TRANSFORM_TASK = "mediaconduit.transform"
 CAPABILITY_QUEUES = [c.value for c in MediaCapability]
 
+
 def named_arguments(args: Any, kwargs: Any) -> dict[str, Any]:
     """A transform's arguments by name (``input``, ``provider``, ``model``, ``options``)."""
     return {**dict(zip(("input", "provider", "model", "options"), args or ())), **dict(kwargs or {})}

@@ -225,10 +225,10 @@ class ProviderRegistry:
             return self._load_pypi(url)
         read = self._manifests.pop(url, None)
         manifest, checkout = read if read is not None else self._read(url, source)
-        main_file(manifest, checkout.root, url)  # a bad 'main' fails before any install
+        main = main_file(manifest, checkout.root, url)  # a bad 'main' fails before any install
         install_dependencies(manifest, url, self.cache.root)
         tag = stable_id(f"{url}@{checkout.commit}")
-        provider = import_provider(manifest, checkout, url,
+        provider = import_provider(manifest, checkout, main, url,
                                    f"mediaconduit_providers.{re.sub(r'[^0-9a-zA-Z_]', '_', manifest.id)}_{tag}")
         provider.service_host = self.service_host
         log.info("loaded provider %s from %s at %s", manifest.id, strip_userinfo(url), checkout.commit or "working tree")
@@ -287,10 +287,11 @@ def install_dependencies(manifest: ProviderManifest, url: str, cache_root: Path)
     return reqs
 
 
-def import_provider(manifest: ProviderManifest, checkout: Checkout, url: str, module_name: str) -> MediaProvider:
-    """Import the checkout's ``main`` as ``module_name`` and construct its provider class, with the manifest
-    and the source attached (a relative ``serviceUrl`` resolves in the same repository)."""
-    module = _import(main_file(manifest, checkout.root, url), module_name)
+def import_provider(manifest: ProviderManifest, checkout: Checkout, main: Path, url: str,
+                    module_name: str) -> MediaProvider:
+    """Import ``main`` (the checkout's ``main_file``) as ``module_name`` and construct its provider class,
+    with the manifest and the source attached (a relative ``serviceUrl`` resolves in the same repository)."""
+    module = _import(main, module_name)
     provider = _instantiate(_provider_class(module, manifest.export_name, url), url)
     provider.attach_manifest(manifest)
     provider.source = checkout

@@ -1,5 +1,7 @@
-"""The routes file: named routes, each a list of candidate providers/models and a strategy to choose among
-them. Producers read it to pick a ``route:NAME`` job's queue, workers to serve the job.
+"""Where a job goes. A direct job goes to the queue of its model's capability, from the provider's
+manifest (``capability_for``). A ``route:NAME`` job goes by the routes file: named routes, each a list of
+candidate providers/models and a strategy to choose among them. Producers read it to pick the job's
+queue, workers to serve the job.
 
 Why checked whole at load: a route whose candidates disagree on their capability, or that names an
 unknown strategy, must fail at the producer, naming the route, the candidate and the field, before
