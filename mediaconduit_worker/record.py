@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic_core import to_jsonable_python
 
 from .assets import Asset
 from .errors import ProviderExecutionError
@@ -336,7 +337,19 @@ class TransformResult(BaseModel):
     def generation_prompt(self) -> dict[str, Any]:
         return self.metadata.generation_prompt
 
-    @classmethod
-    def of(cls, asset: Asset, metadata: ResultMetadata) -> TransformResult:
-        """The result for an output asset (binary data goes to the blob store first)."""
-        return cls(asset=AssetRef.model_validate(asset.to_json(with_prompt=False)), metadata=metadata)
+
+_METADATA_FIELDS = tuple(ResultMetadata.model_fields)
+
+
+def result_record(asset: Asset, metadata: dict[str, Any], *, metadata_first: bool = False) -> dict[str, Any]:
+    """The JSON of the ``TransformResult`` for an output asset (binary data goes to the blob store first)
+    and ``ResultMetadata``'s fields: what its ``model_dump(mode="json", exclude_none=True)`` gives, built
+    straight from the worker's own values (validating them again cost more than the rest of the record;
+    a test holds the two equal). ``metadata_first`` puts ``metadata`` before ``asset``: a routed result
+    leads with the route and the candidate that served, so views that cut it short still show them."""
+    ref = {k: v for k, v in asset.to_json(with_prompt=False).items() if v is not None}
+    meta = {k: metadata[k] for k in _METADATA_FIELDS if metadata.get(k) is not None}
+    meta.update((k, v) for k, v in metadata.items() if v is not None and k not in meta)
+    meta["source"] = {k: v for k, v in meta["source"].items() if v is not None}
+    record = {"metadata": meta, "asset": ref} if metadata_first else {"asset": ref, "metadata": meta}
+    return to_jsonable_python(record)

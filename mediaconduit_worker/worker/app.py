@@ -23,7 +23,7 @@ from ..capabilities import MediaCapability, parse_capability
 from ..errors import InvalidInputError
 from ..payload import check_job, check_json
 from ..provenance import complete_record
-from ..record import ResultMetadata, SourceInfo, TransformResult, scrub_exception, secret_values, strip_userinfo
+from ..record import result_record, scrub_exception, secret_values, strip_userinfo
 from ..settings import get_settings
 from . import cache as result_cache
 from .broker import ensure_broker
@@ -241,16 +241,16 @@ def _transform(task: Task, input: Any, provider: str, model: str, options: dict[
         output.metadata["generation_prompt"], input=model_input, output=output,
         provider_url=shown_url,
         source=source, capability=str(cap) if cap else None, service=service_record(loaded.provider))
-    result = TransformResult.of(output, ResultMetadata(
+    result = result_record(output, {
         **served.route_metadata(),
-        generation_prompt=output.metadata["generation_prompt"],
-        provider=loaded.manifest.id,
-        provider_url=shown_url,
-        model=model,
-        capability=str(cap) if cap else None,
-        processing_time_ms=round((time.perf_counter() - started) * 1000, 3),
-        source=SourceInfo(**source),
-        task_id=request.id,
-        worker=request.hostname,
-    ))
-    return result_cache.store(request.id, served.result_json(result))
+        "generation_prompt": output.metadata["generation_prompt"],
+        "provider": loaded.manifest.id,
+        "provider_url": shown_url,
+        "model": model,
+        "capability": str(cap) if cap else None,
+        "processing_time_ms": round((time.perf_counter() - started) * 1000, 3),
+        "source": source,
+        "task_id": request.id,
+        "worker": request.hostname,
+    }, metadata_first=served.route is not None)
+    return result_cache.store(request.id, result)

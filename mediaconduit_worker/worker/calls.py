@@ -16,7 +16,6 @@ from ..errors import BudgetExceededError, MediaConduitError, ProviderExecutionEr
 from ..models import Model
 from ..pricing import Size, actual_usd, cost_record, estimate_usd, is_priced, job_size
 from ..provider import DockerProvider, ProviderType
-from ..record import TransformResult
 from ..settings import get_settings
 from .limits import Refusal, RoutingState, get_state
 from .loader import LoadedProvider, get_registry
@@ -41,12 +40,6 @@ class Served:
     route: str | None = None
     candidate: dict[str, Any] | None = None
     attempts: list[dict[str, Any]] = field(default_factory=list)
-
-    def result_json(self, result: TransformResult) -> dict[str, Any]:
-        """The result as JSON. A routed job's metadata, led by ``route`` and ``candidate``, comes before its
-        asset: views that cut a result's repr (Flower's, at 1024 characters) still show what served."""
-        data = result.model_dump(mode="json", exclude_none=True)
-        return {"metadata": data["metadata"], "asset": data["asset"]} if self.route else data
 
     def route_metadata(self) -> dict[str, Any]:
         """``route``, ``candidate`` and ``attempts`` for the result's metadata (nothing for a direct job)."""

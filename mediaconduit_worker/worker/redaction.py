@@ -11,7 +11,9 @@ passes ``RedactingFilter``.
 What events and logs show of arguments and results is ``shown``: Python's repr with long strings and
 lists cut, at most ``SHOWN_MAX`` characters. Celery's ``saferepr`` walks a value token by token in Python,
 which on a transform's nested result record takes 0.2-0.5 ms per job (a fifth of an echo job's worker
-time); ``shown`` cuts a copy and leaves the repr to C, in tens of microseconds.
+time); ``shown`` cuts a copy and leaves the repr to C, in tens of microseconds. Of a transform's result
+record it shows what served and what came out (``summary``); the replay record, the source and the ids
+stay in the result backend, a click away in Flower.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import logging
 from contextvars import ContextVar
 from typing import Any
 
+from celery.app.task import Context
 from celery.utils.saferepr import saferepr
 
 from ..record import redact, scrub
@@ -58,12 +61,33 @@ class _NotJSON(Exception):
     pass
 
 
+#: Left out of what events and log lines show of a transform's result record: the long, per-job parts.
+_UNSHOWN_METADATA = frozenset({"generation_prompt", "source", "attempts", "provider_url", "task_id", "worker"})
+
+
+def summary(value: Any) -> Any:
+    """A transform's result record (``asset`` and ``metadata`` with a generation prompt) without its long,
+    per-job parts: the asset's content and reference but only its ``cost`` of its metadata; the route,
+    candidate, provider, model, capability and time it took. Any other value as it is."""
+    if type(value) is not dict or len(value) != 2:
+        return value
+    asset, metadata = value.get("asset"), value.get("metadata")
+    if type(asset) is not dict or type(metadata) is not dict or "generation_prompt" not in metadata:
+        return value
+    brief_asset = {k: v for k, v in asset.items() if k != "metadata"}
+    own = asset.get("metadata")
+    if type(own) is dict and "cost" in own:
+        brief_asset["metadata"] = {"cost": own["cost"]}
+    brief_metadata = {k: v for k, v in metadata.items() if k not in _UNSHOWN_METADATA}
+    return {k: brief_asset if k == "asset" else brief_metadata for k in value}
+
+
 def shown(value: Any, maxlen: int | None = SHOWN_MAX, maxlevels: int = 3, seen: Any = None) -> str:
-    """What an event or a log line shows of a JSON value: its repr, long strings and lists cut, the whole
-    cut at ``maxlen``. Anything else (a message from elsewhere may carry it) goes to Celery's ``saferepr``;
-    the signature is ``saferepr``'s, so it can stand in for it."""
+    """What an event or a log line shows of a JSON value: its repr (a result record's ``summary``), long
+    strings and lists cut, the whole cut at ``maxlen``. Anything else (a message from elsewhere may carry
+    it) goes to Celery's ``saferepr``; the signature is ``saferepr``'s, so it can stand in for it."""
     try:
-        text = repr(_cut(value, 0))
+        text = repr(_cut(summary(value), 0))
     except (_NotJSON, RecursionError):
         return saferepr(value, maxlen, maxlevels, seen)
     return text if maxlen is None or len(text) <= maxlen else text[: max(maxlen - 3, 0)] + "..."
@@ -114,7 +138,12 @@ def redacted_request(request: Any) -> Any:
     made = getattr(request, "_redacted", None)
     if made is not None and made[0] is request.args and made[1] is request.kwargs:
         return made[2]
-    shown = copy.copy(request)
+    # A Celery Context is a plain object: copy its attributes, without ``copy.copy``'s pickle protocol.
+    if type(request) is Context:
+        shown = object.__new__(Context)
+        shown.__dict__.update(request.__dict__)
+    else:
+        shown = copy.copy(request)
     shown.args, shown.kwargs = redacted_args(request.args), redacted_kwargs(request.kwargs)
     shown._redacted = None
     try:

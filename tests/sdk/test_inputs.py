@@ -54,14 +54,41 @@ def test_inline_base64_round_trips_through_the_store(env):
 
 def test_a_binary_result_is_the_next_steps_input(env):
     """A chain hands a whole TransformResult on: its asset is a blob reference with its digest."""
-    from mediaconduit_worker.record import ResultMetadata, SourceInfo, TransformResult
+    from mediaconduit_worker.record import result_record
 
-    meta = ResultMetadata(generation_prompt={"model_id": "render"}, provider="p", provider_url="https://x/p",
-                          model="render", processing_time_ms=1.0, source=SourceInfo(url="https://x/p", kind="git"))
-    result = TransformResult.of(Image.from_bytes(PNG, "image/png"), meta).model_dump(mode="json", exclude_none=True)
+    meta = {"generation_prompt": {"model_id": "render"}, "provider": "p", "provider_url": "https://x/p",
+            "model": "render", "processing_time_ms": 1.0, "source": {"url": "https://x/p", "kind": "git"}}
+    result = result_record(Image.from_bytes(PNG, "image/png"), meta)
     assert result["asset"]["uri"].startswith("blob://sha256/") and result["asset"]["sha256"] == hashlib.sha256(PNG).hexdigest()
     step_two = job_input(result)
     assert isinstance(step_two, Image) and step_two.data == PNG and step_two.generation_prompt == {"model_id": "render"}
+
+
+@pytest.mark.parametrize("routed", [False, True])
+def test_the_worker_builds_exactly_a_transform_results_json(env, routed):
+    """``result_record`` skips pydantic for speed; a ``TransformResult`` validated from it dumps the same
+    JSON: None fields left out, non-JSON values (a datetime a provider put in its prompt) as JSON."""
+    import datetime
+    import json
+
+    from mediaconduit_worker.assets import Text
+    from mediaconduit_worker.record import TransformResult, result_record
+
+    meta = {"generation_prompt": {"model_id": "m", "at": datetime.datetime(2026, 1, 2, 3, 4, 5), "none": None},
+            "provider": "p", "provider_url": "https://x/p", "model": "m", "capability": None,
+            "processing_time_ms": 1.5, "task_id": "t", "worker": None,
+            "source": {"url": "https://x/p", "kind": "git", "ref": None, "commit": "c" * 40}}
+    if routed:
+        meta.update(route="chat", candidate={"index": 2, "provider": "https://x/p", "model": "m"},
+                    attempts=[{"candidate": 1, "error": "ProviderHTTPError", "status": 503}])
+    for asset in (Text(content="hi", metadata={"cost": {"usd": 0.1}}), Image.from_bytes(PNG, "image/png")):
+        built = result_record(asset, meta, metadata_first=routed)
+        dumped = TransformResult.model_validate(built).model_dump(mode="json", exclude_none=True)
+        assert built == dumped and json.loads(json.dumps(built)) == built
+        assert list(built) == (["metadata", "asset"] if routed else ["asset", "metadata"])
+        assert built["metadata"]["generation_prompt"]["at"] == "2026-01-02T03:04:05"
+        assert "capability" not in built["metadata"] and "ref" not in built["metadata"]["source"]
+    assert list(built["metadata"])[:2] == (["route", "candidate"] if routed else ["generation_prompt", "provider"])
 
 
 def test_data_url_gives_bytes_and_media_type(env):

@@ -29,3 +29,19 @@ def test_the_whole_is_cut_at_its_limit_and_other_objects_fall_back_to_saferepr()
 def test_arguments_are_shown_redacted():
     text = argsrepr(["hello", "https://user:hunter2@example.com/p.git", "m", {"api_key": "sk-live-123456789"}])
     assert "hunter2" not in text and "sk-live-123456789" not in text and "'hello'" in text
+
+
+def test_a_transform_result_record_is_shown_as_what_served_and_what_came_out():
+    record = {"metadata": {"route": "chat", "candidate": {"index": 2, "provider": "https://x/p", "model": "m"},
+                           "generation_prompt": {"input": "y" * 5000, "input_digest": "d" * 64},
+                           "provider": "p", "provider_url": "https://x/p", "model": "m", "capability": "text-to-text",
+                           "processing_time_ms": 12.5, "source": {"url": "https://x/p", "kind": "git", "commit": "c" * 40},
+                           "task_id": "t-1", "worker": "w@h", "attempts": [{"candidate": 1, "error": "ProviderHTTPError"}]},
+              "asset": {"type": "text", "content": "x" * 5000, "language": "auto",
+                        "metadata": {"cost": {"usd": 0.25}, "usage": {"total_tokens": 9}}}}
+    assert eval(shown(record)) == {
+        "metadata": {"route": "chat", "candidate": {"index": 2, "provider": "https://x/p", "model": "m"},
+                     "provider": "p", "model": "m", "capability": "text-to-text", "processing_time_ms": 12.5},
+        "asset": {"type": "text", "content": "x" * SHOWN_STRING + "...", "language": "auto", "metadata": {"cost": {"usd": 0.25}}},
+    }
+    assert record["metadata"]["generation_prompt"]["input"] == "y" * 5000  # the record itself is left whole
