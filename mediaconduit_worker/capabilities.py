@@ -25,7 +25,7 @@ class MediaCapability(str, Enum):
     IMAGE_TO_3D = "image-to-3d"
 
     def __str__(self) -> str:
-        return str.__str__(self)  # the value, without Enum's ``value`` property (three calls a time)
+        return str.__str__(self)  # the value, without Enum's ``value`` property (three calls each time)
 
     @classmethod
     def _missing_(cls, value: object) -> MediaCapability | None:

@@ -67,8 +67,8 @@ _UNSHOWN_METADATA = frozenset({"generation_prompt", "source", "attempts", "provi
 
 def summary(value: Any) -> Any:
     """A transform's result record (``asset`` and ``metadata`` with a generation prompt) without its long,
-    per-job parts: the asset's content and reference but only its ``cost`` of its metadata; the route,
-    candidate, provider, model, capability and time it took. Any other value as it is."""
+    per-job parts: the asset with only the ``cost`` of its own metadata, the result's metadata without
+    ``_UNSHOWN_METADATA`` (route, candidate, provider, model, capability, time). Any other value as it is."""
     if type(value) is not dict or len(value) != 2:
         return value
     asset, metadata = value.get("asset"), value.get("metadata")
