@@ -34,6 +34,7 @@ bench: venv
 	$(PY) bench/bench_media.py
 	$(PY) bench/bench_validate.py
 	$(PY) bench/bench_routing.py
+	$(PY) bench/bench_instructions.py
 
 ## Offline base image for the reference services (no registry needed).
 base-image:

@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, isolated_environment, percentile, row, start_celery, stop_process, throughput
+from common import git_mirror, isolated_environment, percentile, row, start_celery, stop_process, throughput
 
 HOME = isolated_environment()
 
@@ -57,16 +55,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
 
-    # A local bare mirror of the echo provider, as a git URL.
-    mirror = Path(tempfile.mkdtemp(prefix="mc-mirror-")) / "echo-provider.git"
-    work = mirror.parent / "work"
-    shutil.copytree(REPO / "providers" / "echo-provider", work)
-    git = ["git", "-c", "user.name=bench", "-c", "user.email=bench@invalid"]
-    subprocess.run([*git, "init", "-q"], cwd=work, check=True)
-    subprocess.run([*git, "add", "-A"], cwd=work, check=True)
-    subprocess.run([*git, "commit", "-qm", "bench"], cwd=work, check=True)
-    subprocess.run(["git", "clone", "-q", "--bare", str(work), str(mirror)], check=True)
-    url = f"file://{mirror}"
+    url = git_mirror("echo-provider")
 
     print("provider resolution (echo-provider from a local git mirror):")
     cold = resolution(url)

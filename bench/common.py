@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -29,6 +30,19 @@ def isolated_environment() -> Path:
 
     atexit.register(redis.stop)
     return home
+
+
+def git_mirror(provider: str) -> str:
+    """A local bare git mirror of ``providers/<provider>``, as the ``file://`` URL a job names."""
+    mirror = Path(tempfile.mkdtemp(prefix="mc-mirror-")) / f"{provider}.git"
+    work = mirror.parent / "work"
+    shutil.copytree(REPO / "providers" / provider, work)
+    git = ["git", "-c", "user.name=bench", "-c", "user.email=bench@invalid"]
+    subprocess.run([*git, "init", "-q"], cwd=work, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=work, check=True)
+    subprocess.run([*git, "commit", "-qm", "bench"], cwd=work, check=True)
+    subprocess.run(["git", "clone", "-q", "--bare", str(work), str(mirror)], check=True)
+    return f"file://{mirror}"
 
 
 def start_celery(app_module: str, queue: str, concurrency: int = 2, extra: list[str] | None = None,
