@@ -1,9 +1,14 @@
-"""CPU instructions a pool process spends per job: the echo transform vs a raw Celery task, each traced
-as a prefork child runs it (STARTED and SUCCESS stored in a real Redis), counted by valgrind's callgrind.
+"""CPU instructions per job, counted by valgrind's callgrind: the echo transform vs a raw Celery task.
 
 Timings on a shared machine drift by tens of percent between runs; instruction counts repeat to a few
-parts in a thousand, so this is the yardstick for what a change to the job path costs. Each figure is
-(a run of N jobs minus a run of none) / N, so start-up and provider loading cancel out.
+parts in a thousand, so this is the yardstick for what a change to the job path costs. Two views:
+
+* the pool process alone: each task traced as a prefork child runs it (STARTED and SUCCESS stored in a
+  real Redis), in one process, so the figure has no noise from elsewhere;
+* a whole worker (``prefork -c 1`` under callgrind): its main process (message, events, acks) and its
+  pool process, ``--jobs`` sequential round trips sent from here.
+
+Each figure is (a run of N jobs minus a run of none) / N, so start-up and provider loading cancel out.
 
     python bench/bench_instructions.py [--jobs 200]
 """
@@ -11,25 +16,38 @@ parts in a thousand, so this is the yardstick for what a change to the job path 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import git_mirror, row
+from common import REPO, git_mirror, isolated_environment, row
 
 WARM_UP = 30
+KINDS = ("raw", "echo")
+WORKER_APPS = {"raw": ("raw_app", "raw-bench"), "echo": ("mediaconduit_worker.celery_app", "text-to-text")}
 
 
-def child(kind: str, jobs: int, url: str) -> None:
+def sender(kind: str, url: str) -> Any:
+    from celery import signature
+
+    from mediaconduit_worker import transform
+
+    raw = signature("bench.raw", args=("hello",), queue="raw-bench")
+    return {"raw": raw.apply_async, "echo": lambda: transform.delay("hello", url, "echo")}[kind]
+
+
+def traced(kind: str, jobs: int, url: str) -> None:
     """Runs under valgrind: ``jobs`` traced calls of ``kind`` after a warm-up."""
-    from common import isolated_environment
-
     isolated_environment()
     import raw_app
     from celery.app.trace import build_tracer
@@ -51,36 +69,85 @@ def child(kind: str, jobs: int, url: str) -> None:
         call()
 
 
-def instructions(kind: str, jobs: int, url: str) -> int:
-    out = subprocess.run(
-        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, __file__,
-         "--child", kind, "--jobs", str(jobs), "--url", url],
-        capture_output=True, text=True, check=True)
-    found = re.search(r"Collected : (\d+)", out.stderr)
+def worker(kind: str, jobs: int, url: str) -> None:
+    """Starts a ``prefork -c 1`` worker under valgrind, sends it ``jobs`` round trips after a warm-up, stops
+    it and prints the instructions of its main and its pool process (JSON)."""
+    out = Path(tempfile.mkdtemp(prefix="mc-callgrind-"))
+    app, queue = WORKER_APPS[kind]
+    proc = subprocess.Popen(
+        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}/cg.%p", sys.executable, "-m", "celery", "-q",
+         "-A", app, "worker", "-Q", queue, "-c", "1", "-n", f"{kind}-{jobs}@%h", "-l", "WARNING",
+         "--without-heartbeat", "--without-mingle", "--without-gossip"],
+        cwd=REPO, env={**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "bench")])},
+        start_new_session=True, stderr=subprocess.DEVNULL)
+    send = sender(kind, url)
+    try:
+        send().get(timeout=900)  # the worker is up: minutes under valgrind
+        for _ in range(WARM_UP + jobs):
+            send().get(timeout=300)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=900)
+    counts = {int(f.name.split(".")[1]): _total(f) for f in out.glob("cg.*")}
+    main_process = counts.pop(proc.pid)
+    print(json.dumps({"main": main_process, "pool": sum(counts.values())}))
+
+
+def _total(callgrind_out: Path) -> int:
+    found = re.search(r"^(?:summary|totals): (\d+)", callgrind_out.read_text(), re.M)
     if not found:
-        raise RuntimeError(f"no instruction count from valgrind:\n{out.stderr[-2000:]}")
+        raise RuntimeError(f"{callgrind_out}: no instruction total")
     return int(found.group(1))
+
+
+def run(mode: str, kind: str, jobs: int, url: str) -> dict[str, int]:
+    """One measurement in a new process: ``traced`` under valgrind, or ``worker`` driving one."""
+    cmd = [sys.executable, __file__, f"--{mode}", kind, "--jobs", str(jobs), "--url", url]
+    if mode == "traced":
+        cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *cmd]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if mode == "traced" and (found := re.search(r"Collected : (\d+)", out.stderr)) and out.returncode == 0:
+        return {"pool": int(found.group(1))}
+    if mode == "worker" and out.returncode == 0:
+        return json.loads(out.stdout.splitlines()[-1])  # type: ignore[no-any-return]
+    raise RuntimeError(f"{mode} {kind} {jobs} failed:\n{out.stderr[-3000:]}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=200)
-    parser.add_argument("--child")
+    parser.add_argument("--traced", choices=KINDS)
+    parser.add_argument("--worker", choices=KINDS)
     parser.add_argument("--url")
     args = parser.parse_args()
-    if args.child:
-        return child(args.child, args.jobs, args.url)
+    if args.traced:
+        return traced(args.traced, args.jobs, args.url)
+    if args.worker:
+        return worker(args.worker, args.jobs, args.url)
     if not shutil.which("valgrind"):
         sys.exit("bench_instructions needs valgrind (Debian: apt-get install valgrind)")
+    isolated_environment()  # the Redis that the worker runs use
     url = git_mirror("echo-provider")
-    runs = [(kind, n) for kind in ("raw", "echo") for n in (0, args.jobs)]
-    print(f"instructions per job in a pool process, traced ({args.jobs} jobs, callgrind; ~2-4 minutes):")
-    with ThreadPoolExecutor(2) as pool:
-        counts = dict(zip(runs, pool.map(lambda run: instructions(*run, url), runs)))
-    per_job = {kind: (counts[kind, args.jobs] - counts[kind, 0]) / args.jobs for kind in ("raw", "echo")}
-    row("raw Celery task", per_job["raw"] / 1000, "k instr")
-    row("echo transform", per_job["echo"] / 1000, "k instr",
-        f"(+{(per_job['echo'] - per_job['raw']) / 1000:.0f}k, {per_job['echo'] / per_job['raw']:.2f}x raw)")
+    print(f"instructions per job, callgrind, {args.jobs} jobs (about 6 minutes):")
+    runs = [(mode, kind, n) for mode in ("traced", "worker") for n in (0, args.jobs) for kind in KINDS]
+    with ThreadPoolExecutor(2) as pool:  # raw and echo side by side (separate queues and worker names)
+        counts = dict(zip(runs, pool.map(lambda r: run(*r, url), runs)))
+
+    def per_job(mode: str, kind: str, part: str) -> float:
+        return (counts[mode, kind, args.jobs][part] - counts[mode, kind, 0][part]) / args.jobs / 1000
+
+    figures = {
+        "pool process, traced in one process": {k: per_job("traced", k, "pool") for k in KINDS},
+        "worker main process (prefork -c 1)": {k: per_job("worker", k, "main") for k in KINDS},
+        "worker pool process (prefork -c 1)": {k: per_job("worker", k, "pool") for k in KINDS},
+    }
+    figures["whole worker (main + pool process)"] = {
+        k: figures["worker main process (prefork -c 1)"][k] + figures["worker pool process (prefork -c 1)"][k] for k in KINDS}
+    for label, by_kind in figures.items():
+        raw, echo = by_kind["raw"], by_kind["echo"]
+        print(f"  {label}:")
+        row("raw Celery task", raw, "k instr")
+        row("echo transform", echo, "k instr", f"(+{echo - raw:.0f}k; raw/echo {raw / echo:.2f}x)")
 
 
 if __name__ == "__main__":
