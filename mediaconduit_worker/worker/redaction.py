@@ -127,7 +127,7 @@ def argsrepr(args: Any) -> str:
 
 
 def kwargsrepr(kwargs: Any) -> str:
-    return shown(redacted_kwargs(kwargs))
+    return shown(redacted_kwargs(kwargs)) if kwargs else "{}"  # a transform's arguments come by position
 
 
 def redacted_request(request: Any) -> Any:
