@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, isolated_environment, row, rss_mb, start_celery, stop_process
+from common import RAW_QUEUE, REPO, isolated_environment, row, rss_mb, start_celery, stop_process
 
 HOME = isolated_environment()
 
@@ -29,7 +29,7 @@ def raw_run(items: int) -> tuple[float, int]:
     ids = [f"raw-{i}" for i in range(items)]
     t = time.perf_counter()
     for i in range(0, items, 500):
-        group(signature("bench.raw", args=(f"item {j}",), queue="raw-bench", task_id=ids[j])
+        group(signature("bench.raw", args=(f"item {j}",), queue=RAW_QUEUE, task_id=ids[j])
               for j in range(i, min(i + 500, items))).apply_async()
     pending = set(ids)
     while pending:
@@ -79,7 +79,7 @@ def main() -> None:
     url = str(REPO / "providers" / "echo-provider")
 
     print(f"{args.items} items, prefork -c {args.concurrency}, embedded Redis on loopback:")
-    raw_worker = start_celery("raw_app", "raw-bench", args.concurrency)
+    raw_worker = start_celery("raw_app", RAW_QUEUE, args.concurrency)
     try:
         raw_warm, _ = raw_run(200)
         raw_tp, raw_lost = raw_run(args.items)

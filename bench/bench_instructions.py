@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -30,20 +28,13 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, git_mirror, isolated_environment, row
+from common import ECHO_QUEUE, RAW_QUEUE, git_mirror, isolated_environment, row, senders, start_celery, stop_process
 
 WARM_UP = 30
 KINDS = ("raw", "echo")
-WORKER_APPS = {"raw": ("raw_app", "raw-bench"), "echo": ("mediaconduit_worker.celery_app", "text-to-text")}
-
-
-def sender(kind: str, url: str) -> Any:
-    from celery import signature
-
-    from mediaconduit_worker import transform
-
-    raw = signature("bench.raw", args=("hello",), queue="raw-bench")
-    return {"raw": raw.apply_async, "echo": lambda: transform.delay("hello", url, "echo")}[kind]
+WORKER_APPS = {"raw": ("raw_app", RAW_QUEUE), "echo": ("mediaconduit_worker.celery_app", ECHO_QUEUE)}
+#: Generous: a worker under valgrind takes minutes to start and to stop.
+VALGRIND_TIMEOUT = 900
 
 
 def traced(kind: str, jobs: int, url: str) -> None:
@@ -74,20 +65,15 @@ def worker(kind: str, jobs: int, url: str) -> None:
     it and prints the instructions of its main and its pool process (JSON)."""
     out = Path(tempfile.mkdtemp(prefix="mc-callgrind-"))
     app, queue = WORKER_APPS[kind]
-    proc = subprocess.Popen(
-        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}/cg.%p", sys.executable, "-m", "celery", "-q",
-         "-A", app, "worker", "-Q", queue, "-c", "1", "-n", f"{kind}-{jobs}@%h", "-l", "WARNING",
-         "--without-heartbeat", "--without-mingle", "--without-gossip"],
-        cwd=REPO, env={**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "bench")])},
-        start_new_session=True, stderr=subprocess.DEVNULL)
-    send = sender(kind, url)
+    proc = start_celery(app, queue, 1, ["--without-heartbeat", "--without-mingle", "--without-gossip"],
+                        name=f"{kind}-{jobs}", timeout=VALGRIND_TIMEOUT,
+                        prefix=["valgrind", "--tool=callgrind", "--log-file=/dev/null", f"--callgrind-out-file={out}/cg.%p"])
+    send = senders(url)[kind]
     try:
-        send().get(timeout=900)  # the worker is up: minutes under valgrind
         for _ in range(WARM_UP + jobs):
             send().get(timeout=300)
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=900)
+        stop_process(proc, VALGRIND_TIMEOUT)
     counts = {int(f.name.split(".")[1]): _total(f) for f in out.glob("cg.*")}
     main_process = counts.pop(proc.pid)
     print(json.dumps({"main": main_process, "pool": sum(counts.values())}))

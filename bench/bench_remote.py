@@ -23,7 +23,17 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, isolated_environment, percentile, row, rss_mb, start_celery, start_io_pool, stop_process
+from common import (
+    RAW_QUEUE,
+    REPO,
+    isolated_environment,
+    percentile,
+    row,
+    rss_mb,
+    start_celery,
+    start_io_pool,
+    stop_process,
+)
 
 HOME = isolated_environment()
 sys.path.insert(0, str(REPO / "tests"))
@@ -75,7 +85,7 @@ def raw_rate(apis: StandInAPIs, count: int) -> float:
         for i in range(0, count, 500):
             with producer.batch(max_size=2000):
                 group(signature("bench.raw_http", args=(url, {"model": MODEL, "messages": [
-                    {"role": "user", "content": f"raw {j}"}]}, headers), queue="raw-bench", task_id=ids[j])
+                    {"role": "user", "content": f"raw {j}"}]}, headers), queue=RAW_QUEUE, task_id=ids[j])
                     for j in range(i, min(i + 500, count))).apply_async(producer=producer)
     pending = set(ids)
     while pending:
@@ -162,7 +172,7 @@ def main() -> None:
         stop_process(prefork)
     (plan,) = plan_pools(["text-to-text"], None, None, None)  # the default I/O pool, as `mediaconduit worker` runs it
     share = plan.per_process()[0].concurrency
-    raw = [start_celery("raw_app", "raw-bench", share, ["-P", "threads"], name=f"raw-{i}") for i in range(plan.processes)]
+    raw = [start_celery("raw_app", RAW_QUEUE, share, ["-P", "threads"], name=f"raw-{i}") for i in range(plan.processes)]
     try:
         raw_rate(apis, 200)
         yardstick = raw_rate(apis, args.jobs)

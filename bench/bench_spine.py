@@ -15,7 +15,18 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import git_mirror, isolated_environment, percentile, row, start_celery, stop_process, throughput
+from common import (
+    ECHO_QUEUE,
+    RAW_QUEUE,
+    git_mirror,
+    isolated_environment,
+    percentile,
+    row,
+    senders,
+    start_celery,
+    stop_process,
+    throughput,
+)
 
 HOME = isolated_environment()
 
@@ -65,31 +76,26 @@ def main() -> None:
     row("in-process warm", disk["warm"], "us")
     row("(fresh process wall time incl. interpreter)", disk["process"], "ms")
 
-    from celery import signature
-
-    from mediaconduit_worker import transform
-
     print(f"\nround trips ({args.rtt} sequential) and throughput ({args.inflight} in flight), prefork -c 2,"
           f" median of {args.rounds} alternating rounds:")
-    workers = [start_celery("raw_app", "raw-bench"), start_celery("mediaconduit_worker.celery_app", "text-to-text")]
-    raw = signature("bench.raw", args=("hello",), queue="raw-bench")
-    senders = {"raw": lambda: raw.apply_async(), "echo": lambda: transform.delay("hello", url, "echo")}
+    workers = [start_celery("raw_app", RAW_QUEUE), start_celery("mediaconduit_worker.celery_app", ECHO_QUEUE)]
+    send_one = senders(url)
     rtts: dict[str, list[tuple[float, float]]] = {"raw": [], "echo": []}
     rates: dict[str, list[float]] = {"raw": [], "echo": []}
     try:
         # Rounds pair the two back to back, in alternating order, and take all round trips before any
         # burst, so drift and backlog hit both alike; the comparison is the median of the rounds' pairs.
         for i in range(args.rounds):
-            for name, send in sorted(senders.items(), reverse=bool(i % 2)):
+            for name, send in sorted(send_one.items(), reverse=bool(i % 2)):
                 rtts[name].append(round_trips(send, args.rtt))
         for i in range(args.rounds):
-            for name, send in sorted(senders.items(), reverse=bool(i % 2)):
+            for name, send in sorted(send_one.items(), reverse=bool(i % 2)):
                 rates[name].append(throughput(send, args.inflight))
     finally:
         for w in workers:
             stop_process(w)
-    (raw_p50, raw_p99), (mc_p50, mc_p99) = ((statistics.median(c) for c in zip(*rtts[n])) for n in senders)
-    raw_tp, mc_tp = (statistics.median(rates[n]) for n in senders)
+    (raw_p50, raw_p99), (mc_p50, mc_p99) = ((statistics.median(c) for c in zip(*rtts[n])) for n in send_one)
+    raw_tp, mc_tp = (statistics.median(rates[n]) for n in send_one)
     ratio = statistics.median(e / r for r, e in zip(rates["raw"], rates["echo"]))
     extra = statistics.median(e[0] - r[0] for r, e in zip(rtts["raw"], rtts["echo"]))
     row("raw Celery throughput", raw_tp, "jobs/s")

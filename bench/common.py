@@ -11,6 +11,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -45,15 +46,32 @@ def git_mirror(provider: str) -> str:
     return f"file://{mirror}"
 
 
+#: The two jobs every comparison sends: a raw Celery task's queue and the echo transform's capability.
+RAW_QUEUE, ECHO_QUEUE = "raw-bench", "text-to-text"
+
+
+def senders(url: str) -> dict[str, Any]:
+    """Send one job each: ``raw`` (the yardstick task) and ``echo`` (the echo provider at ``url``)."""
+    from celery import signature
+
+    from mediaconduit_worker import transform
+
+    raw = signature("bench.raw", args=("hello",), queue=RAW_QUEUE)
+    return {"raw": raw.apply_async, "echo": lambda: transform.delay("hello", url, "echo")}
+
+
 def start_celery(app_module: str, queue: str, concurrency: int = 2, extra: list[str] | None = None,
-                 name: str | None = None) -> subprocess.Popen[bytes]:
-    """A worker process; ``app_module`` is a Celery -A argument, ``extra`` more arguments (``["-P", "threads"]``)."""
+                 name: str | None = None, prefix: list[str] | None = None,
+                 timeout: float = 60.0) -> subprocess.Popen[bytes]:
+    """A worker process; ``app_module`` is a Celery -A argument, ``extra`` more arguments (``["-P", "threads"]``),
+    ``prefix`` a command to run it under (valgrind), ``timeout`` how long it may take to answer a ping. It runs
+    in this repository, which ``python -m`` puts first on its path, so it imports this checkout's package."""
     name = name or f"{queue}-bench"
-    cmd = [sys.executable, "-m", "celery", "-q", "-A", app_module, "worker", "-Q", queue, "-c", str(concurrency),
-           "-n", f"{name}@%h", "-l", "WARNING", *(extra or [])]
+    cmd = [*(prefix or []), sys.executable, "-m", "celery", "-q", "-A", app_module, "worker", "-Q", queue,
+           "-c", str(concurrency), "-n", f"{name}@%h", "-l", "WARNING", *(extra or [])]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "bench")])}
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
-    _wait_for([f"{name}@{socket.gethostname()}"], proc)
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True)
+    _wait_for([f"{name}@{socket.gethostname()}"], proc, timeout)
     return proc
 
 
@@ -70,19 +88,19 @@ def start_io_pool(capability: str) -> subprocess.Popen[bytes]:
     return proc
 
 
-def _wait_for(nodes: list[str], proc: subprocess.Popen[bytes]) -> None:
+def _wait_for(nodes: list[str], proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
     from mediaconduit_worker.celery_app import app
     from mediaconduit_worker.worker.status import wait_for_workers
 
-    wait_for_workers(app, destination=nodes, alive=lambda: proc.poll() is None)
+    wait_for_workers(app, destination=nodes, timeout=timeout, alive=lambda: proc.poll() is None)
 
 
-def stop_process(proc: subprocess.Popen[bytes]) -> None:
-    """The CLI's warm stop (SIGTERM to the process group, SIGKILL if it hangs), imported only once
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    """The CLI's warm stop (SIGTERM to the process group, SIGKILL after ``timeout``), imported only once
     ``isolated_environment`` has set up the settings it reads."""
     from mediaconduit_worker.cli.worker import stop_process as stop
 
-    stop(proc)
+    stop(proc, timeout)
 
 
 def rss_mb(pid: int) -> float:
