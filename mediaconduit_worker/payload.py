@@ -33,6 +33,58 @@ def _where(path: tuple[Any, ...]) -> str:
 def check_json(value: Any) -> None:
     """Raise ``InvalidInputError`` naming the place (``input[0].metadata``) where ``value`` is not plain
     JSON, nests deeper than ``MAX_DEPTH`` or holds a lone surrogate. Iterative: any depth is safe."""
+    if not _surely_plain(value):
+        _raise_at_problem(value)
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+_PLAIN_SCALARS = frozenset({int, float, bool, type(None)})
+
+
+def _surely_plain(value: Any) -> bool:
+    """True when ``value`` is certainly within the rules: exact dicts, lists, tuples, strings and scalars,
+    string keys, encodable text, containers less than ``MAX_DEPTH`` deep. Every job is checked at least
+    twice (producer and worker): this walk keeps no paths and makes no copies; only a job it cannot vouch
+    for is walked again to find the place to name."""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        kind = type(item)
+        if kind is str:
+            if not item.isascii() and not _encodable(item):
+                return False
+            continue
+        if kind in _PLAIN_SCALARS:
+            continue
+        if depth >= MAX_DEPTH:
+            return False
+        if kind is dict:
+            for key in item:
+                if type(key) is not str or not (key.isascii() or _encodable(key)):
+                    return False
+            children = item.values()
+        elif kind is list or kind is tuple:
+            children = item
+        else:
+            return False
+        for sub in children:
+            sub_kind = type(sub)
+            if sub_kind is str:
+                if not sub.isascii() and not _encodable(sub):
+                    return False
+            elif sub_kind not in _PLAIN_SCALARS:
+                stack.append((sub, depth + 1))
+    return True
+
+
+def _raise_at_problem(value: Any) -> None:
     stack: list[tuple[Any, int, tuple[Any, ...]]] = [(value, 0, ())]
     while stack:
         item, depth, path = stack.pop()

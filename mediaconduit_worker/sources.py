@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import io
 import json
@@ -254,7 +255,12 @@ def parse_source(url: str) -> Source:
 
 
 def _allow_list() -> list[tuple[str, tuple[str, ...]]]:
-    allow = get_settings().provider_allow or ""
+    return _parsed_allow_list(get_settings().provider_allow or "")
+
+
+@functools.lru_cache(maxsize=4)
+def _parsed_allow_list(allow: str) -> list[tuple[str, tuple[str, ...]]]:
+    """Parsed once per setting: producers and workers check every job's provider URL against it."""
     out = []
     for entry in (e.strip() for e in allow.split(",")):
         if entry:

@@ -171,14 +171,21 @@ class ProviderRegistry:
         self._locks_guard = threading.Lock()
 
     def _lock(self, url: str) -> threading.RLock:
-        with self._locks_guard:
-            return self._locks.setdefault(url, threading.RLock())
+        lock = self._locks.get(url)
+        if lock is None:
+            with self._locks_guard:
+                lock = self._locks.setdefault(url, threading.RLock())
+        return lock
 
     def manifest(self, url: str) -> tuple[ProviderManifest, Checkout]:
-        """Fetch (or reuse) the source and parse its manifest, without installing or importing code."""
+        """Fetch (or reuse) the source and parse its manifest, without installing or importing code.
+        A producer asks this for every job it routes: once read, it is a lock-free dict read."""
         lp = self._loaded.get(url)
         if lp is not None:
             return lp.manifest, lp.checkout
+        read = self._manifests.get(url)
+        if read is not None:
+            return read
         with self._lock(url):
             if url in self._loaded:
                 lp = self._loaded[url]

@@ -12,7 +12,7 @@ What events and logs show of arguments and results is ``shown``: Python's repr w
 lists cut, at most ``SHOWN_MAX`` characters. Celery's ``saferepr`` walks a value token by token in Python,
 which on a transform's nested result record takes 0.2-0.5 ms per job (a fifth of an echo job's worker
 time); ``shown`` cuts a copy and leaves the repr to C, in tens of microseconds. Of a transform's result
-record it shows what served and what came out (``summary``); the replay record, the source and the ids
+record it shows what served and what came out (``_brief_record``); the replay record, the source and the ids
 stay in the result backend, a click away in Flower.
 """
 
@@ -65,29 +65,34 @@ class _NotJSON(Exception):
 _UNSHOWN_METADATA = frozenset({"generation_prompt", "source", "attempts", "provider_url", "task_id", "worker"})
 
 
-def summary(value: Any) -> Any:
-    """A transform's result record (``asset`` and ``metadata`` with a generation prompt) without its long,
-    per-job parts: the asset with only the ``cost`` of its own metadata, the result's metadata without
-    ``_UNSHOWN_METADATA`` (route, candidate, provider, model, capability, time). Any other value as it is."""
+def _brief_record(value: Any) -> dict[str, Any] | None:
+    """What a transform's result record (``asset`` and ``metadata`` with a generation prompt) shows, cut
+    as ``_cut`` cuts: the asset with only the ``cost`` of its own metadata, the result's metadata without
+    ``_UNSHOWN_METADATA`` (route, candidate, provider, model, capability, time). None for anything else."""
     if type(value) is not dict or len(value) != 2:
-        return value
+        return None
     asset, metadata = value.get("asset"), value.get("metadata")
     if type(asset) is not dict or type(metadata) is not dict or "generation_prompt" not in metadata:
-        return value
-    brief_asset = {k: v for k, v in asset.items() if k != "metadata"}
+        return None
+    # Built cut, in one pass: a job's worker shows its result once, in its task-succeeded event.
+    brief_asset = {k: v if (type(v) is str and len(v) <= SHOWN_STRING) or type(v) in _SCALARS else _cut(v, 2)
+                   for k, v in asset.items() if k != "metadata"}
     own = asset.get("metadata")
     if type(own) is dict and "cost" in own:
-        brief_asset["metadata"] = {"cost": own["cost"]}
-    brief_metadata = {k: v for k, v in metadata.items() if k not in _UNSHOWN_METADATA}
+        brief_asset["metadata"] = {"cost": _cut(own["cost"], 3)}
+    brief_metadata = {k: v if (type(v) is str and len(v) <= SHOWN_STRING) or type(v) in _SCALARS else _cut(v, 2)
+                      for k, v in metadata.items() if k not in _UNSHOWN_METADATA}
     return {k: brief_asset if k == "asset" else brief_metadata for k in value}
 
 
 def shown(value: Any, maxlen: int | None = SHOWN_MAX, maxlevels: int = 3, seen: Any = None) -> str:
-    """What an event or a log line shows of a JSON value: its repr (a result record's ``summary``), long
-    strings and lists cut, the whole cut at ``maxlen``. Anything else (a message from elsewhere may carry
-    it) goes to Celery's ``saferepr``; the signature is ``saferepr``'s, so it can stand in for it."""
+    """What an event or a log line shows of a JSON value: its repr (of a result record, what served and what
+    came out), long strings and lists cut, the whole cut at ``maxlen``. Anything else (a message from
+    elsewhere may carry it) goes to Celery's ``saferepr``; the signature is ``saferepr``'s, so it can stand
+    in for it."""
     try:
-        text = repr(_cut(summary(value), 0))
+        brief = _brief_record(value)
+        text = repr(brief if brief is not None else _cut(value, 0))
     except (_NotJSON, RecursionError):
         return saferepr(value, maxlen, maxlevels, seen)
     return text if maxlen is None or len(text) <= maxlen else text[: max(maxlen - 3, 0)] + "..."
