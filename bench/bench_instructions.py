@@ -6,7 +6,8 @@ parts in a thousand, so this is the yardstick for what a change to the job path 
 * the pool process alone: each task traced as a prefork child runs it (STARTED and SUCCESS stored in a
   real Redis), in one process, so the figure has no noise from elsewhere;
 * a whole worker (``prefork -c 1`` under callgrind): its main process (message, events, acks) and its
-  pool process, ``--jobs`` sequential round trips sent from here.
+  pool process, ``--jobs`` sequential round trips sent by a producer, also under callgrind (sending a
+  job, waiting for its result and decoding it), so the round trip counts every Python process it crosses.
 
 Each figure is (a run of N jobs minus a run of none) / N, so start-up and provider loading cancel out.
 
@@ -68,15 +69,24 @@ def worker(kind: str, jobs: int, url: str) -> None:
     proc = start_celery(app, queue, 1, ["--without-heartbeat", "--without-mingle", "--without-gossip"],
                         name=f"{kind}-{jobs}", timeout=VALGRIND_TIMEOUT,
                         prefix=["valgrind", "--tool=callgrind", "--log-file=/dev/null", f"--callgrind-out-file={out}/cg.%p"])
-    send = senders(url)[kind]
     try:
-        for _ in range(WARM_UP + jobs):
-            send().get(timeout=300)
+        sent = subprocess.run(["valgrind", "--tool=callgrind", "--log-file=/dev/null",
+                               f"--callgrind-out-file={out}/producer", sys.executable, __file__, "--producer", kind,
+                               "--jobs", str(jobs), "--url", url], capture_output=True, text=True)
     finally:
         stop_process(proc, VALGRIND_TIMEOUT)
+    if sent.returncode != 0:
+        raise RuntimeError(f"producer {kind} {jobs} failed:\n{sent.stderr[-3000:]}")
     counts = {int(f.name.split(".")[1]): _total(f) for f in out.glob("cg.*")}
     main_process = counts.pop(proc.pid)
-    print(json.dumps({"main": main_process, "pool": sum(counts.values())}))
+    print(json.dumps({"main": main_process, "pool": sum(counts.values()), "producer": _total(out / "producer")}))
+
+
+def producer(kind: str, jobs: int, url: str) -> None:
+    """Runs under valgrind: ``jobs`` sequential round trips of ``kind`` after a warm-up."""
+    send = senders(url)[kind]
+    for _ in range(WARM_UP + jobs):
+        send().get(timeout=300)
 
 
 def _total(callgrind_out: Path) -> int:
@@ -104,17 +114,20 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--traced", choices=KINDS)
     parser.add_argument("--worker", choices=KINDS)
+    parser.add_argument("--producer", choices=KINDS)
     parser.add_argument("--url")
     args = parser.parse_args()
     if args.traced:
         return traced(args.traced, args.jobs, args.url)
     if args.worker:
         return worker(args.worker, args.jobs, args.url)
+    if args.producer:
+        return producer(args.producer, args.jobs, args.url)
     if not shutil.which("valgrind"):
         sys.exit("bench_instructions needs valgrind (Debian: apt-get install valgrind)")
     isolated_environment()  # the Redis that the worker runs use
     url = git_mirror("echo-provider")
-    print(f"instructions per job, callgrind, {args.jobs} jobs (about 6 minutes):")
+    print(f"instructions per job, callgrind, {args.jobs} jobs (about 10 minutes):")
     runs = [(mode, kind, n) for mode in ("traced", "worker") for n in (0, args.jobs) for kind in KINDS]
     with ThreadPoolExecutor(2) as pool:  # raw and echo side by side (separate queues and worker names)
         counts = dict(zip(runs, pool.map(lambda r: run(*r, url), runs)))
@@ -129,6 +142,10 @@ def main() -> None:
     }
     figures["whole worker (main + pool process)"] = {
         k: figures["worker main process (prefork -c 1)"][k] + figures["worker pool process (prefork -c 1)"][k] for k in KINDS}
+    figures["producer (send, wait, decode the result)"] = {k: per_job("worker", k, "producer") for k in KINDS}
+    figures["round trip (producer + whole worker)"] = {
+        k: figures["whole worker (main + pool process)"][k] + figures["producer (send, wait, decode the result)"][k]
+        for k in KINDS}
     for label, by_kind in figures.items():
         raw, echo = by_kind["raw"], by_kind["echo"]
         print(f"  {label}:")
