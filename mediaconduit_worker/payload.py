@@ -9,6 +9,7 @@ or carry text that is not Unicode (a lone surrogate cannot be encoded, hashed or
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from .errors import InvalidInputError
@@ -33,7 +34,7 @@ def _where(path: tuple[Any, ...]) -> str:
 def check_json(value: Any) -> None:
     """Raise ``InvalidInputError`` naming the place (``input[0].metadata``) where ``value`` is not plain
     JSON, nests deeper than ``MAX_DEPTH`` or holds a lone surrogate. Iterative: any depth is safe."""
-    if not _surely_plain(value):
+    if not is_plain_json(value):
         _raise_at_problem(value)
 
 
@@ -48,36 +49,39 @@ def _encodable(text: str) -> bool:
 _PLAIN_SCALARS = frozenset({int, float, bool, type(None)})
 
 
-def _surely_plain(value: Any) -> bool:
-    """True when ``value`` is certainly within the rules: exact dicts, lists, tuples, strings and scalars,
-    string keys, encodable text, containers less than ``MAX_DEPTH`` deep. Every job is checked at least
-    twice (producer and worker): this walk keeps no paths and makes no copies; only a job it cannot vouch
-    for is walked again to find the place to name."""
+def is_plain_json(value: Any, *, tuples: bool = True) -> bool:
+    """True when ``value`` is certainly within the rules: exact dicts, lists (and tuples, unless ``tuples``
+    is false), strings and scalars, string keys, encodable text, containers less than ``MAX_DEPTH`` deep.
+    False does not mean wrong, only not vouched for (an IntEnum, a str subclass): the caller takes its
+    careful path. Every job is checked at least twice (producer and worker) and every result record
+    once, so this walk keeps no paths and makes no copies."""
+    sequences = (list, tuple) if tuples else (list,)
     stack = [(value, 0)]
     while stack:
         item, depth = stack.pop()
         kind = type(item)
         if kind is str:
-            if not item.isascii() and not _encodable(item):
+            if not (item.isascii() or _encodable(item)):
                 return False
             continue
         if kind in _PLAIN_SCALARS:
             continue
         if depth >= MAX_DEPTH:
             return False
+        children: Iterable[Any]
         if kind is dict:
             for key in item:
                 if type(key) is not str or not (key.isascii() or _encodable(key)):
                     return False
             children = item.values()
-        elif kind is list or kind is tuple:
+        elif kind in sequences:
             children = item
         else:
             return False
         for sub in children:
             sub_kind = type(sub)
             if sub_kind is str:
-                if not sub.isascii() and not _encodable(sub):
+                if not (sub.isascii() or _encodable(sub)):
                     return False
             elif sub_kind not in _PLAIN_SCALARS:
                 stack.append((sub, depth + 1))

@@ -22,6 +22,7 @@ from pydantic_core import to_jsonable_python
 
 from .assets import Asset
 from .errors import ProviderExecutionError
+from .payload import is_plain_json
 
 REDACTED = "[REDACTED]"
 
@@ -352,30 +353,7 @@ def result_record(asset: Asset, metadata: dict[str, Any], *, metadata_first: boo
     meta.update((k, v) for k, v in metadata.items() if v is not None and k not in meta)
     meta["source"] = {k: v for k, v in meta["source"].items() if v is not None}
     record = {"metadata": meta, "asset": ref} if metadata_first else {"asset": ref, "metadata": meta}
-    return record if _already_json(record) else to_jsonable_python(record)
+    # Almost always plain JSON already: ``to_jsonable_python`` would then only copy it, at twice the cost
+    # of the look (a tuple would come back a list, so one is not plain here).
+    return record if is_plain_json(record, tuples=False) else to_jsonable_python(record)
 
-
-_JSON_SCALARS = frozenset({str, int, float, bool, type(None)})
-
-
-def _already_json(value: Any) -> bool:
-    """Whether ``value`` holds only exact dicts with string keys, lists and JSON scalars, as a result
-    record almost always does: ``to_jsonable_python`` would then only copy it, at twice the cost of
-    this look."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        children: Iterable[Any]
-        if type(item) is dict:
-            for key in item:
-                if type(key) is not str:
-                    return False
-            children = item.values()
-        elif type(item) is list:
-            children = item
-        else:
-            return False
-        for sub in children:
-            if type(sub) not in _JSON_SCALARS:
-                stack.append(sub)
-    return True

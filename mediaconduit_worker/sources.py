@@ -254,12 +254,12 @@ def parse_source(url: str) -> Source:
     return source
 
 
-def _allow_list() -> list[tuple[str, tuple[str, ...]]]:
+def _allow_list() -> tuple[tuple[str, tuple[str, ...]], ...]:
     return _parsed_allow_list(get_settings().provider_allow or "")
 
 
 @functools.lru_cache(maxsize=4)
-def _parsed_allow_list(allow: str) -> list[tuple[str, tuple[str, ...]]]:
+def _parsed_allow_list(allow: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
     """Parsed once per setting: producers and workers check every job's provider URL against it."""
     out = []
     for entry in (e.strip() for e in allow.split(",")):
@@ -268,7 +268,7 @@ def _parsed_allow_list(allow: str) -> list[tuple[str, tuple[str, ...]]]:
                 out.append((entry, _locator(entry, entry)))
             except ProviderSourceError as exc:
                 raise ConfigurationError(f"MEDIACONDUIT_PROVIDER_ALLOW entry {entry!r} is malformed: {exc}") from None
-    return out
+    return tuple(out)
 
 
 def check_allowed(url: str) -> None:

@@ -91,6 +91,22 @@ def test_the_worker_builds_exactly_a_transform_results_json(env, routed):
     assert list(built["metadata"])[:2] == (["route", "candidate"] if routed else ["generation_prompt", "provider"])
 
 
+
+@pytest.mark.parametrize("prompt_extra, expected", [
+    ({"stops": ["a", "b"]}, ["a", "b"]),  # plain JSON: kept as it is
+    ({"stops": ("a", "b")}, ["a", "b"]),  # a tuple comes back a list, as pydantic gives it
+])
+def test_a_result_record_is_pydantics_json_whether_or_not_it_was_plain(env, prompt_extra, expected):
+    from mediaconduit_worker.assets import Text
+    from mediaconduit_worker.record import TransformResult, result_record
+
+    meta = {"generation_prompt": {"model_id": "m", **prompt_extra}, "provider": "p", "provider_url": "https://x/p",
+            "model": "m", "processing_time_ms": 1.5, "source": {"url": "https://x/p", "kind": "git"}}
+    built = result_record(Text(content="hi"), meta)
+    assert built == TransformResult.model_validate(built).model_dump(mode="json", exclude_none=True)
+    assert type(built["metadata"]["generation_prompt"]["stops"]) is list
+    assert built["metadata"]["generation_prompt"]["stops"] == expected
+
 def test_data_url_gives_bytes_and_media_type(env):
     audio = asset_from_json({"type": "audio", "uri": "data:audio/ogg;base64," + base64.b64encode(b"OggS....").decode()})
     assert isinstance(audio, Audio) and audio.data == b"OggS...." and audio.mime_type == "audio/ogg"
