@@ -61,6 +61,15 @@ def traced(kind: str, jobs: int, url: str) -> None:
         call()
 
 
+def callgrind(out_file: Path | str) -> list[str]:
+    """The command prefix that counts a process's instructions into ``out_file`` (``%p``: its pid)."""
+    return ["valgrind", "--tool=callgrind", "--log-file=/dev/null", f"--callgrind-out-file={out_file}"]
+
+
+def this_script(mode: str, kind: str, jobs: int, url: str) -> list[str]:
+    return [sys.executable, __file__, f"--{mode}", kind, "--jobs", str(jobs), "--url", url]
+
+
 def worker(kind: str, jobs: int, url: str) -> None:
     """Starts a ``prefork -c 1`` worker under valgrind, sends it ``jobs`` round trips after a warm-up, stops
     it and prints the instructions of its main and its pool process (JSON)."""
@@ -68,11 +77,10 @@ def worker(kind: str, jobs: int, url: str) -> None:
     app, queue = WORKER_APPS[kind]
     proc = start_celery(app, queue, 1, ["--without-heartbeat", "--without-mingle", "--without-gossip"],
                         name=f"{kind}-{jobs}", timeout=VALGRIND_TIMEOUT,
-                        prefix=["valgrind", "--tool=callgrind", "--log-file=/dev/null", f"--callgrind-out-file={out}/cg.%p"])
+                        prefix=callgrind(out / "cg.%p"))
     try:
-        sent = subprocess.run(["valgrind", "--tool=callgrind", "--log-file=/dev/null",
-                               f"--callgrind-out-file={out}/producer", sys.executable, __file__, "--producer", kind,
-                               "--jobs", str(jobs), "--url", url], capture_output=True, text=True)
+        sent = subprocess.run([*callgrind(out / "producer"), *this_script("producer", kind, jobs, url)],
+                              capture_output=True, text=True)
     finally:
         stop_process(proc, VALGRIND_TIMEOUT)
     if sent.returncode != 0:
@@ -98,12 +106,11 @@ def _total(callgrind_out: Path) -> int:
 
 def run(mode: str, kind: str, jobs: int, url: str) -> dict[str, int]:
     """One measurement in a new process: ``traced`` under valgrind, or ``worker`` driving one."""
-    cmd = [sys.executable, __file__, f"--{mode}", kind, "--jobs", str(jobs), "--url", url]
-    if mode == "traced":
-        cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *cmd]
-    out = subprocess.run(cmd, capture_output=True, text=True)
-    if mode == "traced" and (found := re.search(r"Collected : (\d+)", out.stderr)) and out.returncode == 0:
-        return {"pool": int(found.group(1))}
+    counted = Path(tempfile.mkdtemp(prefix="mc-callgrind-")) / "traced"
+    cmd = this_script(mode, kind, jobs, url)
+    out = subprocess.run([*callgrind(counted), *cmd] if mode == "traced" else cmd, capture_output=True, text=True)
+    if mode == "traced" and out.returncode == 0:
+        return {"pool": _total(counted)}
     if mode == "worker" and out.returncode == 0:
         return json.loads(out.stdout.splitlines()[-1])  # type: ignore[no-any-return]
     raise RuntimeError(f"{mode} {kind} {jobs} failed:\n{out.stderr[-3000:]}")
@@ -150,7 +157,7 @@ def main() -> None:
         raw, echo = by_kind["raw"], by_kind["echo"]
         print(f"  {label}:")
         row("raw Celery task", raw, "k instr")
-        row("echo transform", echo, "k instr", f"(+{echo - raw:.0f}k; raw/echo {raw / echo:.2f}x)")
+        row("echo transform", echo, "k instr", f"({echo - raw:+.0f}k; raw/echo {raw / echo:.2f}x)")
 
 
 if __name__ == "__main__":
