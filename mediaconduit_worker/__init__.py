@@ -3,7 +3,7 @@ Docker; ``transform`` (the producer API) is imported from the worker runtime on 
 
 import typing
 
-from .assets import Asset, Audio, BinaryAsset, Image, Text, Video
+from .assets import Asset, Audio, BinaryAsset, Image, Text, Video, guess_mime
 from .capabilities import MediaCapability
 from .chat import ChatOptions, cost_metadata, per_token_price, usage_metadata
 from .deadline import time_left
@@ -25,7 +25,7 @@ from .errors import (
     UnknownModelError,
 )
 from .http import HttpClient, parse_retry_after
-from .media import FileBody, download, guess_mime, save_response
+from .media import FileBody, download, save_response
 from .models import (
     AudioToAudioModel,
     AudioToTextModel,
@@ -51,7 +51,8 @@ from .openai_compat import (
 )
 from .polling import poll_until
 from .provider import DockerProvider, MediaProvider, ProviderModel, ProviderType, ServiceHost, ServiceInfo
-from .record import REDACTED, TransformResult, create_generation_prompt, redact
+from .record import TransformResult, create_generation_prompt
+from .redact import REDACTED, redact
 from .remote import RemoteProvider
 
 if typing.TYPE_CHECKING:

@@ -10,15 +10,28 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import mimetypes
 from pathlib import Path
 from typing import IO, Any, ClassVar, Self
-from urllib.parse import unquote_to_bytes
+from urllib.parse import unquote_to_bytes, urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from .blobs import BlobStore, blob_digest
 from .errors import InvalidInputError
 from .settings import get_settings
+
+# Python's table lacks or misnames a few media types services care about.
+MIME_BY_SUFFIX = {".wav": "audio/wav", ".mp3": "audio/mpeg", ".ogg": "audio/ogg", ".oga": "audio/ogg",
+                  ".flac": "audio/flac", ".m4a": "audio/mp4", ".weba": "audio/webm", ".opus": "audio/ogg",
+                  ".mp4": "video/mp4", ".webm": "video/webm", ".mkv": "video/x-matroska", ".mov": "video/quicktime",
+                  ".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp"}
+
+
+def guess_mime(name: str, default: str) -> str:
+    """The media type a file name (or a URL's path) suggests, else ``default``."""
+    suffix = Path(urlparse(name).path).suffix.lower()
+    return MIME_BY_SUFFIX.get(suffix) or mimetypes.guess_type(name)[0] or default
 
 
 class Asset(BaseModel):
@@ -108,20 +121,26 @@ class BinaryAsset(Asset):
             self.size = len(self.data)
         return self.uri
 
-    # File-backed use (media.py): media of any size never has to fit in memory.
+    # File-backed use: media of any size never has to fit in memory.
     @classmethod
     def from_path(cls, path: str | Path, mime_type: str | None = None, **kwargs: Any) -> Self:
         """A local file copied into the shared blob store in chunks; the asset holds only its reference.
         For trusted producer and provider code: job JSON never carries paths."""
-        from .media import asset_from_path
-
-        return asset_from_path(cls, path, mime_type, **kwargs)
+        source = Path(path)
+        if not source.is_file():
+            raise InvalidInputError(f"{cls.__name__}.from_path: {source} is not a readable file")
+        uri, digest, size = BlobStore().put_file(source)
+        return cls(uri=uri, sha256=digest, size=size, mime_type=mime_type or guess_mime(source.name, cls.default_mime),
+                   **kwargs)
 
     def path(self) -> Path:
-        """The asset's file in the blob store (stored first when it holds bytes)."""
-        from .media import blob_path
-
-        return blob_path(self.store())
+        """The asset's file in the blob store (stored first when it holds bytes); a clear error when a
+        reference names a blob the store lacks."""
+        uri, store = self.store(), BlobStore()
+        path = store.path_for(uri.rsplit("/", 1)[-1])
+        if not path.is_file():
+            raise InvalidInputError(f"blob {uri!r} is not in the store {store.root}")
+        return path
 
     def open(self) -> IO[bytes]:
         """A binary stream of the content, read from the blob store when the asset is a reference."""

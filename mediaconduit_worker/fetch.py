@@ -30,7 +30,7 @@ import httpx
 
 from .blobs import BlobStore
 from .errors import InvalidInputError
-from .record import strip_userinfo
+from .redact import redact_url
 from .settings import get_settings
 
 MAX_REDIRECTS = 5
@@ -132,7 +132,7 @@ def fetch_input(url: str, where: str, store: BlobStore | None = None,
     be shown. ``refusal`` is the address check (tests stand a loopback address in for a public one).
     """
     settings = get_settings()
-    shown = strip_userinfo(url)
+    shown = redact_url(url)
     prefixes = allowed_prefixes()
     if not prefixes:
         raise InvalidInputError(
@@ -158,10 +158,10 @@ def fetch_input(url: str, where: str, store: BlobStore | None = None,
                         current = str(target.join(headers["location"]))
                         continue
                     if response.status != 200:
-                        raise InvalidInputError(f"{where}: GET {strip_userinfo(str(target))} answered HTTP {response.status}")
+                        raise InvalidInputError(f"{where}: GET {redact_url(str(target))} answered HTTP {response.status}")
                     limit = settings.input_url_max_bytes
                     if int(headers.get("content-length") or 0) > limit:
-                        raise InvalidInputError(f"{where}: {strip_userinfo(str(target))} is {int(headers['content-length']):,} "
+                        raise InvalidInputError(f"{where}: {redact_url(str(target))} is {int(headers['content-length']):,} "
                                                 f"bytes, more than MEDIACONDUIT_INPUT_URL_MAX_BYTES allows ({limit:,})")
                     chunks = _bounded(response.iter_stream(), limit, deadline, where, str(target))
                     uri, digest, size = (store or BlobStore()).put_stream(chunks)
@@ -178,7 +178,7 @@ def fetch_input(url: str, where: str, store: BlobStore | None = None,
 
 
 def _checked_url(url: str, prefixes: list[httpx.URL], where: str) -> httpx.URL:
-    shown = strip_userinfo(url)
+    shown = redact_url(url)
     try:
         parsed = httpx.URL(url)
     except httpx.InvalidURL as exc:
@@ -198,7 +198,7 @@ def _bounded(chunks: Iterable[bytes], limit: int, deadline: float, where: str, u
     for chunk in chunks:
         size += len(chunk)
         if size > limit:
-            raise InvalidInputError(f"{where}: {strip_userinfo(url)} is larger than MEDIACONDUIT_INPUT_URL_MAX_BYTES "
+            raise InvalidInputError(f"{where}: {redact_url(url)} is larger than MEDIACONDUIT_INPUT_URL_MAX_BYTES "
                                     f"allows ({limit:,} bytes)")
         if time.monotonic() > deadline:
             raise httpcore.ReadTimeout("deadline")

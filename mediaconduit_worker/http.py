@@ -26,7 +26,7 @@ import httpx
 
 from .deadline import current_deadline, cut, time_left
 from .errors import ProviderHTTPError, ProviderResponseError, TransientError
-from .record import REDACTED
+from .redact import REDACTED
 
 log = logging.getLogger(__name__)
 

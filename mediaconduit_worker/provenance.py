@@ -12,7 +12,7 @@ from functools import lru_cache
 from typing import Any
 
 from .assets import Asset, BinaryAsset, Text
-from .record import redact, strip_userinfo
+from .redact import redact, redact_url
 
 #: Bumped when a field changes meaning; ``docs/record.schema.json`` describes this version.
 RECORD_VERSION = "1"
@@ -52,7 +52,7 @@ def complete_record(prompt: Any, *, input: Any, output: Asset, provider_url: str
         package_version=package_version(),
         input_digest=content_digest(input),
         output_digest=content_digest(output),
-        provider_url=strip_userinfo(provider_url),
+        provider_url=redact_url(provider_url),
         provider_commit=source.get("commit"),
         provider_version=source.get("version"),
         source_kind=source.get("kind"),

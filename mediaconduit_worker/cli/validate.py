@@ -23,14 +23,14 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import click
 
-from ..assets import Asset, Audio, BinaryAsset, Image, Text, Video
+from ..assets import Asset, Audio, BinaryAsset, Image, Text, Video, guess_mime
 from ..capabilities import MediaCapability
 from ..errors import InvalidInputError, MediaConduitError, UnknownModelError
 from ..manifest import ProviderManifest, load_provider_manifest
-from ..media import guess_mime
 from ..models import Model
 from ..provider import DockerProvider, MediaProvider, ProviderModel
-from ..record import REDACTED, describe_input
+from ..record import describe_input
+from ..redact import REDACTED
 from ..remote import RemoteProvider
 from ..sources import Checkout, SourceCache, check_allowed, parse_source, stable_id
 

@@ -91,7 +91,7 @@ def connect_broker() -> None:
     naming it, before a job is sent into kombu's publish retries."""
     from kombu.exceptions import OperationalError
 
-    from ..record import strip_userinfo
+    from ..redact import redact_url
     from ..worker.app import app
     from ..worker.broker import ensure_broker
 
@@ -100,7 +100,7 @@ def connect_broker() -> None:
         with app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1)
     except OperationalError as exc:
-        raise CommandError(f"cannot reach the broker {strip_userinfo(url)} (MEDIACONDUIT_BROKER_URL): {exc}") from None
+        raise CommandError(f"cannot reach the broker {redact_url(url)} (MEDIACONDUIT_BROKER_URL): {exc}") from None
 
 
 def start_worker_process(capabilities: list[str], concurrency: int = 1, log_path: Path | None = None,

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ProviderSourceError
-from ..record import strip_userinfo
+from ..redact import redact_url
 from ..settings import get_settings
 from .git import git
 from .urls import SHA, Source, is_relative, stable_id
@@ -159,7 +159,7 @@ class SourceCache:
             log.info("fetching %s", source.location)
             git("remote", "update", "--prune", cwd=mirror, url=source.url)
         if not self._has(mirror, rev):
-            raise ProviderSourceError(f"cannot fetch {strip_userinfo(source.url)!r}: no ref {source.ref or 'HEAD'!r} in the repository")
+            raise ProviderSourceError(f"cannot fetch {redact_url(source.url)!r}: no ref {source.ref or 'HEAD'!r} in the repository")
         return git("rev-parse", "--verify", "--end-of-options", rev, cwd=mirror, url=source.url)
 
     @staticmethod

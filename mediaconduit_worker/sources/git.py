@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 from ..errors import ProviderSourceError
-from ..record import strip_userinfo
+from ..redact import redact_url
 
 _GIT_TIMEOUT = 300
 #: Transports git may use (``ext::`` and ``fd::`` run commands); overrides ``protocol.*.allow``.
@@ -22,10 +22,10 @@ def git(*args: str, cwd: Path | None = None, url: str) -> str:
             ["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=_GIT_TIMEOUT
         )
     except subprocess.TimeoutExpired:
-        raise ProviderSourceError(f"cannot fetch {strip_userinfo(url)!r}: git {args[0]} timed out after {_GIT_TIMEOUT}s") from None
+        raise ProviderSourceError(f"cannot fetch {redact_url(url)!r}: git {args[0]} timed out after {_GIT_TIMEOUT}s") from None
     if proc.returncode != 0:
         detail = git_error_detail(proc.stderr, proc.returncode)
-        raise ProviderSourceError(f"cannot fetch {strip_userinfo(url)!r}: git {args[0]}: {detail}")
+        raise ProviderSourceError(f"cannot fetch {redact_url(url)!r}: git {args[0]}: {detail}")
     return proc.stdout.strip()
 
 

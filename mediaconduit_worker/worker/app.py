@@ -23,7 +23,8 @@ from ..capabilities import MediaCapability, parse_capability
 from ..errors import InvalidInputError
 from ..payload import check_job, check_json
 from ..provenance import complete_record
-from ..record import result_record, scrub_exception, secret_values, strip_userinfo
+from ..record import result_record
+from ..redact import redact_url, scrub_exception, secret_values
 from ..settings import get_settings
 from . import cache as result_cache
 from .broker import ensure_broker
@@ -234,7 +235,7 @@ def _transform(task: Task, input: Any, provider: str, model: str, options: dict[
     if retry_with is not None:
         countdown = backoff(request.retries, getattr(retry_with, "retry_after", None))
         peeked = get_registry().peek(provider)
-        who = peeked.manifest.id if peeked else strip_userinfo(provider)
+        who = peeked.manifest.id if peeked else redact_url(provider)
         log.warning("transient error from %s/%s (%s); retry in %.1fs", who, model, retry_with, countdown)
         # Outside the handler, so the retry's traceback carries only the scrubbed error.
         raise task.retry(exc=retry_with, countdown=countdown, args=(input, provider, model, options), kwargs={})
@@ -244,8 +245,8 @@ def _transform(task: Task, input: Any, provider: str, model: str, options: dict[
     cap = parse_capability(requested_cap) if isinstance(requested_cap, str) else None
     cap = cap or runnable.capability or loaded.manifest.capability_of(model)
     source = dict(loaded.source)
-    source["url"] = strip_userinfo(str(source["url"]))
-    shown_url = strip_userinfo(served.provider_url)
+    source["url"] = redact_url(str(source["url"]))
+    shown_url = redact_url(served.provider_url)
     output.metadata["generation_prompt"] = complete_record(
         output.metadata["generation_prompt"], input=model_input, output=output,
         provider_url=shown_url,

@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 
 from ..deadline import Deadline, use
 from ..errors import TimeLimitError
-from ..record import strip_userinfo
+from ..redact import redact_url
 from ..settings import get_settings
 from .loader import get_registry
 
@@ -73,7 +73,7 @@ class _JobsDeadline(Deadline):
     """A job's deadline whose errors name the provider by its manifest id once this process loaded it."""
 
     def __init__(self, at: float, limit: float, provider: str, model: str) -> None:
-        super().__init__(at, limit, f"provider {strip_userinfo(provider)!r} model {model!r}")
+        super().__init__(at, limit, f"provider {redact_url(provider)!r} model {model!r}")
         self.provider, self.model = provider, model
 
     def error(self, during: str | None = None) -> TimeLimitError:

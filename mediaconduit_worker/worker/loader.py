@@ -21,7 +21,7 @@ from typing import Any
 from ..errors import ManifestError, MediaConduitError, ProviderLoadError
 from ..manifest import PROVIDER_MANIFEST, ProviderManifest, load_provider_manifest
 from ..provider import MediaProvider, ServiceHost, ServiceInfo
-from ..record import strip_userinfo
+from ..redact import redact_url
 from ..sources import Checkout, Source, SourceCache, check_allowed, file_lock, parse_source, stable_id
 
 log = logging.getLogger(__name__)
@@ -238,7 +238,7 @@ class ProviderRegistry:
         provider = import_provider(manifest, checkout, main, url,
                                    f"mediaconduit_providers.{re.sub(r'[^0-9a-zA-Z_]', '_', manifest.id)}_{tag}")
         provider.service_host = self.service_host
-        log.info("loaded provider %s from %s at %s", manifest.id, strip_userinfo(url), checkout.commit or "working tree")
+        log.info("loaded provider %s from %s at %s", manifest.id, redact_url(url), checkout.commit or "working tree")
         return LoadedProvider(provider, manifest, checkout)
 
     def _load_pypi(self, url: str) -> LoadedProvider:

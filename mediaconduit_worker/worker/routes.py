@@ -31,7 +31,7 @@ from ..errors import (
     ProviderSourceError,
     RouteError,
 )
-from ..record import strip_userinfo
+from ..redact import redact_url
 from ..settings import get_settings
 from ..sources import check_allowed
 from .limits import CooldownPolicy, Limits, candidate_id
@@ -343,7 +343,7 @@ def capability_for(provider: Any, model: Any, options: Any) -> MediaCapability |
     except ProviderNotAllowedError:
         raise
     except MediaConduitError as exc:
-        shown = strip_userinfo(provider) if isinstance(provider, str) else provider
+        shown = redact_url(provider) if isinstance(provider, str) else provider
         log.warning("job for %s model %r: cannot tell its capability (%s); using the default queue for %gs",
                     shown, model, exc, UNRESOLVED_FOR)
         if key is not None:

@@ -19,7 +19,7 @@ from typing import Any
 from celery import Celery, signals
 from celery.worker.control import inspect_command
 
-from ..record import strip_userinfo
+from ..redact import redact_url
 from .app import TRANSFORM_TASK, app
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ def _report_loaded(sender: Any = None, task: Any = None, **_: Any) -> None:
     try:
         with client.pipeline(transaction=False) as pipe:
             for lp in new:
-                url = strip_userinfo(lp.checkout.source.url)
+                url = redact_url(lp.checkout.source.url)
                 info = {"id": lp.manifest.id, "name": lp.manifest.name, "url": url,
                         "commit": lp.checkout.commit, "pid": os.getpid(), "loaded_at": time.time()}
                 pipe.hset(key, f"{url}|{os.getpid()}", json.dumps(info))

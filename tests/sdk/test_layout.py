@@ -1,4 +1,10 @@
-"""The package's shape: no import circles, and the SDK at the root never imports the runtime."""
+"""The package's shape: no import circles, and the SDK at the root never imports the runtime.
+
+Every import counts, wherever it stands: at module level, inside a function or method (a lazy import
+still runs, and closes a circle the first time it does), under ``try``. Only ``if TYPE_CHECKING:``
+blocks are left out: they never run, and hold names used in annotations only (``from __future__ import
+annotations`` keeps those unevaluated), so they cannot load a module or close a circle at run time.
+"""
 
 from __future__ import annotations
 
@@ -16,32 +22,86 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _top_level_imports() -> dict[str, set[str]]:
-    """Module → package modules it imports at module level (function-level imports are lazy by intent)."""
+def _is_type_checking(node: ast.AST) -> bool:
+    """``if TYPE_CHECKING:`` or ``if typing.TYPE_CHECKING:`` (with no ``else``, which would run)."""
+    if not isinstance(node, ast.If) or node.orelse:
+        return False
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def _imports(tree: ast.AST) -> list[ast.Import | ast.ImportFrom]:
+    """Every import statement in ``tree`` that can run, at any depth."""
+    found: list[ast.Import | ast.ImportFrom] = []
+
+    def visit(node: ast.AST) -> None:
+        if _is_type_checking(node):
+            return
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            found.append(node)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(tree)
+    return found
+
+
+def _is_module(name: str) -> bool:
+    path = REPO / name.replace(".", "/")
+    return path.with_suffix(".py").exists() or (path / "__init__.py").exists()
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """Module → the package modules it imports, at any depth (see the module docstring)."""
     graph: dict[str, set[str]] = {}
     for path in PACKAGE.rglob("*.py"):
         name = _module_name(path)
         package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
         found: set[str] = set()
-        for node in ast.parse(path.read_text()).body:
-            if isinstance(node, ast.If):  # `if TYPE_CHECKING:` blocks
-                continue
-            if isinstance(node, ast.ImportFrom) and node.level:
-                base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
-                target = f"{base}.{node.module}" if node.module else base
-                for alias in node.names:
+        for node in _imports(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                    target = f"{base}.{node.module}" if node.module else base
+                else:
+                    target = node.module or ""
+                if not target.startswith("mediaconduit_worker"):
+                    continue
+                for alias in node.names:  # `from . import x` imports module x; `from .m import f`, module m
                     full = f"{target}.{alias.name}"
-                    exists = (REPO / full.replace(".", "/")).with_suffix(".py").exists()
-                    found.add(full if exists else target)
-            elif isinstance(node, ast.Import | ast.ImportFrom) and not getattr(node, "level", 0):
-                mods = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
-                found.update(m for m in mods if m.startswith("mediaconduit_worker"))
+                    found.add(full if _is_module(full) else target)
+            else:
+                found.update(a.name for a in node.names if a.name.startswith("mediaconduit_worker"))
         graph[name] = found - {name}
     return graph
 
 
-def test_no_import_circles():
-    graph = _top_level_imports()
+def test_the_reader_sees_imports_inside_functions_and_skips_type_checking_blocks():
+    source = """
+import typing
+from typing import TYPE_CHECKING
+from .a import x
+if TYPE_CHECKING:
+    from .b import y
+if typing.TYPE_CHECKING:
+    from .c import z
+def f():
+    try:
+        from .d import w
+    except ImportError:
+        import mediaconduit_worker.e
+class K:
+    def m(self):
+        from . import g
+"""
+    names = [(n.module, n.level) if isinstance(n, ast.ImportFrom) else n.names[0].name
+             for n in _imports(ast.parse(source))]
+    assert names == ["typing", ("typing", 0), ("a", 1), ("d", 1), "mediaconduit_worker.e", (None, 1)]
+    assert "mediaconduit_worker.worker.app" in _import_graph()["mediaconduit_worker"]  # the lazy `transform`
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     state: dict[str, int] = {}
     cycles: list[list[str]] = []
 
@@ -59,13 +119,22 @@ def test_no_import_circles():
     for node in sorted(graph):
         if node not in state:
             visit(node, [node])
-    assert cycles == []
+    return cycles
+
+
+def test_no_import_circles():
+    assert _cycles(_import_graph()) == []
 
 
 def test_sdk_modules_never_import_the_runtime():
-    graph = _top_level_imports()
+    graph = _import_graph()
     runtime = tuple(f"mediaconduit_worker.{p}" for p in RUNTIME)
     sdk = [m for m in graph if m.count(".") == 1 and not m.startswith(runtime) and m != "mediaconduit_worker.celery_app"]
     assert len(sdk) > 10
     offenders = {m: sorted(i for i in graph[m] if i.startswith(runtime)) for m in sdk}
     assert {m: v for m, v in offenders.items() if v} == {}
+
+
+def test_redaction_is_a_leaf():
+    """The HTTP client, the fetcher and the records all import redaction; it imports only ``errors``."""
+    assert _import_graph()["mediaconduit_worker.redact"] <= {"mediaconduit_worker.errors"}

@@ -1,4 +1,4 @@
-"""Redaction (mediaconduit_worker.record): the reference table of what is a secret and what is not.
+"""Redaction (mediaconduit_worker.redact): the reference table of what is a secret and what is not.
 
 Key names decide for a value whatever it looks like; value shapes decide wherever a string stands
 (options under innocent names, error messages, URLs). A false positive only hides a value in a record;
@@ -12,15 +12,15 @@ import traceback
 import pytest
 
 from mediaconduit_worker.errors import ProviderHTTPError
-from mediaconduit_worker.record import (
+from mediaconduit_worker.redact import (
     REDACTED,
     is_secret_key,
     redact,
     redact_text,
+    redact_url,
     scrub,
     scrub_exception,
     secret_values,
-    strip_userinfo,
 )
 
 SECRET_KEYS = [
@@ -136,9 +136,9 @@ def test_scrub_exception_keeps_clean_exceptions_and_attributes():
 
 
 @pytest.mark.parametrize("path", ["/org/provider.git", "/" + "a" * 3000 + ".git"])  # remembered, and too long to be
-def test_strip_userinfo_hides_credentials_every_time(path):
+def test_redact_url_hides_credentials_every_time(path):
     url = f"git+https://deploy:hunter2secret@git.example.com{path}?token=abc123def456"
     for _ in range(2):  # the second call of a short URL is answered from memory
-        shown = strip_userinfo(url)
+        shown = redact_url(url)
         assert "hunter2secret" not in shown and "abc123def456" not in shown
         assert shown.startswith(f"git+https://{REDACTED}@git.example.com{path}")

@@ -1,0 +1,238 @@
+"""What keeps secrets out of everything stored or shown: records, the backend, logs, errors, URLs.
+
+Two nets catch a secret: its key name (``api_key``, ``openai_key``, ``password``, ``cookie``, ``dsn`` ...)
+or its shape (``sk-…``, ``AKIA…``, a JWT, ``Bearer …``, ``user:pass@`` in a URL, ``?api_key=…``). A leaf
+of the SDK: the HTTP client, the fetcher and the records all use it, so it imports only ``errors``.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import functools
+import re
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
+
+from .errors import ProviderExecutionError
+
+REDACTED = "[REDACTED]"
+
+
+#: Whole words of a key name that mark its value as a secret (``maxTokens`` is a count: "tokens").
+_SECRET_WORDS = frozenset({
+    "token", "secret", "secrets", "password", "passwd", "pass", "pwd", "passphrase", "auth", "authorization",
+    "credential", "credentials", "cookie", "cookies", "session", "dsn", "apikey", "bearer", "signature",
+})
+#: A last word that makes the key describe a secret rather than hold one (``token_count``, ``auth_type``).
+_DESCRIBING_WORDS = frozenset({"count", "limit", "length", "size", "type", "mode", "method", "version", "enabled"})
+_WORD = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+")
+
+#: Token shapes worth redacting wherever they stand in a string. Prefixed keys and ``bearer``/``token``
+#: values need a digit and ``Basic`` values must decode to ``user:password``, so names and prose
+#: ("xai-provider", "a basic principle") are kept.
+_SECRET_SHAPES = re.compile(
+    r"""
+    \b(?:sk|rk)[-_](?=[A-Za-z0-9_\-]*\d)[A-Za-z0-9_\-]{8,}    # OpenAI, Anthropic, Stripe style
+    | \b(?:xai|hf|ghp|gho|ghu|ghs|ghr|glpat|npm|pypi)[-_](?=[A-Za-z0-9_\-]*\d)[A-Za-z0-9_\-]{8,}
+    | \bgithub_pat_[A-Za-z0-9_]{8,}
+    | \bxox[abeoprs]-[A-Za-z0-9\-]{8,}                     # Slack
+    | \b(?:AKIA|ASIA)[0-9A-Z]{16}\b                        # AWS access key id
+    | \bAIza[0-9A-Za-z_\-]{30,}                            # Google API key
+    | \beyJ[A-Za-z0-9_\-]{5,}\.eyJ[A-Za-z0-9_\-]{5,}\.[A-Za-z0-9_\-]*   # JWT
+    | (?i:\b(?:bearer|token)\s+)(?=[A-Za-z0-9+/=_\-.~]*\d)[A-Za-z0-9+/=_\-.~]{8,}   # Authorization values
+    | (?i:\bbasic\s+)(?P<basic>[A-Za-z0-9+/]{6,}={0,2})
+    """,
+    re.VERBOSE,
+)
+#: ``scheme://user:password@`` (also ``redis://:password@``) and long bare user tokens
+#: (``https://ghp_…@github.com``); group ``secret`` is the password or the token.
+_USERINFO = re.compile(r"(?<=://)(?:[^/\s@:]*:(?P<password>[^/\s@]+)|(?P<token>[^/\s@:]{20,}))@")
+_QUERY_SECRET = re.compile(
+    r"(?i)([?&](?:api[_-]?key|key|token|access[_-]?token|auth|signature|sig|password|secret|client[_-]?secret)=)"
+    r"(?P<value>[^&#\s]+)"
+)
+
+
+#: Strings up to this length have their redaction and secret scan remembered (``_MEMO`` of them): a
+#: worker sees the same provider URLs, model ids and option values job after job, and the scan is a
+#: few regular expressions over each. Longer strings are scanned every time, so a job cannot fill the
+#: memo with large strings.
+_MEMO_CHARS = 512
+_MEMO = 2048
+_R = TypeVar("_R")
+
+
+def _remember_short(fn: Callable[[str], _R]) -> Callable[[str], _R]:
+    """``fn`` with its answers for strings of up to ``_MEMO_CHARS`` characters remembered."""
+    remembered = functools.lru_cache(maxsize=_MEMO)(fn)
+
+    @functools.wraps(fn)
+    def call(text: str) -> _R:
+        return remembered(text) if len(text) <= _MEMO_CHARS else fn(text)
+
+    return call
+
+
+def key_words(key: str) -> list[str]:
+    """``openaiApiKey`` → ``["openai", "api", "key"]``; separators and case changes split words."""
+    return [w.lower() for w in _WORD.findall(key)]
+
+
+@_remember_short
+def is_secret_key(key: str) -> bool:
+    """Whether a key name says its value is a credential (``api_key``, ``openai_key``, ``pwd``, ``dsn`` …)
+    and not a property of one (``max_tokens``, ``token_count``, ``auth_type``)."""
+    words = key_words(key)
+    if not words:
+        return False
+    if len(words) > 1 and words[-1] in _DESCRIBING_WORDS:
+        return False
+    joined = "".join(words)
+    return (
+        words[-1] == "key"
+        or bool(_SECRET_WORDS.intersection(words))
+        or "apikey" in joined
+        or "privatekey" in joined
+        or "connectionstring" in joined
+    )
+
+
+
+def _is_basic_credentials(value: str) -> bool:
+    """Whether ``value`` is base64 of ``user:password`` (what follows ``Basic`` in a header)."""
+    try:
+        return b":" in base64.b64decode(value + "=" * (-len(value) % 4), validate=True)
+    except ValueError:
+        return False
+
+
+def _shape_matches(text: str) -> Iterator[re.Match[str]]:
+    for m in _SECRET_SHAPES.finditer(text):
+        if m.group("basic") is None or _is_basic_credentials(m.group("basic")):
+            yield m
+
+
+@_remember_short
+def redact_text(text: str) -> str:
+    """``text`` with token-shaped values, URL userinfo and secret query parameters replaced."""
+    if not text:
+        return text
+    text = _SECRET_SHAPES.sub(
+        lambda m: REDACTED if m.group("basic") is None or _is_basic_credentials(m.group("basic")) else m.group(0), text
+    )
+    text = _USERINFO.sub(REDACTED + "@", text)
+    return _QUERY_SECRET.sub(lambda m: m.group(1) + REDACTED, text)
+
+
+def redact_url(url: str) -> str:
+    """A URL as it may be shown: credentials in its userinfo or query, and token shapes anywhere in it,
+    replaced (the text rules; a URL is the text callers most often show)."""
+    return redact_text(url)
+
+
+def redact(value: Any) -> Any:
+    """Copy of ``value`` with secret-named keys and secret-shaped strings replaced."""
+    if isinstance(value, dict):
+        return {k: REDACTED if isinstance(k, str) and is_secret_key(k) and v not in (None, "") else redact(v)
+                for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact(v) for v in value]
+    if isinstance(value, str):
+        return redact_text(value)
+    return value
+
+
+@_remember_short
+def _secrets_in_text(text: str) -> tuple[str, ...]:
+    found = [m.group(0) for m in _shape_matches(text)]
+    found += [m.group("password") or m.group("token") for m in _USERINFO.finditer(text)]
+    found += [m.group("value") for m in _QUERY_SECRET.finditer(text)]
+    return tuple(found)
+
+
+def secret_values(value: Any) -> list[str]:
+    """The strings ``redact`` would hide in ``value``: scrub them from messages that quote them."""
+    found: list[str] = []
+
+    def walk(v: Any, secret: bool) -> None:
+        if isinstance(v, dict):
+            for k, item in v.items():
+                walk(item, secret or (isinstance(k, str) and is_secret_key(k)))
+        elif isinstance(v, (list, tuple)):
+            for item in v:
+                walk(item, secret)
+        elif isinstance(v, str):
+            if secret and len(v) >= 4:
+                found.append(v)
+            found.extend(s for s in _secrets_in_text(v) if len(s) >= 4)
+        elif secret and isinstance(v, (int, float)) and not isinstance(v, bool) and len(str(v)) >= 4:
+            found.append(str(v))
+
+    walk(value, False)
+    return found
+
+
+def scrub(text: str, secrets: Iterable[str] = ()) -> str:
+    """``text`` with each of ``secrets`` (longest first) and every secret shape replaced."""
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    return redact_text(text)
+
+
+def _scrub_value(value: Any, secrets: list[str]) -> Any:
+    if isinstance(value, str):
+        return scrub(value, secrets)
+    if isinstance(value, list):
+        return [_scrub_value(v, secrets) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_scrub_value(v, secrets) for v in value)
+    if isinstance(value, dict):
+        return {_scrub_value(k, secrets): _scrub_value(v, secrets) for k, v in value.items()}
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    text, scrubbed = str(value), scrub(str(value), secrets)
+    return scrubbed if scrubbed != text else value
+
+
+def _quotes_secret(exc: BaseException, secrets: list[str]) -> bool:
+    texts = [str(exc), repr(exc.args), *(str(v) for v in vars(exc).values())]
+    return any(scrub(t, secrets) != t for t in texts)
+
+
+def scrub_exception(exc: BaseException, secrets: Iterable[str] = ()) -> BaseException:
+    """``exc`` itself when neither it nor the exceptions chained to it quote a secret; else a copy of
+    the chain with ``secrets`` and secret shapes scrubbed from every message, argument and string
+    attribute (a Celery result stores ``args``, a log prints the chain). The copies keep the original
+    tracebacks, whose frames show code, not values."""
+    secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+    chain: list[BaseException] = []
+    node: BaseException | None = exc
+    while node is not None and node not in chain:
+        chain.append(node)
+        node = node.__cause__ or (None if node.__suppress_context__ else node.__context__)
+    if not any(_quotes_secret(e, secrets) for e in chain):
+        return exc
+    clean: BaseException | None = None
+    for original in reversed(chain):  # innermost first, so each copy can point at its scrubbed cause
+        duplicate = _scrubbed_copy(original, secrets)
+        duplicate.__cause__, duplicate.__context__ = clean, None
+        duplicate.__suppress_context__ = True
+        clean = duplicate.with_traceback(original.__traceback__)
+    assert clean is not None
+    return clean
+
+
+def _scrubbed_copy(exc: BaseException, secrets: list[str]) -> BaseException:
+    """Same type, scrubbed ``args`` and attributes; a ``ProviderExecutionError`` naming the type when the
+    type cannot be copied or still shows a secret through its own ``__str__``."""
+    try:
+        clone = copy.copy(exc)
+        clone.args = tuple(_scrub_value(a, secrets) for a in exc.args)
+        for name, value in vars(exc).items():
+            setattr(clone, name, _scrub_value(value, secrets))
+        if not _quotes_secret(clone, secrets):
+            return clone
+    except Exception:  # an exception type that cannot be copied this way: fall through to a plain one
+        pass
+    return ProviderExecutionError(scrub(f"{type(exc).__name__}: {exc}", secrets))
