@@ -52,7 +52,7 @@ from .openai_compat import (
 from .polling import poll_until
 from .provider import DockerProvider, MediaProvider, ProviderModel, ProviderType, ServiceHost, ServiceInfo
 from .record import TransformResult, create_generation_prompt
-from .redact import REDACTED, redact
+from .redaction import REDACTED, redact
 from .remote import RemoteProvider
 
 if typing.TYPE_CHECKING:

@@ -30,7 +30,7 @@ import httpx
 
 from .blobs import BlobStore
 from .errors import InvalidInputError
-from .redact import redact_url
+from .redaction import redact_url
 from .settings import get_settings
 
 MAX_REDIRECTS = 5

@@ -26,7 +26,7 @@ import httpx
 
 from .deadline import current_deadline, cut, time_left
 from .errors import ProviderHTTPError, ProviderResponseError, TransientError
-from .redact import REDACTED
+from .redaction import REDACTED
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from functools import lru_cache
 from typing import Any
 
 from .assets import Asset, BinaryAsset, Text
-from .redact import redact, redact_url
+from .redaction import redact, redact_url
 
 #: Bumped when a field changes meaning; ``docs/record.schema.json`` describes this version.
 RECORD_VERSION = "1"

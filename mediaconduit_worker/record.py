@@ -2,7 +2,7 @@
 
 A job's result (``TransformResult``) carries its output asset and a *generation prompt*: the input
 (with an input asset's own prompt, so a chain is a full history), the options, the model, the
-provider and the source commit. What goes into a prompt is redacted first (``redact.py``).
+provider and the source commit. What goes into a prompt is redacted first (``redaction.py``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pydantic_core import to_jsonable_python
 
 from .assets import Asset
 from .payload import is_plain_json
-from .redact import redact
+from .redaction import redact
 
 
 # -- generation prompts ---------------------------------------------------------------------------

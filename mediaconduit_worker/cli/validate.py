@@ -30,7 +30,7 @@ from ..manifest import ProviderManifest, load_provider_manifest
 from ..models import Model
 from ..provider import DockerProvider, MediaProvider, ProviderModel
 from ..record import describe_input
-from ..redact import REDACTED
+from ..redaction import REDACTED
 from ..remote import RemoteProvider
 from ..sources import Checkout, SourceCache, check_allowed, parse_source, stable_id
 

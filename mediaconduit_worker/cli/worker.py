@@ -91,7 +91,7 @@ def connect_broker() -> None:
     naming it, before a job is sent into kombu's publish retries."""
     from kombu.exceptions import OperationalError
 
-    from ..redact import redact_url
+    from ..redaction import redact_url
     from ..worker.app import app
     from ..worker.broker import ensure_broker
 

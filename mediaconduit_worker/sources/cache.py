@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ProviderSourceError
-from ..redact import redact_url
+from ..redaction import redact_url
 from ..settings import get_settings
 from .git import git
 from .urls import SHA, Source, is_relative, stable_id

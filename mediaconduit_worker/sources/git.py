@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 from ..errors import ProviderSourceError
-from ..redact import redact_url
+from ..redaction import redact_url
 
 _GIT_TIMEOUT = 300
 #: Transports git may use (``ext::`` and ``fd::`` run commands); overrides ``protocol.*.allow``.

@@ -24,7 +24,7 @@ from ..errors import InvalidInputError
 from ..payload import check_job, check_json
 from ..provenance import complete_record
 from ..record import result_record
-from ..redact import redact_url, scrub_exception, secret_values
+from ..redaction import redact_url, scrub_exception, secret_values
 from ..settings import get_settings
 from . import cache as result_cache
 from .broker import ensure_broker

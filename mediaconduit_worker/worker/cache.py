@@ -30,7 +30,7 @@ from celery import signals
 from ..assets import BinaryAsset, Text
 from ..errors import InvalidInputError
 from ..provider import DockerProvider
-from ..redact import redact, secret_values
+from ..redaction import redact, secret_values
 from ..settings import get_settings
 from ..sources import SourceCache, parse_source
 from .deadlines import JobDeadline

@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 
 from ..deadline import Deadline, use
 from ..errors import TimeLimitError
-from ..redact import redact_url
+from ..redaction import redact_url
 from ..settings import get_settings
 from .loader import get_registry
 

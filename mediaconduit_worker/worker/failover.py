@@ -23,7 +23,7 @@ from ..deadline import time_left
 from ..errors import BudgetExceededError, RouteUnavailableError, ServiceError
 from ..http import fail_fast
 from ..pricing import job_size
-from ..redact import redact_text
+from ..redaction import redact_text
 from ..settings import get_settings
 from .calls import BUDGET_RECHECK, BudgetHeld, Meter, Served, batch_scope, execute, hold_budget, prepare
 from .limits import Denied, Lease, RoutingState, get_state

@@ -21,7 +21,7 @@ from typing import Any
 from ..errors import ManifestError, MediaConduitError, ProviderLoadError
 from ..manifest import PROVIDER_MANIFEST, ProviderManifest, load_provider_manifest
 from ..provider import MediaProvider, ServiceHost, ServiceInfo
-from ..redact import redact_url
+from ..redaction import redact_url
 from ..sources import Checkout, Source, SourceCache, check_allowed, file_lock, parse_source, stable_id
 
 log = logging.getLogger(__name__)

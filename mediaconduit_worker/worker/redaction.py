@@ -27,7 +27,7 @@ from typing import Any
 from celery.app.task import Context
 from celery.utils.saferepr import saferepr
 
-from ..redact import redact, scrub
+from ..redaction import redact, scrub
 
 #: Shown instead of arguments that cannot be walked (nested past the recursion limit, not a list or
 #: an object as a message from elsewhere may have them): fail closed.

@@ -15,7 +15,7 @@ from typing import Any
 from ..blobs import BlobStore
 from ..errors import ReplayError
 from ..provider import DockerProvider, MediaProvider
-from ..redact import REDACTED
+from ..redaction import REDACTED
 from ..sources import parse_source
 
 log = logging.getLogger(__name__)

@@ -31,7 +31,7 @@ from ..errors import (
     ProviderSourceError,
     RouteError,
 )
-from ..redact import redact_url
+from ..redaction import redact_url
 from ..settings import get_settings
 from ..sources import check_allowed
 from .limits import CooldownPolicy, Limits, candidate_id

@@ -19,7 +19,7 @@ from typing import Any
 from celery import Celery, signals
 from celery.worker.control import inspect_command
 
-from ..redact import redact_url
+from ..redaction import redact_url
 from .app import TRANSFORM_TASK, app
 
 log = logging.getLogger(__name__)

@@ -137,4 +137,4 @@ def test_sdk_modules_never_import_the_runtime():
 
 def test_redaction_is_a_leaf():
     """The HTTP client, the fetcher and the records all import redaction; it imports only ``errors``."""
-    assert _import_graph()["mediaconduit_worker.redact"] <= {"mediaconduit_worker.errors"}
+    assert _import_graph()["mediaconduit_worker.redaction"] <= {"mediaconduit_worker.errors"}

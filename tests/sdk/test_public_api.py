@@ -66,3 +66,14 @@ def test_error_tree_in_the_docstring_matches_the_classes():
     assert set(drawn) == set(classes)
     for name, parent in parents.items():
         assert classes[parent] in classes[name].__mro__[1:], (name, parent)
+
+
+def test_no_exported_name_hides_a_submodule():
+    """``from .redaction import redact`` makes ``mediaconduit_worker.redact`` the function: were a module
+    named ``redact`` too, ``import mediaconduit_worker.redact as m`` and ``mock.patch`` would silently get
+    the function instead."""
+    from conftest import REPO
+
+    modules = {p.stem for p in (REPO / "mediaconduit_worker").glob("*.py")}
+    modules |= {p.parent.name for p in (REPO / "mediaconduit_worker").glob("*/__init__.py")}
+    assert modules & set(mediaconduit_worker.__all__) == set()

@@ -23,7 +23,7 @@ from conftest import MIRRORS, RUN_DIR
 from support.remote import QueueWorker
 
 from mediaconduit_worker import InvalidInputError
-from mediaconduit_worker.redact import REDACTED
+from mediaconduit_worker.redaction import REDACTED
 
 from .conftest import CANARY_OPTION, WORKER_MAX_JOB_BYTES, leaked, options_digest
 

@@ -1,4 +1,4 @@
-"""Redaction (mediaconduit_worker.redact): the reference table of what is a secret and what is not.
+"""Redaction (mediaconduit_worker.redaction): the reference table of what is a secret and what is not.
 
 Key names decide for a value whatever it looks like; value shapes decide wherever a string stands
 (options under innocent names, error messages, URLs). A false positive only hides a value in a record;
@@ -12,7 +12,7 @@ import traceback
 import pytest
 
 from mediaconduit_worker.errors import ProviderHTTPError
-from mediaconduit_worker.redact import (
+from mediaconduit_worker.redaction import (
     REDACTED,
     is_secret_key,
     redact,
