@@ -1,7 +1,13 @@
 """Real parts for every test: a Redis started here, worker processes, git repos served by URL.
 
-Environment is set before anything reads settings, so the test process and the workers it
-starts share one Redis, one MEDIACONDUIT_HOME and one git ``insteadOf`` mirror of github.com.
+Environment is set on import, before anything reads settings, so the test process and the workers it
+starts share one Redis URL, one MEDIACONDUIT_HOME and one git ``insteadOf`` mirror of github.com. The
+Redis itself starts lazily, before the first test outside ``WITHOUT_REDIS`` (the SDK needs none, and its
+tests pass on a machine without a Redis server: ``tests/test_without_redis.py`` runs them so).
+
+``MEDIACONDUIT_TEST_BROKER_URL`` runs the tests on a Redis of your own instead.
+``MEDIACONDUIT_TESTS_NO_REDIS=1`` forbids starting one: a test that asks for the broker fails, and
+``MEDIACONDUIT_BROKER_URL`` is left as the caller set it.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 RUN_DIR = Path(tempfile.mkdtemp(prefix="mediaconduit-tests-"))
 MIRRORS = RUN_DIR / "mirrors"
 GITHUB = "https://github.com/"
+NO_REDIS = os.environ.get("MEDIACONDUIT_TESTS_NO_REDIS") == "1"
 
 
 def free_port() -> int:
@@ -32,7 +39,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _setup_environment() -> None:
+def _reserve_port() -> socket.socket:
+    """A loopback port held for the embedded Redis until it starts: bound with ``SO_REUSEADDR`` and never
+    listening, so Redis (which sets ``SO_REUSEADDR`` too) can bind it, and nobody else (another run's
+    ``free_port``, on a shared machine) is handed it meanwhile."""
+    held = socket.socket()
+    held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    held.bind(("127.0.0.1", 0))
+    return held
+
+
+def _setup_environment() -> socket.socket | None:
+    """Git, MEDIACONDUIT_HOME and the broker URL for this process and the workers it starts; the port of
+    the embedded Redis held (returned) until ``redis_server`` starts it."""
     MIRRORS.mkdir(parents=True)
     gitconfig = RUN_DIR / "gitconfig"
     gitconfig.write_text(
@@ -43,20 +62,19 @@ def _setup_environment() -> None:
     os.environ["GIT_CONFIG_GLOBAL"] = str(gitconfig)
     os.environ["MEDIACONDUIT_HOME"] = str(RUN_DIR / "home")
     os.environ.pop("MEDIACONDUIT_PROVIDER_ALLOW", None)
+    if NO_REDIS:
+        return None
     if "MEDIACONDUIT_TEST_BROKER_URL" in os.environ:
         os.environ["MEDIACONDUIT_BROKER_URL"] = os.environ["MEDIACONDUIT_TEST_BROKER_URL"]
-        return
-    from mediaconduit_worker.worker.broker import EmbeddedRedis
-
-    redis = EmbeddedRedis(RUN_DIR / "home", free_port())
-    os.environ["MEDIACONDUIT_BROKER_URL"] = redis.ensure_started()
+        return None
+    held = _reserve_port()
+    os.environ["MEDIACONDUIT_BROKER_URL"] = f"redis://127.0.0.1:{held.getsockname()[1]}/0"
     os.environ.pop("MEDIACONDUIT_RESULT_BACKEND", None)
-    global _REDIS
-    _REDIS = redis
+    return held
 
 
-_REDIS = None
-_setup_environment()
+_HELD_PORT = _setup_environment()
+_REDIS: Any = None  # the EmbeddedRedis, once redis_server started it
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -66,13 +84,45 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         pass
     if _REDIS is not None:
         _REDIS.stop()
+    if _HELD_PORT is not None:
+        _HELD_PORT.close()
     shutil.rmtree(RUN_DIR, ignore_errors=True)
 
 
+#: Tests that run without a broker: the SDK's (the SDK never imports the runtime), and those that prove it.
+WITHOUT_REDIS = (REPO / "tests" / "sdk", REPO / "tests" / "test_without_redis.py")
+
+
+def start_redis() -> Any:
+    """The embedded Redis, started on first use at the URL set on import (None when
+    MEDIACONDUIT_TEST_BROKER_URL points elsewhere)."""
+    global _REDIS
+    if NO_REDIS:
+        pytest.fail("this test needs Redis, and MEDIACONDUIT_TESTS_NO_REDIS=1 forbids starting one", pytrace=False)
+    if _HELD_PORT is None or _REDIS is not None:
+        return _REDIS
+    from mediaconduit_worker.worker.broker import EmbeddedRedis
+
+    redis = EmbeddedRedis(RUN_DIR / "home", _HELD_PORT.getsockname()[1])
+    if redis.ping():  # impossible while the port is held, unless a Redis ignores that: not ours to use
+        pytest.fail(f"a Redis this run did not start answers on port {redis.port}", pytrace=False)
+    redis.ensure_started()
+    _REDIS = redis
+    return redis
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Redis is up before any fixture of a test outside ``WITHOUT_REDIS`` (workers, limits, cache,
+    batches and status all meet there)."""
+    if not any(item.path.is_relative_to(p) for p in WITHOUT_REDIS):
+        start_redis()
+
+
 @pytest.fixture(scope="session")
-def redis_server():
+def redis_server() -> Any:
     """The embedded Redis these tests run on (None when MEDIACONDUIT_TEST_BROKER_URL points elsewhere)."""
-    return _REDIS
+    return start_redis()
 
 
 # -- git repositories served by URL --------------------------------------------------------------
