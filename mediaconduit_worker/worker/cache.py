@@ -16,6 +16,7 @@ claim over if the owner fails or its worker dies (the lease then expires). Entri
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -34,7 +35,9 @@ from ..redaction import redact, secret_values
 from ..settings import get_settings
 from ..sources import SourceCache, parse_source
 from .deadlines import JobDeadline
+from .keeper import keeper
 from .loader import LoadedProvider, get_registry
+from .lua_scripts import named, register
 from .replay import pinned_service_url
 from .routes import is_route
 
@@ -43,12 +46,10 @@ PREFIX = "mediaconduit-cache:"
 CLAIM_PREFIX = "mediaconduit-cache-claim:"
 WAKE_PREFIX = "mediaconduit-cache-wake:"
 STATS_KEY = "mediaconduit-cache-stats"
-#: A claim lapses this long after its worker stopped renewing it (renewed every third of it).
+#: A claim lapses this long after its worker stopped renewing it (``keeper.py`` renews it every third of it).
 LEASE_MS = 15_000
 KEY_VERSION = 1
 
-_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
-_RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
 
 
 def input_content(value: Any) -> Any:
@@ -117,7 +118,6 @@ class Claim:
 
 _claims: dict[str, Claim] = {}
 _claims_lock = threading.Lock()
-_renewer: threading.Thread | None = None
 
 
 def lookup(task: Any, deadline: JobDeadline, provider: str, model: str, options: dict[str, Any], model_input: Any,
@@ -188,42 +188,33 @@ def store(task_id: str, result: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def _lease_name(claim: Claim) -> str:
+    return f"cache claim {claim.key[:12]} of job {claim.task_id}"
+
+
 def _hold(claim: Claim) -> None:
-    global _renewer
+    """Keep the claim while the job runs (``keeper.py`` renews it every third of ``LEASE_MS``)."""
     with _claims_lock:
         _claims[claim.task_id] = claim
-        if _renewer is None or not _renewer.is_alive():
-            _renewer = threading.Thread(target=_renew_forever, name="mediaconduit-cache-leases", daemon=True)
-            _renewer.start()
+    keeper.hold(_lease_name(claim), LEASE_MS / 1000, functools.partial(_renew, claim))
+
+
+def _renew(claim: Claim) -> bool:
+    renew = register(claim.client, "cache_renew")
+    return bool(renew(keys=[CLAIM_PREFIX + claim.key], args=[named(owner=claim.task_id, lease_ms=LEASE_MS)]))
 
 
 def _release(claim: Claim) -> None:
+    keeper.drop(_lease_name(claim))
     client = claim.client
     try:
-        client.eval(_RELEASE, 1, CLAIM_PREFIX + claim.key, claim.task_id)
+        register(client, "cache_release")(keys=[CLAIM_PREFIX + claim.key], args=[named(owner=claim.task_id)])
         with client.pipeline(transaction=False) as pipe:
             pipe.rpush(WAKE_PREFIX + claim.key, "1")
             pipe.expire(WAKE_PREFIX + claim.key, 60)
             pipe.execute()
     except Exception as exc:  # the lease lapses by itself; waiters then take over
         log.warning("releasing cache claim %s failed: %s", claim.key[:12], exc)
-
-
-def _renew_forever() -> None:
-    """Extend this process's claims every third of the lease, so only a dead worker's claim lapses."""
-    while True:
-        time.sleep(LEASE_MS / 3000)
-        with _claims_lock:
-            claims = list(_claims.values())
-        if not claims:
-            continue
-        try:
-            with claims[0].client.pipeline(transaction=False) as pipe:  # one backend per worker process
-                for c in claims:
-                    pipe.eval(_RENEW, 1, CLAIM_PREFIX + c.key, c.task_id, LEASE_MS)
-                pipe.execute()
-        except Exception as exc:  # next round tries again; the lease covers a few misses
-            log.warning("renewing cache claims failed: %s", exc)
 
 
 @signals.task_postrun.connect

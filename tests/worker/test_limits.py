@@ -11,6 +11,7 @@ import uuid
 
 import pytest
 
+from mediaconduit_worker.worker.keeper import keeper
 from mediaconduit_worker.worker.limits import CooldownPolicy, Denied, Lease, Limits, RoutingState
 
 
@@ -36,7 +37,7 @@ def test_concurrency_slots_are_leases_that_lapse_unless_renewed(state, cid):
     third = state.acquire(cid, limits)
     assert isinstance(third, Lease)  # the freed slot
     # Held leases are renewed by this process's keeper; one it stops renewing lapses on its own.
-    state.keeper.drop(second)
+    keeper.drop(second.name)
     time.sleep(1.0)
     assert state.in_flight([cid]) == [1]
     state.release(third, limits, policy, outcome="ok", duration=0.01)
