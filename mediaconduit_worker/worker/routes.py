@@ -31,7 +31,7 @@ from ..errors import (
     ProviderSourceError,
     RouteError,
 )
-from ..redaction import redact_url
+from ..redaction import REDACTED, is_secret_key, redact, redact_url
 from ..settings import get_settings
 from ..sources import check_allowed
 from .limits import CooldownPolicy, Limits, candidate_id
@@ -187,14 +187,30 @@ def _where(loc: tuple[Any, ...], data: Any) -> str:
     return ", ".join(parts) or "the file"
 
 
+QUOTED_CHARS = 80
+"""A bad value quoted in an error is cut to this many characters."""
+
+
+def _got(error: Any) -> str:
+    """``, got 'round-robin'``: the bad value of a validation error, as written (redacted, cut short); nothing
+    for a missing field, which has no value."""
+    if error["type"] == "missing":
+        return ""
+    field = error["loc"][-1] if error["loc"] else None
+    value = REDACTED if isinstance(field, str) and is_secret_key(field) else redact(error["input"])
+    text = repr(value)
+    return ", got " + (text if len(text) <= QUOTED_CHARS else text[:QUOTED_CHARS - 1] + "…")
+
+
 def parse_routes(data: Any, path: Path) -> RoutesFileModel:
-    """The file's schema: every error names the route, the candidate and the field."""
+    """The file's schema: every error names the route, the candidate and the field, and quotes the bad value."""
     if not isinstance(data, dict):
         raise RouteError(f"routes file {path}: must be a mapping with a 'routes' key, got {type(data).__name__}")
     try:
         return RoutesFileModel.model_validate(data)
     except ValidationError as exc:
-        problems = [f"{_where(tuple(e['loc']), data)}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors()]
+        problems = [f"{_where(tuple(e['loc']), data)}: {e['msg'].removeprefix('Value error, ')}{_got(e)}"
+                    for e in exc.errors()]
         raise RouteError(f"routes file {path}: " + "; ".join(problems)) from None
 
 

@@ -55,19 +55,28 @@ def test_bad_routes_files_name_the_route_the_candidate_and_the_field(urls, route
 
     together = {"provider": urls["together"], "model": CHAT}
     message = error_of(routes_file, {"chat": {"strategy": "round-robin", "candidates": [together]}})
-    assert "route 'chat', field 'strategy': Input should be 'fallback', 'weighted', 'least-busy', 'latency' or 'cost'" in message
+    assert ("route 'chat', field 'strategy': Input should be 'fallback', 'weighted', 'least-busy', 'latency' or 'cost', "
+            "got 'round-robin'") in message
 
     message = error_of(routes_file, {"chat": {"candidates": [together, {"provider": urls["xai"]}]}})
     assert f"route 'chat', candidate 2 ({urls['xai']}), field 'model': Field required" in message
 
     message = error_of(routes_file, {"chat": {"candidates": [together, {**together, "max_concurrency": 0}]}})
-    assert "route 'chat', candidate 2" in message and "field 'max_concurrency': Input should be greater than 0" in message
+    assert "route 'chat', candidate 2" in message and "field 'max_concurrency': Input should be greater than 0, got 0" in message
 
     message = error_of(routes_file, {"chat": {"candidates": [{**together, "max_concurency": 3}]}})
-    assert "route 'chat', candidate 1" in message and "field 'max_concurency': Extra inputs are not permitted" in message
+    assert "route 'chat', candidate 1" in message and "field 'max_concurency': Extra inputs are not permitted, got 3" in message
+
+    # Every bad value is quoted as written, except one under a credential's name, and cut short.
+    message = error_of(routes_file, {"chat": {"cooldown": "half a minute", "candidates": [
+        {**together, "api_key": "sk-live-0123456789abcdef0123", "pricing": {"prompt": "x" * 200}}]}})
+    assert "field 'cooldown': Input should be a valid number, unable to parse string as a number, got 'half a minute'" in message
+    assert "field 'api_key': Extra inputs are not permitted, got '[REDACTED]'" in message and "sk-live" not in message
+    assert "field 'pricing.prompt': Input should be a valid number, unable to parse string as a number, got 'xxx" in message
+    assert "x" * 100 not in message and "…" in message
 
     message = error_of(routes_file, {"chat": {"candidates": []}})
-    assert "route 'chat', field 'candidates': List should have at least 1 item" in message
+    assert "route 'chat', field 'candidates': List should have at least 1 item after validation, not 0, got []" in message
 
     message = error_of(routes_file, {"media": {"candidates": [together, {"provider": urls["together"], "model": IMAGE}]}})
     assert (f"route 'media' mixes capabilities: candidate 1 ({urls['together']} {CHAT}) is text-to-text, "
