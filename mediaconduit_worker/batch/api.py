@@ -36,6 +36,7 @@ from ..worker.app import app as default_app
 from ..worker.app import transform
 from ..worker.calls import BATCH_HEADER
 from ..worker.limits import get_state
+from ..worker.redis_state import state_redis
 from .recovery import LostJobs
 from .states import JobState, Outcome, fetch_states, outcome
 
@@ -443,26 +444,20 @@ def _item_result(job: Job, out: Outcome) -> ItemResult:
 
 def _sent_markers(app: Celery, first_ids: list[str]) -> set[str]:
     """First-step ids an earlier run published (marker set just before publishing)."""
-    backend = app.backend
+    client = state_redis(app.conf.result_backend)
     found: set[str] = set()
     for i in range(0, len(first_ids), 1000):
         part = first_ids[i : i + 1000]
-        values = backend.mget([SENT_PREFIX + t for t in part])
+        values = client.mget([SENT_PREFIX + t for t in part])
         found.update(t for t, v in zip(part, values) if v is not None)
     return found
 
 
 def _mark_sent(app: Celery, first_ids: list[str]) -> None:
     """Remember that these jobs were published, so a re-run waits for them instead of sending twice."""
-    backend = app.backend
-    client = getattr(backend, "client", None)
     expires = app.conf.result_expires
     ttl = int(expires.total_seconds()) if hasattr(expires, "total_seconds") else int(expires or 86400)
-    if client is not None:
-        with client.pipeline(transaction=False) as pipe:
-            for t in first_ids:
-                pipe.set(SENT_PREFIX + t, "1", ex=ttl)
-            pipe.execute()
-    else:
+    with state_redis(app.conf.result_backend).pipeline(transaction=False) as pipe:
         for t in first_ids:
-            backend.set(SENT_PREFIX + t, "1")
+            pipe.set(SENT_PREFIX + t, "1", ex=ttl)
+        pipe.execute()

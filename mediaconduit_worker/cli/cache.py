@@ -1,4 +1,4 @@
-"""``mediaconduit cache stats | clear``: the opt-in result cache in the result backend's Redis."""
+"""``mediaconduit cache stats | clear``: the opt-in result cache in the state Redis (``worker/redis_state.py``)."""
 
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ def cache() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def cache_stats(as_json: bool) -> None:
     """Entries, their size, and hits, misses, waits (for an identical job in flight) and stores."""
-    from ..worker.app import app
     from ..worker.cache import stats
+    from ..worker.redis_state import state_redis
 
-    figures = stats(app.backend.client)
+    figures = stats(state_redis())
     if as_json:
         click.echo(json.dumps(figures))
         return
@@ -33,7 +33,7 @@ def cache_stats(as_json: bool) -> None:
 @cache.command("clear")
 def cache_clear() -> None:
     """Delete every cached result (jobs in flight keep their claims)."""
-    from ..worker.app import app
     from ..worker.cache import clear
+    from ..worker.redis_state import state_redis
 
-    click.echo(f"removed {clear(app.backend.client)} cached results")
+    click.echo(f"removed {clear(state_redis())} cached results")

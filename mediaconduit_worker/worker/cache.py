@@ -38,6 +38,7 @@ from .deadlines import JobDeadline
 from .keeper import keeper
 from .loader import LoadedProvider, get_registry
 from .lua_scripts import named, register
+from .redis_state import state_redis
 from .replay import pinned_service_url
 from .routes import is_route
 
@@ -113,7 +114,7 @@ class Claim:
     task_id: str
     secrets: list[str]
     client: Any
-    """The result backend's Redis client, where the claim and the result live."""
+    """The state Redis (``redis_state.py``), where the claim and the result live."""
 
 
 _claims: dict[str, Claim] = {}
@@ -133,7 +134,7 @@ def lookup(task: Any, deadline: JobDeadline, provider: str, model: str, options:
     if key is None:
         log.warning("provider %s has no pinned commit or version: job %s is not cached", loaded.manifest.id, deadline.task_id)
         return None
-    client = task.backend.client
+    client = state_redis()
     task_id = deadline.task_id
     waited = False
     while True:
@@ -228,8 +229,7 @@ def _release_unfinished(task_id: str | None = None, **_: Any) -> None:
 
 # -- mediaconduit cache stats | clear -------------------------------------------------------------------
 def stats(client: Any) -> dict[str, Any]:
-    """Entries, their bytes, and hits/misses/waits/stores since the last clear (``client``: the result
-    backend's Redis)."""
+    """Entries, their bytes, and hits/misses/waits/stores since the last clear (``client``: the state Redis)."""
     keys = list(client.scan_iter(match=PREFIX + "*", count=1000))
     size = 0
     for i in range(0, len(keys), 1000):
@@ -237,7 +237,7 @@ def stats(client: Any) -> dict[str, Any]:
             for k in keys[i:i + 1000]:
                 pipe.strlen(k)
             size += sum(pipe.execute())
-    counters = {k.decode(): int(v) for k, v in client.hgetall(STATS_KEY).items()}
+    counters = {_text(k): int(v) for k, v in client.hgetall(STATS_KEY).items()}
     return {"entries": len(keys), "bytes": size, "ttl": get_settings().cache_ttl,
             **{name: counters.get(name, 0) for name in ("hits", "misses", "waits", "stores")}}
 
@@ -245,7 +245,7 @@ def stats(client: Any) -> dict[str, Any]:
 def clear(client: Any) -> int:
     """Delete every cached result and the counters; jobs in flight keep their claims."""
     removed = 0
-    batch: list[bytes] = []
+    batch: list[Any] = []
     for k in client.scan_iter(match=PREFIX + "*", count=1000):
         batch.append(k)
         if len(batch) == 1000:
@@ -255,3 +255,7 @@ def clear(client: Any) -> int:
         removed += client.delete(*batch)
     client.delete(STATS_KEY)
     return removed
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -30,10 +30,10 @@ from typing import Any
 
 import redis
 
-from ..settings import get_settings
 from ..sources import stable_id
 from .keeper import keeper
 from .lua_scripts import named, register
+from .redis_state import state_redis
 
 PREFIX = "mediaconduit:routing"
 STATS_MINUTES = 5
@@ -42,19 +42,6 @@ LATENCY_SAMPLES = 50
 """The latency strategy's p50 is over a candidate's last successful calls, at most this many..."""
 LATENCY_MAX_AGE = 300
 """...and no older than this (seconds): a candidate unused that long is explored again."""
-
-_client: redis.Redis | None = None
-_client_lock = threading.Lock()
-
-
-def client() -> redis.Redis:
-    """This process's client of the Redis the result backend uses (redis-py reconnects after a fork)."""
-    global _client
-    with _client_lock:
-        if _client is None:
-            _client = redis.Redis.from_url(get_settings().effective_result_backend, decode_responses=True)
-        return _client
-
 
 def candidate_id(provider: str, model: str) -> str:
     """The key of a candidate's shared state: its provider URL and model, whatever route names it."""
@@ -128,7 +115,7 @@ class RoutingState:
     """The scripts, bound to one Redis client."""
 
     def __init__(self, redis_client: redis.Redis | None = None) -> None:
-        self.redis = redis_client or client()
+        self.redis = redis_client or state_redis()
         self._acquire = register(self.redis, "limits_acquire")
         self._release = register(self.redis, "limits_release", "spend")
         self._settle = register(self.redis, "limits_settle", "spend")

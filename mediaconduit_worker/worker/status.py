@@ -20,7 +20,8 @@ from celery import Celery, signals
 from celery.worker.control import inspect_command
 
 from ..redaction import redact_url
-from .app import TRANSFORM_TASK, app
+from .app import TRANSFORM_TASK
+from .redis_state import state_redis
 
 log = logging.getLogger(__name__)
 KEY_PREFIX = "mediaconduit-providers-"
@@ -31,11 +32,6 @@ POOL_NAMES = {"celery.concurrency.prefork": "prefork", "celery.concurrency.threa
 _reported: set[str] = set()
 
 
-def _client() -> Any:
-    """The result backend's Redis client (None for a backend without one)."""
-    return getattr(app.backend, "client", None)
-
-
 def providers_key(hostname: str) -> str:
     return KEY_PREFIX + hostname
 
@@ -43,10 +39,9 @@ def providers_key(hostname: str) -> str:
 @signals.worker_ready.connect
 def _forget_previous_instance(sender: Any = None, **_: Any) -> None:
     """A node name reused by a new worker process starts with nothing loaded."""
-    client = _client()
-    if client is not None and sender is not None:
+    if sender is not None:
         try:
-            client.delete(providers_key(sender.hostname))
+            state_redis().delete(providers_key(sender.hostname))
         except Exception as exc:  # a report is not worth failing a worker start
             log.warning("could not reset the provider report: %s", exc)
 
@@ -59,12 +54,11 @@ def _report_loaded(sender: Any = None, task: Any = None, **_: Any) -> None:
     from .loader import get_registry
 
     new = [lp for lp in get_registry().loaded() if lp.checkout.source.url not in _reported]
-    client = _client()
-    if not new or client is None:
+    if not new:
         return
     key = providers_key(task.request.hostname or "unknown")
     try:
-        with client.pipeline(transaction=False) as pipe:
+        with state_redis().pipeline(transaction=False) as pipe:
             for lp in new:
                 url = redact_url(lp.checkout.source.url)
                 info = {"id": lp.manifest.id, "name": lp.manifest.name, "url": url,
@@ -80,11 +74,8 @@ def _report_loaded(sender: Any = None, task: Any = None, **_: Any) -> None:
 
 def loaded_providers(hostname: str) -> list[dict[str, Any]]:
     """Providers loaded on ``hostname``, one entry per provider with the child pids that hold it."""
-    client = _client()
-    if client is None:
-        return []
     merged: dict[str, dict[str, Any]] = {}
-    for raw in client.hgetall(providers_key(hostname)).values():
+    for raw in state_redis().hgetall(providers_key(hostname)).values():
         info = json.loads(raw)
         entry = merged.setdefault(info["url"], {**info, "pids": []})
         entry["pids"].append(info["pid"])

@@ -76,11 +76,12 @@ def workers(apis, urls) -> Iterator[list[WorkerProcess]]:
 def fresh(apis, monkeypatch) -> Iterator[None]:
     """Stand-ins back to normal, no routing state left in Redis, the producer reading the test's routes file."""
     from mediaconduit_worker.settings import get_settings
-    from mediaconduit_worker.worker.limits import PREFIX, client
+    from mediaconduit_worker.worker.limits import PREFIX
+    from mediaconduit_worker.worker.redis_state import state_redis
 
     for server in apis.values():
         server.reset()
-    redis = client()
+    redis = state_redis()
     keys = list(redis.scan_iter(f"{PREFIX}:*", count=1000))
     if keys:
         redis.delete(*keys)

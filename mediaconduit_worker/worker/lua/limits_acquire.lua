@@ -6,6 +6,8 @@
 -- ARGV[1] JSON {lease, lease_ttl_ms, max_concurrency, rpm, window_ms, tpm, est_tokens}; a limit of 0 is none.
 -- Returns {1, now} with the slot taken, else {0, reason, ms until it may free}.
 local a = cjson.decode(ARGV[1])
+-- A repeat of a call whose reply was lost (the client retried it) finds its slot taken already.
+if redis.call('ZSCORE', KEYS[2], a.lease) then return {1, now} end
 local cool = redis.call('PTTL', KEYS[1])
 if cool > 0 then return {0, 'cooldown', cool} end
 local lease, ttl, window = a.lease, a.lease_ttl_ms, a.window_ms

@@ -1,0 +1,71 @@
+"""The one way our code reaches the Redis of the result backend, where the shared state lives: route
+limits and spend (``limits``), the result cache (``cache``), batch markers (``batch``) and worker reports
+(``status``).
+
+The policy, in one place:
+- **Which Redis**: the result backend's URL (``MEDIACONDUIT_RESULT_BACKEND``, else the broker URL), as
+  given: ``redis://`` or ``rediss://`` (TLS; ``ssl_cert_reqs`` in Celery's ``CERT_REQUIRED`` spelling too),
+  user and password from the URL, ``redis+socket://`` for a Unix socket.
+- **One connection pool per URL per process**, made on first use: nothing connects on import, and a forked
+  child gets fresh connections (redis-py's pool checks its pid). The client decodes replies to ``str``.
+- **Retries**: a connection error or timeout is retried ``RETRIES`` times with exponential backoff from
+  ``RETRY_BASE`` to ``RETRY_CAP`` seconds (about five seconds in all: a Redis restart), then raised; the job
+  that met it is retried by the task as any transient error. A command retried after its reply was lost
+  runs twice: taking a slot or a budget hold is idempotent (``lua/``), and a repeated release only counts
+  the call and its spend again (a budget errs towards refusing).
+
+Celery's result backend keeps its own pool for task states; the broker's connections are the transport's
+(``transport.py``).
+"""
+
+from __future__ import annotations
+
+import threading
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from ..errors import MediaConduitError
+from ..settings import get_settings
+
+RETRIES = 6
+RETRY_BASE = 0.1
+RETRY_CAP = 2.0
+CONNECT_TIMEOUT = 5.0
+"""Seconds to open a connection before the attempt counts as failed (and is retried)."""
+_CERT_REQS = {"CERT_NONE": "none", "CERT_OPTIONAL": "optional", "CERT_REQUIRED": "required"}
+
+_clients: dict[str, redis.Redis] = {}
+_lock = threading.Lock()
+
+
+def redis_url(url: str) -> str:
+    """A Celery result-backend URL as redis-py reads it (the same server, the same options)."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme == "redis+socket":
+        scheme = "unix"
+    elif scheme not in ("redis", "rediss", "unix"):
+        raise MediaConduitError(
+            f"the result backend must be a Redis URL (redis://, rediss://, redis+socket://) to keep route limits, "
+            f"spend, the result cache and batch state; got a {parts.scheme}:// URL")
+    query = urlencode([(k, _CERT_REQS.get(v, v) if k == "ssl_cert_reqs" else v) for k, v in parse_qsl(parts.query)])
+    return f"{scheme}://{parts.netloc}{parts.path}" + (f"?{query}" if query else "")
+
+
+def state_redis(url: str | None = None) -> redis.Redis:
+    """This process's client of the state Redis at ``url`` (default: the result backend's), one pool per URL."""
+    url = url or get_settings().effective_result_backend
+    client = _clients.get(url)
+    if client is None:
+        with _lock:
+            client = _clients.get(url)
+            if client is None:
+                client = _clients[url] = redis.Redis.from_url(
+                    redis_url(url), decode_responses=True, socket_connect_timeout=CONNECT_TIMEOUT,
+                    socket_keepalive=True, health_check_interval=30,
+                    retry=Retry(ExponentialBackoff(cap=RETRY_CAP, base=RETRY_BASE), RETRIES),
+                    retry_on_error=[redis.ConnectionError, redis.TimeoutError])
+    return client
