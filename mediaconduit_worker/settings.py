@@ -30,6 +30,10 @@ class Settings(BaseSettings):
     cache_ttl: int = 24 * 3600
     """Seconds a cached result is kept (``options.cache`` or ``cache: true`` on a manifest model)."""
     result_expires: int = 7 * 24 * 3600
+    """Seconds results are kept; a cancel's record is kept as long."""
+    shutdown_grace: float = 25.0
+    """Seconds a worker told to stop (SIGTERM) lets its running jobs finish before it hands the rest back
+    to the queue; under Kubernetes' default 30 s ``terminationGracePeriodSeconds`` with time to exit."""
     provider_allow: str | None = None
     """Comma-separated URL prefixes a worker may load providers from; unset allows all."""
     max_job_bytes: int = 8 * 1024 * 1024

@@ -4,6 +4,7 @@ import click
 
 from .batch import batch
 from .cache import cache
+from .cancel import cancel
 from .demo import demo
 from .jobs import submit
 from .monitor import flower, status
@@ -22,7 +23,7 @@ def main(debug: bool) -> None:
     """MediaConduit Worker: run AI and media transforms on Celery + Redis."""
 
 
-for _command in (batch, broker, cache, demo, flower, providers, replay, routes, services, status, submit, worker):
+for _command in (batch, broker, cache, cancel, demo, flower, providers, replay, routes, services, status, submit, worker):
     main.add_command(_command)
 
 __all__ = ["main"]

@@ -29,13 +29,14 @@ from ..settings import get_settings
 from . import cache as result_cache
 from .broker import ensure_broker
 from .calls import BATCH_HEADER, serve_direct
-from .deadlines import JobDeadline
+from .deadlines import JobDeadline, JobInterrupted
 from .failover import RouteRun
 from .flower import apply_flower_defaults
 from .loader import get_registry
 from .redaction import LOG_FILTER, argsrepr, current_secrets, kwargsrepr, redacting, show_results_briefly
 from .reliability import TRANSIENT_EXCEPTIONS, WORKER_LOST_RETRY_DELAY, CrashAwareRequest, backoff, celery_options
 from .replay import SERVICE_PIN_OPTION, pin_services, service_record
+from .revokes import PersistentControl, interrupted
 from .routes import capability_for, is_route, route_for
 from .transport import install as install_transport
 
@@ -68,9 +69,12 @@ class MediaConduitCelery(Celery):
     def send_task(self, name: str, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
         """Every job leaves through here (``apply_async``, chain steps, Flower's ``send-task`` and
         ``async-apply``): a transform over ``MEDIACONDUIT_MAX_JOB_BYTES``, nested too deeply or not
-        JSON is refused before anything is queued, and events and logs show redacted arguments."""
+        JSON is refused before anything is queued, and events and logs show redacted arguments.
+        ``start_by`` (a datetime) is the latest moment the job may start: it becomes Celery's ``expires``."""
         if name == TRANSFORM_TASK:
             check_job(named_arguments(args, kwargs), "the job (input, provider, model, options)")
+        if (start_by := options.pop("start_by", None)) is not None:
+            options.setdefault("expires", start_by)  # Celery's expires, as an absolute time
         options.setdefault("argsrepr", argsrepr(args))
         options.setdefault("kwargsrepr", kwargsrepr(kwargs))
         return super().send_task(name, args, kwargs, **options)
@@ -85,7 +89,9 @@ def make_app() -> Celery:
     install_transport()
     app = MediaConduitCelery(
         "mediaconduit",
-        include=["mediaconduit_worker.worker.deadlines", "mediaconduit_worker.worker.status", "mediaconduit_worker.batch.summary"],
+        include=["mediaconduit_worker.worker.deadlines", "mediaconduit_worker.worker.status", "mediaconduit_worker.batch.summary",
+                 "mediaconduit_worker.worker.shutdown"],
+        control=PersistentControl,
     )
     app.conf.update(
         broker_url=settings.effective_broker_url,
@@ -186,6 +192,8 @@ def transform(self: Task, input: Any, provider: str, model: str, options: dict[s
         return _transform(self, input, provider, model, options)
     except Retry:
         raise
+    except JobInterrupted:
+        raise interrupted(self) from None  # cancelled (REVOKED), or handed back by a shutting-down worker
     except Exception as exc:
         failure = scrub_exception(exc, secrets)
         if failure is exc:

@@ -16,6 +16,9 @@ deadline reports itself first):
   fails and its slot is free; the companion is abandoned, counted (``mediaconduit status``) and asked to
   unwind at its next Python instruction. When ``MEDIACONDUIT_MAX_STUCK_THREADS`` are stuck at once the
   worker recycles itself: a warm shutdown, then the same command again in the same process.
+
+The same three ways interrupt a job before its deadline (``interrupt_job``: a cancel, or a shutdown
+handing its jobs back): ``JobInterrupted`` is raised into it, in a prefork child by ``INTERRUPT_SIGNAL``.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from celery import signals
+
 from ..deadline import Deadline, use
 from ..errors import TimeLimitError
 from ..redaction import redact_url
@@ -43,6 +48,8 @@ from .loader import get_registry
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+#: Sent to a prefork pool child to interrupt the job it runs (SIGUSR1 is Celery's soft time limit).
+INTERRUPT_SIGNAL = signal.SIGUSR2
 #: Our error comes this long before the pool's own hard limit: 10 % of the limit, at most a second.
 GRACE = 0.1
 MAX_GRACE = 1.0
@@ -83,10 +90,18 @@ class _JobsDeadline(Deadline):
         return super().error(during)
 
 
+class JobInterrupted(BaseException):
+    """Raised into a job's provider call to stop it now: it was cancelled, or its worker is shutting down
+    and hands it back. A BaseException, so provider code's ``except Exception`` lets it by (and
+    ``polling.poll_until`` cancels the remote job on its way out); the task body says what it means."""
+
+
 class JobDeadline:
     """One job's deadline; ``run`` calls provider code under it in the way the current pool allows."""
 
     def __init__(self, task: Any, request: Any, provider: str, model: str) -> None:
+        global _interrupt_pending
+        _interrupt_pending = False  # a signal meant for the job before this one in this process
         self.limit = job_time_limit(task, request)
         self.task_id = request.id
         grace = min(GRACE * self.limit, MAX_GRACE) if self.limit else 0.0
@@ -104,11 +119,75 @@ class JobDeadline:
         with use(d):
             if d.remaining() <= 0:
                 raise d.error()
+            if _early.pop(self.task_id, None):
+                raise JobInterrupted(self.task_id)
             if _gevent_patched():
-                return _with_gevent_timeout(d, self.backstop, fn, args)
+                return _with_gevent_timeout(d, self.backstop, self.task_id, fn, args)
             if threading.current_thread() is threading.main_thread():
                 return _with_alarm(d, self.backstop, fn, args)
             return _in_companion(d, self.backstop, self.task_id, fn, args)
+
+
+# -- interrupting a running job --------------------------------------------------------------------------
+#: In this process: how to interrupt each job running under its deadline in a thread or greenlet.
+_running: dict[str | None, Callable[[], None]] = {}
+#: Jobs asked to stop before their provider call began (bounded: a job may end without one).
+_early: dict[str | None, bool] = {}
+_EARLY_MAX = 1024
+#: A prefork child (or solo) got ``INTERRUPT_SIGNAL`` between provider calls.
+_interrupt_pending = False
+
+
+def interrupt(task_id: str) -> None:
+    """Interrupt a job running in this process's threads or greenlets (now, or when its call begins)."""
+    waker = _running.get(task_id)
+    if waker is not None:
+        waker()
+        return
+    _early[task_id] = True
+    while len(_early) > _EARLY_MAX:
+        _early.pop(next(iter(_early)))
+
+
+def interrupt_job(request: Any, pool: Any) -> None:
+    """From the worker's main process: interrupt a job its pool runs (Celery's ``Request``). A prefork child
+    is signalled; threads and greenlets are this process's own. A job the pool has not started yet (no
+    child named) is signalled once it starts."""
+    from celery.concurrency.prefork import TaskPool as PreforkPool
+
+    if not isinstance(pool, PreforkPool):
+        interrupt(request.id)
+        return
+    if request.worker_pid:
+        _signal_child(request.worker_pid)
+        return
+    def when_started(tries: int = 50) -> None:
+        if request.worker_pid:
+            _signal_child(request.worker_pid)
+        elif tries and not request.acknowledged:
+            threading.Timer(0.1, when_started, (tries - 1,)).start()
+    when_started()
+
+
+def _signal_child(pid: int) -> None:
+    try:
+        os.kill(pid, INTERRUPT_SIGNAL)
+    except ProcessLookupError:
+        pass  # the child ended with its job
+
+
+def _on_interrupt(signum: int, frame: Any) -> None:
+    global _interrupt_pending
+    if _alarmed is not None:
+        raise JobInterrupted()
+    _interrupt_pending = True
+
+
+@signals.worker_process_init.connect
+def install_interrupt_handler(**_: Any) -> None:
+    """In each prefork child (Celery's ``worker_process_init``): the interrupt signal raises into its job
+    instead of killing the process."""
+    signal.signal(INTERRUPT_SIGNAL, _on_interrupt)
 
 
 def _gevent_patched() -> bool:
@@ -119,11 +198,17 @@ def _gevent_patched() -> bool:
     return bool(monkey.is_module_patched("threading"))
 
 
-def _with_gevent_timeout(d: Deadline, backstop: float, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+def _with_gevent_timeout(d: Deadline, backstop: float, task_id: str | None, fn: Callable[..., T],
+                         args: tuple[Any, ...]) -> T:
     import gevent
 
-    with gevent.Timeout(max(d.remaining() + backstop, 0.001), d.error()):
-        return fn(*args)
+    this = gevent.getcurrent()
+    _running[task_id] = lambda: gevent.kill(this, JobInterrupted(task_id), block=False)
+    try:
+        with gevent.Timeout(max(d.remaining() + backstop, 0.001), d.error()):
+            return fn(*args)
+    finally:
+        _running.pop(task_id, None)
 
 
 #: The deadline the process's main thread runs under; SIGALRM raises its error. The handler is installed
@@ -137,11 +222,14 @@ def _on_alarm(signum: int, frame: Any) -> None:
 
 
 def _with_alarm(d: Deadline, backstop: float, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
-    global _alarmed
+    global _alarmed, _interrupt_pending
     # Installed late, or replaced by provider code? ``_signal``'s own getsignal: the public one converts
     # the answer to an enum by trying and failing (~10 us).
     if _signal.getsignal(signal.SIGALRM) is not _on_alarm:
         signal.signal(signal.SIGALRM, _on_alarm)
+    if _interrupt_pending:
+        _interrupt_pending = False
+        raise JobInterrupted()
     _alarmed = d
     signal.setitimer(signal.ITIMER_REAL, max(d.remaining() + backstop, 0.001))
     try:
@@ -165,6 +253,7 @@ class _Call:
         self.done = threading.Lock()
         self.done.acquire()
         self.finished = False
+        self.interrupted = False
         self.value: Any = None
         self.error: BaseException | None = None
 
@@ -174,8 +263,21 @@ class _Call:
         except BaseException as exc:
             self.error = exc
         finally:
-            self.finished = True
-            self.done.release()
+            with _handover:
+                self.finished = True
+                if not self.interrupted:
+                    self.done.release()
+
+    def interrupt(self) -> None:
+        """Wake the pool thread waiting for this call, which then walks away from it."""
+        with _handover:
+            if not (self.finished or self.interrupted):
+                self.interrupted = True
+                self.done.release()
+
+
+#: Orders a call's end against its interruption, so exactly one of them wakes the pool thread.
+_handover = threading.Lock()
 
 
 class _Companion:
@@ -211,11 +313,19 @@ def _in_companion(d: Deadline, backstop: float, task_id: str | None, fn: Callabl
     if companion is None:
         companion = _companions.current = _Companion()
     call = _Call(fn, args)
-    companion.calls.put(call)
-    if not call.done.acquire(timeout=max(d.remaining() + backstop, 0.0)) and not call.finished:
+    _running[task_id] = call.interrupt
+    try:
+        companion.calls.put(call)
+        if not call.done.acquire(timeout=max(d.remaining() + backstop, 0.0)) and not call.finished:
+            _companions.current = None
+            STUCK.abandon(companion, task_id, d.what)
+            raise d.error()
+    finally:
+        _running.pop(task_id, None)
+    if call.interrupted and not call.finished:
         _companions.current = None
-        STUCK.abandon(companion, task_id, d.what)
-        raise d.error()
+        STUCK.abandon(companion, task_id, d.what, why="was interrupted")
+        raise JobInterrupted(task_id)
     if call.error is not None:
         raise call.error
     return call.value
@@ -230,15 +340,16 @@ class StuckThreads:
         self.total = 0
         self.recycling = False
 
-    def abandon(self, companion: _Companion, task_id: str | None, what: str) -> None:
+    def abandon(self, companion: _Companion, task_id: str | None, what: str,
+                why: str = "is still running past its time limit") -> None:
         companion.abandoned = True
         companion.calls.put(None)  # if its call ends right now, it must not wait for another
         with self._lock:
             self._alive[companion] = (task_id, what, time.time())
             self.total += 1
             stuck = len(self._alive)
-        log.error("job %s: %s is still running past its time limit; its thread %s is abandoned (%d stuck)",
-                  task_id, what, companion.thread.name, stuck)
+        log.error("job %s: %s %s; its thread %s is abandoned (%d stuck)",
+                  task_id, what, why, companion.thread.name, stuck)
         if companion.thread.ident is not None:
             ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(companion.thread.ident), ctypes.py_object(_Abandoned))
         limit = get_settings().max_stuck_threads

@@ -27,6 +27,7 @@ from ..errors import InvalidInputError, PoisonJobError, TransientError
 from ..payload import refuse_size
 from ..settings import get_settings
 from .redaction import argsrepr, kwargsrepr
+from .revokes import end_unrun, why_not_run
 
 log = logging.getLogger(__name__)
 
@@ -79,13 +80,19 @@ class CrashAwareRequest(Request):
         self._kwargsrepr = self._request_dict["kwargsrepr"] = kwargsrepr(self._kwargs)
 
     def revoked(self) -> bool:
-        """Also true for a job too large to run: Celery asks this just before a job goes to a pool
-        process, and skips it when true. The job is failed here, once."""
+        """Also true for a job too large to run, one whose revoke is stored in Redis and one past its
+        ``expires`` (``revokes.py``): Celery asks this just before a job goes to a pool process, and skips
+        it when true. The job is ended here, once: FAILURE, or REVOKED saying when and why."""
+        if self._already_revoked:
+            return True
         if self._too_large is None:
-            return super().revoked()
-        if not self._already_revoked:
+            if (why := why_not_run(self)) is None:
+                return super().revoked()
             self._already_revoked = True
-            self._fail_unrun(self._too_large)
+            end_unrun(self, self._context, why)
+            return True
+        self._already_revoked = True
+        self._fail_unrun(self._too_large)
         return True
 
     def _fail_unrun(self, exc: InvalidInputError) -> None:
