@@ -30,6 +30,7 @@ from celery.worker.control import control_command
 from celery.worker.state import task_ready
 
 from ..settings import get_settings
+from .redaction import redacted_request
 
 log = logging.getLogger(__name__)
 PREFIX = "mediaconduit:revoked:"
@@ -69,8 +70,10 @@ def store_revoked(backend: Any, task_id: str, entry: dict[str, Any], request: An
     exc = TaskRevokedError(f"{entry['state'].lower()} at {entry['at']}: {entry['reason']}")
     meta: dict[str, Any] = {"status": states.REVOKED, "result": backend.prepare_exception(exc), "traceback": None,
                             "children": [], "date_done": entry["at"], "task_id": task_id, "revoked": entry}
-    for field, attr in (("name", "task"), ("worker", "hostname"), ("retries", "retries"), ("parent_id", "parent_id")):
-        value = getattr(request, attr, None)
+    shown = redacted_request(request)  # as Celery's extended meta shows a job, its arguments redacted
+    for field, attr in (("name", "task"), ("args", "args"), ("kwargs", "kwargs"), ("worker", "hostname"),
+                        ("retries", "retries"), ("parent_id", "parent_id")):
+        value = getattr(shown, attr, None)
         if value is not None:
             meta[field] = value
     backend.set(backend.get_key_for_task(task_id), backend.encode(meta))
