@@ -28,28 +28,49 @@ _SECRET_WORDS = frozenset({
 _DESCRIBING_WORDS = frozenset({"count", "limit", "length", "size", "type", "mode", "method", "version", "enabled"})
 _WORD = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+")
 
-#: Token shapes worth redacting wherever they stand in a string. Prefixed keys and ``bearer``/``token``
-#: values need a digit and ``Basic`` values must decode to ``user:password``, so names and prose
-#: ("xai-provider", "a basic principle") are kept.
-_SECRET_SHAPES = re.compile(
-    r"""
-    \b(?:sk|rk)[-_](?=[A-Za-z0-9_\-]*\d)[A-Za-z0-9_\-]{8,}    # OpenAI, Anthropic, Stripe style
-    | \b(?:xai|hf|ghp|gho|ghu|ghs|ghr|glpat|npm|pypi)[-_](?=[A-Za-z0-9_\-]*\d)[A-Za-z0-9_\-]{8,}
-    | \bgithub_pat_[A-Za-z0-9_]{8,}
-    | \bxox[abeoprs]-[A-Za-z0-9\-]{8,}                     # Slack
-    | \b(?:AKIA|ASIA)[0-9A-Z]{16}\b                        # AWS access key id
-    | \bAIza[0-9A-Za-z_\-]{30,}                            # Google API key
-    | \beyJ[A-Za-z0-9_\-]{5,}\.eyJ[A-Za-z0-9_\-]{5,}\.[A-Za-z0-9_\-]*   # JWT
-    | (?i:\b(?:bearer|token)\s+)(?=[A-Za-z0-9+/=_\-.~]*\d)[A-Za-z0-9+/=_\-.~]{8,}   # Authorization values
-    | (?i:\bbasic\s+)(?P<basic>[A-Za-z0-9+/]{6,}={0,2})
-    """,
-    re.VERBOSE,
-)
+# Secret shapes, found wherever they stand in a string. Every pattern runs in time linear in the
+# string: a job may hold 8 MiB of text made to look like the start of a secret (``"sk-" * n``), and a
+# pattern that scanned ahead again from each such start (a lookahead, or a run that must be followed
+# by something) took quadratic time, about 30 s for 96 KB. So no pattern fails after a long scan from
+# a start that a later start shares: each either consumes the run it scanned (and the check after it
+# decides) or scans only what no other start will; possessive runs (``*+``) give nothing back.
+#
+# Each pattern starts with a literal, so ``re`` skips to its next occurrence at the speed of
+# ``str.find``; a leading ``\b`` would make it try every position, so the word-start check follows the
+# literal (``(?<!\w.{n})``: no word character before the literal's ``n`` characters). Each pattern is
+# its own pass: a match its check refuses cannot hide another shape inside it.
+
+#: Secret wherever they match.
+_ALWAYS = [re.compile(p) for p in (
+    r"github_pat_(?<!\w.{11})[A-Za-z0-9_]{8,}",
+    r"xox[abeoprs]-(?<!\w.{5})[A-Za-z0-9\-]{8,}",                # Slack
+    r"AKIA(?<!\w.{4})[0-9A-Z]{16}\b", r"ASIA(?<!\w.{4})[0-9A-Z]{16}\b",   # AWS access key ids
+    r"AIza(?<!\w.{4})[0-9A-Za-z_\-]{30,}",                      # Google API key
+)]
+#: Authorization values, matched in the lower-cased text (a case-blind pattern has no literal to skip
+#: to). ``bearer``/``token`` values need a digit, so prose ("unexpected token somewhere") is kept;
+#: that lookahead scans only the value after the word. ``basic`` values are secrets when they decode
+#: to ``user:password`` ("a basic principle" is kept).
+_AUTHORIZATION = [re.compile(p + r"\s++(?=[a-z+/=_\-.~]*+\d)[a-z0-9+/=_\-.~]{8,}")
+                  for p in (r"bearer(?<!\w.{6})", r"token(?<!\w.{5})")]
+_BASIC = re.compile(r"basic(?<!\w.{5})\s++(?P<basic>[a-z0-9+/]{6,}+={0,2})")
+#: Prefixed keys (OpenAI, Anthropic, Stripe, xAI, Hugging Face, GitHub, GitLab, npm, PyPI), one pass
+#: each. A match runs to the end of its run of key characters and is a secret when ``rest`` holds a
+#: digit, so names ("xai-provider", "sk-learn-pipeline") are kept. A later start of the same prefix in
+#: that run could only match a part of it, so consuming the run loses nothing.
+_PREFIXED = [re.compile(rf"{p}(?<!\w.{{{len(p)}}})[-_](?P<rest>[A-Za-z0-9_\-]{{8,}})")
+             for p in ("sk", "rk", "xai", "hf", "ghp", "gho", "ghu", "ghs", "ghr", "glpat", "npm", "pypi")]
+#: A JWT's second and third parts (``.eyJ….…``); its first part is the run of key characters before
+#: them, from its first ``eyJ`` that starts a word (``_jwt_start``).
+_JWT = re.compile(r"\.eyJ[A-Za-z0-9_\-]{5,}+\.[A-Za-z0-9_\-]*+")
+_KEY_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
+_DIGIT = re.compile(r"\d")
 #: ``scheme://user:password@`` (also ``redis://:password@``) and long bare user tokens
-#: (``https://ghp_…@github.com``); group ``secret`` is the password or the token.
-_USERINFO = re.compile(r"(?<=://)(?:[^/\s@:]*:(?P<password>[^/\s@]+)|(?P<token>[^/\s@:]{20,}))@")
+#: (``https://ghp_…@github.com``); group ``password`` or ``token`` is the secret, the whole userinfo
+#: is redacted.
+_USERINFO = re.compile(r"://(?P<userinfo>[^/\s@:]*+:(?P<password>[^/\s@]++)|(?P<token>[^/\s@:]{20,}+))@")
 _QUERY_SECRET = re.compile(
-    r"(?i)([?&](?:api[_-]?key|key|token|access[_-]?token|auth|signature|sig|password|secret|client[_-]?secret)=)"
+    r"[?&](?i:api[_-]?key|key|token|access[_-]?token|auth|signature|sig|password|secret|client[_-]?secret)="
     r"(?P<value>[^&#\s]+)"
 )
 
@@ -107,10 +128,47 @@ def _is_basic_credentials(value: str) -> bool:
         return False
 
 
-def _shape_matches(text: str) -> Iterator[re.Match[str]]:
-    for m in _SECRET_SHAPES.finditer(text):
-        if m.group("basic") is None or _is_basic_credentials(m.group("basic")):
-            yield m
+def _jwt_start(head: str) -> int:
+    """Where the JWT whose first part ends ``head`` starts in it (-1: none): at the first ``eyJ`` that
+    starts a word, with at least five characters after it (a later one has fewer)."""
+    if head.startswith("eyJ"):
+        start = 0
+    elif (dash := head.find("-eyJ")) >= 0:
+        start = dash + 1
+    else:
+        return -1
+    return start if len(head) - start >= 8 else -1
+
+
+def _secret_spans(text: str) -> Iterator[tuple[int, int]]:
+    """Start and end of every secret in ``text``, pass by pass (spans of two passes may overlap)."""
+    for pattern in _ALWAYS:
+        for m in pattern.finditer(text):
+            yield m.span()
+    for pattern in _PREFIXED:
+        for m in pattern.finditer(text):
+            if _DIGIT.search(m.group("rest")):
+                yield m.span()
+    floor = 0  # a JWT's first part lies between the previous match and this one
+    for m in _JWT.finditer(text):
+        before = text[floor:m.start()]
+        head = before[len(before.rstrip(_KEY_CHARS)):]
+        start = _jwt_start(head)
+        if start >= 0:
+            yield m.start() - len(head) + start, m.end()
+        floor = m.end()
+    # "İ" is the one character whose lower case is two: replaced first, the spans line up.
+    lowered = (text.replace("İ", "I") if "İ" in text else text).lower()
+    for pattern in _AUTHORIZATION:
+        for m in pattern.finditer(lowered):
+            yield m.span()
+    for m in _BASIC.finditer(lowered):
+        if _is_basic_credentials(text[m.start("basic"):m.end("basic")]):  # base64 is case-sensitive
+            yield m.span()
+    for m in _USERINFO.finditer(text):
+        yield m.span("password") if m.group("password") is not None else m.span("token")
+    for m in _QUERY_SECRET.finditer(text):
+        yield m.span("value")
 
 
 @_remember_short
@@ -118,11 +176,19 @@ def redact_text(text: str) -> str:
     """``text`` with token-shaped values, URL userinfo and secret query parameters replaced."""
     if not text:
         return text
-    text = _SECRET_SHAPES.sub(
-        lambda m: REDACTED if m.group("basic") is None or _is_basic_credentials(m.group("basic")) else m.group(0), text
-    )
-    text = _USERINFO.sub(REDACTED + "@", text)
-    return _QUERY_SECRET.sub(lambda m: m.group(1) + REDACTED, text)
+    spans = sorted([*_secret_spans(text), *(m.span("userinfo") for m in _USERINFO.finditer(text))])
+    if not spans:
+        return text
+    parts: list[str] = []
+    done = 0
+    for start, end in spans:
+        if end <= done:
+            continue
+        if start >= done:
+            parts += (text[done:start], REDACTED)
+        done = end  # an overlapping span widens the one already replaced
+    parts.append(text[done:])
+    return "".join(parts)
 
 
 def redact_url(url: str) -> str:
@@ -145,10 +211,7 @@ def redact(value: Any) -> Any:
 
 @_remember_short
 def _secrets_in_text(text: str) -> tuple[str, ...]:
-    found = [m.group(0) for m in _shape_matches(text)]
-    found += [m.group("password") or m.group("token") for m in _USERINFO.finditer(text)]
-    found += [m.group("value") for m in _QUERY_SECRET.finditer(text)]
-    return tuple(found)
+    return tuple(text[start:end] for start, end in _secret_spans(text))
 
 
 def secret_values(value: Any) -> list[str]:

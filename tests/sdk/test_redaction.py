@@ -7,9 +7,12 @@ a false negative leaks it, so the table errs on the side of hiding, and pins wha
 
 from __future__ import annotations
 
+import time
 import traceback
+from collections.abc import Callable
 
 import pytest
+from support.adversarial import ADVERSARIAL, adversarial
 
 from mediaconduit_worker.errors import ProviderHTTPError
 from mediaconduit_worker.redaction import (
@@ -142,3 +145,54 @@ def test_redact_url_hides_credentials_every_time(path):
         shown = redact_url(url)
         assert "hunter2secret" not in shown and "abc123def456" not in shown
         assert shown.startswith(f"git+https://{REDACTED}@git.example.com{path}")
+
+
+#: Shapes found inside text that another shape's pattern matched and refused (each pattern is its own
+#: pass), in mixed case, and after the one character whose lower case is two.
+HIDDEN_SHAPES = [
+    ("sk-abcdef-eyJhbGciOiJI.eyJzdWIiOiIx.c2ln", "eyJzdWIiOiIx"),       # a JWT inside a key-less sk- run
+    ("basic x/AKIAIOSFODNN7EXAMPLE", "AKIAIOSFODNN7EXAMPLE"),           # an AWS id inside a non-credential Basic
+    ("xsk-abcdefgh-sk-abcdef012345", "sk-abcdef012345"),               # a prefix that starts no word, then one that does
+    ("Authorization: BeArEr abcdef0123456789", "abcdef0123456789"),
+    ("İİ Bearer abcdef0123456789 İ", "abcdef0123456789"),
+    ("xx-eyJhbGciOiJI.eyJzdWIiOiIx.c2ln", "eyJhbGciOiJI"),
+]
+
+
+@pytest.mark.parametrize("text, secret", HIDDEN_SHAPES)
+def test_shapes_behind_other_shapes_and_in_any_case_are_redacted(text, secret):
+    assert secret not in redact_text(text)
+    assert any(secret in s for s in secret_values({"note": text}))
+
+
+def test_a_jwt_keeps_what_precedes_its_first_word():
+    assert redact_text("xx-eyJhbGciOiJI.eyJzdWIiOiIx.c2ln end") == f"xx-{REDACTED} end"
+
+
+def _best_seconds(fn: Callable[[], object], runs: int) -> float:
+    """The least CPU time of ``runs`` calls: on a shared machine wall time stretches a long call more
+    than a short one (it spans more of other processes' time slices), CPU time does not."""
+    best = float("inf")
+    for _ in range(runs):
+        started = time.thread_time()
+        fn()
+        best = min(best, time.thread_time() - started)
+    return best
+
+
+def _producer_path(text: str) -> None:
+    """What the producer and the worker do with a job holding ``text``: the stored copy, the secret
+    values errors are scrubbed of, the scrub; ``text`` also stands as a key name."""
+    job = {"input": text, text: 1}
+    redact(job)
+    scrub(text, secret_values(job))
+
+
+@pytest.mark.timeout(300)  # a quadratic pattern takes hours on 1 MiB: this fails it instead
+@pytest.mark.parametrize("shape", ADVERSARIAL)
+def test_redaction_is_linear_on_adversarial_strings(shape):
+    """16 times the text takes about 16 times as long (quadratic: 256 times); ``bench/bench_redaction.py``
+    prints the figures beside a yardstick."""
+    small, large = (adversarial(shape, size) for size in (64 * 1024, 1024 * 1024))
+    ratio = _best_seconds(lambda: _producer_path(large), 2) / _best_seconds(lambda: _producer_path(small), 4)
+    assert ratio < 40, f"{shape}: 16x the text took {ratio:.0f}x as long"

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from conftest import MIRRORS, RUN_DIR
+from support.adversarial import ADVERSARIAL, adversarial
 from support.remote import QueueWorker
 
 from mediaconduit_worker import InvalidInputError
@@ -256,4 +257,18 @@ def test_a_message_nested_100000_deep_from_elsewhere_does_not_take_the_worker_do
         assert time.monotonic() < deadline, attacked_worker.log_text()[-3000:]
         time.sleep(0.2)
     assert attacked_worker.proc.poll() is None
+    assert submit(attacked_worker, "still serving", echo_url, "upper").get(timeout=60)["asset"]["content"] == "STILL SERVING"
+
+
+def test_adversarial_inputs_run_in_linear_time_and_the_worker_serves_the_next_job(attacked_worker, echo_url):
+    """A job holding 900 KiB that looks like the start of a secret again and again, for each shape (the
+    worker's cap is 1 MiB of JSON): the producer, the worker's main process and its pool redact it, the
+    job completes, and the worker serves the next job. A quadratic pattern took hours on each."""
+    texts = {shape: adversarial(shape, 900 * 1024) for shape in ADVERSARIAL}
+    sent = {shape: submit(attacked_worker, text, echo_url, "upper", {"api_key": CANARY_OPTION})
+            for shape, text in texts.items()}
+    for shape, r in sent.items():
+        result = r.get(timeout=300)
+        assert result["asset"]["content"] == texts[shape].upper(), shape
+        assert_clean(r.id, attacked_worker)
     assert submit(attacked_worker, "still serving", echo_url, "upper").get(timeout=60)["asset"]["content"] == "STILL SERVING"
