@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     """Seconds one input URL download may take in all (connect, redirects, body)."""
     provider_refresh: int = 0
     """Seconds after which a branch/tag pin is fetched again; 0 keeps pins until `providers update`."""
+    source_fetch_interval: int = 60
+    """Seconds within which a repository is fetched at most once for refs it lacks (random commits), and
+    at most once to refresh branch pins; `providers update` always fetches."""
     blob_dir: Path | None = None
     """Content-addressed blob store; defaults to ``home/blobs``. Share it to span machines."""
     service_idle_timeout: int = 1800

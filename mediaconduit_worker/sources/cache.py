@@ -28,6 +28,12 @@ from .git import git
 from .urls import SHA, Source, is_relative, stable_id
 
 log = logging.getLogger(__name__)
+#: The refs a mirror holds: what the repository's maintainers published, not ``refs/pull/*``.
+PUBLISHED_REFS = ("+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*")
+#: Where a mirror keeps the commit the repository's HEAD named at the last fetch (a URL without a ref).
+REMOTE_HEAD = "refs/mediaconduit/remote-head"
+#: Files in a mirror holding when it was last fetched, and last fetched for a ref it lacked.
+FETCHED_AT, MISSED_AT = "mediaconduit-fetched-at", "mediaconduit-missed-at"
 
 
 @dataclass(frozen=True)
@@ -134,7 +140,7 @@ class SourceCache:
                 pinned = self.read_pin(source)
                 if pinned is not None:
                     return pinned
-            commit = self._fetch(source)
+            commit = self._fetch(source, update)
             root = _folder(source, self._export(source, commit), commit)
             pin = {"url": source.url, "ref": source.ref, "commit": commit, "fetched_at": time.time()}
             self._pin_path(source).parent.mkdir(parents=True, exist_ok=True)
@@ -143,24 +149,67 @@ class SourceCache:
             os.replace(tmp, self._pin_path(source))
             return Checkout(source, root, commit)
 
-    def _fetch(self, source: Source) -> str:
-        mirror = self.root / "git" / f"{source.key}.git"
-        rev = f"{source.ref or 'HEAD'}^{{commit}}"
+    def _mirror(self, source: Source) -> Path:
+        return self.root / "git" / f"{source.key}.git"
+
+    def _fetch(self, source: Source, update: bool) -> str:
+        """The commit ``source`` names, fetched if need be; only a commit on a branch or tag is returned.
+
+        The mirror holds the repository's branches and tags and nothing else (a ``--mirror`` clone would
+        also copy ``refs/pull/*``, where anyone can publish a commit). A ref the mirror lacks sends git to
+        the repository at most once per ``MEDIACONDUIT_SOURCE_FETCH_INTERVAL``, however many jobs ask
+        (a random SHA per job makes one fetch per interval); a branch is refreshed at most as often.
+        """
+        mirror = self._mirror(source)
+        rev = f"{source.ref or REMOTE_HEAD}^{{commit}}"
         if not mirror.is_dir():
-            log.info("cloning %s", source.location)
+            log.info("cloning %s", redact_url(source.location))
             mirror.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(dir=mirror.parent, prefix=".clone-"))
             try:
-                git("clone", "--mirror", "--quiet", "--", source.location, str(tmp), url=source.url)
+                git("init", "--bare", "--quiet", str(tmp), url=source.url)
+                self._fetch_published(tmp, source)
                 os.replace(tmp, mirror)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
-        elif not (source.ref and SHA.match(source.ref) and self._has(mirror, rev)):
-            log.info("fetching %s", source.location)
-            git("remote", "update", "--prune", cwd=mirror, url=source.url)
+        else:
+            known, interval = self._has(mirror, rev), get_settings().source_fetch_interval
+            if known:  # a stale branch pin, or a new spelling of the URL: the mirror may be fresh enough
+                due = not SHA.match(source.ref or "") and time.time() - _stamp(mirror, FETCHED_AT) >= interval
+            else:  # a commit pushed since, or a random one: look once, then not again within the interval
+                due = time.time() - _stamp(mirror, MISSED_AT) >= interval
+            if update or due:
+                log.info("fetching %s", redact_url(source.location))
+                if not known:
+                    (mirror / MISSED_AT).write_text(str(time.time()))
+                self._fetch_published(mirror, source)
+        shown = redact_url(source.url)
         if not self._has(mirror, rev):
-            raise ProviderSourceError(f"cannot fetch {redact_url(source.url)!r}: no ref {source.ref or 'HEAD'!r} in the repository")
-        return git("rev-parse", "--verify", "--end-of-options", rev, cwd=mirror, url=source.url)
+            if SHA.match(source.ref or ""):
+                raise ProviderSourceError(f"cannot fetch {shown!r}: commit {source.ref} is on no branch or tag of "
+                                          "the repository (only published code runs)")
+            raise ProviderSourceError(f"cannot fetch {shown!r}: no branch or tag {source.ref or 'HEAD'!r} in the repository")
+        commit = git("rev-parse", "--verify", "--end-of-options", rev, cwd=mirror, url=source.url)
+        if not git("for-each-ref", "--count=1", "--format=%(refname)", f"--contains={commit}", "refs/heads/",
+                   "refs/tags/", cwd=mirror, url=source.url):
+            raise ProviderSourceError(f"cannot fetch {shown!r}: commit {commit} is on no branch or tag of the "
+                                      "repository (only published code runs)")
+        return commit
+
+    @staticmethod
+    def _fetch_published(mirror: Path, source: Source) -> None:
+        """Fetch the repository's branches, tags and HEAD into ``mirror`` (a HEAD naming no commit yet, as
+        in a repository nothing was pushed to, is left out)."""
+        def fetch(*refspecs: str) -> None:
+            git("fetch", "--quiet", "--prune", "--no-tags", "--", source.location, *refspecs, cwd=mirror, url=source.url)
+
+        try:
+            fetch(*PUBLISHED_REFS, f"+HEAD:{REMOTE_HEAD}")
+        except ProviderSourceError as exc:
+            if "couldn't find remote ref HEAD" not in str(exc):
+                raise
+            fetch(*PUBLISHED_REFS)
+        (mirror / FETCHED_AT).write_text(str(time.time()))
 
     @staticmethod
     def _has(mirror: Path, rev: str) -> bool:
@@ -171,7 +220,7 @@ class SourceCache:
         target = self._checkout_dir(source, commit)
         if target.is_dir():
             return target
-        mirror = self.root / "git" / f"{source.key}.git"
+        mirror = self._mirror(source)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".export-"))
         try:
@@ -182,6 +231,13 @@ class SourceCache:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return target
+
+
+def _stamp(mirror: Path, name: str) -> float:
+    try:
+        return float((mirror / name).read_text())
+    except (FileNotFoundError, ValueError):
+        return 0.0
 
 
 def _folder(source: Source, tree: Path, commit: str) -> Path:

@@ -42,7 +42,11 @@ class Source:
 
     @property
     def key(self) -> str:
-        """The repository (not the folder in it): one mirror and one export per commit serve all its folders."""
+        """The repository (not the folder in it): one mirror and one export per commit serve all its folders.
+        A git repository is named by its locator, so the spellings of one URL (host case, ``.git``, the
+        default port, userinfo) share one mirror."""
+        if self.kind == "git":
+            return stable_id("git:" + "/".join(self.locator))
         return stable_id(f"{self.kind}:{self.location}")
 
     def at(self, commit: str, subdirectory: str | None) -> str:

@@ -42,7 +42,7 @@ def test_a_missing_folder(tmp_path):
 def test_a_missing_repository():
     url = "https://github.com/MediaConduit/no-such-repository"
     line = one_error_line(mediaconduit("submit", "hi", "--provider", url, "--model", "upper"))
-    assert line.startswith(f"error: cannot fetch {url!r}: git clone: ")
+    assert line.startswith(f"error: cannot fetch {url!r}: git fetch: ")
     assert line.endswith("no-such-repository' does not appear to be a git repository"), line
 
 

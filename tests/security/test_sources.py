@@ -5,14 +5,17 @@ the checkout, the YAML loader's limits, and folder sources whose links point out
 from __future__ import annotations
 
 import io
+import os
 import re
+import shutil
+import subprocess
 import tarfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import RUN_DIR, publish
+from conftest import MIRRORS, RUN_DIR, git, head_commit, publish
 
 from mediaconduit_worker.errors import (
     ConfigurationError,
@@ -448,3 +451,179 @@ def test_a_provider_that_cannot_be_read_is_tried_once_per_window(allow, monkeypa
     monkeypatch.setattr(routing, "UNRESOLVED_FOR", 0.0)  # the window over: tried again
     routing._unresolved.clear()
     assert routing.capability_for(url, "m", {}) is None and len(reads) == 2
+
+
+# -- only published code: branches and tags, never refs/pull/* ---------------------------------------
+SAYING_PROVIDER = """from mediaconduit_worker import MediaCapability, MediaProvider, Text, TextToTextModel, input_text
+
+
+class Say(TextToTextModel):
+    def transform(self, input, options=None):
+        return Text.from_string({said!r} + input_text(input))
+
+
+class P(MediaProvider):
+    model_classes = {{MediaCapability.TEXT_TO_TEXT: Say}}
+"""
+SAYING_MANIFEST = "id: saying\nname: Saying\nmain: provider.py\nexportName: P\nmodels: [{id: say, capabilities: [text-to-text]}]\n"
+
+
+def _push_pull_request(url: str, files: dict[str, str]) -> str:
+    """Push a commit the way GitHub publishes anyone's pull request: at ``refs/pull/1/head`` of the
+    repository behind ``url``, on top of its main branch, on no branch or tag. Returns its SHA."""
+    bare = MIRRORS / "tests" / url.rsplit("/", 1)[1]
+    work = RUN_DIR / "work" / f"pr-{uuid.uuid4().hex[:6]}"
+    git("clone", "-q", str(bare), str(work), cwd=RUN_DIR)
+    for rel, text in files.items():
+        (work / rel).write_text(text)
+    git("commit", "-q", "-am", "an outsider's pull request", cwd=work)
+    git("push", "-q", "origin", "HEAD:refs/pull/1/head", cwd=work)
+    return git("rev-parse", "HEAD", cwd=work)
+
+
+@pytest.fixture(scope="module")
+def saying_repo(publish_repo) -> dict[str, str]:
+    """A provider repository with two commits on main (v1, then v2) and a pull request commit (unmerged)."""
+    files = {"MediaConduit.provider.yml": SAYING_MANIFEST, "provider.py": SAYING_PROVIDER.format(said="v1 ")}
+    url = publish_repo("saying-provider", files)
+    name = url.rsplit("/", 1)[1]
+    first = head_commit(name, "tests")
+    publish(_written(files | {"provider.py": SAYING_PROVIDER.format(said="v2 ")}), name, org="tests")
+    pull = _push_pull_request(url, {"provider.py": SAYING_PROVIDER.format(said="UNMERGED ")})
+    return {"url": url, "first": first, "head": head_commit(name, "tests"), "pull": pull}
+
+
+def _written(files: dict[str, str]) -> Path:
+    folder = RUN_DIR / "content" / uuid.uuid4().hex[:8]
+    for rel, text in files.items():
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_text(text)
+    return folder
+
+
+class GitCalls:
+    """Real git, behind a ``git`` on PATH that writes down every command it runs."""
+
+    def __init__(self, bin_dir: Path) -> None:
+        self.log = bin_dir / "git.log"
+        bin_dir.mkdir(parents=True, exist_ok=True)
+        wrapper = bin_dir / "git"
+        wrapper.write_text(f'#!/bin/sh\necho "$1" >> "{self.log}"\nexec {shutil.which("git")} "$@"\n')
+        wrapper.chmod(0o755)
+
+    def count(self, command: str) -> int:
+        return self.log.read_text().split().count(command) if self.log.exists() else 0
+
+
+@pytest.fixture
+def git_calls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> GitCalls:
+    calls = GitCalls(tmp_path / "bin")
+    monkeypatch.setenv("PATH", f"{calls.log.parent}{os.pathsep}{os.environ['PATH']}")
+    return calls
+
+
+@pytest.mark.parametrize("form", ["{url}@{sha}", "{url}/tree/{sha}/", "git+{url}@{sha}"])
+def test_a_pull_request_commit_is_refused_by_sha_and_by_tree(tmp_path: Path, saying_repo: dict, form: str) -> None:
+    url = form.format(url=saying_repo["url"], sha=saying_repo["pull"])
+    with pytest.raises(ProviderSourceError) as err:
+        SourceCache(tmp_path / "cache").materialise(parse_source(url))
+    message = str(err.value)
+    assert saying_repo["pull"] in message and saying_repo["url"] in message and "no branch or tag" in message
+    assert not (tmp_path / "cache" / "checkouts").exists() or not any((tmp_path / "cache" / "checkouts").rglob(
+        saying_repo["pull"]))
+
+
+def test_mirrors_hold_only_branches_and_tags(tmp_path: Path, saying_repo: dict) -> None:
+    cache = SourceCache(tmp_path / "cache")
+    assert cache.materialise(parse_source(saying_repo["url"])).commit == saying_repo["head"]
+    (mirror,) = (tmp_path / "cache" / "git").iterdir()
+    refs = git("for-each-ref", "--format=%(refname)", cwd=mirror).split()
+    assert refs and all(r.startswith(("refs/heads/", "refs/tags/", "refs/mediaconduit/")) for r in refs), refs
+    assert subprocess.run(["git", "cat-file", "-e", saying_repo["pull"]], cwd=mirror).returncode != 0
+
+
+def test_a_branch_commit_by_sha_still_loads(tmp_path: Path, saying_repo: dict) -> None:
+    cache = SourceCache(tmp_path / "cache")
+    for sha, said in ((saying_repo["first"], "v1 "), (saying_repo["head"], "v2 ")):
+        checkout = cache.materialise(parse_source(f"{saying_repo['url']}@{sha}"))
+        assert checkout.commit == sha
+        assert repr(said) in (checkout.root / "provider.py").read_text()
+
+
+def test_a_worker_refuses_a_pull_request_commit_and_serves_the_next_job(attacked_worker, saying_repo: dict,
+                                                                        echo_url: str) -> None:
+    url, pull = saying_repo["url"], saying_repo["pull"]
+    for provider in (f"{url}@{pull}", f"{url}/tree/{pull}/"):
+        with pytest.raises(Exception) as err:
+            attacked_worker.run("x", provider, "say")
+        assert pull in str(err.value) and url in str(err.value), str(err.value)
+        assert "UNMERGED" not in str(err.value)
+    old = attacked_worker.run("x", f"{url}@{saying_repo['first']}", "say")
+    assert old["asset"]["content"] == "v1 x"
+    assert attacked_worker.run("still serving", echo_url, "upper")["asset"]["content"] == "STILL SERVING"
+
+
+def test_a_service_pinned_at_a_pull_request_commit_is_refused(tmp_path: Path, publish_repo) -> None:
+    from mediaconduit_worker.services.registry import ServiceRegistry
+
+    url = publish_repo("pinned-service", {"MediaConduit.service.yml": "id: pinned\nname: pinned\ndocker:\n"
+                                          "  composeFile: docker-compose.yml\n",
+                                          "docker-compose.yml": "services:\n  s:\n    image: busybox\n"})
+    pull = _push_pull_request(url, {"docker-compose.yml": "services:\n  s:\n    image: busybox\n"
+                                                          "    environment: {LEAK: $MEDIACONDUIT_CANARY_TOKEN}\n"})
+    registry = ServiceRegistry(client=None, cache=SourceCache(tmp_path / "cache"))
+    assert registry.spec_for(url).id == "pinned"
+    with pytest.raises(ProviderSourceError, match=f"commit {pull} is on no branch or tag"):
+        registry.spec_for(f"git+{url}@{pull}")
+
+
+def test_spellings_of_one_url_share_one_mirror(tmp_path: Path, saying_repo: dict, monkeypatch, git_calls) -> None:
+    name = saying_repo["url"].rsplit("/", 1)[1]
+    spellings = [saying_repo["url"], f"https://GitHub.com:443/tests/{name}.git", f"https://someone@github.com/tests/{name}",
+                 f"git+https://github.com/tests/{name}/", f"https://github.com:443/tests/{name}@main"]
+    for i, base in enumerate(["https://GitHub.com:443/", "https://someone@github.com/", "https://github.com:443/"]):
+        monkeypatch.setenv(f"GIT_CONFIG_KEY_{i}", f"url.file://{MIRRORS}/.insteadOf")
+        monkeypatch.setenv(f"GIT_CONFIG_VALUE_{i}", base)
+    monkeypatch.setenv("GIT_CONFIG_COUNT", "3")
+    dot_git = MIRRORS / "tests" / f"{name}.git"  # github.com answers …/REPO.git as …/REPO: so does the test mirror
+    if not dot_git.exists():
+        dot_git.symlink_to(MIRRORS / "tests" / name)
+    monkeypatch.setenv("MEDIACONDUIT_SOURCE_FETCH_INTERVAL", "0")  # each spelling fetches: each reaches the repository
+    get_settings.cache_clear()
+    try:
+        cache = SourceCache(tmp_path / "cache")
+        commits = {cache.materialise(parse_source(url)).commit for url in spellings}
+    finally:
+        monkeypatch.delenv("MEDIACONDUIT_SOURCE_FETCH_INTERVAL")
+        get_settings.cache_clear()
+    assert commits == {saying_repo["head"]}
+    assert git_calls.count("fetch") == len(spellings)
+    assert [p.name for p in (tmp_path / "cache" / "git").iterdir()] == [f"{parse_source(spellings[0]).key}.git"]
+    assert len(list((tmp_path / "cache" / "checkouts").iterdir())) == 1
+
+
+def test_an_unknown_sha_is_fetched_once_per_interval(tmp_path: Path, saying_repo: dict, git_calls) -> None:
+    cache = SourceCache(tmp_path / "cache")
+    cache.materialise(parse_source(saying_repo["url"]))
+    assert git_calls.count("fetch") == 1
+    (mirror,) = (tmp_path / "cache" / "git").iterdir()
+
+    def refused(ref: str, culprit: str) -> None:
+        with pytest.raises(ProviderSourceError, match=re.escape(culprit)) as err:
+            cache.materialise(parse_source(f"{saying_repo['url']}@{ref}"))
+        assert saying_repo["url"] in str(err.value)
+
+    randoms = [uuid.uuid4().hex + uuid.uuid4().hex[:8] for _ in range(3)]
+    for sha in randoms + randoms:
+        refused(sha, f"commit {sha} is on no branch or tag")
+    refused("no-such-branch", "no branch or tag 'no-such-branch'")
+    assert git_calls.count("fetch") == 2  # the first miss looked (a commit pushed since would be found), no other
+    (mirror / "mediaconduit-missed-at").write_text("0")  # the interval is over: one more look
+    refused(randoms[0], f"commit {randoms[0]} is on no branch or tag")
+    refused(randoms[1], f"commit {randoms[1]} is on no branch or tag")
+    assert git_calls.count("fetch") == 3
+    # a commit it already holds needs no fetch at all, however stale the mirror
+    (mirror / "mediaconduit-fetched-at").write_text("0")
+    assert cache.materialise(parse_source(f"{saying_repo['url']}@{saying_repo['first']}")).commit == saying_repo["first"]
+    assert git_calls.count("fetch") == 3
+
