@@ -23,9 +23,9 @@ from ..manifest import PROVIDER_MANIFEST, ProviderManifest, load_provider_manife
 from ..provider import MediaProvider, ServiceHost, ServiceInfo
 from ..redaction import redact_url
 from ..sources import Checkout, Source, SourceCache, check_allowed, file_lock, parse_source, stable_id
+from .wheel_manifest import ENTRY_POINT_GROUP, wheel_manifest
 
 log = logging.getLogger(__name__)
-ENTRY_POINT_GROUP = "mediaconduit.providers"
 _NPM_MAIN = (".js", ".mjs", ".cjs", ".ts", ".mts", ".cts")
 
 
@@ -178,8 +178,9 @@ class ProviderRegistry:
         return lock
 
     def manifest(self, url: str) -> tuple[ProviderManifest, Checkout]:
-        """Fetch (or reuse) the source and parse its manifest, without installing or importing code.
-        A producer asks this for every job it routes: once read, it is a lock-free dict read."""
+        """Fetch (or reuse) the source and parse its manifest, without installing or importing code (a
+        ``pypi:`` package's is read out of its wheel). A producer asks this for every job it routes: once
+        read, it is a lock-free dict read."""
         lp = self._loaded.get(url)
         if lp is not None:
             return lp.manifest, lp.checkout
@@ -194,9 +195,9 @@ class ProviderRegistry:
                 check_allowed(url)
                 source = parse_source(url)
                 if source.kind == "pypi":
-                    lp = self.get(url)
-                    return lp.manifest, lp.checkout
-                self._manifests[url] = self._read(url, source)
+                    self._manifests[url] = wheel_manifest(source, url, self.cache.root)
+                else:
+                    self._manifests[url] = self._read(url, source)
             return self._manifests[url]
 
     def _read(self, url: str, source: Source) -> tuple[ProviderManifest, Checkout]:

@@ -627,3 +627,87 @@ def test_an_unknown_sha_is_fetched_once_per_interval(tmp_path: Path, saying_repo
     assert cache.materialise(parse_source(f"{saying_repo['url']}@{saying_repo['first']}")).commit == saying_repo["first"]
     assert git_calls.count("fetch") == 3
 
+
+# -- routing never runs code: a pypi: provider's manifest comes out of its wheel ----------------------
+def _wheel(folder: Path, dist: str, files: dict[str, str], entry: str | None) -> Path:
+    """A wheel of ``dist`` 1.0 holding ``files``, with a ``mediaconduit.providers`` entry point ``entry``."""
+    import zipfile
+
+    module = dist.replace("-", "_")
+    info = f"{module}-1.0.dist-info"
+    members = {**files, f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n",
+               f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    if entry:
+        members[f"{info}/entry_points.txt"] = f"[mediaconduit.providers]\nx = {entry}\n"
+    members[f"{info}/RECORD"] = "".join(f"{n},,\n" for n in members) + f"{info}/RECORD,,\n"
+    folder.mkdir(parents=True, exist_ok=True)
+    wheel = folder / f"{module}-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        for name, text in members.items():
+            zf.writestr(name, text)
+    return wheel
+
+
+@pytest.fixture
+def package_index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A local find-links folder as pip's only index (pip runs in a subprocess: it reads the environment)."""
+    index = tmp_path / "index"
+    index.mkdir()
+    monkeypatch.setenv("PIP_FIND_LINKS", str(index))
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    return index
+
+
+def test_routing_reads_a_pypi_providers_manifest_from_its_wheel_without_installing(package_index: Path,
+                                                                                  tmp_path: Path) -> None:
+    import sys
+
+    from mediaconduit_worker.worker.loader import get_registry
+    from mediaconduit_worker.worker.routes import capability_for
+
+    dist = f"mc-routed-{uuid.uuid4().hex[:6]}"
+    module, ran = dist.replace("-", "_"), tmp_path / "imported"
+    _wheel(package_index, dist, {
+        f"{module}/__init__.py": f"open({str(ran)!r}, 'w').write('the package ran')\n",
+        f"{module}/MediaConduit.provider.yml": "id: routed\nname: Routed\n"
+                                               "models: [{id: paint, capabilities: [text-to-image]}]\n",
+    }, f"{module}:Provider")
+    url = f"pypi:{dist}==1.0"
+    assert capability_for(url, "paint", {}).value == "text-to-image"
+    manifest, checkout = get_registry().manifest(url)
+    assert manifest.id == "routed" and checkout.version == f"{dist}==1.0"
+    assert not ran.exists() and module not in sys.modules
+    assert not (get_registry().cache.root / "pypi").exists() or not any(
+        module in p.name for p in (get_registry().cache.root / "pypi").rglob("*"))
+
+
+@pytest.mark.parametrize("kind", ["no manifest", "sdist only", "plain module"])
+def test_a_pypi_provider_whose_wheel_cannot_tell_goes_to_the_default_queue_unrun(
+        kind: str, package_index: Path, tmp_path: Path, caplog) -> None:
+    from mediaconduit_worker.worker.routes import capability_for
+
+    dist = f"mc-unrouted-{uuid.uuid4().hex[:6]}"
+    module, ran = dist.replace("-", "_"), tmp_path / "imported"
+    side_effect = f"open({str(ran)!r}, 'w').write('the package ran')\n"
+    if kind == "no manifest":
+        _wheel(package_index, dist, {f"{module}/__init__.py": side_effect}, f"{module}:Provider")
+        culprit = "ships no MediaConduit.provider.yml"
+    elif kind == "plain module":  # a module file's folder is the wheel's root: the manifest must be there
+        _wheel(package_index, dist, {f"{module}.py": side_effect, f"{module}/MediaConduit.provider.yml": "id: x\n"},
+               f"{module}:Provider")
+        culprit = "ships no MediaConduit.provider.yml"
+    else:  # building an sdist runs its setup.py: never done
+        sdist = package_index / f"{module}-1.0.tar.gz"
+        with tarfile.open(sdist, "w:gz") as tar:
+            for name, text in {"setup.py": side_effect + "from setuptools import setup\nsetup()\n",
+                               "PKG-INFO": f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n"}.items():
+                data = text.encode()
+                member = tarfile.TarInfo(f"{module}-1.0/{name}")
+                member.size = len(data)
+                tar.addfile(member, io.BytesIO(data))
+        culprit = "downloading the wheel"
+    with caplog.at_level("WARNING"):
+        assert capability_for(f"pypi:{dist}==1.0", "m", {}) is None
+    assert any(culprit in r.getMessage() and dist in r.getMessage() for r in caplog.records), caplog.text
+    assert not ran.exists()
+
