@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -31,17 +32,36 @@ def _load_result(ref: str, timeout: float) -> dict[str, Any]:
     return dict(found.get(timeout=timeout))
 
 
+def _consent(planned: list[Any], yes: bool) -> None:
+    """With no allow-list, a record from elsewhere chooses the code workers fetch and run: run it only
+    when told to (``--yes``, or a yes at a terminal); elsewhere fail naming what it would fetch."""
+    from ..sources import allow_list_is_set
+
+    if allow_list_is_set() or yes:
+        return
+    listed = "; ".join(str(f) for f in planned)
+    if sys.stdin.isatty() and sys.stderr.isatty():
+        if click.confirm(f"no MEDIACONDUIT_PROVIDER_ALLOW is set: fetch and run {listed}?", err=True):
+            return
+        raise click.ClickException("replay not confirmed")
+    raise click.ClickException(f"no MEDIACONDUIT_PROVIDER_ALLOW is set and replay would fetch and run {listed}; "
+                               "pass --yes to run it")
+
+
 @click.command()
 @click.argument("ref", metavar="RESULT.json|TASK_ID")
 @click.option("--verify", is_flag=True, help="Compare each step's output digest with the record's; exit 1 on a difference.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.option("--timeout", type=float, default=600.0, help="Seconds to wait for the replayed chain.")
-def replay(ref: str, verify: bool, as_json: bool, timeout: float) -> None:
+@click.option("--yes", is_flag=True, help="Run the record's providers and services with no allow-list set.")
+def replay(ref: str, verify: bool, as_json: bool, timeout: float, yes: bool) -> None:
     """Re-run the chain behind a result from its record alone.
 
     Each step runs the recorded provider at its recorded commit (its Docker service too), with the
     recorded model and options; redacted secrets come from the worker's environment. The first
-    step gets the original input: text as recorded, media from the blob store by digest.
+    step gets the original input: text as recorded, media from the blob store by digest. What it
+    would fetch is shown first; anything outside MEDIACONDUIT_PROVIDER_ALLOW is refused, and with no
+    allow-list set it runs only with --yes.
     """
     from rich.console import Console
     from rich.table import Table
@@ -49,13 +69,18 @@ def replay(ref: str, verify: bool, as_json: bool, timeout: float) -> None:
     from ..errors import MediaConduitError
     from ..worker.app import transform
     from ..worker.broker import ensure_broker
-    from ..worker.replay import compare, plan, submit
+    from ..worker.replay_plan import compare, fetches, plan, refuse_unallowed, submit
 
     console = Console(stderr=True)
     try:
         original, steps = plan(_load_result(ref, timeout))
+        planned = fetches(steps)
+        refuse_unallowed(planned)
     except MediaConduitError as exc:
         raise click.ClickException(str(exc)) from None
+    for fetch in planned:
+        click.echo(f"fetches {fetch}", err=True)
+    _consent(planned, yes)
     ensure_broker()
     with console.status(f"replaying {len(steps)} step(s) through the queue"):
         try:
@@ -65,7 +90,8 @@ def replay(ref: str, verify: bool, as_json: bool, timeout: float) -> None:
     rows = compare(steps, replayed)
     differ = [r for r in rows if not r["same"]]
     if as_json:
-        click.echo(json.dumps({"steps": rows, "same": not differ, "result": replayed}, indent=2))
+        fetched = [{"step": f.step, "kind": f.kind, "url": f.url} for f in planned]
+        click.echo(json.dumps({"steps": rows, "same": not differ, "fetched": fetched, "result": replayed}, indent=2))
     else:
         table = Table("step", "model", "provider", "recorded output", "replayed output", "verdict")
         for r in rows:

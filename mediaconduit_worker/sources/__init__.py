@@ -1,7 +1,7 @@
 """Where providers and services come from: the URL grammar (``urls``), the allow-list (``allow``), and
 git fetches pinned to a commit with the on-disk cache they fill (``git``, ``cache``)."""
 
-from .allow import check_allowed
+from .allow import allow_list_is_set, check_allowed
 from .cache import Checkout, SourceCache, extract_tree, file_lock
 from .git import git_error_detail
 from .urls import Source, parse_source, stable_id
@@ -10,6 +10,7 @@ __all__ = [
     "Checkout",
     "Source",
     "SourceCache",
+    "allow_list_is_set",
     "check_allowed",
     "extract_tree",
     "file_lock",

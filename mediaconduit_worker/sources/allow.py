@@ -26,6 +26,11 @@ def _parsed_allow_list(allow: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
     return tuple(out)
 
 
+def allow_list_is_set() -> bool:
+    """Whether ``MEDIACONDUIT_PROVIDER_ALLOW`` limits anything (unset or empty allows every URL)."""
+    return bool(_allow_list())
+
+
 def check_allowed(url: str) -> None:
     """Enforce ``MEDIACONDUIT_PROVIDER_ALLOW`` before anything is fetched, on producers and workers alike.
 

@@ -711,3 +711,39 @@ def test_a_pypi_provider_whose_wheel_cannot_tell_goes_to_the_default_queue_unrun
     assert any(culprit in r.getMessage() and dist in r.getMessage() for r in caplog.records), caplog.text
     assert not ran.exists()
 
+
+# -- replay of a record from elsewhere: shown, checked against the allow-list, run only when told -----
+def _crafted_record(recorder_url: str) -> dict:
+    """A RESULT.json as anyone can write one: step 1 a git provider and service on a loopback host, step 2
+    a PyPI package; each pinned, as replay requires."""
+    first = {"record_version": "1", "provider_url": f"git+{recorder_url}/evil-provider.git", "source_kind": "git",
+             "provider_commit": "1" * 40, "model_id": "m", "input": {"type": "text", "content": "x"}, "options": {},
+             "output_digest": "0" * 64, "service": {"url": f"git+{recorder_url}/evil-service.git", "commit": "2" * 40}}
+    second = {"record_version": "1", "provider_url": "pypi:mc-evil-replayed", "source_kind": "pypi",
+              "provider_version": "mc-evil-replayed==6.6.6", "model_id": "m", "options": {}, "output_digest": "0" * 64,
+              "input": {"type": "text", "content": "y", "metadata": {"generation_prompt": first}}}
+    return {"asset": {"type": "text", "content": "z"}, "metadata": {"generation_prompt": second}}
+
+
+@pytest.mark.parametrize("allow_list, args, culprit", [
+    (None, [], "no MEDIACONDUIT_PROVIDER_ALLOW is set and replay would fetch and run "
+               "step 1 provider git+{r}/evil-provider.git@{c1}; step 1 service git+{r}/evil-service.git@{c2}; "
+               "step 2 provider pypi:mc-evil-replayed==6.6.6; pass --yes to run it"),
+    ("https://github.com/tests/", [], "step 1 provider git+{r}/evil-provider.git@{c1} is refused"),
+    ("https://github.com/tests/", ["--yes"], "step 1 provider git+{r}/evil-provider.git@{c1} is refused"),
+    ("{r}/evil-provider.git", ["--yes"], "step 1 service git+{r}/evil-service.git@{c2} is refused"),
+    ("{r}/", ["--yes"], "step 2 provider pypi:mc-evil-replayed==6.6.6 is refused"),
+])
+def test_a_crafted_record_is_shown_and_refused_before_anything_is_fetched(
+        allow, recorder, tmp_path: Path, monkeypatch, allow_list: str | None, args: list[str], culprit: str) -> None:
+    from support.toolkit import replay
+
+    monkeypatch.setenv("PIP_INDEX_URL", f"{recorder.url}/simple")  # a pip run would show as a request
+    if allow_list:
+        allow(allow_list.format(r=recorder.url))
+    hits = len(recorder.hits)
+    code, _, output = replay(_crafted_record(recorder.url), tmp_path, *args, yes=False)
+    error = [line for line in output.splitlines() if line.startswith("error: ")]
+    assert code != 0 and len(error) == 1, output
+    assert culprit.format(r=recorder.url, c1="1" * 40, c2="2" * 40) in error[0], error[0]
+    assert recorder.hits[hits:] == []

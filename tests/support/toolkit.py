@@ -31,16 +31,17 @@ def validate(url: str, *args: str) -> tuple[int, dict[str, dict[str, Any]], Any]
     return code, {c["name"]: c for c in report["checks"]}, report
 
 
-def replay(result: dict[str, Any], tmp: Path, *args: str) -> tuple[int, Any, str]:
-    """``replay RESULT.json --json ARGS`` over a result written to a file."""
+def replay(result: dict[str, Any], tmp: Path, *args: str, yes: bool = True) -> tuple[int, Any, str]:
+    """``replay RESULT.json --json [--yes] ARGS`` over a result written to a file (``--yes``: the tests run
+    with no allow-list, and these records are the tests' own)."""
     path = tmp / f"result-{len(list(tmp.glob('result-*.json')))}.json"
     path.write_text(json.dumps(result))
-    return run_cli("replay", str(path), "--json", *args)
+    return run_cli("replay", str(path), "--json", *(["--yes"] if yes else []), *args)
 
 
 def prompts(result: dict[str, Any]) -> list[dict[str, Any]]:
     """A result's generation prompts, first step first."""
-    from mediaconduit_worker.worker.replay import recorded_prompts
+    from mediaconduit_worker.worker.replay_plan import recorded_prompts
 
     return recorded_prompts(result)
 

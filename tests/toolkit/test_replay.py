@@ -51,7 +51,7 @@ def test_a_replay_by_task_id(text_worker, textops_url):
 
     async_result = transform.delay(TEXT, textops_url, "rot13", {})
     async_result.get(timeout=60)
-    code, report, output = run_cli("replay", async_result.id, "--verify", "--json")
+    code, report, output = run_cli("replay", async_result.id, "--verify", "--json", "--yes")
     assert code == 0, output
     assert report["same"] is True
 
@@ -109,7 +109,7 @@ def test_the_table_names_the_step_that_differed(text_worker, tmp_path):
     import json
 
     path.write_text(json.dumps(result))
-    code, _, output = run_cli("replay", str(path), "--verify")
+    code, _, output = run_cli("replay", str(path), "--verify", "--yes")
     assert code == 1
     assert "different: step 2 (now)" in output and "same" in output
 
@@ -134,7 +134,7 @@ def test_a_media_input_comes_back_by_digest_or_is_refused_when_gone(text_worker,
     """The first input may be media: it is found again by its digest, and a missing blob is named."""
     from mediaconduit_worker.blobs import BlobStore
     from mediaconduit_worker.errors import ReplayError
-    from mediaconduit_worker.worker.replay import plan
+    from mediaconduit_worker.worker.replay_plan import plan
 
     data = b"media bytes " + tmp_path.name.encode()
     uri, digest = BlobStore().put(data)
@@ -158,3 +158,23 @@ def _with_commit(result: dict, step: int, commit: str) -> dict:
         prompt = prompt["input"]["metadata"]["generation_prompt"]
     prompt["provider_commit"] = commit
     return edited
+
+
+def test_with_an_allow_list_replay_shows_what_it_fetches_and_needs_no_yes(text_worker, textops_url, tmp_path,
+                                                                          monkeypatch):
+    from mediaconduit_worker.settings import get_settings
+
+    result = run_chain((TEXT, textops_url, "rot13", {}))
+    commit = prompts(result)[0]["provider_commit"]
+    monkeypatch.setenv("MEDIACONDUIT_PROVIDER_ALLOW", "https://github.com/MediaConduit/")
+    get_settings.cache_clear()
+    try:
+        code, report, output = replay(result, tmp_path, "--verify", yes=False)
+    finally:
+        monkeypatch.delenv("MEDIACONDUIT_PROVIDER_ALLOW")
+        get_settings.cache_clear()
+    assert code == 0 and report["same"], output
+    assert report["fetched"] == [{"step": 1, "kind": "provider", "url": f"{textops_url}@{commit}"}]
+    assert f"fetches step 1 provider {textops_url}@{commit}" in output
+    code, _, output = replay(result, tmp_path, yes=False)  # no allow-list: not without --yes
+    assert code == 1 and f"would fetch and run step 1 provider {textops_url}@{commit}; pass --yes" in output

@@ -1,0 +1,177 @@
+"""Producer side of replay: a record back into a chain of pinned steps, the code running it would fetch,
+and the allow-list's word on each before anything is sent.
+
+A RESULT.json may come from anywhere: the commits and packages it names are code a worker fetches and
+runs. ``fetches`` lists them (each provider at its commit or version, each Docker service at its
+commit), and ``refuse_unallowed`` refuses any outside ``MEDIACONDUIT_PROVIDER_ALLOW`` before a job is
+queued; ``mediaconduit replay`` shows the list and, with no allow-list set, runs it only with ``--yes``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ..blobs import BlobStore
+from ..errors import ProviderSourceError, ReplayError
+from ..redaction import REDACTED, redact_url
+from ..sources import check_allowed
+from .replay import SERVICE_PIN_OPTION, at_commit
+
+#: The message header carrying a job's execution options, set only by trusted producers.
+EXEC_HEADER = "mediaconduit_exec"
+
+
+@dataclass(frozen=True)
+class ReplayStep:
+    """One step of a recorded chain, as it will be sent again."""
+
+    index: int
+    provider_url: str
+    """Pinned: ``URL@commit`` (git) or ``pypi:name==version``."""
+    model: str
+    options: dict[str, Any]
+    recorded_output: str | None
+    service: dict[str, Any] | None
+    execution: dict[str, Any]
+    """The step's ``EXEC_HEADER``: ``service_commit``, its Docker service's recorded commit (git only)."""
+
+    @property
+    def service_commit(self) -> str | None:
+        commit = self.execution.get("service_commit")
+        return commit if isinstance(commit, str) else None
+
+
+@dataclass(frozen=True)
+class Fetch:
+    """Code a replay makes a worker fetch and run: a step's provider or its service, pinned."""
+
+    step: int
+    kind: Literal["provider", "service"]
+    url: str
+
+    def __str__(self) -> str:
+        return f"step {self.step} {self.kind} {redact_url(self.url)}"
+
+
+def fetches(steps: list[ReplayStep]) -> list[Fetch]:
+    """What running ``steps`` fetches: each provider at its commit or version, each service at its commit."""
+    out = []
+    for step in steps:
+        out.append(Fetch(step.index, "provider", step.provider_url))
+        url = step.service.get("url") if step.service else None
+        if isinstance(url, str) and url:
+            try:
+                pinned = at_commit(url, step.service_commit) if step.service_commit else url
+            except ProviderSourceError as exc:
+                raise ReplayError(f"step {step.index}: the record's service URL is refused: {exc}") from None
+            out.append(Fetch(step.index, "service", pinned))
+    return out
+
+
+def refuse_unallowed(planned: list[Fetch]) -> None:
+    """Refuse the replay when any provider or service it would fetch is outside the allow-list (unset
+    allows all: the caller asks first)."""
+    for fetch in planned:
+        try:
+            check_allowed(fetch.url)
+        except ProviderSourceError as exc:
+            raise ReplayError(f"{fetch} is refused: {exc}") from None
+
+
+def recorded_prompts(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The generation prompts of a result's chain, first step first."""
+    try:
+        prompt = result["metadata"]["generation_prompt"]
+    except (KeyError, TypeError):
+        raise ReplayError("not a TransformResult: no metadata.generation_prompt") from None
+    prompts = []
+    while isinstance(prompt, dict):
+        prompts.append(prompt)
+        given = prompt.get("input")
+        if isinstance(given, list) and any(isinstance(i, dict) and (i.get("metadata") or {}).get("generation_prompt")
+                                           for i in given):
+            raise ReplayError(f"step {prompt.get('model_id')!r} took several generated inputs; replay follows one chain")
+        prompt = (given.get("metadata") or {}).get("generation_prompt") if isinstance(given, dict) else None
+    return prompts[::-1]
+
+
+def _pinned_url(prompt: dict[str, Any], index: int) -> str:
+    url, kind = prompt.get("provider_url"), prompt.get("source_kind")
+    if not isinstance(url, str) or "record_version" not in prompt:
+        raise ReplayError(f"step {index} ({prompt.get('model_id')!r}): the record has no provider URL and commit "
+                          "(written before record format 1); it cannot be replayed")
+    if kind == "git" and prompt.get("provider_commit"):
+        return at_commit(url, prompt["provider_commit"])
+    if kind == "pypi" and prompt.get("provider_version"):
+        return f"pypi:{prompt['provider_version']}"
+    raise ReplayError(f"step {index} ({prompt.get('model_id')!r}): provider {url!r} was a {kind} source without a "
+                      "commit; only git commits and PyPI versions can be fetched again as they were")
+
+
+def plan(result: dict[str, Any]) -> tuple[Any, list[ReplayStep]]:
+    """The original input and the steps to send again; refuses clearly what cannot be reproduced."""
+    prompts = recorded_prompts(result)
+    steps = []
+    for index, prompt in enumerate(prompts, 1):
+        options = {k: v for k, v in (prompt.get("options") or {}).items() if v != REDACTED}  # secrets: worker env
+        if prompt.get("capability"):
+            options["capability"] = prompt["capability"]
+        service = prompt.get("service") if isinstance(prompt.get("service"), dict) else None
+        commit = service.get("commit") if service else None
+        execution = {"service_commit": commit} if isinstance(commit, str) and commit and not commit.startswith("dir-") else {}
+        steps.append(ReplayStep(index, _pinned_url(prompt, index), str(prompt.get("model_id")), options,
+                                prompt.get("output_digest"), service, execution))
+    return _original_input(prompts[0]["input"]), steps
+
+
+def _original_input(value: Any) -> Any:
+    """Text as it was; media by digest, from the blob store (a clear error when the blob is gone)."""
+    if isinstance(value, list):
+        return [_original_input(v) for v in value]
+    if not isinstance(value, dict) or value.get("type") == "text":
+        return value
+    digest = value.get("sha256")
+    uri = value.get("uri") or ""
+    if not isinstance(digest, str):
+        raise ReplayError(f"the original {value.get('type')} input has no sha256 digest; it cannot be found again")
+    store = BlobStore()
+    if uri.startswith("blob://") and not store.path_for(digest).is_file():
+        raise ReplayError(f"the original {value.get('type')} input (blob sha256:{digest}) is gone from the blob "
+                          f"store {store.root}; put it back to replay")
+    return {k: v for k, v in value.items() if k != "metadata"}
+
+
+def submit(transform: Any, original: Any, steps: list[ReplayStep]) -> Any:
+    """Send the steps through the queue as one chain of ``transform`` (the task); returns the AsyncResult of
+    the last step."""
+    from celery import chain
+
+    first, *rest = steps
+    signatures = [_pinned(transform.s(original, first.provider_url, first.model, _options(first)), first)]
+    signatures += [_pinned(transform.s(s.provider_url, s.model, _options(s)), s) for s in rest]
+    return chain(*signatures).delay()
+
+
+def _options(step: ReplayStep) -> dict[str, Any]:
+    """The step's options, with the service pin as the worker reads it today (job options) as well as in
+    the ``mediaconduit_exec`` header, until every worker reads the header."""
+    return {**step.options, SERVICE_PIN_OPTION: step.service_commit} if step.service_commit else step.options
+
+
+def _pinned(signature: Any, step: ReplayStep) -> Any:
+    """The signature carrying the step's execution header, a channel only trusted producers reach (a
+    submitter's options are not one)."""
+    return signature.set(headers={EXEC_HEADER: step.execution}) if step.execution else signature
+
+
+def compare(steps: list[ReplayStep], replayed: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per step: the recorded and the replayed output digest, and whether they are the same."""
+    again = recorded_prompts(replayed)
+    rows = []
+    for step, prompt in zip(steps, again + [{}] * (len(steps) - len(again))):
+        new = prompt.get("output_digest")
+        rows.append({"step": step.index, "model": step.model, "provider_url": step.provider_url,
+                     "recorded": step.recorded_output, "replayed": new,
+                     "same": bool(new) and new == step.recorded_output})
+    return rows
