@@ -12,6 +12,7 @@ from .errors import (
     InvalidInputError,
     ManifestError,
     MediaConduitError,
+    MediaLimitError,
     PoisonJobError,
     ProviderExecutionError,
     ProviderHTTPError,
@@ -26,6 +27,7 @@ from .errors import (
 )
 from .http import HttpClient, parse_retry_after
 from .media import FileBody, download, save_response
+from .mediainfo import cap_error, check_media, image_format, media_caps
 from .models import (
     AudioToAudioModel,
     AudioToTextModel,
@@ -76,6 +78,7 @@ __all__ = [
     "ManifestError",
     "MediaCapability",
     "MediaConduitError",
+    "MediaLimitError",
     "MediaProvider",
     "Model",
     "OpenAICompatAPI",
@@ -110,12 +113,16 @@ __all__ = [
     "VideoToAudioModel",
     "VideoToImageModel",
     "VideoToVideoModel",
+    "cap_error",
+    "check_media",
     "cost_metadata",
     "create_generation_prompt",
     "download",
     "guess_mime",
+    "image_format",
     "input_asset",
     "input_text",
+    "media_caps",
     "parse_retry_after",
     "per_token_price",
     "poll_until",

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from .blobs import BlobStore, blob_digest
 from .errors import InvalidInputError
+from .mediainfo import check_media
 from .settings import get_settings
 
 # Python's table lacks or misnames a few media types services care about.
@@ -115,9 +116,11 @@ class BinaryAsset(Asset):
         return self._data
 
     def store(self, store: BlobStore | None = None) -> str:
-        """Put the bytes in the blob store (once) and remember the reference."""
+        """Put the bytes in the blob store (once) and remember the reference; bytes over
+        ``MEDIACONDUIT_MAX_OUTPUT_BYTES`` are refused, unwritten."""
         if self.uri is None or not self.uri.startswith("blob://"):
-            self.uri, self.sha256 = (store or BlobStore()).put(self.data)
+            self.uri, self.sha256 = (store or BlobStore()).put(
+                self.data, get_settings().max_output_bytes, f"the {self.type} asset ({self.mime_type})")
             self.size = len(self.data)
         return self.uri
 
@@ -254,7 +257,8 @@ def asset_from_json(value: dict[str, Any], where: str = "input") -> Asset:
 
     Binary media come inline, as a ``blob://`` reference that must be in the store, or from a URL the
     operator allows (fetched into the store here); anything else is an ``InvalidInputError`` naming
-    ``where`` and the field.
+    ``where`` and the field. Media whose header declares more pixels or seconds than the caps allow
+    are refused here (``mediainfo.check_media``), before any provider decodes them.
     """
     if "asset" in value and isinstance(value["asset"], dict):
         asset = asset_from_json(value["asset"], f"{where}.asset")
@@ -277,22 +281,28 @@ def asset_from_json(value: dict[str, Any], where: str = "input") -> Asset:
             data, mime = detail
             if mime and not fields.get("mime_type"):
                 fields["mime_type"] = mime
-            return cls(data=data, **fields)
+            return _within_caps(cls(data=data, **fields), where)
         if source == "url":
             from .fetch import fetch_input  # the network client only where a URL is actually fetched
 
             uri, digest, size, mime = fetch_input(detail, f"{where} field 'uri'")
             if mime and not fields.get("mime_type"):
                 fields["mime_type"] = mime
-            return cls(uri=uri, sha256=digest, size=size, **fields)
+            return _within_caps(cls(uri=uri, sha256=digest, size=size, **fields), where)
         store = BlobStore()
-        if not store.has(detail):
+        if not store.claim(detail):
             raise InvalidInputError(f"{where} field 'uri': blob {value['uri']!r} is not in the blob store")
-        return cls(uri=value["uri"], sha256=detail, size=store.path_for(detail).stat().st_size, **fields)
+        return _within_caps(cls(uri=value["uri"], sha256=detail, size=store.path_for(detail).stat().st_size, **fields), where)
     except ValidationError as exc:
         problem = exc.errors()[0]
         name = ".".join(str(p) for p in problem["loc"]) or "asset"
         raise InvalidInputError(f"{where} field {name!r}: {problem['msg']}") from None
+
+
+def _within_caps(asset: BinaryAsset, where: str) -> BinaryAsset:
+    """``asset`` once its header is within ``MEDIACONDUIT_MAX_MEDIA_PIXELS`` and ``_SECONDS`` (read, not decoded)."""
+    check_media(asset, where)
+    return asset
 
 
 def check_job_input(value: Any, where: str = "input") -> None:

@@ -4,6 +4,7 @@ The tree::
 
     MediaConduitError                 permanent: the job fails, nothing is retried
     ├── InvalidInputError             a job's input or options are malformed (also a ValueError)
+    │   └── MediaLimitError           media over a cap: output bytes, decoded seconds or pixels (names the setting)
     ├── ProviderSourceError           a provider/service URL that cannot be fetched or is malformed
     │   └── ProviderNotAllowedError   a URL outside MEDIACONDUIT_PROVIDER_ALLOW (raised by producers too)
     ├── ManifestError                 a manifest that is missing, unparsable or has a wrong field
@@ -35,6 +36,11 @@ class MediaConduitError(Exception):
 
 class InvalidInputError(MediaConduitError, ValueError):
     """A job input or option that is malformed; the message names the field."""
+
+
+class MediaLimitError(InvalidInputError):
+    """Media over one of the caps (``MEDIACONDUIT_MAX_OUTPUT_BYTES``, ``_MAX_MEDIA_SECONDS``,
+    ``_MAX_MEDIA_PIXELS``); the message names the asset, the cap and its setting."""
 
 
 class ProviderSourceError(MediaConduitError):

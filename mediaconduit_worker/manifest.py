@@ -258,6 +258,8 @@ class DockerSection(_Tolerant):
     ports: list[int | str] = Field(default_factory=list)
     health_check: HealthCheck | None = Field(default=None, alias="healthCheck")
     environment: dict[str, Any] | list[str] = Field(default_factory=dict)
+    resources: dict[str, Any] = Field(default_factory=dict)
+    """Container limits: ``memory`` (``1g``), ``cpus`` (cores), ``pids``; unset ones come from settings."""
 
 
 class ServiceManifest(_Tolerant):

@@ -15,9 +15,10 @@ from typing import Any, TypeVar
 import httpx
 
 from .assets import BinaryAsset, guess_mime
-from .blobs import CHUNK, BlobStore
+from .blobs import CHUNK, BlobStore, over_output_cap
 from .errors import ProviderResponseError, TransientError
 from .http import HttpClient
+from .settings import get_settings
 
 A = TypeVar("A", bound=BinaryAsset)
 
@@ -41,11 +42,20 @@ class FileBody:
 
 def save_response(response: httpx.Response, cls: type[A], mime_type: str | None = None, *, what: str,
                   **kwargs: Any) -> A:
-    """Stream an open response's body into the blob store as a ``cls`` asset (hashed while written)."""
+    """Stream an open response's body into the blob store as a ``cls`` asset (hashed while written).
+
+    A job's output is capped by ``MEDIACONDUIT_MAX_OUTPUT_BYTES``: a declared length over it is refused
+    before a byte is read, and an undeclared one stops at the cap; nothing partial is kept.
+    """
     mime = mime_type or response.headers.get("content-type", "").split(";")[0].strip() or cls.default_mime
     store = BlobStore()
+    limit = get_settings().max_output_bytes
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        response.close()
+        raise over_output_cap(f"{what}: the output", limit, int(declared))
     try:
-        with store.writer() as w:
+        with store.writer(limit, f"{what}: the output") as w:
             for chunk in response.iter_bytes(CHUNK):
                 w.write(chunk)
     except httpx.TimeoutException:

@@ -41,6 +41,27 @@ class Settings(BaseSettings):
     not fill Redis or a worker's memory."""
     max_inline_bytes: int = 4 * 1024 * 1024
     """Largest inline input asset (base64 ``data`` or a ``data:`` URL), decoded."""
+    max_output_bytes: int = 1024 * 1024 * 1024
+    """Largest asset a job writes into the blob store: a provider's streamed response stops at it and an
+    in-memory output over it is refused, with nothing partial kept (a 20 KB FLAC of an hour of silence
+    converts to 691 MB of WAV)."""
+    max_media_seconds: float = 1800.0
+    """Longest input media (decoded duration) a job may hand a media engine; read from the file's header
+    before anything is decoded, and bounded again by the engine where it cannot be read."""
+    max_media_pixels: int = 50_000_000
+    """Most pixels (width x height of one frame) of an input image or video; read from the header before
+    decoding (a 0.75 MB PNG of 16000 x 16000 pixels took 1.67 GiB to decode)."""
+    service_memory: str = "2g"
+    """Memory limit of a service container whose manifest sets none (Docker's units: 512m, 2g)."""
+    service_cpus: float = 1.0
+    """CPU limit of a service container whose manifest sets none (cores, may be fractional)."""
+    service_pids: int = 256
+    """Most processes and threads in a service container whose manifest sets none."""
+    blob_gc_grace: int = 24 * 3600
+    """Seconds a blob is kept after it was last written or read, whether or not anything refers to it;
+    after that only a reference in Redis (a result, a cached result, a queued job) keeps it."""
+    blob_gc_interval: int = 3600
+    """Seconds between blob garbage collections on workers (one worker of the fleet per interval); 0: never."""
     input_url_allow: str | None = None
     """Comma-separated URL prefixes a job's input asset may be fetched from; unset allows none. Never
     loopback, private, link-local or metadata addresses, whatever the prefix."""

@@ -3,6 +3,7 @@
 import click
 
 from .batch import batch
+from .blobs import blobs
 from .cache import cache
 from .cancel import cancel
 from .demo import demo
@@ -23,7 +24,7 @@ def main(debug: bool) -> None:
     """MediaConduit Worker: run AI and media transforms on Celery + Redis."""
 
 
-for _command in (batch, broker, cache, cancel, demo, flower, providers, replay, routes, services, status, submit, worker):
+for _command in (batch, blobs, broker, cache, cancel, demo, flower, providers, replay, routes, services, status, submit, worker):
     main.add_command(_command)
 
 __all__ = ["main"]

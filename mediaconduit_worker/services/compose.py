@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 # Applied to the container.
 SUPPORTED_KEYS = {"build", "image", "ports", "environment", "healthcheck", "command", "entrypoint", "working_dir",
-                  "volumes", "labels", "expose"}
+                  "volumes", "labels", "expose", "deploy", "mem_limit", "cpus", "pids_limit"}
 # Accepted and not applied: the worker owns naming, networking and the container's lifecycle.
 TOLERATED_KEYS = {"restart", "container_name", "networks", "stop_grace_period", "init"}
 TOP_LEVEL_KEYS = {"version", "services", "volumes", "networks", "name"}
@@ -33,6 +33,10 @@ _DURATION_NS = {"us": 1_000, "ms": 1_000_000, "s": 1_000_000_000, "m": 60_000_00
 #: Docker's own rule for volume names: a named volume, never a host path.
 _VOLUME_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 VOLUME_KEYS = {"type", "source", "target", "read_only"}
+#: Docker's byte units (``512m``, ``2g``, ``1gb``), binary multiples as the engine reads them.
+_BYTES = re.compile(r"^(\d+(?:\.\d+)?)\s*([bkmgt]?)b?$", re.IGNORECASE)
+_BYTE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+RESOURCE_KEYS = {"memory", "cpus", "pids"}
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,67 @@ class ComposeService:
     working_dir: str | None = None
     volumes: dict[str, dict[str, str]] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
+    limits: Limits = field(default_factory=lambda: Limits())
+
+
+@dataclass(frozen=True)
+class Limits:
+    """A container's resource limits; ``None`` where neither the manifest nor the compose file sets one."""
+
+    memory: int | None = None
+    """Bytes (Docker's ``Memory``; swap is not added on top)."""
+    nano_cpus: int | None = None
+    """Billionths of a core (Docker's ``NanoCpus``)."""
+    pids: int | None = None
+    """Processes and threads (Docker's ``PidsLimit``)."""
+
+    def over(self, base: Limits) -> Limits:
+        """These limits, with ``base``'s where these set none."""
+        return Limits(self.memory if self.memory is not None else base.memory,
+                      self.nano_cpus if self.nano_cpus is not None else base.nano_cpus,
+                      self.pids if self.pids is not None else base.pids)
+
+
+def byte_size(value: Any, where: str) -> int:
+    """Docker's sizes (``512m``, ``2g``, ``1gb`` or a bare number of bytes) as bytes."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    m = _BYTES.match(value.strip()) if isinstance(value, str) else None
+    if m is None or float(m.group(1)) <= 0:
+        raise ServiceError(f"{where}: {value!r} is not a size (e.g. 512m, 2g)")
+    return int(float(m.group(1)) * _BYTE_UNITS[m.group(2).lower()])
+
+
+def parse_limits(memory: Any, cpus: Any, pids: Any, where: str) -> Limits:
+    """Limits from the manifest's ``docker.resources`` or a compose service's keys (any may be None)."""
+    if cpus is not None and (isinstance(cpus, bool) or not isinstance(cpus, (int, float, str))):
+        raise ServiceError(f"{where}: cpus {cpus!r} must be a number of cores (e.g. 1.5)")
+    try:
+        cores = float(cpus) if cpus is not None else None
+    except ValueError:
+        raise ServiceError(f"{where}: cpus {cpus!r} must be a number of cores (e.g. 1.5)") from None
+    if cores is not None and not cores > 0:
+        raise ServiceError(f"{where}: cpus must be more than 0, not {cpus!r}")
+    if pids is not None and (isinstance(pids, bool) or not isinstance(pids, int) or pids < 1):
+        raise ServiceError(f"{where}: pids {pids!r} must be a whole number of at least 1")
+    return Limits(memory=byte_size(memory, f"{where}: memory") if memory is not None else None,
+                  nano_cpus=round(cores * 1e9) if cores is not None else None, pids=pids)
+
+
+def _compose_limits(raw: dict[str, Any], where: str) -> Limits:
+    """``deploy.resources.limits`` (memory, cpus, pids) over the older ``mem_limit``/``cpus``/``pids_limit``."""
+    deploy = raw.get("deploy") or {}
+    if not isinstance(deploy, dict) or set(deploy) - {"resources"}:
+        raise ServiceError(f"{where}: 'deploy' supports only 'resources.limits' (memory, cpus, pids)")
+    resources = deploy.get("resources") or {}
+    if not isinstance(resources, dict) or set(resources) - {"limits", "reservations"}:
+        raise ServiceError(f"{where}: 'deploy.resources' supports 'limits' (and ignores 'reservations')")
+    limits = resources.get("limits") or {}
+    if not isinstance(limits, dict) or set(limits) - RESOURCE_KEYS:
+        raise ServiceError(f"{where}: 'deploy.resources.limits' supports {sorted(RESOURCE_KEYS)}")
+    legacy = parse_limits(raw.get("mem_limit"), raw.get("cpus"), raw.get("pids_limit"), where)
+    return parse_limits(limits.get("memory"), limits.get("cpus"), limits.get("pids"),
+                        f"{where}: 'deploy.resources.limits'").over(legacy)
 
 
 def interpolate(value: str, env: dict[str, str] | None = None, where: str = "compose file") -> str:
@@ -332,4 +397,5 @@ def parse_service(raw: Any, name: str, base: Path, declared_volumes: set[str] | 
     svc.working_dir = raw.get("working_dir")
     svc.volumes = _parse_volumes(raw.get("volumes"), declared_volumes or set(), where)
     svc.labels = parse_environment(raw.get("labels"), f"{where}: 'labels'")
+    svc.limits = _compose_limits(raw, where)
     return svc

@@ -24,7 +24,7 @@ from ..errors import ProviderSourceError, ServiceError, TransientError
 from ..provider import ServiceInfo
 from ..settings import get_settings
 from ..sources import SourceCache, check_allowed, file_lock, parse_source, stable_id
-from .compose import PortMapping, parse_port
+from .compose import Limits, PortMapping, parse_port
 from .health import http_ok, resolve_health_url, tcp_ok
 from .images import ensure_image
 from .labels import COMMIT as L_COMMIT
@@ -61,6 +61,13 @@ def _state(container: Container) -> tuple[str, str | None]:
     """(Docker status, health status or None when the image has no healthcheck)."""
     state = container.attrs.get("State") or {}
     return state.get("Status", "unknown"), (state.get("Health") or {}).get("Status")
+
+
+def _limits(container: Container) -> Limits:
+    """The resource limits a container runs with (0 or unset in Docker: none)."""
+    host = container.attrs.get("HostConfig") or {}
+    return Limits(memory=host.get("Memory") or None, nano_cpus=host.get("NanoCpus") or None,
+                  pids=host.get("PidsLimit") if (host.get("PidsLimit") or 0) > 0 else None)
 
 
 def _slug(text: str) -> str:
@@ -163,7 +170,8 @@ class ServiceRegistry:
     def _reuse(self, container: Container, spec: ServiceSpec) -> ServiceInfo | None:
         """Attach to a healthy container of this commit; remove anything stale (logging why)."""
         status, health = _state(container)
-        if container.labels.get(L_COMMIT) == spec.revision and status == "running" and health != "unhealthy":
+        limited = _limits(container) == spec.limits
+        if container.labels.get(L_COMMIT) == spec.revision and limited and status == "running" and health != "unhealthy":
             try:
                 info = self._wait_ready(container, spec, container.attrs["Config"]["Image"])
                 log.info("service %s: attached to running container %s (%s)", spec.id, container.name, info.base_url)
@@ -174,6 +182,8 @@ class ServiceRegistry:
                 return None  # _wait_ready removed it
         if container.labels.get(L_COMMIT) != spec.revision:
             why = f"its commit {container.labels.get(L_COMMIT, '?')[:12]} is not {spec.revision[:12]}"
+        elif not limited:
+            why = f"its limits {_limits(container)} are not {spec.limits}"
         else:
             why = f"it is {status}" + (f" ({health})" if health else "") + f"; last logs:\n{logs_tail(container, 10)}"
         log.warning("service %s: replacing container %s: %s", spec.id, container.name, why)
@@ -194,6 +204,9 @@ class ServiceRegistry:
             ports={f"{p.container}/{p.protocol}": ("127.0.0.1", None) for p in ports},  # Docker picks the port
             healthcheck=spec.healthcheck, command=spec.command, entrypoint=spec.entrypoint,
             working_dir=spec.working_dir, volumes={self.volume_name(spec, v): m for v, m in spec.volumes.items()} or None,
+            # Limits from the manifest, the compose file or the settings (spec.py); swap adds nothing.
+            mem_limit=spec.limits.memory, memswap_limit=spec.limits.memory, nano_cpus=spec.limits.nano_cpus,
+            pids_limit=spec.limits.pids,
         )
         if settings.docker_network:
             self._ensure_network(settings.docker_network)

@@ -11,8 +11,19 @@ from pathlib import Path
 
 from ..errors import ServiceError
 from ..manifest import ServiceManifest, load_service_manifest
+from ..settings import get_settings
 from ..sources import Checkout, stable_id
-from .compose import ComposeService, PortMapping, inside, load_compose, parse_environment, parse_port
+from .compose import (
+    RESOURCE_KEYS,
+    ComposeService,
+    Limits,
+    PortMapping,
+    inside,
+    load_compose,
+    parse_environment,
+    parse_limits,
+    parse_port,
+)
 
 DEFAULT_COMPOSE_FILES = ("docker-compose.yml", "docker-compose.yaml", "compose.yml", "compose.yaml")
 DEFAULT_STARTUP_TIMEOUT = 120.0
@@ -82,8 +93,26 @@ def _manifest_ports(manifest: ServiceManifest, origin: str) -> list[PortMapping]
     return out
 
 
+def default_limits() -> Limits:
+    """``MEDIACONDUIT_SERVICE_MEMORY``, ``_CPUS`` and ``_PIDS``: what a service gets when it sets no limit."""
+    settings = get_settings()
+    return parse_limits(settings.service_memory, settings.service_cpus, settings.service_pids,
+                        "MEDIACONDUIT_SERVICE_MEMORY/_CPUS/_PIDS")
+
+
+def _manifest_limits(manifest: ServiceManifest, origin: str) -> Limits:
+    resources = manifest.docker.resources
+    unknown = sorted(set(resources) - RESOURCE_KEYS)
+    if unknown:
+        raise ServiceError(f"{origin}: docker.resources key {unknown[0]!r} is not supported "
+                           f"(supported: {sorted(RESOURCE_KEYS)})")
+    return parse_limits(resources.get("memory"), resources.get("cpus"), resources.get("pids"),
+                        f"{origin}: docker.resources")
+
+
 def build_spec(manifest: ServiceManifest, checkout: Checkout, origin: str) -> ServiceSpec:
-    """Merge the manifest's ``docker`` section over the compose service (manifest keys win)."""
+    """Merge the manifest's ``docker`` section over the compose service (manifest keys win); resource
+    limits the two leave unset come from the settings, so no service runs unbounded."""
     root = checkout.root
     docker = manifest.docker
     compose_path = _compose_path(manifest, root, origin)
@@ -111,6 +140,7 @@ def build_spec(manifest: ServiceManifest, checkout: Checkout, origin: str) -> Se
     if not spec.ports:
         spec.ports = _manifest_ports(manifest, origin)
     spec.environment.update(parse_environment(docker.environment, f"{origin}: docker.environment"))
+    spec.limits = _manifest_limits(manifest, origin).over(spec.limits).over(default_limits())
     health = docker.health_check
     if health is not None:
         if health.url and health.endpoint:

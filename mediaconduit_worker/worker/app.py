@@ -90,7 +90,7 @@ def make_app() -> Celery:
     app = MediaConduitCelery(
         "mediaconduit",
         include=["mediaconduit_worker.worker.deadlines", "mediaconduit_worker.worker.status", "mediaconduit_worker.batch.summary",
-                 "mediaconduit_worker.worker.shutdown"],
+                 "mediaconduit_worker.worker.shutdown", "mediaconduit_worker.worker.blobgc"],
         control=PersistentControl,
     )
     app.conf.update(

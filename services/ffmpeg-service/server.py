@@ -6,6 +6,11 @@ Operations: ``extract-audio`` and ``convert-audio`` (format wav|mp3|ogg|flac, sa
 (JSON stream facts). Every result carries ``X-Input-Probe`` and ``X-Output-Probe`` headers (compact JSON).
 ``timeout`` (seconds) bounds ffmpeg; it is killed when it runs over. Errors are ``{"detail": ...}``
 with ffmpeg's own message: 422 for media ffmpeg cannot read, 400 for bad options or a timeout.
+
+Caps (``max_seconds``, ``max_pixels``, ``max_output_bytes`` in the query, else the ``FFMPEG_MAX_*``
+environment): ffprobe's header facts are checked before anything is decoded; decoding stops at
+``max_seconds`` (``-t``) and refuses frames over ``max_pixels`` (``-max_pixels``) where the header did not
+say, and ffmpeg stops writing past ``max_output_bytes`` (``-fs``). Over a cap: 413, naming it.
 """
 
 from __future__ import annotations
@@ -30,6 +35,9 @@ VIDEO = {"mp4": (["-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p
          "webm": (["-c:v", "libvpx", "-deadline", "realtime", "-cpu-used", "8", "-c:a", "libopus", "-f", "webm"],
                   "video/webm")}
 BITRATE = re.compile(r"^\d+(\.\d+)?[kKmM]?$")
+CAPS = {"max_seconds": (float, float(os.environ.get("FFMPEG_MAX_MEDIA_SECONDS", "1800"))),
+        "max_pixels": (int, int(os.environ.get("FFMPEG_MAX_MEDIA_PIXELS", "50000000"))),
+        "max_output_bytes": (int, int(os.environ.get("FFMPEG_MAX_OUTPUT_BYTES", str(1 << 30))))}
 
 
 class Refused(Exception):
@@ -57,6 +65,37 @@ def choice(query: dict[str, str], name: str, allowed: dict, default: str) -> str
     if value not in allowed:
         raise Refused(400, f"option {name!r} must be one of {sorted(allowed)}, not {value!r}")
     return value
+
+
+def caps(query: dict[str, str]) -> dict[str, float]:
+    """This request's caps: the query's (the worker passes its settings) or this service's defaults."""
+    return {name: number(query, name, kind, 1, 2 ** 62) or default for name, (kind, default) in CAPS.items()}
+
+
+def over(what: str, value: str, cap: str, limit: float, unit: str) -> Refused:
+    return Refused(413, f"{what} {value}, over the cap of {limit:,.0f} {unit} ({cap}); the job stopped there")
+
+
+def check_input(facts: dict, limits: dict[str, float]) -> None:
+    """Refuse an input whose header facts (ffprobe, which reads no more than it must) pass a cap."""
+    durations = [facts.get("duration") or 0] + [s.get("duration") or 0 for s in facts["streams"]]
+    if max(durations) > limits["max_seconds"]:
+        raise over("the input lasts", f"{max(durations):,.1f} s", "max_seconds", limits["max_seconds"], "s")
+    for s in facts["streams"]:
+        pixels = (s.get("width") or 0) * (s.get("height") or 0)
+        if pixels > limits["max_pixels"]:
+            raise over("the input's frames are", f"{s['width']} x {s['height']} = {pixels:,} pixels", "max_pixels",
+                       limits["max_pixels"], "pixels")
+
+
+def check_output(out: Path, facts: dict, out_facts: dict, limits: dict[str, float]) -> None:
+    """What the header could not say: an output at the size cap was cut by ``-fs``, one as long as the
+    duration cap by ``-t``; neither is a whole result."""
+    if out.stat().st_size >= limits["max_output_bytes"]:
+        raise over("the output reached", f"{out.stat().st_size:,} bytes", "max_output_bytes",
+                   limits["max_output_bytes"], "bytes")
+    if not facts.get("duration") and (out_facts.get("duration") or 0) >= limits["max_seconds"] - 0.05:
+        raise over("the input lasts at least", f"{limits['max_seconds']:,g} s", "max_seconds", limits["max_seconds"], "s")
 
 
 def run(cmd: list[str], deadline: float) -> subprocess.CompletedProcess:
@@ -91,9 +130,13 @@ def probe(path: Path, deadline: float) -> dict:
     return facts
 
 
-def operate(op: str, query: dict[str, str], src: Path, work: Path, deadline: float) -> tuple[Path, str]:
-    """Run ``op`` on ``src``; the output file and its media type."""
-    base = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y"]
+def operate(op: str, query: dict[str, str], src: Path, work: Path, deadline: float,
+            limits: dict[str, float]) -> tuple[Path, str]:
+    """Run ``op`` on ``src``; the output file and its media type. Decoding stops at ``max_seconds``,
+    refuses frames over ``max_pixels``, and the output file stops growing at ``max_output_bytes``."""
+    base = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y",  # then input options
+            "-t", str(limits["max_seconds"]), "-max_pixels", str(int(min(limits["max_pixels"], 2 ** 31 - 1)))]
+    capped = ["-fs", str(int(limits["max_output_bytes"]))]  # an output option
     if op in ("extract-audio", "convert-audio"):
         container, codec, mime = AUDIO[choice(query, "format", AUDIO, "wav")]
         args = ["-i", str(src), "-vn", "-map", "0:a:0"]
@@ -102,14 +145,15 @@ def operate(op: str, query: dict[str, str], src: Path, work: Path, deadline: flo
         args += ["-ar", str(rate)] if rate else []
         args += ["-ac", str(channels)] if channels else []
         out = work / f"out.{container}"
-        run(base + args + ["-c:a", codec, "-f", container, str(out)], deadline)
+        run(base + args + capped + ["-c:a", codec, "-f", container, str(out)], deadline)
         return out, mime
     if op == "thumbnail":
         at = number(query, "at", float, 0, 10 ** 6) or 0
         width = number(query, "width", int, 16, 8192)
         out = work / "out.png"
         scale = ["-vf", f"scale={width}:-2"] if width else []
-        run(base + ["-ss", str(at), "-i", str(src), "-frames:v", "1", *scale, "-c:v", "png", "-f", "image2", str(out)], deadline)
+        run(base + ["-ss", str(at), "-i", str(src), "-frames:v", "1", *scale, *capped, "-c:v", "png", "-f", "image2", str(out)],
+            deadline)
         if not out.exists() or out.stat().st_size == 0:
             raise Refused(422, f"ffmpeg found no video frame at {at}s (is it past the end of the video?)")
         return out, "image/png"
@@ -124,7 +168,7 @@ def operate(op: str, query: dict[str, str], src: Path, work: Path, deadline: flo
         args += ["-vf", f"scale=-2:{height}"] if height else []
         args += ["-b:v", bitrate] if bitrate else []
         out = work / f"out.{fmt}"
-        run(base + args + [str(out)], deadline)
+        run(base + args + capped + [str(out)], deadline)
         return out, mime
     if op == "probe":
         out = work / "probe.json"
@@ -179,9 +223,14 @@ class Handler(BaseHTTPRequestHandler):
             if received == 0:
                 raise Refused(422, "the request body is empty: send the media file")
             deadline = started + min(number(query, "timeout", float, 0.1, MAX_TIMEOUT) or MAX_TIMEOUT, MAX_TIMEOUT)
+            limits = caps(query)
             facts = probe(src, deadline)
-            out, mime = operate(op, query, src, work, deadline)
+            if op != "probe":
+                check_input(facts, limits)
+            out, mime = operate(op, query, src, work, deadline, limits)
             out_facts = probe(out, deadline) if op != "probe" else facts
+            if op != "probe":
+                check_output(out, facts, out_facts, limits)
             self.send_response(200)
             self.send_header("Content-Type", mime)
             self.send_header("Content-Length", str(out.stat().st_size))

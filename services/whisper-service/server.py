@@ -4,6 +4,10 @@
 ``audio_file``; ``POST /detect-language``; ``GET /`` (200, the real service redirects to its docs);
 ``GET /health``. Audio: WAV (any rate/width/channels), or anything ffmpeg reads when it is installed;
 ``encode=false`` takes raw 16 kHz mono s16le, as the original does.
+
+``max_seconds`` (query, else ``WHISPER_MAX_MEDIA_SECONDS``, 1800) caps the audio: a WAV header or
+ffprobe's duration over it is refused with 413 before decoding, and ffmpeg stops decoding at it (``-t``)
+where the header says nothing. The original service ignores the parameter.
 """
 
 from __future__ import annotations
@@ -26,18 +30,33 @@ from pocketsphinx import Decoder
 
 RATE = 16000
 MAX_BODY = 200 << 20
+MAX_SECONDS = float(os.environ.get("WHISPER_MAX_MEDIA_SECONDS", "1800"))
 OUTPUTS = {"txt": "text/plain", "json": "application/json", "vtt": "text/vtt", "srt": "text/plain", "tsv": "text/plain"}
 _decoder = Decoder(samprate=RATE, loglevel="ERROR")
 _decoder_lock = threading.Lock()
 
 
-def to_pcm16k(data: bytes, encode: bool) -> bytes:
-    """16 kHz mono s16le from a WAV file, from raw PCM (encode=false) or via ffmpeg for other formats."""
+class TooLong(Exception):
+    """Audio over the duration cap; the message names it."""
+
+
+def too_long(seconds: str, cap: float) -> TooLong:
+    return TooLong(f"the audio lasts {seconds}, over the cap of {cap:,g} s (max_seconds); it was not decoded past it")
+
+
+def to_pcm16k(data: bytes, encode: bool, max_seconds: float = MAX_SECONDS) -> bytes:
+    """16 kHz mono s16le from a WAV file, from raw PCM (encode=false) or via ffmpeg for other formats;
+    ``TooLong`` for audio over ``max_seconds``, found from the header where it says."""
     if not encode:
+        if len(data) / 2 / RATE > max_seconds:
+            raise too_long(f"{len(data) / 2 / RATE:,.1f} s", max_seconds)
         return data
     if data[:4] == b"RIFF" and data[8:12] == b"WAVE":
-        with wave.open(io.BytesIO(data)) as w:
+        with wave.open(io.BytesIO(data)) as w:  # the frames the file holds, whatever its header claims
             frames, width, channels, rate = w.readframes(w.getnframes()), w.getsampwidth(), w.getnchannels(), w.getframerate()
+        seconds = len(frames) / (width * channels) / rate
+        if seconds > max_seconds:  # checked before resampling, which is where the memory would go
+            raise too_long(f"{seconds:,.1f} s", max_seconds)
         if channels > 1:
             frames = audioop.tomono(frames, width, 0.5, 0.5)
         if width != 2:
@@ -50,12 +69,30 @@ def to_pcm16k(data: bytes, encode: bool) -> bytes:
         with tempfile.NamedTemporaryFile(prefix="asr-") as src:
             src.write(data)
             src.flush()
-            proc = subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-i", src.name, "-vn", "-f", "s16le",
-                                   "-ac", "1", "-ar", str(RATE), "pipe:1"], capture_output=True, timeout=300)
+            declared = declared_seconds(src.name)
+            if declared is not None and declared > max_seconds:
+                raise too_long(f"{declared:,.1f} s", max_seconds)
+            proc = subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-t", str(max_seconds), "-i", src.name,
+                                   "-vn", "-f", "s16le", "-ac", "1", "-ar", str(RATE), "pipe:1"],
+                                  capture_output=True, timeout=300)
         if proc.returncode == 0:
+            if declared is None and len(proc.stdout) / 2 / RATE >= max_seconds - 0.05:  # cut by -t
+                raise too_long(f"at least {max_seconds:,g} s", max_seconds)
             return proc.stdout
         raise ValueError(f"ffmpeg cannot decode the audio: {proc.stderr.decode(errors='replace').strip()[-300:]}")
     raise ValueError("audio is not WAV and this image has no ffmpeg to convert it")
+
+
+def declared_seconds(path: str) -> float | None:
+    """The duration ffprobe reads from the file's header (None when it does not say)."""
+    if not shutil.which("ffprobe"):
+        return None
+    out = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", path],
+                         capture_output=True, text=True, timeout=60).stdout.strip()
+    try:
+        return float(out)
+    except ValueError:
+        return None
 
 
 def transcribe(pcm: bytes) -> dict:
@@ -156,7 +193,13 @@ class Handler(BaseHTTPRequestHandler):
             return
         data, filename = found
         try:
-            pcm = to_pcm16k(data, encode)
+            max_seconds = float(query.get("max_seconds", MAX_SECONDS))
+        except ValueError:
+            return self._error(422, f"query 'max_seconds' must be a number, not {query['max_seconds']!r}")
+        try:
+            pcm = to_pcm16k(data, encode, max_seconds)
+        except TooLong as exc:
+            return self._error(413, str(exc))
         except (ValueError, wave.Error, EOFError) as exc:
             return self._error(422, f"cannot read 'audio_file' {filename!r}: {exc}")
         if url.path == "/detect-language":

@@ -187,3 +187,37 @@ def test_manifest_errors(tmp_path: Path) -> None:
     (tmp_path / "MediaConduit.service.yml").write_text("id: s\nname: s\ndocker:\n  ports: [80]\n")
     with pytest.raises(ServiceError, match="no image to run"):
         load_spec(Checkout(parse_source(str(tmp_path)), tmp_path, None), "s")
+
+
+# -- resource limits -------------------------------------------------------------------------------
+def test_resource_limits_from_compose_manifest_and_settings(tmp_path: Path) -> None:
+    from mediaconduit_worker.services.compose import Limits
+    from mediaconduit_worker.services.spec import default_limits
+
+    assert default_limits() == Limits(memory=2 << 30, nano_cpus=10 ** 9, pids=256)  # the settings' defaults
+    svc = load_compose(write(tmp_path, "services:\n  a:\n    image: x\n    mem_limit: 512m\n    pids_limit: 50\n"
+                                       "    deploy: {resources: {limits: {cpus: '0.5', memory: 1gb}}}\n"))
+    assert svc.limits == Limits(memory=1 << 30, nano_cpus=500_000_000, pids=50)  # deploy wins over mem_limit
+    (tmp_path / "MediaConduit.service.yml").write_text(
+        "id: s\nname: s\ndocker:\n  composeFile: docker-compose.yml\n  resources: {memory: 300m}\n")
+    spec = load_spec(Checkout(parse_source(str(tmp_path)), tmp_path, None), "s")
+    assert spec.limits == Limits(memory=300 << 20, nano_cpus=500_000_000, pids=50)  # the manifest wins over compose
+    write(tmp_path, "services:\n  a:\n    image: x\n")
+    spec = load_spec(Checkout(parse_source(str(tmp_path)), tmp_path, None), "s")
+    assert spec.limits == Limits(memory=300 << 20, nano_cpus=10 ** 9, pids=256)  # the settings fill what is unset
+
+
+@pytest.mark.parametrize("resources, culprit", [
+    ("{memory: lots}", "docker.resources: memory: 'lots' is not a size"),
+    ("{cpus: 0}", "cpus must be more than 0"),
+    ("{cpus: fast}", "cpus 'fast' must be a number of cores"),
+    ("{pids: -1}", "pids -1 must be a whole number"),
+    ("{swap: 1g}", "docker.resources key 'swap' is not supported"),
+])
+def test_bad_resource_limits_are_named(tmp_path: Path, resources: str, culprit: str) -> None:
+    (tmp_path / "MediaConduit.service.yml").write_text(f"id: s\nname: s\ndocker:\n  image: x\n  ports: [80]\n"
+                                                        f"  resources: {resources}\n")
+    with pytest.raises(ServiceError, match=culprit):
+        load_spec(Checkout(parse_source(str(tmp_path)), tmp_path, None), "s")
+    with pytest.raises(ServiceError, match="'deploy' supports only 'resources.limits'"):
+        load_compose(write(tmp_path, "services:\n  a:\n    image: x\n    deploy: {replicas: 3}\n"))

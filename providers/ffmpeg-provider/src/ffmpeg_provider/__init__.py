@@ -3,7 +3,9 @@
 Media stream both ways: the input file is uploaded from the blob store in chunks and the result is
 written back into it while it is hashed, so a worker's memory does not grow with the media. Stream
 facts (ffprobe) of input and output land in the output's metadata as ``source_probe`` and ``probe``.
-ffmpeg runs with the job's remaining time as its timeout, so a job's deadline holds.
+ffmpeg runs with the job's remaining time as its timeout, so a job's deadline holds, and with the
+worker's media caps (``MEDIACONDUIT_MAX_MEDIA_SECONDS``, ``_MAX_MEDIA_PIXELS``, ``_MAX_OUTPUT_BYTES``),
+which the service checks with ffprobe before it decodes anything.
 """
 
 from __future__ import annotations
@@ -24,11 +26,14 @@ from mediaconduit_worker import (
     MediaCapability,
     Model,
     ProviderExecutionError,
+    ProviderHTTPError,
     Video,
     VideoToAudioModel,
     VideoToImageModel,
     VideoToVideoModel,
+    cap_error,
     input_asset,
+    media_caps,
     save_response,
     time_left,
 )
@@ -54,10 +59,13 @@ class FfmpegModel(Model):
         left = time_left(default=self.provider.service_timeout) or 0.0
         if left < 1:
             raise ProviderExecutionError(f"ffmpeg {self.id}: the job's deadline has passed before ffmpeg could start")
-        params = {k: str(v) for k, v in opts.items()} | {"timeout": f"{max(left - 1, 0.5):.1f}"}
+        params = {k: str(v) for k, v in opts.items()} | {"timeout": f"{max(left - 1, 0.5):.1f}"} | media_caps()
         body = FileBody(media.path())
-        response = self.provider.client().open_stream(
-            "POST", f"/{self.id}", params=params, content=body, headers=body.headers(media.mime_type), timeout=left + 5)
+        try:
+            response = self.provider.client().open_stream(
+                "POST", f"/{self.id}", params=params, content=body, headers=body.headers(media.mime_type), timeout=left + 5)
+        except ProviderHTTPError as exc:
+            raise cap_error(exc, f"ffmpeg {self.id}") or exc from None
         probes = {"source_probe": _probe(response.headers.get("x-input-probe")),
                   "probe": _probe(response.headers.get("x-output-probe"))}
         output = save_response(response, self.output_kind, what=f"ffmpeg {self.id}", metadata=probes)

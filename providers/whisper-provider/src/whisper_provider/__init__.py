@@ -2,7 +2,9 @@
 
 Only that API is used, so the provider works unchanged against the real
 ``onerahmet/openai-whisper-asr-webservice`` image and against the offline pocketsphinx service.
-Any audio ffmpeg reads (WAV, MP3, Ogg, FLAC, WebM, M4A) is sent as is; the service converts it.
+Any audio ffmpeg reads (WAV, MP3, Ogg, FLAC, WebM, M4A) is sent as is; the service converts it. The
+worker's duration cap goes along as ``max_seconds`` (the offline service enforces it, the original
+ignores it); a WAV or FLAC header over it was already refused when the job's input was read.
 """
 
 from __future__ import annotations
@@ -16,8 +18,11 @@ from mediaconduit_worker import (
     DockerProvider,
     MediaCapability,
     ProviderExecutionError,
+    ProviderHTTPError,
     Text,
+    cap_error,
     input_asset,
+    media_caps,
 )
 
 TASKS = ("transcribe", "translate")
@@ -33,7 +38,8 @@ class WhisperModel(AudioToTextModel):
         task = str(opts.get("task", "transcribe"))
         if task not in TASKS:
             raise ValueError(f"option 'task' must be one of {TASKS}, not {task!r}")
-        params: dict[str, str] = {"task": task, "output": "json", "encode": "true"}
+        params: dict[str, str] = {"task": task, "output": "json", "encode": "true",
+                                  "max_seconds": media_caps()["max_seconds"]}
         language = str(opts.get("language") or "auto")
         if language != "auto":
             params["language"] = language
@@ -44,8 +50,11 @@ class WhisperModel(AudioToTextModel):
         assert isinstance(self.provider, WhisperDockerProvider)
         name = f"audio.{EXTENSIONS.get(audio.mime_type, 'bin')}"
         with audio.open() as fh:  # streamed from the blob store, not read into memory
-            response = self.provider.client().request("POST", "/asr", params=params,
-                                                      files={"audio_file": (name, fh, audio.mime_type)})
+            try:
+                response = self.provider.client().request("POST", "/asr", params=params,
+                                                          files={"audio_file": (name, fh, audio.mime_type)})
+            except ProviderHTTPError as exc:
+                raise cap_error(exc, "whisper /asr") or exc from None
         try:
             result = response.json()
         except ValueError:
