@@ -19,11 +19,24 @@ from .errors import ProviderExecutionError
 REDACTED = "[REDACTED]"
 
 
-#: Whole words of a key name that mark its value as a secret (``maxTokens`` is a count: "tokens").
+#: Whole words of a key name that mark its value as a secret, and their plurals (``tokens``,
+#: ``access_tokens``, ``passwords``; "passes" is no plural of "pass").
 _SECRET_WORDS = frozenset({
-    "token", "secret", "secrets", "password", "passwd", "pass", "pwd", "passphrase", "auth", "authorization",
-    "credential", "credentials", "cookie", "cookies", "session", "dsn", "apikey", "bearer", "signature",
+    "token", "secret", "password", "passwd", "pass", "pwd", "passphrase", "passcode", "auth", "authorization",
+    "credential", "cookie", "session", "dsn", "apikey", "bearer", "signature", "jwt",
 })
+#: Words that are secrets only ending a name, or before ``code``/``number``: ``pin``, ``user_pin``,
+#: ``otp_code`` are; ``pin_memory`` (a PyTorch loader setting) is not.
+_LAST_SECRET_WORDS = frozenset({"pin", "otp", "totp"})
+#: Words that make a name with a plural secret word a count: ``max_tokens``, ``prompt_tokens`` (usage
+#: as APIs report it), ``tokens_per_minute``, ``num_sessions``. Singular names stay secrets.
+_COUNTING_WORDS = frozenset({
+    "max", "min", "num", "number", "total", "per", "prompt", "completion", "input", "output", "new", "cached",
+    "reasoning", "thinking", "budget", "generated", "context", "remaining", "used",
+})
+#: Secret words run together in one word (``sessionid``, ``accesstoken``, ``privatekey``).
+_SECRET_COMPOUNDS = ("apikey", "privatekey", "connectionstring", "sessionid", "accesstoken", "authtoken",
+                     "refreshtoken", "password")
 #: A last word that makes the key describe a secret rather than hold one (``token_count``, ``auth_type``).
 _DESCRIBING_WORDS = frozenset({"count", "limit", "length", "size", "type", "mode", "method", "version", "enabled"})
 _WORD = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+")
@@ -102,22 +115,24 @@ def key_words(key: str) -> list[str]:
 
 @_remember_short
 def is_secret_key(key: str) -> bool:
-    """Whether a key name says its value is a credential (``api_key``, ``openai_key``, ``pwd``, ``dsn`` …)
-    and not a property of one (``max_tokens``, ``token_count``, ``auth_type``)."""
+    """Whether a key name says its value is a credential (``api_key``, ``openai_key``, ``pwd``, ``dsn``,
+    ``access_tokens``, ``sessionid``, ``pin`` …) and not a property or a count of them (``token_count``,
+    ``auth_type``, ``max_tokens``)."""
     words = key_words(key)
     if not words:
         return False
     if len(words) > 1 and words[-1] in _DESCRIBING_WORDS:
         return False
+    if words[-1] == "key" or _SECRET_WORDS.intersection(words):
+        return True
+    if words[-1] in _LAST_SECRET_WORDS or (
+            len(words) > 1 and words[-2] in _LAST_SECRET_WORDS and words[-1] in ("code", "number")):
+        return True
     joined = "".join(words)
-    return (
-        words[-1] == "key"
-        or bool(_SECRET_WORDS.intersection(words))
-        or "apikey" in joined
-        or "privatekey" in joined
-        or "connectionstring" in joined
-    )
-
+    if any(compound in joined for compound in _SECRET_COMPOUNDS):
+        return True
+    plurals = any(w.endswith("s") and w[:-1] in _SECRET_WORDS for w in words)
+    return plurals and not _COUNTING_WORDS.intersection(words)
 
 
 def _is_basic_credentials(value: str) -> bool:

@@ -32,12 +32,20 @@ SECRET_KEYS = [
     "db_password", "passwd", "pass", "pwd", "passphrase", "auth", "authorization", "Authorization", "cookie",
     "cookies", "session", "sessionId", "session_token", "dsn", "sentry_dsn", "connection_string", "connectionString",
     "credentials", "signature", "bearer",
+    # plurals and compounds (each once stored in the backend and the generation prompt)
+    "passwords", "tokens", "access_tokens", "accessTokens", "refresh_tokens", "passcode", "sessionid", "sessions",
+    "otp", "otp_code", "totp", "pin", "user_pin", "pinCode", "jwt", "jwt_token", "secrets", "cookies",
 ]
 #: Common option names that must stay visible (a count, a model setting, a word that merely contains one).
 KEPT_KEYS = [
-    "maxTokens", "max_tokens", "max_new_tokens", "tokens", "tokenizer", "token_count", "token_limit", "auth_type",
+    "maxTokens", "max_tokens", "max_new_tokens", "tokenizer", "token_count", "token_limit", "auth_type",
     "author", "authors", "authority", "keyframes", "key_frames", "keyword", "monkey", "hotkey", "turkey", "passes",
-    "num_passes", "passage", "compass", "bypass", "sessions", "prompt", "temperature", "voice", "model", "",
+    "num_passes", "passage", "compass", "bypass", "prompt", "temperature", "voice", "model", "",
+    # counts of plural secret words: usage as APIs report it, limits, rates
+    "max_output_tokens", "prompt_tokens", "completion_tokens", "total_tokens", "input_tokens", "output_tokens",
+    "cache_read_input_tokens", "reasoning_tokens", "tokens_per_minute", "num_sessions",
+    # words that merely contain a short secret word
+    "pinned", "spin", "spinner", "pinyin", "pin_memory", "top_p", "topic", "optimizer", "options",
 ]
 
 

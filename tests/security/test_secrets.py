@@ -272,3 +272,22 @@ def test_adversarial_inputs_run_in_linear_time_and_the_worker_serves_the_next_jo
         assert result["asset"]["content"] == texts[shape].upper(), shape
         assert_clean(r.id, attacked_worker)
     assert submit(attacked_worker, "still serving", echo_url, "upper").get(timeout=60)["asset"]["content"] == "STILL SERVING"
+
+
+#: Credential names a job's options once carried into the backend and the generation prompt.
+PLURAL_AND_COMPOUND_NAMES = ["passwords", "tokens", "access_tokens", "passcode", "sessionid", "otp", "pin", "jwt"]
+
+
+def test_plural_and_compound_credential_names_reach_neither_the_backend_nor_the_prompt(attacked_worker, echo_url):
+    """Values that look like nothing (only their names say they are secrets) beside ``max_tokens``, which
+    stays visible; the backend's stored meta and the worker's log are read for the values."""
+    plain = f"plain{uuid.uuid4().hex}"
+    options = {**dict.fromkeys(PLURAL_AND_COMPOUND_NAMES, plain), "max_tokens": 64}
+    r = submit(attacked_worker, "x", echo_url, "upper", options)
+    result = r.get(timeout=60)
+    assert result["asset"]["content"] == "X"
+    assert result["metadata"]["generation_prompt"]["options"] == {
+        **dict.fromkeys(PLURAL_AND_COMPOUND_NAMES, REDACTED), "max_tokens": 64}
+    raw = raw_meta(r.id).decode()
+    assert plain not in raw and '"max_tokens": 64' in raw
+    assert plain not in attacked_worker.log_text()
