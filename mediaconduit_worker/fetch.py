@@ -4,8 +4,11 @@ or its networks, bounded in size and time, streamed into the blob store.
 A job submitter is not trusted, so a URL in a job's input is a request the worker would make on their
 behalf (server-side request forgery). The rules:
 
-- the URL must start with one of the ``MEDIACONDUIT_INPUT_URL_ALLOW`` prefixes (compared as parsed
-  URLs, so ``https://allowed.example@evil.example/`` is not ``https://allowed.example``); none by default;
+- the URL must start with one of the ``MEDIACONDUIT_INPUT_URL_ALLOW`` prefixes, compared as parsed URLs
+  (``https://allowed.example@evil.example/`` is not ``https://allowed.example``) by scheme, host, port
+  and whole decoded path segments, as the provider allow-list is (``…/public`` does not admit
+  ``…/public-internal``); a segment that would step out once the server decodes it (``%2e%2e``,
+  ``..%2f``, ``..;``, an encoded slash, double encoding) is refused outright; none by default;
 - every address the host name resolves to must be public: not loopback, private, link-local (where
   cloud metadata services live), shared, multicast, reserved or unspecified, also when an IPv6 address
   wraps an IPv4 one. The socket then connects to an address that was checked, so a second DNS answer
@@ -17,6 +20,7 @@ behalf (server-side request forgery). The rules:
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
 import ssl
@@ -29,11 +33,13 @@ import httpcore
 import httpx
 
 from .blobs import BlobStore
-from .errors import InvalidInputError
+from .errors import ConfigurationError, InvalidInputError
 from .redaction import redact_url
 from .settings import get_settings
+from .sources.urls import UnsafeSegment, path_segments
 
 MAX_REDIRECTS = 5
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 #: Cloud metadata services (AWS/GCP/Azure, AWS over IPv6, Alibaba): named in errors.
 _METADATA = frozenset(ipaddress.ip_address(a) for a in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200"))
@@ -114,14 +120,41 @@ class _CheckedBackend(httpcore.NetworkBackend):
         time.sleep(seconds)
 
 
-def allowed_prefixes() -> list[httpx.URL]:
-    allow = get_settings().input_url_allow or ""
-    return [httpx.URL(p.strip()) for p in allow.split(",") if p.strip()]
+Locator = tuple[str, str, int, tuple[str, ...]]
+"""What the input-URL allow-list compares: scheme, host, port and the path's decoded segments."""
 
 
-def _is_allowed(url: httpx.URL, prefixes: list[httpx.URL]) -> bool:
-    return any((url.scheme, url.host, url.port) == (p.scheme, p.host, p.port) and url.path.startswith(p.path)
-               for p in prefixes)
+def _locator(url: httpx.URL) -> Locator:
+    """``url`` as the allow-list compares it; raises ``UnsafeSegment`` for a path that could step out of
+    a prefix once the server decodes it (httpx removes literal ``..`` itself, not ``%2e%2e`` or ``..%2f``)."""
+    path = url.raw_path.decode("ascii").partition("?")[0]
+    return url.scheme, url.host, url.port or _DEFAULT_PORTS[url.scheme], tuple(path_segments(path))
+
+
+def allowed_prefixes() -> tuple[Locator, ...]:
+    return _parsed_prefixes(get_settings().input_url_allow or "")
+
+
+@functools.lru_cache(maxsize=4)
+def _parsed_prefixes(allow: str) -> tuple[Locator, ...]:
+    """``MEDIACONDUIT_INPUT_URL_ALLOW`` parsed once per setting; a malformed entry is named."""
+    out = []
+    for entry in (e.strip() for e in allow.split(",")):
+        if not entry:
+            continue
+        try:
+            url = httpx.URL(entry)
+            if url.scheme not in _DEFAULT_PORTS or not url.host or url.userinfo or url.query or url.fragment:
+                raise ValueError("expected http(s)://HOST[:PORT][/PATH], without credentials, query or fragment")
+            out.append(_locator(url))
+        except (httpx.InvalidURL, ValueError) as exc:
+            raise ConfigurationError(f"MEDIACONDUIT_INPUT_URL_ALLOW entry {entry!r} is malformed: {exc}") from None
+    return tuple(out)
+
+
+def _is_allowed(url: Locator, prefixes: tuple[Locator, ...]) -> bool:
+    """Scheme, host and port equal, and the prefix's path segments the first of the URL's, whole."""
+    return any(url[:3] == p[:3] and url[3][: len(p[3])] == p[3] for p in prefixes)
 
 
 def fetch_input(url: str, where: str, store: BlobStore | None = None,
@@ -177,7 +210,7 @@ def fetch_input(url: str, where: str, store: BlobStore | None = None,
     raise InvalidInputError(f"{where}: {shown!r} redirects more than {MAX_REDIRECTS} times")
 
 
-def _checked_url(url: str, prefixes: list[httpx.URL], where: str) -> httpx.URL:
+def _checked_url(url: str, prefixes: tuple[Locator, ...], where: str) -> httpx.URL:
     shown = redact_url(url)
     try:
         parsed = httpx.URL(url)
@@ -187,7 +220,11 @@ def _checked_url(url: str, prefixes: list[httpx.URL], where: str) -> httpx.URL:
         raise InvalidInputError(f"{where}: {shown!r} is not an http(s) URL")
     if parsed.userinfo:
         raise InvalidInputError(f"{where}: {shown!r} carries credentials; input URLs may not")
-    if not _is_allowed(parsed, prefixes):
+    try:
+        located = _locator(parsed)
+    except UnsafeSegment as exc:
+        raise InvalidInputError(f"{where}: {shown!r}: {exc}") from None
+    if not _is_allowed(located, prefixes):
         raise InvalidInputError(f"{where}: {shown!r} is not allowed by MEDIACONDUIT_INPUT_URL_ALLOW")
     return parsed
 

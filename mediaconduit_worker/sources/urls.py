@@ -110,17 +110,36 @@ def pypi_requirement(spec: str, url: str) -> Requirement:
     return req
 
 
-def _segments(path: str, url: str) -> list[str]:
-    """The path's segments, refusing what could step out of an allowed prefix once a server decodes it."""
+class UnsafeSegment(ValueError):
+    """A path segment that could step out of an allowed prefix once a server decodes it (``args[0]``)."""
+
+    def __str__(self) -> str:
+        return (f"path segment {self.args[0]!r} is refused ('.' and '..' segments, also percent-encoded or "
+                "before a ';', encoded slashes or backslashes, a '%' left after decoding and bytes that are not "
+                "UTF-8 are not allowed)")
+
+
+def path_segments(path: str) -> list[str]:
+    """The decoded, non-empty segments of a URL path as written, what an allow-list compares whole
+    (``/public`` is not a prefix of ``/public-internal``); raises ``UnsafeSegment``."""
     out = []
     for raw in path.split("/"):
-        seg = unquote(raw)
-        if seg in (".", "..") or any(c in seg for c in "/\\%"):
-            raise ProviderSourceError(f"provider URL {url!r}: path segment {raw!r} is refused "
-                                      "('.' and '..' segments, percent-encoded dots, slashes or '%' are not allowed)")
+        try:
+            seg = unquote(raw, errors="strict")
+        except UnicodeDecodeError:
+            raise UnsafeSegment(raw) from None
+        if seg.split(";")[0] in (".", "..") or any(c in seg for c in "/\\%"):
+            raise UnsafeSegment(raw)
         if seg:
             out.append(seg)
     return out
+
+
+def _segments(path: str, url: str) -> list[str]:
+    try:
+        return path_segments(path)
+    except UnsafeSegment as exc:
+        raise ProviderSourceError(f"provider URL {url!r}: {exc}") from None
 
 
 def locator_of(text: str, url: str) -> tuple[str, ...]:

@@ -747,3 +747,102 @@ def test_a_crafted_record_is_shown_and_refused_before_anything_is_fetched(
     assert code != 0 and len(error) == 1, output
     assert culprit.format(r=recorder.url, c1="1" * 40, c2="2" * 40) in error[0], error[0]
     assert recorder.hits[hits:] == []
+
+
+# -- the input-URL allow-list: normalised, whole segments ---------------------------------------------
+class _Site:
+    """An HTTP server on 127.0.0.2 (which the tests' address check treats as public) that records paths."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.hits: list[str] = []
+        site = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                site.hits.append(self.path)
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.2", 0), Handler)
+        self.url = f"http://127.0.0.2:{self.server.server_address[1]}"
+        import threading
+
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture(scope="module")
+def input_site() -> Iterator[_Site]:
+    site = _Site()
+    yield site
+    site.server.shutdown()
+
+
+INPUT_FORMS = [
+    # (path after the site, admitted: the path requested / refused: the culprit)
+    ("/public/a.png", ("ok", "/public/a.png")),
+    ("/public", ("ok", "/public")),
+    ("/public/my%20photo.png", ("ok", "/public/my%20photo.png")),
+    ("/public/a.png?size=2", ("ok", "/public/a.png?size=2")),
+    ("/public-internal/x", ("refused", "not allowed by MEDIACONDUIT_INPUT_URL_ALLOW")),
+    ("/publicx", ("refused", "not allowed by MEDIACONDUIT_INPUT_URL_ALLOW")),
+    ("/PUBLIC/a.png", ("refused", "not allowed by MEDIACONDUIT_INPUT_URL_ALLOW")),
+    ("/public/../secret", ("refused", "not allowed by MEDIACONDUIT_INPUT_URL_ALLOW")),  # httpx removes it first
+    ("/public/%2e%2e/secret", ("refused", "path segment '%2e%2e' is refused")),
+    ("/public/%2E%2e/secret", ("refused", "path segment '%2E%2e' is refused")),
+    ("/public/..%2fsecret", ("refused", "path segment '..%2fsecret' is refused")),
+    ("/public/..%2Fsecret", ("refused", "path segment '..%2Fsecret' is refused")),
+    ("/public/%2e%2e%2fsecret", ("refused", "path segment '%2e%2e%2fsecret' is refused")),
+    ("/public/%252e%252e/secret", ("refused", "path segment '%252e%252e' is refused")),
+    ("/public/..;/secret", ("refused", "path segment '..;' is refused")),
+    ("/public/..%5csecret", ("refused", "path segment '..%5csecret' is refused")),
+    ("/public/%c0%ae%c0%ae/secret", ("refused", "path segment '%c0%ae%c0%ae' is refused")),
+]
+
+
+@pytest.mark.parametrize("entry", ["{site}/public", "{site}/public/"])
+@pytest.mark.parametrize("path, outcome", INPUT_FORMS, ids=[p for p, _ in INPUT_FORMS])
+def test_input_url_allow_list_matches_normalised_whole_segments(input_site: _Site, monkeypatch, tmp_path: Path,
+                                                                entry: str, path: str, outcome: tuple) -> None:
+    from mediaconduit_worker.blobs import BlobStore
+    from mediaconduit_worker.errors import InvalidInputError
+    from mediaconduit_worker.fetch import address_refusal, fetch_input
+
+    monkeypatch.setenv("MEDIACONDUIT_INPUT_URL_ALLOW", entry.format(site=input_site.url))
+    get_settings.cache_clear()
+    store = BlobStore(tmp_path / "blobs")
+    public_here = lambda address: None if address == "127.0.0.2" else address_refusal(address)  # noqa: E731
+    hits = len(input_site.hits)
+    try:
+        kind, expected = outcome
+        if kind == "ok":
+            uri, _, size, _ = fetch_input(input_site.url + path, "input field 'uri'", store, refusal=public_here)
+            assert store.get(uri) == b"ok" and input_site.hits[hits:] == [expected]
+        else:
+            with pytest.raises(InvalidInputError, match=re.escape(expected)) as err:
+                fetch_input(input_site.url + path, "input field 'uri'", store, refusal=public_here)
+            assert str(err.value).startswith("input field 'uri': ")
+            assert input_site.hits[hits:] == []
+    finally:
+        monkeypatch.delenv("MEDIACONDUIT_INPUT_URL_ALLOW")
+        get_settings.cache_clear()
+
+
+@pytest.mark.parametrize("entry", ["ftp://h/x", "https://user@h/x", "https://h/x?y=1", "https://h/%2e%2e/x", "/local"])
+def test_a_malformed_input_url_allow_entry_is_named(monkeypatch, entry: str) -> None:
+    from mediaconduit_worker.fetch import fetch_input
+
+    monkeypatch.setenv("MEDIACONDUIT_INPUT_URL_ALLOW", f"https://ok.example/, {entry}")
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(ConfigurationError, match=re.escape(f"MEDIACONDUIT_INPUT_URL_ALLOW entry {entry!r}")):
+            fetch_input("https://ok.example/a.png", "f")
+    finally:
+        monkeypatch.delenv("MEDIACONDUIT_INPUT_URL_ALLOW")
+        get_settings.cache_clear()
