@@ -8,6 +8,8 @@ from .capabilities import MediaCapability
 from .chat import ChatOptions, cost_metadata, per_token_price, usage_metadata
 from .deadline import time_left
 from .errors import (
+    BudgetExceededError,
+    BudgetHeldError,
     ConfigurationError,
     InvalidInputError,
     ManifestError,
@@ -20,6 +22,9 @@ from .errors import (
     ProviderNotAllowedError,
     ProviderResponseError,
     ProviderSourceError,
+    ReplayError,
+    RouteError,
+    RouteUnavailableError,
     ServiceError,
     TimeLimitError,
     TransientError,
@@ -66,6 +71,8 @@ __all__ = [
     "AudioToAudioModel",
     "AudioToTextModel",
     "BinaryAsset",
+    "BudgetExceededError",
+    "BudgetHeldError",
     "ChatOptions",
     "ConfigurationError",
     "DockerProvider",
@@ -97,6 +104,9 @@ __all__ = [
     "ProviderType",
     "REDACTED",
     "RemoteProvider",
+    "ReplayError",
+    "RouteError",
+    "RouteUnavailableError",
     "ServiceError",
     "ServiceHost",
     "ServiceInfo",

@@ -20,11 +20,22 @@ The tree::
     ├── ProviderExecutionError        the provider's own code raised while transforming
     │   ├── ProviderHTTPError         an API answered 4xx: wrong key, bad request, unknown model
     │   └── ProviderResponseError     an API answered something it should not have (bad JSON, no fields)
-    └── TransientError                the one retryable kind: 429/5xx, a restarting service, a broker blip
-        └── RouteUnavailableError     every candidate of a route failed transiently, cooled down or at its limit
+    └── TransientError                retried: 429/5xx, a restarting service, a broker blip
+        ├── RouteUnavailableError     every candidate of a route failed transiently, cooled down or at its limit
+        └── BudgetHeldError           an estimate a budget can take only once the jobs in flight settle
 
-``TransientError`` is the exception to "permanent": the task retries it with backoff (honouring
-``retry_after``) until its retries are used up.
+What is retried (``worker/reliability.py``'s ``TRANSIENT_EXCEPTIONS``): ``TransientError`` and its
+subclasses (``RouteUnavailableError``, ``BudgetHeldError``), and the plumbing's own passing failures
+that provider code lets through: ``ConnectionError`` (refused or reset while a service restarts),
+``socket.timeout``, kombu's ``OperationalError``, redis's ``ConnectionError`` and ``TimeoutError``,
+httpx's ``TransportError``. The task retries them with backoff (``retry_after`` when given, else 1, 2,
+4 … 60 s) until its retries are used up. A job whose worker process died is delivered again as well,
+until it ends with ``PoisonJobError``.
+
+What fails over (``worker/failover.py``'s ``FAILOVER_EXCEPTIONS``): in a ``route:NAME`` job the same
+kinds and ``ServiceError`` (a Docker service that will not start) move the job to the route's next
+candidate within the same delivery; a candidate whose estimate a budget refuses (``BudgetExceededError``,
+``BudgetHeldError``) is skipped. Any other error ends the job at once.
 """
 
 from __future__ import annotations
@@ -133,3 +144,7 @@ class RouteUnavailableError(TransientError):
     def __init__(self, message: str, retry_after: float | None = None, attempts: list[dict] | None = None) -> None:
         super().__init__(message, retry_after=retry_after)
         self.attempts = attempts or []
+
+
+class BudgetHeldError(TransientError):
+    """The estimate fits what a budget has left once the jobs in flight settle, not before: try again soon."""

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..assets import Asset
-from ..errors import BudgetExceededError, MediaConduitError, ProviderExecutionError, TransientError
+from ..errors import BudgetExceededError, BudgetHeldError, MediaConduitError, ProviderExecutionError
 from ..models import Model
 from ..pricing import Size, actual_usd, cost_record, estimate_usd, is_priced, job_size
 from ..provider import DockerProvider, ProviderType
@@ -141,15 +141,11 @@ BUDGET_RECHECK = 1.0
 """Seconds before a job whose estimate waits for the budget holds of jobs in flight is tried again."""
 
 
-class BudgetHeld(TransientError):
-    """The estimate fits what a budget has left once the jobs in flight settle, not before: try again soon."""
-
-
 def hold_budget(state: RoutingState, scopes: list[tuple[str, float | None]], estimate: float | None, who: str) -> str | None:
     """Hold ``estimate`` against every scope that has a budget, before the call; the hold id (None: no budget).
 
     Refused for good (``BudgetExceededError``) when the estimate exceeds what a budget has left after what
-    was spent; for now (``BudgetHeld``) when it fits that but not beside the holds of jobs in flight. So a
+    was spent; for now (``BudgetHeldError``) when it fits that but not beside the holds of jobs in flight. So a
     budget is overrun only by as much as the jobs in flight cost more than their estimates.
     """
     budgets = [(scope, budget) for scope, budget in scopes if budget is not None]
@@ -168,7 +164,7 @@ def hold_budget(state: RoutingState, scopes: list[tuple[str, float | None]], est
               "jobs in flight)")
     if held.spent + estimate > budget + 1e-12:
         raise BudgetExceededError(f"{detail}; refused before any call")
-    raise BudgetHeld(f"{detail}; waiting for the jobs in flight to settle",
+    raise BudgetHeldError(f"{detail}; waiting for the jobs in flight to settle",
                      retry_after=BUDGET_RECHECK)
 
 

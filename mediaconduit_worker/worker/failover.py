@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..deadline import time_left
-from ..errors import BudgetExceededError, RouteUnavailableError, ServiceError
+from ..errors import BudgetExceededError, BudgetHeldError, RouteUnavailableError, ServiceError
 from ..http import fail_fast
 from ..pricing import job_size
 from ..redaction import redact_text
 from ..settings import get_settings
-from .calls import BUDGET_RECHECK, BudgetHeld, Meter, Served, batch_scope, execute, hold_budget, prepare
+from .calls import BUDGET_RECHECK, Meter, Served, batch_scope, execute, hold_budget, prepare
 from .limits import Denied, Lease, RoutingState, get_state
 from .reliability import TRANSIENT_EXCEPTIONS
 from .routes import Candidate, Route
@@ -232,7 +232,7 @@ class RouteRun:
             return hold_budget(self.state, self.scopes, meter.estimate, cand.label)
         except BudgetExceededError as exc:
             raise _Skip("budget", str(exc)) from None
-        except BudgetHeld as exc:
+        except BudgetHeldError as exc:
             raise _Skip("budget held", str(exc)) from None
 
     def wait_for(self, limited: dict[int, tuple[Candidate, Denied]], cooling: list[float], since: float,

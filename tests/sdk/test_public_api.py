@@ -77,3 +77,30 @@ def test_no_exported_name_hides_a_submodule():
     modules = {p.stem for p in (REPO / "mediaconduit_worker").glob("*.py")}
     modules |= {p.parent.name for p in (REPO / "mediaconduit_worker").glob("*/__init__.py")}
     assert modules & set(mediaconduit_worker.__all__) == set()
+
+
+def test_every_error_is_exported():
+    from mediaconduit_worker import errors
+
+    defined = {name for name, value in vars(errors).items()
+               if isinstance(value, type) and issubclass(value, Exception) and value.__module__ == errors.__name__}
+    assert defined - set(mediaconduit_worker.__all__) == set()
+
+
+def test_the_docs_name_what_is_retried_and_what_fails_over():
+    """errors.py's docstring, docs/architecture.md and the README name every class the task retries and
+    every class that moves a routed job to its next candidate."""
+    from conftest import REPO
+
+    from mediaconduit_worker import errors
+    from mediaconduit_worker.worker.failover import FAILOVER_EXCEPTIONS
+    from mediaconduit_worker.worker.reliability import TRANSIENT_EXCEPTIONS
+
+    names = {c.__name__ for c in (*TRANSIENT_EXCEPTIONS, *FAILOVER_EXCEPTIONS)}
+    names |= {c.__name__ for c in vars(errors).values()
+              if isinstance(c, type) and issubclass(c, errors.TransientError)}
+    for where, text in [("errors.py", errors.__doc__ or ""),
+                        ("docs/architecture.md", (REPO / "docs" / "architecture.md").read_text()),
+                        ("README.md", (REPO / "README.md").read_text())]:
+        assert {n for n in names if f"`{n}`" not in text} == set(), where
+        assert "TRANSIENT_EXCEPTIONS" in text and "FAILOVER_EXCEPTIONS" in text, where
