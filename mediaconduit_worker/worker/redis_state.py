@@ -1,6 +1,6 @@
 """The one way our code reaches the Redis of the result backend, where the shared state lives: route
-limits and spend (``limits``), the result cache (``cache``), batch markers (``batch``) and worker reports
-(``status``).
+limits and spend (``limits``), the result cache (``cache``), batch markers (``batch``), worker reports
+(``status``) and stored cancels (``revokes``).
 
 The policy, in one place:
 - **Which Redis**: the result backend's URL (``MEDIACONDUIT_RESULT_BACKEND``, else the broker URL), as

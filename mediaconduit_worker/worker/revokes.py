@@ -31,6 +31,7 @@ from celery.worker.state import task_ready
 
 from ..settings import get_settings
 from .redaction import redacted_request
+from .redis_state import state_redis
 
 log = logging.getLogger(__name__)
 PREFIX = "mediaconduit:revoked:"
@@ -45,20 +46,20 @@ def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
-def record_revokes(client: Any, task_ids: Iterable[str], reason: str, state: str = CANCELLED) -> dict[str, Any]:
+def record_revokes(task_ids: Iterable[str], reason: str, state: str = CANCELLED) -> dict[str, Any]:
     """Write the revoke of each job to Redis, kept as long as results are (``MEDIACONDUIT_RESULT_EXPIRES``)."""
     entry = {"state": state, "at": _now(), "reason": reason}
     ttl = max(1, get_settings().result_expires)
-    with client.pipeline(transaction=False) as pipe:
+    with state_redis().pipeline(transaction=False) as pipe:
         for task_id in task_ids:
             pipe.set(PREFIX + task_id, json.dumps(entry), ex=ttl)
         pipe.execute()
     return entry
 
 
-def revoke_of(client: Any, task_id: str) -> dict[str, Any] | None:
+def revoke_of(task_id: str) -> dict[str, Any] | None:
     """The job's stored revoke, or None."""
-    raw = client.get(PREFIX + task_id)
+    raw = state_redis().get(PREFIX + task_id)
     return json.loads(raw) if raw else None
 
 
@@ -91,7 +92,7 @@ def revoke_later_steps(backend: Any, request_dict: Any, of: str) -> None:
     sent, and their results would stay PENDING forever)."""
     steps = later_steps(request_dict)
     if steps:
-        entry = record_revokes(backend.client, steps, f"an earlier step of its chain ({of}) did not run")
+        entry = record_revokes(steps, f"an earlier step of its chain ({of}) did not run")
         for step in steps:
             store_revoked(backend, step, entry)
 
@@ -104,7 +105,7 @@ def why_not_run(request: Any) -> dict[str, Any] | None:
     if expires is not None and datetime.now(expires.tzinfo or None) > expires:
         return {"state": EXPIRED, "at": _now(), "reason": f"not started by {expires.isoformat()} (its expires/start_by)"}
     try:
-        return revoke_of(request.task.backend.client, request.id)
+        return revoke_of(request.id)
     except Exception as exc:  # any backend error: run rather than drop
         log.warning("job %s: could not read its revoke record (%s); running it", request.id, exc)
         return None
@@ -115,7 +116,7 @@ def interrupted(task: Any) -> Exception:
     stored), it ends REVOKED with its later chain steps and its message is acknowledged (``Ignore``);
     otherwise its worker is shutting down and the message goes back to the queue at once (``Reject``)."""
     request, backend = task.request, task.backend
-    entry = revoke_of(backend.client, request.id)
+    entry = revoke_of(request.id)
     if entry is None:
         log.warning("job %s handed back to the queue: its worker is shutting down", request.id)
         return Reject("handed back at shutdown", requeue=True)
@@ -151,7 +152,7 @@ class PersistentControl(Control):
                reason: str = "revoked", **kwargs: Any) -> Any:
         task_ids = [str(t) for t in maybe_list(task_id) or []]
         backend = self.app.backend
-        entry = record_revokes(backend.client, task_ids, reason)
+        entry = record_revokes(task_ids, reason)
         for one in task_ids:
             if backend.get_state(one) in _UNSTARTED:
                 store_revoked(backend, one, entry)

@@ -40,6 +40,9 @@ class Step(TextToTextModel):
 
 class StepProvider(MediaProvider):
     model_classes = {MediaCapability.TEXT_TO_TEXT: Step}
+
+    def pricing_of(self, model_id):
+        return {"request": 0.01}  # so a batch's budget is held and charged for each call
 """
 
 
@@ -185,19 +188,29 @@ def test_a_running_job_is_interrupted_and_ends_revoked(lane, pool):
     assert "end long" not in lane.runs() and "start next" not in lane.runs()
 
 
-def test_expires_and_start_by_end_expired_without_running(lane):
+def test_expired_and_cancelled_jobs_do_not_run_and_are_not_charged(lane):
+    """``expires`` (seconds) and ``start_by`` (a time) passed before any worker could start them: EXPIRED,
+    not run. All jobs are in one batch with a budget, priced $0.01 a call: only the one that ran is charged."""
+    from mediaconduit_worker.worker.calls import BATCH_HEADER
+    from mediaconduit_worker.worker.limits import get_state
+
+    batch = {BATCH_HEADER: {"id": f"b-{uuid.uuid4().hex[:8]}", "budget_usd": 1.0}}
     soon = datetime.now(UTC) + timedelta(seconds=1)
-    by_expires = lane.send("late-expires", expires=1)
-    by_start_by = lane.send("late-start-by", start_by=soon)
-    in_time = lane.send("in-time", start_by=datetime.now(UTC) + timedelta(hours=1))
+    by_expires = lane.send("late-expires", expires=1, headers=batch)
+    by_start_by = lane.send("late-start-by", start_by=soon, headers=batch)
+    in_time = lane.send("in-time", start_by=datetime.now(UTC) + timedelta(hours=1), headers=batch)
+    cancelled = lane.send("cancelled", headers=batch)
+    cancelled.revoke()
     time.sleep(1.5)
     lane.start()
-    assert in_time.get(timeout=60)["asset"]["content"] == "in-time+"
+    assert in_time.get(timeout=60)["asset"]["metadata"]["cost"]["usd"] == 0.01
     for late in (by_expires, by_start_by):
         wait_state(late, "REVOKED")
         record = revoked_meta(late)
         assert record["state"] == "EXPIRED" and "not started by" in record["reason"]
-    assert [line for line in lane.runs() if "late" in line] == []
+    assert revoked_meta(cancelled)["state"] == "CANCELLED"
+    assert [line for line in lane.runs() if "late" in line or "cancelled" in line] == []
+    assert get_state().spend(f"batch:{batch[BATCH_HEADER]['id']}") == (0.01, 0.0)
 
 
 def test_sigterm_lets_short_jobs_finish_and_hands_long_ones_back(lane):
@@ -219,3 +232,47 @@ def test_sigterm_lets_short_jobs_finish_and_hands_long_ones_back(lane):
     assert long.get(timeout=60)["asset"]["content"] == "long+"
     runs = lane.runs()
     assert runs.count("start short") == 1 and runs.count("start long") == 2 and runs.count("end long") == 1
+
+
+def test_a_rolling_restart_under_a_stream_of_jobs_loses_none(lane):
+    """Every worker (one threads, one prefork) replaced one by one while jobs stream in: each job ends
+    once, and none waits longer than its own run plus the grace (3 s here) plus slack: a job cut short at
+    the grace went back to the queue at once and ran again whole elsewhere."""
+    import threading
+
+    rate, seconds, grace = 4, 24, 3.0
+    olds = [lane.start(pool="threads", concurrency=4), lane.start(pool="prefork", concurrency=2)]
+    sent: list[tuple[Any, float, float]] = []
+
+    def stream() -> None:
+        for i in range(rate * seconds):
+            run = 5.0 if i % 4 == 0 else 0.3  # some jobs outlast the grace
+            sent.append((lane.send(f"job-{i:03d}", seconds=run), time.time(), run))
+            time.sleep(1 / rate)
+
+    producer = threading.Thread(target=stream)
+    producer.start()
+    time.sleep(3)
+    stops = []
+    for old in olds:
+        lane.start(pool=old.pool, concurrency=4 if old.pool == "threads" else 2)
+        began = time.monotonic()
+        os.killpg(old.proc.pid, signal.SIGTERM)
+        old.proc.wait(60)
+        stops.append(time.monotonic() - began)
+        assert old.proc.returncode == 0, old.log_text()[-3000:]
+    producer.join()
+    delays = []
+    for result, at, run in sent:
+        assert result.get(timeout=120)["asset"]["content"].endswith("+")
+        done = result.backend.get_task_meta(result.id)["date_done"]
+        delays.append(datetime.fromisoformat(done).timestamp() - at - run)
+    runs = lane.runs()
+    ends = {f"job-{i:03d}": runs.count(f"end job-{i:03d}") for i in range(len(sent))}
+    handed_back = sum(runs.count(f"start {j}") - 1 for j in ends)
+    assert handed_back == sum(old.log_text().count("handed back to the queue") for old in olds)
+    print(f"{len(sent)} jobs, 0 lost, {handed_back} handed back and run again; extra delay max "
+          f"{max(delays):.1f}s, median {sorted(delays)[len(delays) // 2]:.2f}s (grace {grace:g}s); "
+          f"SIGTERM to exit {', '.join(f'{s:.1f}s' for s in stops)}")
+    assert set(ends.values()) == {1}, {j: n for j, n in ends.items() if n != 1}
+    assert max(delays) < grace + 15  # the slack is generous: a loaded machine starts workers slowly
