@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: venv run test lint bench base-image wheelhouse up down clean
+.PHONY: venv run test lint bench schema base-image wheelhouse up down clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ bench: venv
 	$(PY) bench/bench_redaction.py
 	$(PY) bench/bench_routing.py
 	$(PY) bench/bench_instructions.py
+
+## docs/record.schema.json, generated from the record's pydantic model (a test holds the two equal).
+schema: venv
+	$(PY) -c 'import json; from mediaconduit_worker.record import record_schema; print(json.dumps(record_schema(), indent=2))' > docs/record.schema.json
 
 ## Offline base image for the reference services (no registry needed).
 base-image:

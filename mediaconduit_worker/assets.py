@@ -11,8 +11,9 @@ import base64
 import hashlib
 import io
 import mimetypes
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any, ClassVar, Self
+from typing import IO, Any, ClassVar, Self, TypeVar
 from urllib.parse import unquote_to_bytes, urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
@@ -21,6 +22,8 @@ from .blobs import BlobStore, blob_digest
 from .errors import InvalidInputError
 from .mediainfo import check_media
 from .settings import get_settings
+
+T = TypeVar("T")
 
 # Python's table lacks or misnames a few media types services care about.
 MIME_BY_SUFFIX = {".wav": "audio/wav", ".mp3": "audio/mpeg", ".ogg": "audio/ogg", ".oga": "audio/ogg",
@@ -329,3 +332,18 @@ def job_input(value: Any, where: str = "input") -> Any:
     raise InvalidInputError(
         f"invalid input of type {type(value).__name__}: expected a string, an asset, a TransformResult or a list of them"
     )
+
+
+def map_input(value: Any, leaf: Callable[[Any], T]) -> T | list[Any]:
+    """``leaf`` of each ``str`` or asset in a model's input, in the input's shape (a list gives a list):
+    the one walk over a job's decoded input, for its record, its digests, its cache key and its price."""
+    if isinstance(value, (list, tuple)):
+        return [map_input(v, leaf) for v in value]
+    return leaf(value)
+
+
+def input_items(value: Any) -> list[Any]:
+    """The ``str`` and asset items of a model's input, lists flattened."""
+    if isinstance(value, (list, tuple)):
+        return [item for v in value for item in input_items(v)]
+    return [value]

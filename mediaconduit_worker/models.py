@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any, ClassVar
 
-from .assets import Asset, Text
+from .assets import Asset, Text, input_items
 from .capabilities import MediaCapability
 from .record import create_generation_prompt
 
@@ -45,13 +45,12 @@ class Model:
 
 def input_text(input: Any) -> str:
     """The text of a ``str``, a ``Text`` asset or a list of them (joined by newlines)."""
-    if isinstance(input, str):
-        return input
-    if isinstance(input, Text):
-        return input.content
-    if isinstance(input, list):
-        return "\n".join(input_text(i) for i in input)
-    raise TypeError(f"expected text input, got {type(input).__name__}")
+    texts = []
+    for item in input_items(input):
+        if not isinstance(item, (str, Text)):
+            raise TypeError(f"expected text input, got {type(item).__name__}")
+        texts.append(item if isinstance(item, str) else item.content)
+    return "\n".join(texts)
 
 
 def input_asset(input: Any, kind: type[Asset]) -> Any:

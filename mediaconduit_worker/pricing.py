@@ -26,7 +26,7 @@ import wave
 from dataclasses import dataclass
 from typing import Any
 
-from .assets import Asset, Audio, Text
+from .assets import Asset, Audio, Text, input_items
 
 CHARS_PER_TOKEN = 4
 """Input tokens are estimated as characters / 4 (the usual rule of thumb for English text)."""
@@ -60,21 +60,11 @@ def is_priced(pricing: dict[str, Any] | None) -> bool:
 
 
 def _texts(value: Any) -> list[str]:
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, Text):
-        return [value.content]
-    if isinstance(value, list):
-        return [t for v in value for t in _texts(v)]
-    return []
+    return [v if isinstance(v, str) else v.content for v in input_items(value) if isinstance(v, (str, Text))]
 
 
 def _audios(value: Any) -> list[Audio]:
-    if isinstance(value, Audio):
-        return [value]
-    if isinstance(value, list):
-        return [a for v in value for a in _audios(v)]
-    return []
+    return [v for v in input_items(value) if isinstance(v, Audio)]
 
 
 def audio_seconds(asset: Asset) -> float | None:

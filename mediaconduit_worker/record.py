@@ -7,13 +7,16 @@ provider and the source commit. What goes into a prompt is redacted first (``red
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import importlib.metadata
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import to_jsonable_python
 
-from .assets import Asset
+from .assets import Asset, BinaryAsset, Text, map_input
 from .payload import is_plain_json
 from .redaction import redact
 
@@ -22,12 +25,14 @@ from .redaction import redact
 def describe_input(value: Any) -> Any:
     """The raw input, assets included with their own generation prompts, as JSON. An asset's metadata
     came with the job (a submitter may put anything there) and is redacted like options."""
+    return map_input(value, _described)
+
+
+def _described(value: Any) -> Any:
     if isinstance(value, Asset):
         described = value.to_json()
         described["metadata"] = redact(described["metadata"])
         return described
-    if isinstance(value, (list, tuple)):
-        return [describe_input(v) for v in value]
     return value
 
 
@@ -58,6 +63,36 @@ def create_generation_prompt(
 
 
 # -- results ----------------------------------------------------------------------------------------
+RECORD_VERSION = "2"
+"""Bumped when a field changes meaning; ``docs/record.schema.json`` is generated from ``TransformResult``."""
+PACKAGE = "mediaconduit-worker"
+
+
+@functools.cache
+def package_version() -> str:
+    try:
+        return importlib.metadata.version(PACKAGE)
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
+def content_digest(value: Any) -> Any:
+    """SHA-256 (hex) of what a step read or wrote: text as UTF-8, media as their bytes; a list gives a list."""
+    return map_input(value, _digest)
+
+
+def _digest(value: Any) -> str | None:
+    if isinstance(value, str):
+        return hashlib.sha256(value.encode()).hexdigest()
+    if isinstance(value, Text):
+        return hashlib.sha256(value.content.encode()).hexdigest()
+    if isinstance(value, BinaryAsset):
+        return value.sha256 or hashlib.sha256(value.data).hexdigest()
+    if isinstance(value, Asset):
+        raise TypeError(f"no digest for {type(value).__name__}")
+    return None
+
+
 class AssetRef(BaseModel):
     """Text inline as ``content``; binary media as a blob reference."""
 
@@ -73,60 +108,205 @@ class AssetRef(BaseModel):
 
 
 class SourceInfo(BaseModel):
-    url: str
-    kind: str
+    """Where the provider's code came from, resolved: what ``replay`` fetches again."""
+
+    kind: Literal["git", "path", "pypi"]
     ref: str | None = None
+    """The branch or tag the job named (git)."""
     commit: str | None = None
+    """The commit the provider ran at (git, or a folder that is a work tree)."""
     subdirectory: str | None = None
     """The provider's folder inside its git repository (``#subdirectory=`` or a GitHub ``/tree/`` URL)."""
     version: str | None = None
     """``name==version`` of a PyPI provider."""
 
 
-class ResultMetadata(BaseModel):
+class ServiceRecord(BaseModel):
+    """A Docker provider's service as it ran."""
+
     model_config = ConfigDict(extra="allow")
+    url: str | None = None
+    id: str | None = None
+    commit: str | None = None
+    image: str | None = None
+    image_id: str | None = None
+
+
+class GenerationPrompt(BaseModel):
+    """How one output was made. The provider writes the first fields (``create_generation_prompt``; it
+    may add its own), the worker completes the rest from what it knows, overriding the provider's."""
+
+    model_config = ConfigDict(extra="allow")
+    input: Any = None
+    """The raw input; an input asset keeps its own ``metadata.generation_prompt``: a chain nests one per step."""
+    options: dict[str, Any] | None = None
+    model_id: str | None = None
+    model_name: str | None = None
+    provider: str | None = None
+    """The provider's manifest id."""
+    transformation_type: str | None = None
+    processing_time: float | None = None
+    """The model's own time, in milliseconds."""
+    timestamp: str | None = None
     route: str | None = None
-    """The route a ``route:NAME`` job named; first, with ``candidate``, so short views (Flower) show them."""
-    candidate: dict[str, Any] | None = None
-    """The route's candidate that served: ``index`` (1-based), ``provider``, ``model``."""
-    generation_prompt: dict[str, Any]
-    provider: str
+    """A ``route:NAME`` job's route; ``provider`` and ``model_id`` are then the candidate that served."""
+    provider_prompt: Any = None
+    """A provider's prompt that was not a JSON object, kept as it was."""
+    record_version: Literal["2"]
+    package_version: str
+    input_digest: str | list[Any] | None
+    output_digest: str | None
     provider_url: str
-    model: str
-    capability: str | None = None
-    processing_time_ms: float
+    """The URL the job named (the serving candidate's, for a route), credentials removed."""
     source: SourceInfo
+    capability: str | None
+    """The queue the job ran on."""
+    service: ServiceRecord | None = None
+
+
+class ResultMetadata(BaseModel):
+    """What the worker adds beside the asset: the generation prompt, and what only this delivery knows."""
+
+    model_config = ConfigDict(extra="allow")
+    generation_prompt: GenerationPrompt
+    processing_time_ms: float
+    """Time in the task, load and service start included."""
     task_id: str | None = None
     worker: str | None = None
+    candidate: dict[str, Any] | None = None
+    """A routed job's serving candidate: ``index`` (1-based), ``provider``, ``model``."""
     attempts: list[dict[str, Any]] | None = None
     """A routed job's tries in order: ``candidate``, ``provider``, ``model``, ``error`` (class), ``status``
     (HTTP), ``duration_ms``, and ``skipped`` (cooldown, concurrency, rpm, tpm, budget) or ``message``."""
+    cache: dict[str, Any] | None = None
+    """An opt-in cached job: ``hit``, ``key``."""
 
 
 class TransformResult(BaseModel):
+    """A job's result: the output asset and how it was made; also a valid input of the next job."""
+
     asset: AssetRef
     metadata: ResultMetadata
 
     @property
-    def generation_prompt(self) -> dict[str, Any]:
+    def generation_prompt(self) -> GenerationPrompt:
         return self.metadata.generation_prompt
 
 
 _METADATA_FIELDS = tuple(ResultMetadata.model_fields)
+_SOURCE_FIELDS = tuple(SourceInfo.model_fields)
 
 
-def result_record(asset: Asset, metadata: dict[str, Any], *, metadata_first: bool = False) -> dict[str, Any]:
-    """The JSON of the ``TransformResult`` for an output asset (binary data goes to the blob store first)
-    and ``ResultMetadata``'s fields: what its ``model_dump(mode="json", exclude_none=True)`` gives, built
-    straight from the worker's own values (validating them again cost more than the rest of the record;
-    a test holds the two equal). ``metadata_first`` puts ``metadata`` before ``asset``: a routed result
-    leads with the route and the candidate that served, so views that cut it short still show them."""
-    ref = {k: v for k, v in asset.to_json(with_prompt=False).items() if v is not None}
-    meta = {k: metadata[k] for k in _METADATA_FIELDS if metadata.get(k) is not None}
-    meta.update((k, v) for k, v in metadata.items() if v is not None and k not in meta)
-    meta["source"] = {k: v for k, v in meta["source"].items() if v is not None}
-    record = {"metadata": meta, "asset": ref} if metadata_first else {"asset": ref, "metadata": meta}
-    # Almost always plain JSON already: ``to_jsonable_python`` would then only copy it, at twice the cost
-    # of the look (a tuple would come back a list, so one is not plain here).
-    return record if is_plain_json(record, tuples=False) else to_jsonable_python(record)
+class ResultBuilder:
+    """The one way a result record is made: the steps of a job add to it, then ``build`` gives the JSON
+    that ``TransformResult.model_validate(built).model_dump(mode="json", exclude_unset=True)`` gives
+    (validating the worker's own values again cost more than the rest of the record; a test holds the two
+    equal). Metadata fields left unset are left out; the prompt keeps its nulls."""
+
+    __slots__ = ("metadata", "prompt")
+
+    def __init__(self) -> None:
+        self.prompt: dict[str, Any] | None = None
+        self.metadata: dict[str, Any] = {}
+
+    def complete_prompt(self, prompt: Any, *, input: Any, output: Asset, provider_url: str, source: dict[str, Any],
+                        capability: str | None, service: dict[str, Any] | None = None,
+                        route: str | None = None) -> dict[str, Any]:
+        """``prompt`` (the provider's) with the fields the worker sets; one that is not a mapping is kept under
+        ``provider_prompt``. ``provider_url`` must already be safe to show."""
+        record = dict(prompt) if isinstance(prompt, dict) else {"provider_prompt": prompt}
+        if route is not None:
+            record["route"] = route
+        record.update(
+            record_version=RECORD_VERSION,
+            package_version=package_version(),
+            input_digest=content_digest(input),
+            output_digest=content_digest(output),
+            provider_url=provider_url,
+            source={k: source[k] for k in _SOURCE_FIELDS if source.get(k) is not None},
+            capability=capability,
+        )
+        if service:
+            own = record.get("service")
+            record["service"] = redact({**(own if isinstance(own, dict) else {}), **service})
+        self.prompt = record
+        return record
+
+    def note(self, **fields: Any) -> None:
+        """Set ``ResultMetadata`` fields of this delivery (``candidate``, ``attempts``, ``cache`` …)."""
+        unknown = set(fields) - set(_METADATA_FIELDS)
+        if unknown:
+            raise TypeError(f"not a result metadata field: {sorted(unknown)}")
+        self.metadata.update(fields)
+
+    def build(self, asset: Asset, *, processing_time_ms: float, task_id: str | None,
+              worker: str | None) -> dict[str, Any]:
+        """The record's JSON; binary output goes to the blob store first."""
+        if self.prompt is None:
+            raise RuntimeError("a result needs its generation prompt first (complete_prompt)")
+        self.note(processing_time_ms=processing_time_ms, task_id=task_id, worker=worker)
+        ref = {k: v for k, v in asset.to_json(with_prompt=False).items() if v is not None}
+        meta: dict[str, Any] = {"generation_prompt": self.prompt}
+        meta.update((k, v) for k, v in self.metadata.items() if v is not None)
+        record = {"asset": ref, "metadata": meta}
+        # Almost always plain JSON already: ``to_jsonable_python`` would then only copy it, at twice the cost
+        # of the look (a tuple would come back a list, so one is not plain here).
+        return record if is_plain_json(record, tuples=False) else to_jsonable_python(record)
+
+    @staticmethod
+    def again(record: dict[str, Any], **fields: Any) -> dict[str, Any]:
+        """A stored record (format 1 or 2) served again, as format 2, with this delivery's metadata fields."""
+        again = upgrade_record(record)
+        unknown = set(fields) - set(_METADATA_FIELDS)
+        if unknown:
+            raise TypeError(f"not a result metadata field: {sorted(unknown)}")
+        again["metadata"].update(fields)
+        return again
+
+
+#: Format 1 kept in ``metadata`` what the prompt holds, and the source in three prompt fields.
+_V1_ONLY_METADATA = ("route", "provider", "provider_url", "model", "capability", "source")
+_V1_PROMPT_SOURCE = {"provider_commit": "commit", "provider_version": "version", "source_kind": "kind"}
+
+
+def prompt_source(prompt: dict[str, Any]) -> dict[str, Any]:
+    """A prompt's source (``kind``, ``commit``, ``version`` …), of either record format."""
+    source = prompt.get("source")
+    if isinstance(source, dict):
+        return source
+    return {new: prompt.get(old) for old, new in _V1_PROMPT_SOURCE.items() if prompt.get(old) is not None}
+
+
+def upgrade_record(record: dict[str, Any]) -> dict[str, Any]:
+    """A result of record format 1 as format 2 (a copy); a format 2 record is copied as it is. The prompts
+    of earlier steps inside the input are history and keep the format they were written in."""
+    metadata = dict(record["metadata"])
+    prompt = dict(metadata["generation_prompt"])
+    if prompt.get("record_version") == RECORD_VERSION:
+        return {**record, "metadata": metadata}
+    source = {k: v for k, v in (metadata.get("source") or {}).items() if k != "url" and v is not None}
+    source.update(prompt_source(prompt))
+    for old in _V1_PROMPT_SOURCE:
+        prompt.pop(old, None)
+    prompt.update(record_version=RECORD_VERSION, source=source)
+    prompt.setdefault("provider_url", metadata.get("provider_url"))
+    prompt.setdefault("capability", metadata.get("capability"))
+    if metadata.get("route") is not None:
+        prompt.setdefault("route", metadata["route"])
+    for key in _V1_ONLY_METADATA:
+        metadata.pop(key, None)
+    metadata["generation_prompt"] = prompt
+    return {"asset": record["asset"], "metadata": metadata}
+
+
+SCHEMA_ID = "https://github.com/MediaConduit/mediaconduit-worker/docs/record.schema.json"
+
+
+def record_schema() -> dict[str, Any]:
+    """The JSON Schema (2020-12) of a ``TransformResult``, as ``docs/record.schema.json`` publishes it."""
+    schema = TransformResult.model_json_schema(mode="serialization")
+    schema.update(title=f"MediaConduit TransformResult, record format {RECORD_VERSION}",
+                  description="What every transform job returns: the output asset and the record of how it was "
+                              "made (docs/record.md).")
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": SCHEMA_ID, **schema}
 

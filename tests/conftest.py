@@ -196,19 +196,21 @@ class WorkerProcess:
     """A worker in its own process group, with its log kept for failure messages.
 
     By default ``mediaconduit worker --capability …``; with ``queue``, plain ``celery worker -Q queue``
-    (a private queue keeps a job on the worker whose environment a test chose). ``pool`` is Celery's
+    (a private queue keeps a job on the worker whose environment a test chose; ``program`` runs it instead
+    of ``python -m celery``). ``pool`` is Celery's
     pool (``prefork``, ``threads``, ``gevent``); prefork unless a test asks, as the fault tests kill children.
     An I/O pool runs in one process (the node ``hostname``). ``args`` go to the end of the command line.
     """
 
     def __init__(self, capabilities: list[str] | None = None, concurrency: int = 2,
                  env: dict[str, str] | None = None, *, queue: str | None = None, drop: list[str] | None = None,
-                 pool: str = "prefork", args: list[str] | None = None) -> None:
+                 pool: str = "prefork", args: list[str] | None = None, program: list[str] | None = None) -> None:
         name = f"{queue or 'w'}-{uuid.uuid4().hex[:8]}"
         self.log = RUN_DIR / f"{name}.log"
         self.hostname = f"{name}@{socket.gethostname()}"
         if queue:
-            cmd = [sys.executable, "-m", "celery", "-A", "mediaconduit_worker.celery_app", "worker", "-Q", queue]
+            celery = program or [sys.executable, "-m", "celery"]
+            cmd = [*celery, "-A", "mediaconduit_worker.celery_app", "worker", "-Q", queue]
         else:
             cmd = [sys.executable, "-m", "mediaconduit_worker.cli", "worker", "--processes", "1"]
             for cap in capabilities or ["text-to-text"]:

@@ -34,7 +34,7 @@ from ..errors import InvalidInputError
 from ..payload import check_job, check_json
 from ..worker.app import app as default_app
 from ..worker.app import transform
-from ..worker.calls import BATCH_HEADER
+from ..worker.headers import BATCH_HEADER
 from ..worker.limits import get_state
 from ..worker.redis_state import state_redis
 from .recovery import LostJobs

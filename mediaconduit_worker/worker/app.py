@@ -1,65 +1,67 @@
 """The Celery app and its one task, ``mediaconduit.transform``: all a job meets on Celery's side.
 
 At the producer (or a worker sending a chain step) a job is checked (JSON only, within
-``MEDIACONDUIT_MAX_JOB_BYTES``), its arguments are redacted for events and logs, and it is routed to its
-capability's queue (the explicit option, else the provider manifest's entry for the model). On the
-worker the task loads the provider, runs the model and returns a ``TransformResult`` as JSON, every
-error scrubbed of the job's secrets.
+``MEDIACONDUIT_MAX_JOB_BYTES``), its execution options go into the ``mediaconduit_exec`` header, its
+arguments are redacted for events and logs, and it is routed to its capability's queue (the explicit
+option, else the provider manifest's entry for the model). On the worker the task's body is the
+pipeline's steps (``worker/pipeline``), which return a ``TransformResult`` as JSON.
 """
 
 from __future__ import annotations
 
-import logging
-import time
 from typing import Any
 
 from celery import Celery, Task, signals
 from celery.app.backends import by_url
-from celery.exceptions import Retry
 from kombu import Queue
 
-from ..assets import job_input
-from ..capabilities import MediaCapability, parse_capability
-from ..errors import InvalidInputError
-from ..payload import check_job, check_json
-from ..provenance import complete_record
-from ..record import result_record
-from ..redaction import redact_url, scrub_exception, secret_values
+from ..capabilities import MediaCapability
+from ..payload import check_job
 from ..settings import get_settings
-from . import cache as result_cache
 from .broker import ensure_broker
-from .calls import BATCH_HEADER, serve_direct
-from .deadlines import JobDeadline, JobInterrupted
-from .failover import RouteRun
 from .flower import apply_flower_defaults
-from .loader import get_registry
-from .redaction import LOG_FILTER, argsrepr, current_secrets, kwargsrepr, redacting, show_results_briefly
-from .reliability import TRANSIENT_EXCEPTIONS, WORKER_LOST_RETRY_DELAY, CrashAwareRequest, backoff, celery_options
-from .replay import SERVICE_PIN_OPTION, pin_services, service_record
-from .revokes import PersistentControl, interrupted
+from .headers import EXEC_HEADER
+from .pipeline import LEGACY_OPTIONS, STEPS, Run, named_arguments, run_steps, split_options
+from .redaction import LOG_FILTER, argsrepr, kwargsrepr, redacting, show_results_briefly
+from .reliability import WORKER_LOST_RETRY_DELAY, CrashAwareRequest, celery_options
+from .revokes import PersistentControl
 from .routes import capability_for, is_route, route_for
 from .transport import install as install_transport
 
-log = logging.getLogger(__name__)
 DEFAULT_QUEUE = "mediaconduit"
 TRANSFORM_TASK = "mediaconduit.transform"
 CAPABILITY_QUEUES = [c.value for c in MediaCapability]
 
 
-def named_arguments(args: Any, kwargs: Any) -> dict[str, Any]:
-    """A transform's arguments by name (``input``, ``provider``, ``model``, ``options``)."""
-    return {**dict(zip(("input", "provider", "model", "options"), args or ())), **dict(kwargs or {})}
-
-
 def route_transform(name: str, args: Any, kwargs: Any, options: dict[str, Any], task: Any = None, **_: Any) -> dict[str, str] | None:
-    """Send a transform to its capability's queue (explicit option, else the manifest's model entry)."""
+    """Send a transform to its capability's queue (the explicit execution option, else the manifest's model
+    entry)."""
     if name != TRANSFORM_TASK:
         return None
     call = named_arguments(args, kwargs)
+    given = ((options.get("headers") or {}).get(EXEC_HEADER) or {}).get("capability")
+    asked = {"capability": given} if given is not None else call.get("options")
     if is_route(call.get("provider")):  # a bad routes file or route name is refused here, before queueing
-        return {"queue": route_for(call["provider"], call.get("model"), call.get("options")).capability.value}
-    cap = capability_for(call.get("provider"), call.get("model"), call.get("options"))
+        return {"queue": route_for(call["provider"], call.get("model"), asked).capability.value}
+    cap = capability_for(call.get("provider"), call.get("model"), asked)
     return {"queue": cap.value if cap else DEFAULT_QUEUE}
+
+
+def with_exec_header(args: Any, kwargs: Any, options: dict[str, Any]) -> tuple[Any, Any]:
+    """A transform's arguments with the execution options its ``options`` carry (``capability``, ``cache``)
+    moved into the ``mediaconduit_exec`` header of ``options`` (the header's own values win); the model's
+    options the message carries are then only the model's."""
+    call = named_arguments(args, kwargs)
+    model_options = call.get("options")
+    if not isinstance(model_options, dict) or not any(k in model_options for k in LEGACY_OPTIONS):
+        return args, kwargs
+    own, execution = split_options(model_options)
+    headers = dict(options.get("headers") or {})
+    headers[EXEC_HEADER] = {**execution.as_header(), **(headers.get(EXEC_HEADER) or {})}
+    options["headers"] = headers
+    if kwargs and "options" in kwargs:
+        return args, {**kwargs, "options": own}
+    return (*tuple(args)[:3], own, *tuple(args)[4:]), kwargs
 
 
 class MediaConduitCelery(Celery):
@@ -166,6 +168,7 @@ class TransformTask(Task):
         # (MEDIACONDUIT_TASK_TIME_LIMIT where the job runs) unless this call sets its own.
         options.setdefault("time_limit", None)
         options.setdefault("soft_time_limit", None)
+        args, kwargs = with_exec_header(args, kwargs, options)
         return super().apply_async(args, kwargs, **options)
 
     def _get_exec_options(self) -> dict[str, Any]:
@@ -181,94 +184,6 @@ class TransformTask(Task):
 @app.task(name=TRANSFORM_TASK, bind=True, base=TransformTask, max_retries=MAX_RETRIES,
           default_retry_delay=WORKER_LOST_RETRY_DELAY)
 def transform(self: Task, input: Any, provider: str, model: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Turn ``input`` into an output asset with ``provider``'s ``model``; JSON TransformResult out.
-
-    Every error leaves with the job's secrets scrubbed (its options' secret values, the credentials in
-    its provider URL): the FAILURE or RETRY stored, the log line and the retried message's error alike.
-    """
-    secrets = job_secrets(provider, options)
-    shown = current_secrets.set(tuple(secrets))
-    try:
-        return _transform(self, input, provider, model, options)
-    except Retry:
-        raise
-    except JobInterrupted:
-        raise interrupted(self) from None  # cancelled (REVOKED), or handed back by a shutting-down worker
-    except Exception as exc:
-        failure = scrub_exception(exc, secrets)
-        if failure is exc:
-            raise
-    finally:
-        current_secrets.reset(shown)
-    raise failure  # outside the handler: no implicit link back to the unscrubbed original
-
-
-def job_secrets(provider: Any, options: Any) -> list[str]:
-    """What must not be shown of a job: its options' secret values and its provider URL's credentials."""
-    try:
-        return secret_values([provider, options])
-    except RecursionError:
-        return []
-
-
-def _transform(task: Task, input: Any, provider: str, model: str, options: dict[str, Any] | None) -> dict[str, Any]:
-    started = time.perf_counter()
-    request = task.request  # a thread-local lookup each time: read it once
-    # A message from elsewhere (Flower, another language) skipped the producer's check; its size was
-    # checked before it reached this process.
-    check_json(named_arguments((input, provider, model, options), None))
-    if options is not None and not isinstance(options, dict):
-        raise InvalidInputError(f"options must be a JSON object, got {type(options).__name__}")
-    opts = dict(options or {})
-    requested_cap = opts.pop("capability", None)
-    pin_services(opts.pop(SERVICE_PIN_OPTION, None))  # replay: this job's service at the recorded commit
-    if not isinstance(provider, str) or not provider:
-        raise InvalidInputError(f"provider must be a URL string, got {provider!r}")
-    routed = is_route(provider)
-    if not routed and (not isinstance(model, str) or not model):
-        raise InvalidInputError(f"model must be a model id string, got {model!r}")
-    model_input = job_input(input)
-    batch = getattr(request, BATCH_HEADER, None)
-    deadline = JobDeadline(task, request, provider, model)  # the hard time limit, held in every pool
-    if (hit := result_cache.lookup(task, deadline, provider, model, opts, model_input, started)) is not None:
-        return hit  # opt-in (options.cache or the manifest): no provider call
-    retry_with: BaseException | None = None
-    try:
-        if routed:
-            served = deadline.run(RouteRun(route_for(provider, model, options), model_input, opts, batch).serve)
-        else:
-            served = deadline.run(serve_direct, provider, model, model_input, opts, batch)
-    except TRANSIENT_EXCEPTIONS as exc:
-        retry_with = scrub_exception(exc, job_secrets(provider, options))
-    if retry_with is not None:
-        countdown = backoff(request.retries, getattr(retry_with, "retry_after", None))
-        peeked = get_registry().peek(provider)
-        who = peeked.manifest.id if peeked else redact_url(provider)
-        log.warning("transient error from %s/%s (%s); retry in %.1fs", who, model, retry_with, countdown)
-        # Outside the handler, so the retry's traceback carries only the scrubbed error.
-        raise task.retry(exc=retry_with, countdown=countdown, args=(input, provider, model, options), kwargs={})
-    loaded, runnable, output, model = served.loaded, served.runnable, served.output, served.model
-    if "generation_prompt" not in output.metadata:
-        output.metadata["generation_prompt"] = runnable.generation_prompt(model_input, opts, started)
-    cap = parse_capability(requested_cap) if isinstance(requested_cap, str) else None
-    cap = cap or runnable.capability or loaded.manifest.capability_of(model)
-    source = dict(loaded.source)
-    source["url"] = redact_url(str(source["url"]))
-    shown_url = redact_url(served.provider_url)
-    output.metadata["generation_prompt"] = complete_record(
-        output.metadata["generation_prompt"], input=model_input, output=output,
-        provider_url=shown_url,
-        source=source, capability=str(cap) if cap else None, service=service_record(loaded.provider))
-    result = result_record(output, {
-        **served.route_metadata(),
-        "generation_prompt": output.metadata["generation_prompt"],
-        "provider": loaded.manifest.id,
-        "provider_url": shown_url,
-        "model": model,
-        "capability": str(cap) if cap else None,
-        "processing_time_ms": round((time.perf_counter() - started) * 1000, 3),
-        "source": source,
-        "task_id": request.id,
-        "worker": request.hostname,
-    }, metadata_first=served.route is not None)
-    return result_cache.store(request.id, result)
+    """Turn ``input`` into an output asset with ``provider``'s ``model``; JSON TransformResult out. The body
+    is the pipeline's steps (``worker/pipeline``)."""
+    return run_steps(STEPS, Run(self, self.request, (input, provider, model, options)))

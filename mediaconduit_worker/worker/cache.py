@@ -28,19 +28,19 @@ from urllib.parse import urlparse
 
 from celery import signals
 
-from ..assets import BinaryAsset, Text
+from ..assets import BinaryAsset, Text, map_input
 from ..errors import InvalidInputError
 from ..provider import DockerProvider
+from ..record import ResultBuilder
 from ..redaction import redact, secret_values
 from ..settings import get_settings
 from ..sources import SourceCache, parse_source
 from .deadlines import JobDeadline
 from .keeper import keeper
-from .loader import LoadedProvider, get_registry
+from .loader import LoadedProvider
 from .lua_scripts import named, register
 from .redis_state import state_redis
 from .replay import pinned_service_url
-from .routes import is_route
 
 log = logging.getLogger(__name__)
 PREFIX = "mediaconduit-cache:"
@@ -56,6 +56,10 @@ KEY_VERSION = 1
 def input_content(value: Any) -> Any:
     """What of an input decides a model's output: text (a plain string and a ``Text`` alike), a media
     asset's blob digest and type, lists of those; never metadata or generation prompts (a chain's history)."""
+    return map_input(value, _content)
+
+
+def _content(value: Any) -> dict[str, Any]:
     if isinstance(value, str):
         return {"text": value, "language": "auto"}
     if isinstance(value, Text):
@@ -65,8 +69,6 @@ def input_content(value: Any) -> Any:
         # A blob:// name is the digest of its bytes; any other reference is hashed as read.
         digest = uri.path.rsplit("/", 1)[-1] if uri.scheme == "blob" else hashlib.sha256(value.data).hexdigest()
         return {"type": value.type, "sha256": digest, "mime_type": value.mime_type}
-    if isinstance(value, list):
-        return [input_content(v) for v in value]
     raise InvalidInputError(f"cannot cache an input of type {type(value).__name__}")
 
 
@@ -92,20 +94,6 @@ def cache_key(loaded: LoadedProvider, model: str, options: dict[str, Any], model
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def cached_provider(deadline: JobDeadline, provider: str, model: str, options: dict[str, Any]) -> LoadedProvider | None:
-    """The loaded provider when this job is to be cached, else None. ``options.cache`` decides if given (and
-    is taken out of the options the provider sees), else the model's manifest entry. A route's jobs are
-    not cached: which candidate serves them is decided per job."""
-    explicit = options.pop("cache", None)
-    if explicit is not None and not isinstance(explicit, bool):
-        raise InvalidInputError(f"option 'cache' must be true or false, got {explicit!r}")
-    if explicit is False or is_route(provider):
-        return None
-    registry = get_registry()
-    loaded = registry.peek(provider) or deadline.run(registry.get, provider)  # the job needs it loaded anyway
-    return loaded if explicit or loaded.manifest.model_cached(model) else None
-
-
 @dataclass
 class Claim:
     """This worker computes ``key`` for the job ``task_id``; ``secrets`` must not appear in what it stores."""
@@ -121,15 +109,12 @@ _claims: dict[str, Claim] = {}
 _claims_lock = threading.Lock()
 
 
-def lookup(task: Any, deadline: JobDeadline, provider: str, model: str, options: dict[str, Any], model_input: Any,
-           started: float) -> dict[str, Any] | None:
+def lookup(task: Any, request: Any, deadline: JobDeadline, loaded: LoadedProvider, model: str, options: dict[str, Any],
+           model_input: Any, started: float) -> dict[str, Any] | None:
     """The cached result for this job (marked as a hit), or None: run the provider, then ``store``.
 
-    Takes ``cache`` out of ``options``. Waits while an identical job runs elsewhere, within the job's deadline.
+    Waits while an identical job runs elsewhere, within the job's deadline.
     """
-    loaded = cached_provider(deadline, provider, model, options)
-    if loaded is None:
-        return None
     key = cache_key(loaded, model, options, model_input)
     if key is None:
         log.warning("provider %s has no pinned commit or version: job %s is not cached", loaded.manifest.id, deadline.task_id)
@@ -141,7 +126,7 @@ def lookup(task: Any, deadline: JobDeadline, provider: str, model: str, options:
         raw = client.get(PREFIX + key)
         if raw is not None:
             client.hincrby(STATS_KEY, "hits")
-            return _answer(json.loads(raw), key, task, started)
+            return _answer(json.loads(raw), key, request, started)
         if client.set(CLAIM_PREFIX + key, task_id, nx=True, px=LEASE_MS):
             with client.pipeline(transaction=False) as pipe:
                 pipe.delete(WAKE_PREFIX + key)  # a wake-up left by an earlier owner must not make us spin
@@ -160,14 +145,20 @@ def lookup(task: Any, deadline: JobDeadline, provider: str, model: str, options:
             client.rpush(WAKE_PREFIX + key, "1")  # pass the wake-up on to the next waiter
 
 
-def _answer(entry: dict[str, Any], key: str, task: Any, started: float) -> dict[str, Any]:
-    result = entry["result"]
-    result["metadata"].update(
-        task_id=task.request.id, worker=task.request.hostname,
+def _answer(entry: dict[str, Any], key: str, request: Any, started: float) -> dict[str, Any]:
+    """A stored result (of either record format) as this job's, in record format 2."""
+    return ResultBuilder.again(
+        entry["result"], task_id=request.id, worker=request.hostname,
         processing_time_ms=round((time.perf_counter() - started) * 1000, 3),
         cache={"hit": True, "key": key, "from_task": entry["task_id"]},
     )
-    return result
+
+
+def claimed_key(task_id: str) -> str | None:
+    """The key this job computes for the cache, when it holds the claim."""
+    with _claims_lock:
+        claim = _claims.get(task_id)
+    return claim.key if claim is not None else None
 
 
 def store(task_id: str, result: dict[str, Any]) -> dict[str, Any]:
@@ -176,7 +167,6 @@ def store(task_id: str, result: dict[str, Any]) -> dict[str, Any]:
         claim = _claims.pop(task_id, None)
     if claim is None:
         return result
-    result["metadata"]["cache"] = {"hit": False, "key": claim.key}
     text = json.dumps({"result": result, "task_id": claim.task_id, "stored_at": time.time()})
     if any(secret in text for secret in claim.secrets):
         log.warning("job %s: not cached, its result contains a secret option's value", claim.task_id)

@@ -8,10 +8,12 @@ record (``cost.estimated_usd`` before the call, ``cost.usd`` after it) and the s
 from __future__ import annotations
 
 import functools
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..assets import Asset
+from ..capabilities import MediaCapability
 from ..errors import BudgetExceededError, BudgetHeldError, MediaConduitError, ProviderExecutionError
 from ..models import Model
 from ..pricing import Size, actual_usd, cost_record, estimate_usd, is_priced, job_size
@@ -23,8 +25,6 @@ from .reliability import TRANSIENT_EXCEPTIONS
 
 PASS_THROUGH: tuple[type[Exception], ...] = (MediaConduitError, *TRANSIENT_EXCEPTIONS)
 """Errors that keep their own class: ours, and the transient kinds the task retries."""
-BATCH_HEADER = "mediaconduit_batch"
-"""Message header a batch's jobs carry: ``{"id": batch id, "budget_usd": float or None}``."""
 
 
 @dataclass
@@ -37,15 +37,16 @@ class Served:
     output: Asset
     provider_url: str
     model: str
+    started: float
+    """When the serving call began (``time.perf_counter()``): a prompt the worker makes is timed from it."""
     route: str | None = None
     candidate: dict[str, Any] | None = None
     attempts: list[dict[str, Any]] = field(default_factory=list)
 
-    def route_metadata(self) -> dict[str, Any]:
-        """``route``, ``candidate`` and ``attempts`` for the result's metadata (nothing for a direct job)."""
-        if self.route is None:
-            return {}
-        return {"route": self.route, "candidate": self.candidate, "attempts": self.attempts}
+
+def capability_of(loaded: LoadedProvider, runnable: Model) -> MediaCapability | None:
+    """What a model does: its class's capability, else its manifest entry's."""
+    return runnable.capability or loaded.manifest.capability_of(runnable.id)
 
 
 def prepare(provider_url: str, model: str) -> tuple[LoadedProvider, Model]:
@@ -94,7 +95,7 @@ class Meter:
             self.size = size
         self.estimate: float | None = None
         if is_priced(self.pricing):  # an unpriced model (most local ones) costs no sizing per job
-            cap = runnable.capability or loaded.manifest.capability_of(runnable.id)
+            cap = capability_of(loaded, runnable)
             self.estimate = estimate_usd(self.pricing, self.size, str(cap).split("-to-")[-1] if cap else None)
 
     @functools.cached_property
@@ -178,10 +179,11 @@ def serve_direct(provider_url: str, model: str, model_input: Any, opts: dict[str
         reservation = hold_budget(get_state(), [scope], meter.estimate,
                                   f"provider {loaded.manifest.id!r} model {model!r}")
     usd = None
+    started = time.perf_counter()
     try:
         output = execute(loaded, runnable, model_input, opts)
         usd = meter.finish(output)
     finally:
         if scope is not None and (reservation or usd):
             get_state().settle([(scope[0], get_settings().result_expires)], reservation, usd)
-    return Served(loaded, runnable, output, provider_url, model)
+    return Served(loaded, runnable, output, provider_url, model, started)

@@ -79,7 +79,7 @@ def _configured_limits(app: Any) -> tuple[Any, Any]:
 class _JobsDeadline(Deadline):
     """A job's deadline whose errors name the provider by its manifest id once this process loaded it."""
 
-    def __init__(self, at: float, limit: float, provider: str, model: str) -> None:
+    def __init__(self, at: float, limit: float, provider: str, model: str | None) -> None:
         super().__init__(at, limit, f"provider {redact_url(provider)!r} model {model!r}")
         self.provider, self.model = provider, model
 
@@ -99,7 +99,7 @@ class JobInterrupted(BaseException):
 class JobDeadline:
     """One job's deadline; ``run`` calls provider code under it in the way the current pool allows."""
 
-    def __init__(self, task: Any, request: Any, provider: str, model: str) -> None:
+    def __init__(self, task: Any, request: Any, provider: str, model: str | None) -> None:
         global _interrupt_pending
         _interrupt_pending = False  # a signal meant for the job before this one in this process
         self.limit = job_time_limit(task, request)

@@ -218,11 +218,7 @@ class RouteRun:
             if cooled:
                 log.warning("route %s: %s cools down for %.1fs, for every worker (last error: %s)",
                             self.route.name, cand.label, cooled, attempt.message)
-        if "generation_prompt" not in output.metadata:
-            output.metadata["generation_prompt"] = runnable.generation_prompt(self.input, self.opts, started)
-        if isinstance(output.metadata["generation_prompt"], dict):
-            output.metadata["generation_prompt"]["route"] = self.route.name
-        return Served(loaded, runnable, output, cand.provider, cand.model, route=self.route.name,
+        return Served(loaded, runnable, output, cand.provider, cand.model, started, route=self.route.name,
                       candidate=cand.describe(), attempts=[a.as_json() for a in self.attempts])
 
     def reserve(self, cand: Candidate, meter: Meter) -> str | None:

@@ -62,13 +62,16 @@ class _NotJSON(Exception):
 
 
 #: Left out of what events and log lines show of a transform's result record: the long, per-job parts.
-_UNSHOWN_METADATA = frozenset({"generation_prompt", "source", "attempts", "provider_url", "task_id", "worker"})
+_UNSHOWN_METADATA = frozenset({"generation_prompt", "attempts", "task_id", "worker"})
+#: What they show of its generation prompt: what served.
+_SHOWN_PROMPT = ("route", "provider", "model_id", "capability")
 
 
 def _brief_record(value: Any) -> dict[str, Any] | None:
     """What a transform's result record (``asset`` and ``metadata`` with a generation prompt) shows, cut
-    as ``_cut`` cuts: the asset with only the ``cost`` of its own metadata, the result's metadata without
-    ``_UNSHOWN_METADATA`` (route, candidate, provider, model, capability, time). None for anything else."""
+    as ``_cut`` cuts: the asset with only the ``cost`` of its own metadata, the generation prompt's route,
+    provider, model and capability, and the result's metadata without ``_UNSHOWN_METADATA`` (candidate,
+    time, cache). None for anything else."""
     if type(value) is not dict or len(value) != 2:
         return None
     asset, metadata = value.get("asset"), value.get("metadata")
@@ -80,8 +83,10 @@ def _brief_record(value: Any) -> dict[str, Any] | None:
     own = asset.get("metadata")
     if type(own) is dict and "cost" in own:
         brief_asset["metadata"] = {"cost": _cut(own["cost"], 3)}
-    brief_metadata = {k: v if (type(v) is str and len(v) <= SHOWN_STRING) or type(v) in _SCALARS else _cut(v, 2)
-                      for k, v in metadata.items() if k not in _UNSHOWN_METADATA}
+    prompt = metadata["generation_prompt"]
+    brief_metadata = {k: _cut(prompt[k], 2) for k in _SHOWN_PROMPT if type(prompt) is dict and prompt.get(k) is not None}
+    brief_metadata.update((k, v if (type(v) is str and len(v) <= SHOWN_STRING) or type(v) in _SCALARS else _cut(v, 2))
+                          for k, v in metadata.items() if k not in _UNSHOWN_METADATA)
     return {k: brief_asset if k == "asset" else brief_metadata for k in value}
 
 

@@ -1,21 +1,22 @@
 """Worker side of replay: a job may pin its Docker service to the commit a record names.
 
-``mediaconduit replay`` (its planning is ``replay_plan``) puts ``{SERVICE_PIN_OPTION: commit}`` in a
-step's options; the task pops it (the model and the record never see it) and, for that job only, the
-provider's service URL is fetched at that commit instead of its branch head.
+``mediaconduit replay`` sends a step's service commit in the job's ``mediaconduit_exec`` header
+(``service_commit``), a channel of trusted producers only; for that job alone, the provider's service URL
+is fetched at that commit instead of its branch head. A submitter's options cannot pin it.
 """
 
 from __future__ import annotations
 
 import contextvars
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from ..provider import DockerProvider, MediaProvider
 from ..sources import parse_source
 
 log = logging.getLogger(__name__)
-SERVICE_PIN_OPTION = "mediaconduit.service_commit"
 _service_commit: contextvars.ContextVar[str | None] = contextvars.ContextVar("service_commit", default=None)
 _image_ids: dict[str, str] = {}
 
@@ -26,9 +27,14 @@ def at_commit(url: str, commit: str) -> str:
     return source.at(commit, source.subdirectory)
 
 
-def pin_services(commit: Any) -> None:
-    """Set (or clear, with None) the service commit for the job this thread runs now."""
-    _service_commit.set(commit if isinstance(commit, str) and commit else None)
+@contextmanager
+def pinned_services(commit: str | None) -> Iterator[None]:
+    """The job run inside this block has its service at ``commit`` (None: at its URL's own ref)."""
+    token = _service_commit.set(commit)
+    try:
+        yield
+    finally:
+        _service_commit.reset(token)
 
 
 def pinned_service_url(url: str) -> str:
@@ -43,9 +49,7 @@ def service_record(provider: MediaProvider) -> dict[str, Any] | None:
     """What the record says of a Docker provider's service: URL, id, commit, image tag and image id."""
     if not isinstance(provider, DockerProvider) or provider.service_info is None:
         return None
-    info = provider.service_info
-    return {"url": info.url, "id": info.service_id, "commit": info.commit, "image": info.image,
-            "image_id": _image_id(info.image)}
+    return {**provider.service_metadata(), "image_id": _image_id(provider.service_info.image)}
 
 
 def _image_id(image: str) -> str | None:

@@ -14,12 +14,11 @@ from typing import Any, Literal
 
 from ..blobs import BlobStore
 from ..errors import ProviderSourceError, ReplayError
+from ..record import prompt_source
 from ..redaction import REDACTED, redact_url
 from ..sources import check_allowed
-from .replay import SERVICE_PIN_OPTION, at_commit
-
-#: The message header carrying a job's execution options, set only by trusted producers.
-EXEC_HEADER = "mediaconduit_exec"
+from .headers import EXEC_HEADER
+from .replay import at_commit
 
 
 @dataclass(frozen=True)
@@ -34,7 +33,8 @@ class ReplayStep:
     recorded_output: str | None
     service: dict[str, Any] | None
     execution: dict[str, Any]
-    """The step's ``EXEC_HEADER``: ``service_commit``, its Docker service's recorded commit (git only)."""
+    """The step's ``mediaconduit_exec`` header: its capability, and its Docker service's recorded commit (git
+    only)."""
 
     @property
     def service_commit(self) -> str | None:
@@ -97,14 +97,15 @@ def recorded_prompts(result: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _pinned_url(prompt: dict[str, Any], index: int) -> str:
-    url, kind = prompt.get("provider_url"), prompt.get("source_kind")
+    url, source = prompt.get("provider_url"), prompt_source(prompt)
+    kind = source.get("kind")
     if not isinstance(url, str) or "record_version" not in prompt:
         raise ReplayError(f"step {index} ({prompt.get('model_id')!r}): the record has no provider URL and commit "
                           "(written before record format 1); it cannot be replayed")
-    if kind == "git" and prompt.get("provider_commit"):
-        return at_commit(url, prompt["provider_commit"])
-    if kind == "pypi" and prompt.get("provider_version"):
-        return f"pypi:{prompt['provider_version']}"
+    if kind == "git" and source.get("commit"):
+        return at_commit(url, source["commit"])
+    if kind == "pypi" and source.get("version"):
+        return f"pypi:{source['version']}"
     raise ReplayError(f"step {index} ({prompt.get('model_id')!r}): provider {url!r} was a {kind} source without a "
                       "commit; only git commits and PyPI versions can be fetched again as they were")
 
@@ -115,11 +116,11 @@ def plan(result: dict[str, Any]) -> tuple[Any, list[ReplayStep]]:
     steps = []
     for index, prompt in enumerate(prompts, 1):
         options = {k: v for k, v in (prompt.get("options") or {}).items() if v != REDACTED}  # secrets: worker env
-        if prompt.get("capability"):
-            options["capability"] = prompt["capability"]
+        execution: dict[str, Any] = {"capability": prompt["capability"]} if prompt.get("capability") else {}
         service = prompt.get("service") if isinstance(prompt.get("service"), dict) else None
         commit = service.get("commit") if service else None
-        execution = {"service_commit": commit} if isinstance(commit, str) and commit and not commit.startswith("dir-") else {}
+        if isinstance(commit, str) and commit and not commit.startswith("dir-"):
+            execution["service_commit"] = commit
         steps.append(ReplayStep(index, _pinned_url(prompt, index), str(prompt.get("model_id")), options,
                                 prompt.get("output_digest"), service, execution))
     return _original_input(prompts[0]["input"]), steps
@@ -148,15 +149,9 @@ def submit(transform: Any, original: Any, steps: list[ReplayStep]) -> Any:
     from celery import chain
 
     first, *rest = steps
-    signatures = [_pinned(transform.s(original, first.provider_url, first.model, _options(first)), first)]
-    signatures += [_pinned(transform.s(s.provider_url, s.model, _options(s)), s) for s in rest]
+    signatures = [_pinned(transform.s(original, first.provider_url, first.model, first.options), first)]
+    signatures += [_pinned(transform.s(s.provider_url, s.model, s.options), s) for s in rest]
     return chain(*signatures).delay()
-
-
-def _options(step: ReplayStep) -> dict[str, Any]:
-    """The step's options, with the service pin as the worker reads it today (job options) as well as in
-    the ``mediaconduit_exec`` header, until every worker reads the header."""
-    return {**step.options, SERVICE_PIN_OPTION: step.service_commit} if step.service_commit else step.options
 
 
 def _pinned(signature: Any, step: ReplayStep) -> Any:

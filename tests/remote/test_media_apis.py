@@ -151,7 +151,7 @@ def test_fal_queue_submit_poll_fetch_download(worker, urls, apis):
 def test_fal_image_to_image_sends_a_data_uri(worker, urls, apis):
     first = worker.run("a square", urls["fal"], "fal-ai/flux/fast")
     result = worker.run([first, "make it blue"], urls["fal"], "fal-ai/flux/dev/image-to-image", {"strength": 0.5})
-    assert result["metadata"]["capability"] == "image-to-image"
+    assert result["metadata"]["generation_prompt"]["capability"] == "image-to-image"
     [submit] = apis.calls("/fal/fal-ai/flux/dev/image-to-image", "POST")
     assert submit.body["image_url"].startswith("data:image/png;base64,") and submit.body["prompt"] == "make it blue"
     assert result["metadata"]["generation_prompt"]["input"][0]["metadata"]["generation_prompt"]["model_id"] == "fal-ai/flux/fast"

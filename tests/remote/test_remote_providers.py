@@ -74,7 +74,7 @@ def test_openrouter_chat_maps_options_and_reports_usage_and_cost(worker, urls, a
     # OpenRouter's own figure; estimated first from its pricing: 5 tokens in (19 characters), 64 allowed out.
     assert meta["cost"] == {"total": 0.0000123, "usd": 0.0000123, "currency": "USD", "source": "api",
                             "estimated_usd": pytest.approx(5 * 0.15e-6 + 64 * 0.6e-6)}
-    assert result["metadata"]["provider"] == "openrouter-provider"
+    assert result["metadata"]["generation_prompt"]["provider"] == "openrouter-provider"
     assert result["metadata"]["generation_prompt"]["options"] == opts
 
     (call,) = apis.calls("/openrouter/api/v1/chat/completions")
@@ -105,7 +105,7 @@ def test_together_chat_images_and_speech(worker, urls, apis):
                        {"width": 512, "height": 512, "steps": 4})
     assert image["asset"]["type"] == "image" and image["asset"]["mime_type"] == "image/png"
     assert image["asset"]["uri"].startswith("blob://") and blob(image) == PNG
-    assert image["metadata"]["capability"] == "text-to-image"
+    assert image["metadata"]["generation_prompt"]["capability"] == "text-to-image"
     # Media are priced by what they produce: an image at Together's per-image price, not as 0 tokens.
     cost = image["asset"]["metadata"]["cost"]
     assert (cost["estimated_usd"], cost["usd"], cost["source"]) == (0.0027, 0.0027, "pricing")

@@ -52,44 +52,57 @@ def test_inline_base64_round_trips_through_the_store(env):
     assert again.data == PNG and again.generation_prompt == {"model_id": "m"}
 
 
+def _record(asset: Any, prompt: Any = None, **metadata: Any) -> dict[str, Any]:
+    """A result record as the worker's steps make one, through the builder."""
+    from mediaconduit_worker.record import ResultBuilder
+
+    builder = ResultBuilder()
+    builder.complete_prompt({"model_id": "m"} if prompt is None else prompt, input="x", output=asset,
+                            provider_url="https://x/p", source={"kind": "git", "commit": "c" * 40}, capability=None)
+    if metadata:
+        builder.note(**metadata)
+    return builder.build(asset, processing_time_ms=1.5, task_id="t", worker=None)
+
+
 def test_a_binary_result_is_the_next_steps_input(env):
     """A chain hands a whole TransformResult on: its asset is a blob reference with its digest."""
-    from mediaconduit_worker.record import result_record
-
-    meta = {"generation_prompt": {"model_id": "render"}, "provider": "p", "provider_url": "https://x/p",
-            "model": "render", "processing_time_ms": 1.0, "source": {"url": "https://x/p", "kind": "git"}}
-    result = result_record(Image.from_bytes(PNG, "image/png"), meta)
+    result = _record(Image.from_bytes(PNG, "image/png"), {"model_id": "render"})
     assert result["asset"]["uri"].startswith("blob://sha256/") and result["asset"]["sha256"] == hashlib.sha256(PNG).hexdigest()
     step_two = job_input(result)
-    assert isinstance(step_two, Image) and step_two.data == PNG and step_two.generation_prompt == {"model_id": "render"}
+    assert isinstance(step_two, Image) and step_two.data == PNG
+    assert step_two.generation_prompt["model_id"] == "render"
+    assert step_two.generation_prompt["output_digest"] == hashlib.sha256(PNG).hexdigest()
 
 
 @pytest.mark.parametrize("routed", [False, True])
 def test_the_worker_builds_exactly_a_transform_results_json(env, routed):
-    """``result_record`` skips pydantic for speed; a ``TransformResult`` validated from it dumps the same
-    JSON: None fields left out, non-JSON values (a datetime a provider put in its prompt) as JSON."""
+    """The builder skips pydantic for speed; a ``TransformResult`` validated from it dumps the same JSON:
+    unset metadata fields left out, non-JSON values (a datetime a provider put in its prompt) as JSON."""
     import datetime
     import json
 
-    from mediaconduit_worker.assets import Text
-    from mediaconduit_worker.record import TransformResult, result_record
+    from mediaconduit_worker.record import TransformResult
 
-    meta = {"generation_prompt": {"model_id": "m", "at": datetime.datetime(2026, 1, 2, 3, 4, 5), "none": None},
-            "provider": "p", "provider_url": "https://x/p", "model": "m", "capability": None,
-            "processing_time_ms": 1.5, "task_id": "t", "worker": None,
-            "source": {"url": "https://x/p", "kind": "git", "ref": None, "commit": "c" * 40}}
+    extra = {}
     if routed:
-        meta.update(route="chat", candidate={"index": 2, "provider": "https://x/p", "model": "m"},
-                    attempts=[{"candidate": 1, "error": "ProviderHTTPError", "status": 503}])
+        extra = {"candidate": {"index": 2, "provider": "https://x/p", "model": "m"},
+                 "attempts": [{"candidate": 1, "error": "ProviderHTTPError", "status": 503}]}
     for asset in (Text(content="hi", metadata={"cost": {"usd": 0.1}}), Image.from_bytes(PNG, "image/png")):
-        built = result_record(asset, meta, metadata_first=routed)
-        dumped = TransformResult.model_validate(built).model_dump(mode="json", exclude_none=True)
+        built = _record(asset, {"model_id": "m", "at": datetime.datetime(2026, 1, 2, 3, 4, 5), "none": None}, **extra)
+        dumped = TransformResult.model_validate(built).model_dump(mode="json", exclude_unset=True)
         assert built == dumped and json.loads(json.dumps(built)) == built
-        assert list(built) == (["metadata", "asset"] if routed else ["asset", "metadata"])
-        assert built["metadata"]["generation_prompt"]["at"] == "2026-01-02T03:04:05"
-        assert "capability" not in built["metadata"] and "ref" not in built["metadata"]["source"]
-    assert list(built["metadata"])[:2] == (["route", "candidate"] if routed else ["generation_prompt", "provider"])
+        assert list(built) == ["asset", "metadata"]
+        prompt = built["metadata"]["generation_prompt"]
+        assert prompt["at"] == "2026-01-02T03:04:05"
+        assert prompt["capability"] is None and "ref" not in prompt["source"] and "worker" not in built["metadata"]
+        assert ("candidate" in built["metadata"]) == routed
 
+
+def test_the_builder_takes_only_result_metadata_fields(env):
+    from mediaconduit_worker.record import ResultBuilder
+
+    with pytest.raises(TypeError, match="provider_url"):
+        ResultBuilder().note(provider_url="https://x/p")
 
 
 @pytest.mark.parametrize("prompt_extra, expected", [
@@ -97,15 +110,13 @@ def test_the_worker_builds_exactly_a_transform_results_json(env, routed):
     ({"stops": ("a", "b")}, ["a", "b"]),  # a tuple comes back a list, as pydantic gives it
 ])
 def test_a_result_record_is_pydantics_json_whether_or_not_it_was_plain(env, prompt_extra, expected):
-    from mediaconduit_worker.assets import Text
-    from mediaconduit_worker.record import TransformResult, result_record
+    from mediaconduit_worker.record import TransformResult
 
-    meta = {"generation_prompt": {"model_id": "m", **prompt_extra}, "provider": "p", "provider_url": "https://x/p",
-            "model": "m", "processing_time_ms": 1.5, "source": {"url": "https://x/p", "kind": "git"}}
-    built = result_record(Text(content="hi"), meta)
-    assert built == TransformResult.model_validate(built).model_dump(mode="json", exclude_none=True)
+    built = _record(Text(content="hi"), {"model_id": "m", **prompt_extra})
+    assert built == TransformResult.model_validate(built).model_dump(mode="json", exclude_unset=True)
     assert type(built["metadata"]["generation_prompt"]["stops"]) is list
     assert built["metadata"]["generation_prompt"]["stops"] == expected
+
 
 def test_data_url_gives_bytes_and_media_type(env):
     audio = asset_from_json({"type": "audio", "uri": "data:audio/ogg;base64," + base64.b64encode(b"OggS....").decode()})

@@ -230,8 +230,7 @@ def test_credentials_in_a_provider_url_are_used_but_never_shown(credentials_work
     r = submit(credentials_worker, "hello", provider, "upper")
     result = r.get(timeout=120)
     assert result["asset"]["content"] == "HELLO"
-    assert result["metadata"]["provider_url"] == f"https://{REDACTED}@github.com/MediaConduit/echo-provider"
-    assert result["metadata"]["source"]["url"] == result["metadata"]["provider_url"]
+    assert result["metadata"]["generation_prompt"]["provider_url"] == f"https://{REDACTED}@github.com/MediaConduit/echo-provider"
     assert not leaked(json.dumps(result))
     assert_clean(r.id, credentials_worker)
     bad = submit(credentials_worker, "hello", provider.replace("echo-provider", "no-such-provider"), "upper")

@@ -171,8 +171,8 @@ def test_the_printed_command_runs_jobs_and_the_stack_survives_a_killed_worker_co
     assert f'--provider "{echo}" --model upper' in command and stack.password not in command
     result = stack.run_in_shell(command)
     assert result["asset"]["content"] == "HELLO STACK"
-    source = result["metadata"]["source"]
-    assert source["url"] == echo and source["subdirectory"] == "providers/echo-provider" and len(source["commit"]) == 40
+    source = result["metadata"]["generation_prompt"]["source"]
+    assert result["metadata"]["generation_prompt"]["provider_url"] == echo and source["subdirectory"] == "providers/echo-provider" and len(source["commit"]) == 40
     # The same command for the Docker-service provider: its service comes from the same repository and commit,
     # built and started by a worker container on the host's engine (this also warms it before the batch).
     moo = stack.run_in_shell(command.replace(echo, cowsay).replace("--model upper", "--model cowsay-default"))

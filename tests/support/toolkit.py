@@ -52,4 +52,4 @@ def assert_record(result: dict[str, Any]) -> None:
 
     jsonschema.Draft202012Validator(SCHEMA, format_checker=jsonschema.FormatChecker()).validate(result)
     for prompt in prompts(result):
-        assert prompt["record_version"] == "1" and prompt["output_digest"]
+        assert prompt["record_version"] == "2" and prompt["output_digest"]

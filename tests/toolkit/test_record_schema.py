@@ -30,8 +30,8 @@ def test_local_text_providers(name, text_worker):
     prompt = result["metadata"]["generation_prompt"]
     assert prompt["input_digest"] == hashlib.sha256(b"hello record").hexdigest()
     assert prompt["output_digest"] == hashlib.sha256(result["asset"]["content"].encode()).hexdigest()
-    assert prompt["provider_url"] == url and prompt["provider_commit"] == head_commit(f"{name}-provider")
-    assert prompt["options"] == {"token": "[REDACTED]"} and prompt["source_kind"] == "git"
+    assert prompt["provider_url"] == url and prompt["source"]["commit"] == head_commit(f"{name}-provider")
+    assert prompt["options"] == {"token": "[REDACTED]"} and prompt["source"]["kind"] == "git"
     assert prompt["package_version"] and prompt["capability"] == "text-to-text"
 
 
@@ -67,7 +67,7 @@ def test_remote_providers(tmp_path):
             result = worker.run("Hello record", urls[name], model, options)
             assert_record(result)
             prompt = result["metadata"]["generation_prompt"]
-            assert prompt["provider_commit"] == head_commit(f"{name}-provider"), name
+            assert prompt["source"]["commit"] == head_commit(f"{name}-provider"), name
             assert not [key for key in [*KEYS.values(), FAL_KEY, REPLICATE_TOKEN] if key in str(result)], name
     finally:
         worker.stop()

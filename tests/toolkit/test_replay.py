@@ -156,7 +156,7 @@ def _with_commit(result: dict, step: int, commit: str) -> dict:
     prompt = edited["metadata"]["generation_prompt"]
     for _ in range(len(prompts(result)) - step):
         prompt = prompt["input"]["metadata"]["generation_prompt"]
-    prompt["provider_commit"] = commit
+    prompt["source"]["commit"] = commit
     return edited
 
 
@@ -165,7 +165,7 @@ def test_with_an_allow_list_replay_shows_what_it_fetches_and_needs_no_yes(text_w
     from mediaconduit_worker.settings import get_settings
 
     result = run_chain((TEXT, textops_url, "rot13", {}))
-    commit = prompts(result)[0]["provider_commit"]
+    commit = prompts(result)[0]["source"]["commit"]
     monkeypatch.setenv("MEDIACONDUIT_PROVIDER_ALLOW", "https://github.com/MediaConduit/")
     get_settings.cache_clear()
     try:
@@ -178,3 +178,16 @@ def test_with_an_allow_list_replay_shows_what_it_fetches_and_needs_no_yes(text_w
     assert f"fetches step 1 provider {textops_url}@{commit}" in output
     code, _, output = replay(result, tmp_path, yes=False)  # no allow-list: not without --yes
     assert code == 1 and f"would fetch and run step 1 provider {textops_url}@{commit}; pass --yes" in output
+
+
+def test_a_record_of_format_1_replays(text_worker, textops_url, tmp_path):
+    """A result written before format 2 (kept as a fixture, a real chain's record) still replays step by step."""
+    import json
+
+    commit = head_commit("textops-provider")
+    record = json.loads((REPO / "tests" / "fixtures" / "record-v1.json").read_text()
+                        .replace("@@PROVIDER_URL@@", f"{textops_url}@main").replace("@@COMMIT@@", commit))
+    code, report, output = replay(record, tmp_path, "--verify")
+    assert code == 0, output
+    assert [r["same"] for r in report["steps"]] == [True, True]
+    assert report["result"]["metadata"]["generation_prompt"]["record_version"] == "2"

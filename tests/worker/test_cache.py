@@ -78,7 +78,8 @@ def test_a_new_commit_of_the_provider_misses(worker, apis, tmp_path: Path):
     b = worker.run("Hi", f"{url}@{second}", "gpt-4o-mini", {"cache": True})
     c = worker.run("Hi", f"{url}@{first}", "gpt-4o-mini", {"cache": True})
     assert [cached(r)["hit"] for r in (a, b, c)] == [False, False, True]
-    assert a["metadata"]["source"]["commit"] == first and b["metadata"]["source"]["commit"] == second
+    assert a["metadata"]["generation_prompt"]["source"]["commit"] == first
+    assert b["metadata"]["generation_prompt"]["source"]["commit"] == second
     assert len(apis.calls(CHAT)) == 2
 
 
@@ -175,3 +176,21 @@ def test_entries_expire_after_the_ttl_and_the_cli_reports_and_clears(apis, opena
     assert len(apis.calls(CHAT)) == 2
     assert out.strip() == "removed 1 cached results"
     assert "0 entries" in CliRunner().invoke(main, ["cache", "stats"], catch_exceptions=False).output
+
+
+def test_an_entry_stored_in_record_format_1_is_served_as_format_2(worker, openai_url, apis):
+    """Entries written by an older worker stay useful: a format 1 record under a job's key comes back upgraded."""
+    from mediaconduit_worker.celery_app import app
+    from mediaconduit_worker.worker.cache import PREFIX
+
+    first = worker.run("Hello v1", openai_url, "gpt-4o-mini", {"cache": True})
+    key = cached(first)["key"]
+    v1 = json.loads((REPO / "tests" / "fixtures" / "record-v1.json").read_text()
+                    .replace("@@PROVIDER_URL@@", openai_url).replace("@@COMMIT@@", "c" * 40))
+    app.backend.client.set(PREFIX + key, json.dumps({"result": v1, "task_id": "older-task", "stored_at": time.time()}))
+    again = worker.run("Hello v1", openai_url, "gpt-4o-mini", {"cache": True})
+    assert len(apis.calls(CHAT)) == 1 and cached(again) == {"hit": True, "key": key, "from_task": "older-task"}
+    prompt = again["metadata"]["generation_prompt"]
+    assert prompt["record_version"] == "2" and prompt["source"] == {"kind": "git", "ref": "main", "commit": "c" * 40}
+    assert prompt["provider_url"] == openai_url and prompt["capability"] == "text-to-text"
+    assert again["asset"] == v1["asset"] and not {"provider", "source", "model"} & set(again["metadata"])

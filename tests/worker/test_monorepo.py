@@ -43,9 +43,10 @@ def test_pip_subdirectory_url_from_a_local_bare_repository(text_worker, monorepo
     url = f"git+file://{monorepo.bare}@main#subdirectory=providers/echo-provider"
     result = transform.delay("hello mono", url, "upper").get(timeout=60)
     assert result["asset"]["content"] == "HELLO MONO"
-    assert result["metadata"]["capability"] == "text-to-text"
-    assert result["metadata"]["source"] == {"url": url, "kind": "git", "ref": "main", "commit": monorepo.commit,
-                                            "subdirectory": "providers/echo-provider"}
+    prompt = result["metadata"]["generation_prompt"]
+    assert prompt["capability"] == "text-to-text" and prompt["provider_url"] == url
+    assert prompt["source"] == {"kind": "git", "ref": "main", "commit": monorepo.commit,
+                                "subdirectory": "providers/echo-provider"}
 
 
 def test_github_tree_url_through_the_mirror(text_worker, monorepo):
@@ -54,7 +55,7 @@ def test_github_tree_url_through_the_mirror(text_worker, monorepo):
     url = f"{monorepo.github}/tree/main/providers/echo-provider"
     result = transform.delay("abc", url, "reverse").get(timeout=60)
     assert result["asset"]["content"] == "cba"
-    source = result["metadata"]["source"]
+    source = result["metadata"]["generation_prompt"]["source"]
     assert (source["commit"], source["subdirectory"], source["ref"]) == (monorepo.commit, "providers/echo-provider",
                                                                          "main")
 
@@ -92,7 +93,7 @@ def test_a_relative_service_url_starts_the_service_of_the_same_commit(docker_eng
         service = f"{monorepo.github}@{monorepo.commit}#subdirectory=services/cowsay-service"
     result = transform.delay("moo from the monorepo", url, "cowsay-default").get(timeout=300)
     assert "moo from the monorepo" in result["asset"]["content"]
-    assert result["metadata"]["source"]["commit"] == monorepo.commit
+    assert result["metadata"]["generation_prompt"]["source"]["commit"] == monorepo.commit
     assert result["metadata"]["generation_prompt"]["service"]["commit"] == monorepo.commit
     running = docker_engine.containers.list(filters={"label": [f"{SOURCE}={service}", f"{SCOPE}={scope()}"]})
     assert len(running) == 1

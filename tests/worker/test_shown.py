@@ -32,16 +32,18 @@ def test_arguments_are_shown_redacted():
 
 
 def test_a_transform_result_record_is_shown_as_what_served_and_what_came_out():
-    record = {"metadata": {"route": "chat", "candidate": {"index": 2, "provider": "https://x/p", "model": "m"},
-                           "generation_prompt": {"input": "y" * 5000, "input_digest": "d" * 64},
-                           "provider": "p", "provider_url": "https://x/p", "model": "m", "capability": "text-to-text",
-                           "processing_time_ms": 12.5, "source": {"url": "https://x/p", "kind": "git", "commit": "c" * 40},
-                           "task_id": "t-1", "worker": "w@h", "attempts": [{"candidate": 1, "error": "ProviderHTTPError"}]},
+    prompt = {"input": "y" * 5000, "input_digest": "d" * 64, "route": "chat", "provider": "p", "model_id": "m",
+              "provider_url": "https://x/p", "capability": "text-to-text",
+              "source": {"kind": "git", "commit": "c" * 40}}
+    record = {"metadata": {"generation_prompt": prompt,
+                           "candidate": {"index": 2, "provider": "https://x/p", "model": "m"},
+                           "processing_time_ms": 12.5, "task_id": "t-1", "worker": "w@h",
+                           "attempts": [{"candidate": 1, "error": "ProviderHTTPError"}]},
               "asset": {"type": "text", "content": "x" * 5000, "language": "auto",
                         "metadata": {"cost": {"usd": 0.25}, "usage": {"total_tokens": 9}}}}
     assert eval(shown(record)) == {
-        "metadata": {"route": "chat", "candidate": {"index": 2, "provider": "https://x/p", "model": "m"},
-                     "provider": "p", "model": "m", "capability": "text-to-text", "processing_time_ms": 12.5},
+        "metadata": {"route": "chat", "provider": "p", "model_id": "m", "capability": "text-to-text",
+                     "candidate": {"index": 2, "provider": "https://x/p", "model": "m"}, "processing_time_ms": 12.5},
         "asset": {"type": "text", "content": "x" * SHOWN_STRING + "...", "language": "auto", "metadata": {"cost": {"usd": 0.25}}},
     }
     assert record["metadata"]["generation_prompt"]["input"] == "y" * 5000  # the record itself is left whole

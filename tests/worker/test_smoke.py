@@ -6,5 +6,6 @@ def test_echo_through_queue(text_worker, echo_url):
 
     result = transform.delay("hello", echo_url, "echo", {"prefix": "> "}).get(timeout=60)
     assert result["asset"] == {"type": "text", "content": "> hello", "language": "auto", "metadata": {}}
-    assert result["metadata"]["source"]["url"] == echo_url
-    assert len(result["metadata"]["source"]["commit"]) == 40
+    prompt = result["metadata"]["generation_prompt"]
+    assert prompt["provider_url"] == echo_url and prompt["record_version"] == "2"
+    assert len(prompt["source"]["commit"]) == 40

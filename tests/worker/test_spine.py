@@ -37,11 +37,14 @@ def test_transform_reaches_its_capability_queue(text_worker, echo_url):
     result = r.get(timeout=60)
     assert result["asset"]["content"] == "HELLO"
     meta = result["metadata"]
-    assert meta["provider"] == "echo-provider"
-    assert meta["model"] == "upper"
-    assert meta["capability"] == "text-to-text"
-    assert meta["source"] == {"url": echo_url, "kind": "git", "commit": head_commit("echo-provider")}
-    assert meta["generation_prompt"]["input"] == "hello"
+    prompt = meta["generation_prompt"]
+    assert prompt["provider"] == "echo-provider"
+    assert prompt["model_id"] == "upper"
+    assert prompt["capability"] == "text-to-text"
+    assert prompt["provider_url"] == echo_url
+    assert prompt["source"] == {"kind": "git", "commit": head_commit("echo-provider")}
+    assert prompt["input"] == "hello"
+    assert not {"provider", "provider_url", "model", "capability", "source"} & set(meta)  # only in the prompt
     assert meta["worker"] == text_worker.hostname
     stored = app.backend.get_task_meta(r.id)
     assert stored["queue"] == "text-to-text"
@@ -159,7 +162,7 @@ def test_two_workers_load_one_provider_at_the_same_moment(start_worker, make_pro
     jobs = group(transform.s(f"n{i}", url, "echo", {"capability": "audio-to-audio"}) for i in range(8))
     results = jobs.apply_async().get(timeout=240)
     assert sorted(r["asset"]["content"] for r in results) == sorted(f"n{i}" for i in range(8))
-    assert {r["metadata"]["source"]["commit"] for r in results} == {head_commit(url.rsplit("/", 1)[1], "tests")}
+    assert {r["metadata"]["generation_prompt"]["source"]["commit"] for r in results} == {head_commit(url.rsplit("/", 1)[1], "tests")}
     assert {r["metadata"]["worker"] for r in results} == {w.hostname for w in workers}
     for w in workers:
         assert "Traceback" not in w.log_text()

@@ -1,0 +1,7 @@
+"""The message headers a transform job may carry beside its arguments, set by trusted producers only
+(the HTTP API, when it comes, strips any a request did not get from it)."""
+
+EXEC_HEADER = "mediaconduit_exec"
+"""A job's execution options (a JSON object): ``capability``, ``cache``, ``service_commit``."""
+BATCH_HEADER = "mediaconduit_batch"
+"""A batch's job: ``{"id": batch id, "budget_usd": float or None}``."""

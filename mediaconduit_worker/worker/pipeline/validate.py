@@ -1,0 +1,14 @@
+"""Step: the message becomes a ``Job``, checked once; a bad one fails naming the culprit."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..headers import BATCH_HEADER
+from .job import Job
+from .run import Run
+
+
+def validate(run: Run, proceed: Callable[[], None]) -> None:
+    run.job = Job.parse(run.args, run.request, batch=getattr(run.request, BATCH_HEADER, None))
+    proceed()
