@@ -204,6 +204,27 @@ def test_attach_reuses_and_rebuild_only_on_new_commit(docker_engine, tmp_path, c
     ServiceRegistry().stop(moved.container_name)
 
 
+def test_default_limits_apply_and_a_container_with_other_limits_is_replaced(docker_engine, service_urls, monkeypatch,
+                                                                           caplog):
+    """cowsay's manifest and compose file set no limits: the settings' defaults apply, and a running
+    container whose limits differ from what the settings now say is replaced, not attached to."""
+    from mediaconduit_worker.services import ServiceRegistry
+    from mediaconduit_worker.settings import get_settings
+
+    first = ServiceRegistry().ensure(service_urls["cowsay"])
+    host = docker_engine.containers.get(first.container_id).attrs["HostConfig"]
+    assert (host["Memory"], host["MemorySwap"], host["NanoCpus"], host["PidsLimit"]) == (2 << 30, 2 << 30, 10 ** 9, 256)
+    monkeypatch.setattr(get_settings(), "service_memory", "300m")
+    monkeypatch.setattr(get_settings(), "service_pids", 64)
+    caplog.set_level(logging.WARNING, logger="mediaconduit_worker")
+    moved = ServiceRegistry().ensure(service_urls["cowsay"])
+    assert moved.container_id != first.container_id
+    assert any("its limits" in r.getMessage() for r in caplog.records), [r.getMessage() for r in caplog.records]
+    host = docker_engine.containers.get(moved.container_id).attrs["HostConfig"]
+    assert (host["Memory"], host["PidsLimit"]) == (300 << 20, 64)
+    ServiceRegistry().stop(moved.container_name)
+
+
 def test_cli_ls_logs_stop_and_idle_reaping(docker_engine, service_urls):
     from mediaconduit_worker.cli import main
     from mediaconduit_worker.services import ServiceRegistry, get_service_registry
