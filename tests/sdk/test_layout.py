@@ -101,6 +101,18 @@ class K:
     assert "mediaconduit_worker.worker.app" in _import_graph()["mediaconduit_worker"]  # the lazy `transform`
 
 
+def test_type_checking_blocks_hold_only_imports():
+    """What the graph leaves out is names for annotations and type checkers, never code."""
+    offenders = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if _is_type_checking(node):
+                assert isinstance(node, ast.If)
+                offenders += [f"{path.relative_to(REPO)}:{n.lineno}" for n in node.body
+                              if not isinstance(n, ast.Import | ast.ImportFrom)]
+    assert offenders == []
+
+
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     state: dict[str, int] = {}
     cycles: list[list[str]] = []
