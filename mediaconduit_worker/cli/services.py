@@ -32,7 +32,7 @@ def services() -> None:
 @click.option("--all-scopes", is_flag=True, help="Also list containers of other MEDIACONDUIT_HOMEs on this engine.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def services_ls(all_scopes: bool, as_json: bool) -> None:
-    """Running and stopped service containers, with their real host ports and source commits."""
+    """Running and stopped service containers, with their real host ports, source commits and limits."""
     from rich.console import Console
     from rich.table import Table
 
@@ -50,10 +50,18 @@ def services_ls(all_scopes: bool, as_json: bool) -> None:
     if as_json:
         print_json(rows)
         return
-    table = Table("SERVICE", "CONTAINER", "STATUS", "PORTS", "COMMIT", "IDLE")
+    table = Table("SERVICE", "CONTAINER", "STATUS", "PORTS", "COMMIT", "LIMITS", "IDLE")
     for r in rows:
-        table.add_row(r["service"], r["container"], r["status"], ", ".join(r["ports"]), r["commit"], f"{r['idle_s']}s")
+        table.add_row(r["service"], r["container"], r["status"], ", ".join(r["ports"]), r["commit"],
+                      _limits(r["limits"]), f"{r['idle_s']}s")
     Console().print(table if rows else "no services")
+
+
+def _limits(limits: dict[str, float | None]) -> str:
+    """``1024M 1cpu 256pids``; ``-`` for a limit the container runs without."""
+    memory, cpus, pids = limits["memory"], limits["cpus"], limits["pids"]
+    return " ".join([f"{memory / 1048576:.0f}M" if memory else "-", f"{cpus:g}cpu" if cpus else "-",
+                     f"{pids:.0f}pids" if pids else "-"])
 
 
 @services.command("stop")

@@ -443,11 +443,14 @@ def get_service_registry() -> ServiceRegistry:
 def describe(container: Container) -> dict[str, Any]:
     """One row of ``mediaconduit services ls``."""
     status, health = _state(container)
+    limits = _limits(container)
     published = (container.attrs.get("NetworkSettings") or {}).get("Ports") or {}
     ports = [f"{b['HostIp']}:{b['HostPort']}->{k}" for k, bs in published.items() for b in (bs or [])]
     return {
         "service": container.labels.get(L_SERVICE), "container": container.name, "id": container.short_id,
         "status": status + (f" ({health})" if health else ""), "ports": ports,
         "commit": (container.labels.get(L_COMMIT) or "")[:12], "source": container.labels.get(L_SOURCE),
+        "limits": {"memory": limits.memory, "cpus": limits.nano_cpus / 1e9 if limits.nano_cpus else None,
+                   "pids": limits.pids},
     }
 

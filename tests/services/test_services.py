@@ -6,6 +6,7 @@ Skips without an engine; fails instead when MEDIACONDUIT_REQUIRE_DOCKER=1 (CI).
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import time
@@ -208,6 +209,7 @@ def test_default_limits_apply_and_a_container_with_other_limits_is_replaced(dock
                                                                            caplog):
     """cowsay's manifest and compose file set no limits: the settings' defaults apply, and a running
     container whose limits differ from what the settings now say is replaced, not attached to."""
+    from mediaconduit_worker.cli import main
     from mediaconduit_worker.services import ServiceRegistry
     from mediaconduit_worker.settings import get_settings
 
@@ -222,6 +224,9 @@ def test_default_limits_apply_and_a_container_with_other_limits_is_replaced(dock
     assert any("its limits" in r.getMessage() for r in caplog.records), [r.getMessage() for r in caplog.records]
     host = docker_engine.containers.get(moved.container_id).attrs["HostConfig"]
     assert (host["Memory"], host["PidsLimit"]) == (300 << 20, 64)
+    proc = CliRunner().invoke(main, ["services", "ls", "--json"])
+    row = next(r for r in json.loads(proc.output) if r["container"] == moved.container_name)
+    assert row["limits"] == {"memory": 300 << 20, "cpus": 1.0, "pids": 64}, row
     ServiceRegistry().stop(moved.container_name)
 
 
