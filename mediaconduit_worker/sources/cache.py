@@ -162,6 +162,7 @@ class SourceCache:
         """
         mirror = self._mirror(source)
         rev = f"{source.ref or REMOTE_HEAD}^{{commit}}"
+        unsearched = ""  # why a missing ref was not looked for at the repository just now
         if not mirror.is_dir():
             log.info("cloning %s", redact_url(source.location))
             mirror.parent.mkdir(parents=True, exist_ok=True)
@@ -183,12 +184,16 @@ class SourceCache:
                 if not known:
                     (mirror / MISSED_AT).write_text(str(time.time()))
                 self._fetch_published(mirror, source)
+            elif not known:
+                unsearched = (f" (the repository was searched for a missing ref {time.time() - _stamp(mirror, MISSED_AT):.0f}s "
+                              f"ago; again after MEDIACONDUIT_SOURCE_FETCH_INTERVAL={interval}s)")
         shown = redact_url(source.url)
         if not self._has(mirror, rev):
             if SHA.match(source.ref or ""):
                 raise ProviderSourceError(f"cannot fetch {shown!r}: commit {source.ref} is on no branch or tag of "
-                                          "the repository (only published code runs)")
-            raise ProviderSourceError(f"cannot fetch {shown!r}: no branch or tag {source.ref or 'HEAD'!r} in the repository")
+                                          f"the repository (only published code runs){unsearched}")
+            raise ProviderSourceError(f"cannot fetch {shown!r}: no branch or tag {source.ref or 'HEAD'!r} in the "
+                                      f"repository{unsearched}")
         commit = git("rev-parse", "--verify", "--end-of-options", rev, cwd=mirror, url=source.url)
         if not git("for-each-ref", "--count=1", "--format=%(refname)", f"--contains={commit}", "refs/heads/",
                    "refs/tags/", cwd=mirror, url=source.url):

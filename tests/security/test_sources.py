@@ -616,6 +616,7 @@ def test_an_unknown_sha_is_fetched_once_per_interval(tmp_path: Path, saying_repo
     randoms = [uuid.uuid4().hex + uuid.uuid4().hex[:8] for _ in range(3)]
     for sha in randoms + randoms:
         refused(sha, f"commit {sha} is on no branch or tag")
+    refused(randoms[2], "again after MEDIACONDUIT_SOURCE_FETCH_INTERVAL=60s")  # says why it did not look
     refused("no-such-branch", "no branch or tag 'no-such-branch'")
     assert git_calls.count("fetch") == 2  # the first miss looked (a commit pushed since would be found), no other
     (mirror / "mediaconduit-missed-at").write_text("0")  # the interval is over: one more look
