@@ -204,3 +204,15 @@ def test_redaction_is_linear_on_adversarial_strings(shape):
     small, large = (adversarial(shape, size) for size in (64 * 1024, 1024 * 1024))
     ratio = _best_seconds(lambda: _producer_path(large), 2) / _best_seconds(lambda: _producer_path(small), 4)
     assert ratio < 40, f"{shape}: 16x the text took {ratio:.0f}x as long"
+
+
+def test_a_message_too_long_to_scrub_of_very_many_secrets_is_withheld():
+    """A hundred thousand secret values: a short message is scrubbed of them, a long one is withheld
+    whole rather than taking seconds (characters × values past the budget)."""
+    secrets = [f"{i:08d}xy" for i in range(100_000)]
+    assert scrub("rejected 00000042xy and 00099999xy", secrets) == f"rejected {REDACTED} and {REDACTED}"
+    long = "upstream said no " * 4000 + "00000042xy"
+    withheld = scrub(long, secrets)
+    assert "00000042xy" not in withheld and "upstream" not in withheld
+    assert withheld == "[68,010 characters withheld: too long to scrub of the job's 100,000 secret values]"
+    assert scrub(long, secrets[40:45]) == long.replace("00000042xy", REDACTED)
