@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -69,11 +70,12 @@ def test_a_change_of_model_options_or_input_misses(worker, openai_url, apis):
 def test_a_new_commit_of_the_provider_misses(worker, apis, tmp_path: Path):
     folder = tmp_path / "provider"
     shutil.copytree(REPO / "providers" / "openai-provider", folder)
-    url = publish(folder, "openai-cache-copy", org="tests")
-    first = head_commit("openai-cache-copy", "tests")
+    name = f"openai-cache-copy-{uuid.uuid4().hex[:6]}"  # its own repository per pool: each run pushes two commits
+    url = publish(folder, name, org="tests")
+    first = head_commit(name, "tests")
     (folder / "CHANGELOG.md").write_text("a new release\n")
-    publish(folder, "openai-cache-copy", org="tests")
-    second = head_commit("openai-cache-copy", "tests")
+    publish(folder, name, org="tests")
+    second = head_commit(name, "tests")
     a = worker.run("Hi", f"{url}@{first}", "gpt-4o-mini", {"cache": True})
     b = worker.run("Hi", f"{url}@{second}", "gpt-4o-mini", {"cache": True})
     c = worker.run("Hi", f"{url}@{first}", "gpt-4o-mini", {"cache": True})
