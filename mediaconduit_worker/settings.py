@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -22,7 +23,11 @@ class Settings(BaseSettings):
     embedded_port: int = 6390
     """Loopback port of the embedded Redis."""
     visibility_timeout: int = 3600
-    """Seconds before an unacknowledged job is redelivered; must exceed the longest job."""
+    """Seconds before a job held by a worker of kombu's own transport is redelivered (``broker/README.md``)."""
+    worker_lease: float = 15.0
+    """Seconds a worker that stopped renewing its lease is taken for dead: its jobs then run elsewhere."""
+    broker_transport: Literal["mediaconduit", "kombu"] = "mediaconduit"
+    """``kombu``: kombu's own Redis transport instead of MediaConduit's (the benchmarks' yardstick)."""
     task_time_limit: int = 1800
     """Hard per-job time limit in seconds; held in every pool (``worker/deadlines.py``)."""
     max_stuck_threads: int = 16

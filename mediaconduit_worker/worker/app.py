@@ -88,7 +88,7 @@ class MediaConduitCelery(Celery):
 
 def make_app() -> Celery:
     settings = get_settings()
-    install_transport()
+    install_transport(stock=settings.broker_transport == "kombu")
     app = MediaConduitCelery(
         "mediaconduit",
         include=["mediaconduit_worker.worker.deadlines", "mediaconduit_worker.worker.status", "mediaconduit_worker.batch.summary",

@@ -122,7 +122,8 @@ class CrashAwareRequest(Request):
 
 def celery_options() -> dict[str, Any]:
     """Celery settings that turn crashes and broker blips into delays instead of lost jobs."""
-    visibility = get_settings().visibility_timeout
+    settings = get_settings()
+    visibility = settings.visibility_timeout
     return {
         # Jobs of a worker that died whole wait in Redis' unacked table until the visibility timeout;
         # kombu then only sweeps every interval x throttle seconds (100 s by default). Sweep at a tenth
@@ -133,7 +134,11 @@ def celery_options() -> dict[str, Any]:
             "unacked_restore_throttle": 1,
             # A sweeper killed while holding the sweep lock blocks sweeps until it expires (default 300 s).
             "unacked_mutex_expire": 30,
+            # A worker's jobs come back this long after it stopped renewing its lease (worker/consumers.py).
+            "lease_seconds": settings.worker_lease,
         },
+        # A job redelivered after its worker died whose SUCCESS is already stored is not run again.
+        "worker_deduplicate_successful_tasks": True,
         # A dead pool child: re-send the job as a retry (bounded by max_retries) instead of a requeue loop.
         "task_retry_on_worker_lost": True,
         # A producer or a chain step publishing during a broker restart keeps trying for ~1 minute.
