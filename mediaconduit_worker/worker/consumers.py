@@ -98,12 +98,12 @@ class LeaseThread:
 
     def hold(self, consumer: Consumer, lease_seconds: float) -> None:
         with self._lock:
+            self._every = min(self._every, lease_seconds / 3)
             if self._pid != os.getpid():  # a forked child holds none of its parent's consumers
                 self._pid = os.getpid()
                 self._consumers = weakref.WeakSet()
                 threading.Thread(target=self._run, name="mediaconduit-consumer-leases", daemon=True).start()
             self._consumers.add(consumer)
-            self._every = min(self._every, lease_seconds / 3)
 
     def consumers(self) -> list[Any]:
         with self._lock:
