@@ -54,9 +54,8 @@ from time import monotonic
 from typing import Any
 
 import redis.exceptions
-from kombu.transport import TRANSPORT_ALIASES
+from kombu.transport import TRANSPORT_ALIASES, virtual
 from kombu.transport import redis as kombu_redis
-from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import loads
 
@@ -113,7 +112,7 @@ class Channel(kombu_redis.Channel):
     QoS = QoS
     priority_steps = [0]
     lease_seconds = 15.0
-    from_transport_options = kombu_redis.Channel.from_transport_options + ("lease_seconds",)
+    from_transport_options: tuple[str, ...] = (*kombu_redis.Channel.from_transport_options, "lease_seconds")  # type: ignore[assignment]
     _shared_client: Any = None
 
     def __init__(self, connection: Any, **kwargs: Any) -> None:
@@ -251,7 +250,7 @@ class Channel(kombu_redis.Channel):
             properties.setdefault("delivery_info", {})["redelivered"] = True
         if hold:
             self._held[properties.get("delivery_tag")] = (inflight, source, raw)
-        return payload  # type: ignore[no-any-return]
+        return payload
 
     def basic_get(self, queue: str, no_ack: bool = False, **kwargs: Any) -> Any:
         if no_ack:  # kombu's own RPOP: nothing to hold
@@ -348,7 +347,7 @@ class Transport(kombu_redis.Transport):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.cycle = Poller()
+        self.cycle = Poller()  # type: ignore[assignment]
 
 
 def hand_back_all() -> int:
