@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -104,11 +105,13 @@ def _total(callgrind_out: Path) -> int:
     return int(found.group(1))
 
 
-def run(mode: str, kind: str, jobs: int, url: str) -> dict[str, int]:
-    """One measurement in a new process: ``traced`` under valgrind, or ``worker`` driving one."""
+def run(mode: str, kind: str, jobs: int, url: str, env: dict[str, str] | None = None) -> dict[str, int]:
+    """One measurement in a new process: ``traced`` under valgrind, or ``worker`` driving one (``env``: settings
+    for it, its worker and its producer, such as ``MEDIACONDUIT_BROKER_TRANSPORT``)."""
     counted = Path(tempfile.mkdtemp(prefix="mc-callgrind-")) / "traced"
     cmd = this_script(mode, kind, jobs, url)
-    out = subprocess.run([*callgrind(counted), *cmd] if mode == "traced" else cmd, capture_output=True, text=True)
+    out = subprocess.run([*callgrind(counted), *cmd] if mode == "traced" else cmd, capture_output=True, text=True,
+                         env={**os.environ, **(env or {})})
     if mode == "traced" and out.returncode == 0:
         return {"pool": _total(counted)}
     if mode == "worker" and out.returncode == 0:

@@ -62,15 +62,16 @@ def senders(url: str) -> dict[str, Any]:
 
 def start_celery(app_module: str, queue: str, concurrency: int = 2, extra: list[str] | None = None,
                  name: str | None = None, prefix: list[str] | None = None,
-                 timeout: float = 60.0) -> subprocess.Popen[bytes]:
+                 timeout: float = 60.0, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     """A worker process; ``app_module`` is a Celery -A argument, ``extra`` more arguments (``["-P", "threads"]``),
-    ``prefix`` a command to run it under (valgrind), ``timeout`` how long it may take to answer a ping. It runs
-    in this repository, which ``python -m`` puts first on its path, so it imports this checkout's package."""
+    ``prefix`` a command to run it under (valgrind), ``timeout`` how long it may take to answer a ping, ``env``
+    settings of its own. It runs in this repository, which ``python -m`` puts first on its path, so it imports
+    this checkout's package."""
     name = name or f"{queue}-bench"
     cmd = [*(prefix or []), sys.executable, "-m", "celery", "-q", "-A", app_module, "worker", "-Q", queue,
            "-c", str(concurrency), "-n", f"{name}@%h", "-l", "WARNING", *(extra or [])]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "bench")])}
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True)
+    environ = {**os.environ, **(env or {}), "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "bench")])}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=environ, start_new_session=True)
     _wait_for([f"{name}@{socket.gethostname()}"], proc, timeout)
     return proc
 

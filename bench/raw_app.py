@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import httpx
 
@@ -15,6 +16,13 @@ app.main = "raw"
 @app.task(name="bench.raw")
 def raw(x: str) -> dict[str, str]:
     return {"echo": x}
+
+
+@app.task(name="bench.sleep")
+def sleep(seconds: float) -> float:
+    """A job that takes a while: the transport benchmark kills its worker while it runs."""
+    time.sleep(seconds)
+    return seconds
 
 
 _http = threading.local()

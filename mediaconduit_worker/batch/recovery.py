@@ -1,11 +1,13 @@
-"""Jobs the broker lost, found by the batch that waits for them.
+"""Jobs the broker lost, found by the batch that waits for them: a second net.
 
-kombu's Redis transport takes a message with ``BRPOP`` and records it as unacknowledged in a second
-command: a worker, or Redis itself, stopping between the two loses that message (broker/README.md).
-Nothing in the broker remembers it. A batch does: it knows every job it waits for. A job with no final
-state whose message is in no queue and in no worker's unacknowledged table, at two looks a few seconds
-apart (one snapshot each, so a message moving between the two places is seen in one of them), is lost.
-The batch publishes it again under the same id.
+MediaConduit's transport keeps every message in a list at every instant (a queue or a consumer's
+in-flight list, ``worker/transport.py``), so this finds nothing to send as long as Redis keeps its writes.
+It stays for what the transport cannot cover: a Redis that lost its last second of writes in a hard crash
+(``appendfsync everysec``), and kombu's own transport (``MEDIACONDUIT_BROKER_TRANSPORT=kombu``), which takes
+a message with ``BRPOP`` and records it as unacknowledged in a second command. A batch knows every job it
+waits for. A job with no final state whose message is in no list and in no unacknowledged table, at two
+looks a few seconds apart (one snapshot each, so a message moving between two places is seen in one of
+them), is lost. The batch publishes it again under the same id.
 """
 
 from __future__ import annotations

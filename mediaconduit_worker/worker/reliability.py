@@ -125,9 +125,10 @@ def celery_options() -> dict[str, Any]:
     settings = get_settings()
     visibility = settings.visibility_timeout
     return {
-        # Jobs of a worker that died whole wait in Redis' unacked table until the visibility timeout;
-        # kombu then only sweeps every interval x throttle seconds (100 s by default). Sweep at a tenth
-        # of the timeout (1-10 s, one cheap ZRANGE) so recovery takes about the visibility timeout.
+        # kombu's own transport (MEDIACONDUIT_BROKER_TRANSPORT=kombu, or a worker of an older version during
+        # an upgrade) keeps jobs in Redis' unacked table until the visibility timeout, and sweeps it only
+        # every interval x throttle seconds (100 s by default). Sweep at a tenth of the timeout (1-10 s, one
+        # cheap ZRANGE) so recovery takes about the visibility timeout. MediaConduit's transport uses leases.
         "broker_transport_options": {
             "visibility_timeout": visibility,
             "unacked_restore_interval": max(1, min(10, visibility // 10)),

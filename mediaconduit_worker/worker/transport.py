@@ -59,7 +59,8 @@ from kombu.transport import redis as kombu_redis
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import loads
 
-from .consumers import LEASES, REDELIVERED_MARK, inflight_key, new_consumer_id, reclaim, renew, script_source
+from .consumers import OPEN, REDELIVERED_MARK, inflight_key, new_consumer_id, reclaim, renew, requeue
+from .keeper import keeper
 
 log = logging.getLogger(__name__)
 RECEIVE = "RECEIVE"
@@ -153,13 +154,17 @@ class Channel(kombu_redis.Channel):
         renew(self._create_client(), self.consumer_id, self._listed, self.lease_seconds)
         if not self._leased:
             self._leased = True
-            LEASES.hold(self, self.lease_seconds)
+            OPEN.add(self)
+            keeper.hold(f"consumer {self.consumer_id}", self.lease_seconds, self.renew_lease)
             self.sweep()  # a worker started after a crash takes back at once what a lapsed lease left
 
     def renew_lease(self) -> bool:
+        """The keeper's renewal (False once closed: the lease is dropped); each also sweeps for dead consumers."""
         if self.closed or not self._leased:
             return False
         renew(self._create_client(), self.consumer_id, self._listed, self.lease_seconds)
+        if moved := self.sweep():
+            log.warning("handed %d job(s) of dead worker(s) back to their queues", moved)
         return True
 
     def sweep(self) -> int:
@@ -179,9 +184,13 @@ class Channel(kombu_redis.Channel):
         return super().basic_consume(queue, *args, **kwargs)
 
     def start_receiving(self) -> None:
-        """Send a receive on every source list without one waiting (the poller calls this while the
-        channel may take more)."""
+        """At each poll: close the receivers of queues no longer consumed, and while the channel may take
+        more, send a receive on every source list without one waiting."""
         sources = [(self._q_for_pri(queue, pri), queue) for pri in self.priority_steps for queue in self.active_queues]
+        for gone in set(self._receivers) - {source for source, _ in sources}:
+            self._release(self._receivers.pop(gone))
+        if not sources or not self.qos.can_consume():
+            return
         acked = [source for source, queue in sources if queue not in self._no_ack_queues]
         if acked:
             self._list(acked)
@@ -194,10 +203,26 @@ class Channel(kombu_redis.Channel):
                 receiver.no_ack = queue in self._no_ack_queues
                 self._send_receive(receiver)
 
+    def _release(self, receiver: Receiver) -> None:
+        """A queue no longer consumed: close its receiver, and put back a message its last receive took
+        and nobody read (acknowledged queues; a lost ``BRPOP`` reply is what no-ack consuming accepts)."""
+        connection, waiting = receiver.client.connection, receiver.waiting
+        if connection is not None:
+            connection.disconnect()  # kombu's disconnect hook stops polling its socket
+        if waiting and not receiver.no_ack:
+            client = self._create_client()
+            read = {raw for inflight, _, raw in self._held.values() if inflight == receiver.inflight}
+            for raw in client.lrange(receiver.inflight, 0, -1):
+                if raw not in read:
+                    requeue(client, receiver.inflight, receiver.source, raw)
+
     def _send_receive(self, receiver: Receiver) -> None:
         cycle, client = self.connection.cycle, receiver.client
         if client.connection is None:
-            client.connection = client.connection_pool.get_connection()
+            # A connection of its own, outside the pool: a channel consuming many queues must not exhaust
+            # the pool's max_connections that its other commands share.
+            pool = client.connection_pool
+            client.connection = pool.connection_class(**pool.connection_kwargs)
         if client.connection._sock is None or (self, client, RECEIVE) not in cycle._chan_to_sock:
             cycle._register(self, client, RECEIVE)  # connects, and polls the socket
             receiver.fd = client.connection._sock.fileno()
@@ -278,10 +303,7 @@ class Channel(kombu_redis.Channel):
         """A rejected message goes back to the front of its queue (if a sweep has not already moved it)."""
         held = self._held.pop(delivery_tag, None)
         if held is not None:
-            client = self._create_client()
-            inflight, source, raw = held
-            client.register_script(script_source("transport_requeue"))(
-                keys=[inflight, source], args=[raw, REDELIVERED_MARK], client=client)
+            requeue(self._create_client(), *held)
 
     # -- connections -----------------------------------------------------------------------------
     def check_receivers(self) -> None:
@@ -318,6 +340,8 @@ class Channel(kombu_redis.Channel):
             except (*self.connection_errors, redis.exceptions.RedisError) as exc:
                 log.warning("could not hand back this consumer's jobs (%s); they come back when its lease lapses", exc)
             self._leased = False
+            OPEN.discard(self)
+            keeper.drop(f"consumer {self.consumer_id}")
         super().close()
 
 
@@ -326,7 +350,7 @@ class Poller(kombu_redis.MultiChannelPoller):
 
     def on_poll_start(self) -> None:
         for channel in self._channels:
-            if channel.active_queues and channel.qos.can_consume():
+            if channel.active_queues or channel._receivers:
                 channel.start_receiving()
             if channel.active_fanout_queues:
                 self._register_LISTEN(channel)
@@ -352,7 +376,7 @@ class Transport(kombu_redis.Transport):
 
 def hand_back_all() -> int:
     """Hand back what every open consumer of this process holds (see the module's docstring); how many."""
-    return sum(consumer.hand_back() for consumer in LEASES.consumers() if not consumer.closed)
+    return sum(consumer.hand_back() for consumer in list(OPEN) if not consumer.closed)
 
 
 def install(stock: bool = False) -> None:

@@ -174,3 +174,48 @@ def test_a_rejected_message_goes_back_to_the_front_once():
         again.ack()
         queue.get(timeout=5).ack()
         assert message.channel._create_client().llen(name) == 0
+
+
+def test_a_channel_consuming_queue_after_queue_keeps_one_receiver_connection():
+    """Remote control replies come on a new queue each call: a receiver per queue no longer consumed is
+    closed, so the connections do not pile up."""
+    from kombu import Consumer, Queue
+
+    with _connection() as conn:
+        channel = conn.channel()
+        for _ in range(15):  # more than a pool's 10 connections
+            queue = Queue(_queue_name(), channel=channel, auto_delete=True)
+            queue.declare()
+            with Consumer(channel, [queue], no_ack=True, accept=["json"]):
+                try:
+                    conn.drain_events(timeout=0.05)
+                except TimeoutError:
+                    pass
+        assert len(channel._receivers) <= 1
+        channel.close()
+
+
+def test_a_message_taken_for_a_queue_no_longer_consumed_goes_back():
+    from kombu import Consumer, Queue
+
+    name = _queue_name()
+    with _connection() as conn:
+        channel = conn.channel()
+        queue = Queue(name, channel=channel)
+        queue.declare()
+        consumer = Consumer(channel, [queue], accept=["json"], callbacks=[lambda body, message: None])
+        consumer.consume()
+        try:
+            conn.drain_events(timeout=0.1)  # a receive now waits on the queue
+        except TimeoutError:
+            pass
+        (receiver,) = channel._receivers.values()
+        client = channel._create_client()
+        client.lpush(name, "{}")  # taken by the waiting receive, never read
+        while not client.llen(receiver.inflight):
+            pass
+        consumer.cancel()
+        channel.connection.cycle.on_poll_start()  # the next poll closes the receiver of a cancelled queue
+        assert client.llen(receiver.inflight) == 0 and client.llen(name) == 1
+        client.delete(name)
+        channel.close()

@@ -1,15 +1,15 @@
 -- Hand the messages of dead consumers (or of one consumer, ``only``) back to the lists they came from.
 -- KEYS[1] consumers  hash: consumer id -> JSON list of the source lists it receives from
--- KEYS[2] dead       hash: consumer id -> when a sweep first found its lease gone (unix seconds)
+-- KEYS[2] dead       hash: consumer id -> when a sweep first found its lease gone (ms, Redis' clock)
 -- ARGV[1] JSON object:
 --   lease      prefix of a consumer's lease key (the key exists while the consumer lives)
 --   inflight   prefix of a consumer's in-flight lists (``inflight .. consumer .. '|' .. source``)
 --   mark       what a handed-back message starts with instead of its first ``{`` (Celery then sees
 --              it as redelivered)
---   forget     seconds a dead consumer stays listed after its lease went (a stalled one may come back)
+--   forget     ms a dead consumer stays listed after its lease went (a stalled one may come back)
 --   only       a consumer handing back its own messages ("" sweeps every consumer whose lease is gone)
 --   drop       with ``only``: also unlist it and delete its lease (it is closing)
--- Returns how many messages went back.
+-- Returns how many messages went back. ``now`` (ms) comes from the now.lua prelude.
 local consumers, dead = KEYS[1], KEYS[2]
 local a = cjson.decode(ARGV[1])
 local moved = 0
@@ -41,7 +41,6 @@ if a.only ~= '' then
   return moved
 end
 
-local now = tonumber(redis.call('TIME')[1])
 local listed = redis.call('HGETALL', consumers)
 for i = 1, #listed, 2 do
   local consumer, sources = listed[i], listed[i + 1]
