@@ -48,6 +48,7 @@ pool is safe to share between threads: each command borrows a connection).
 from __future__ import annotations
 
 import logging
+import os
 import select
 from queue import Empty
 from time import monotonic
@@ -127,6 +128,7 @@ class Channel(kombu_redis.Channel):
         self._no_ack_queues: set[str] = set()
         self._listed: list[str] = []  # the source lists this consumer's lease lists
         self._leased = False
+        self._pid = 0
         super().__init__(connection, **kwargs)
 
     # -- clients -------------------------------------------------------------------------------
@@ -153,7 +155,7 @@ class Channel(kombu_redis.Channel):
         self._listed = self._listed + new
         renew(self._create_client(), self.consumer_id, self._listed, self.lease_seconds)
         if not self._leased:
-            self._leased = True
+            self._leased, self._pid = True, os.getpid()
             OPEN.add(self)
             keeper.hold(f"consumer {self.consumer_id}", self.lease_seconds, self.renew_lease)
             self.sweep()  # a worker started after a crash takes back at once what a lapsed lease left
@@ -173,7 +175,7 @@ class Channel(kombu_redis.Channel):
     def hand_back(self, drop: bool = False) -> int:
         """Put every message this consumer holds, delivered or still unread, back at the front of its
         queue, marked redelivered; how many. ``drop`` also ends the lease (the channel is closing)."""
-        if not self._leased:
+        if not self._leased or self._pid != os.getpid():  # a forked pool child holds nothing of its parent's
             return 0
         return reclaim(self._create_client(), self.consumer_id, drop=drop)
 
@@ -335,13 +337,15 @@ class Channel(kombu_redis.Channel):
             for receiver in self._receivers.values():  # first: no receive may take a message after the hand-back
                 if receiver.client.connection is not None:
                     receiver.client.connection.disconnect()
-            try:
-                self.hand_back(drop=True)
-            except (*self.connection_errors, redis.exceptions.RedisError) as exc:
-                log.warning("could not hand back this consumer's jobs (%s); they come back when its lease lapses", exc)
-            self._leased = False
+            leased, self._leased = self._leased, False  # the keeper renews no more, even while handing back
             OPEN.discard(self)
             keeper.drop(f"consumer {self.consumer_id}")
+            if leased and self._pid == os.getpid():  # a forked pool child holds nothing of its parent's
+                try:
+                    reclaim(self._create_client(), self.consumer_id, drop=True)
+                except (*self.connection_errors, redis.exceptions.RedisError) as exc:
+                    log.warning("could not hand back this consumer's jobs (%s); they come back when its lease "
+                                "lapses", exc)
         super().close()
 
 
