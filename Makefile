@@ -37,6 +37,7 @@ bench: venv
 	$(PY) bench/bench_redaction.py
 	$(PY) bench/bench_routing.py
 	$(PY) bench/bench_instructions.py
+	$(PY) bench/bench_steps.py
 
 ## docs/record.schema.json, generated from the record's pydantic model (a test holds the two equal).
 schema: venv

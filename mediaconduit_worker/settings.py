@@ -111,7 +111,8 @@ class Settings(BaseSettings):
         return self.blob_dir or self.home / "blobs"
 
     @property
-    def cache(self) -> Path:
+    def cache_dir(self) -> Path:
+        """Provider and service sources, their installs and locks (not the result cache, which is in Redis)."""
         return self.home / "cache"
 
     @property

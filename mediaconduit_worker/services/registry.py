@@ -332,7 +332,7 @@ class ServiceRegistry:
                 self._known.pop(url, None)
 
     def _usage_file(self, key: str) -> Path:
-        return get_settings().cache / "services" / f"{scope()}-{key}.used"
+        return get_settings().cache_dir / "services" / f"{scope()}-{key}.used"
 
     def _touch(self, info: ServiceInfo) -> None:
         """Record a use (shared by all processes via the file's mtime) for the idle timeout."""

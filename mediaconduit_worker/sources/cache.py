@@ -79,7 +79,7 @@ def file_lock(name: str) -> Iterator[None]:
     """
     with _local_locks_guard:
         local = _local_locks.setdefault(name, threading.Lock())
-    locks = get_settings().cache / "locks"
+    locks = get_settings().cache_dir / "locks"
     locks.mkdir(parents=True, exist_ok=True)
     with local, open(locks / f"{name}.lock", "w") as fh:
         delay = 0.005
@@ -100,7 +100,7 @@ class SourceCache:
     """Mirrors git sources under ``cache/git``, exports each pinned commit once under ``cache/checkouts``."""
 
     def __init__(self, root: Path | None = None) -> None:
-        self.root = root or get_settings().cache
+        self.root = root or get_settings().cache_dir
 
     def _pin_path(self, source: Source) -> Path:
         return self.root / "pins" / (stable_id(source.url) + ".json")

@@ -33,7 +33,7 @@ TRANSFORM_TASK = "mediaconduit.transform"
 CAPABILITY_QUEUES = [c.value for c in MediaCapability]
 
 
-def route_transform(name: str, args: Any, kwargs: Any, options: dict[str, Any], task: Any = None, **_: Any) -> dict[str, str] | None:
+def transform_queue(name: str, args: Any, kwargs: Any, options: dict[str, Any], task: Any = None, **_: Any) -> dict[str, str] | None:
     """Send a transform to its capability's queue (the explicit execution option, else the manifest's model
     entry)."""
     if name != TRANSFORM_TASK:
@@ -117,7 +117,7 @@ def make_app() -> Celery:
         task_soft_time_limit=None,
         task_default_queue=DEFAULT_QUEUE,
         task_queues=[Queue(q, routing_key=q) for q in (DEFAULT_QUEUE, *CAPABILITY_QUEUES)],
-        task_routes=(route_transform,),
+        task_routes=(transform_queue,),
         result_backend_transport_options={"visibility_timeout": settings.visibility_timeout},
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=True,

@@ -109,7 +109,7 @@ _claims: dict[str, Claim] = {}
 _claims_lock = threading.Lock()
 
 
-def lookup(task: Any, request: Any, deadline: JobDeadline, loaded: LoadedProvider, model: str, options: dict[str, Any],
+def lookup(request: Any, deadline: JobDeadline, loaded: LoadedProvider, model: str, options: dict[str, Any],
            model_input: Any, started: float) -> dict[str, Any] | None:
     """The cached result for this job (marked as a hit), or None: run the provider, then ``store``.
 

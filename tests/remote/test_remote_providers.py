@@ -129,10 +129,10 @@ def test_together_chat_images_and_speech(worker, urls, apis):
 
 
 def test_together_models_route_to_their_capability_queue(urls):
-    from mediaconduit_worker.worker.app import TRANSFORM_TASK, route_transform
+    from mediaconduit_worker.worker.app import TRANSFORM_TASK, transform_queue
 
     def queue(model: str, options: dict | None = None) -> str:
-        return route_transform(TRANSFORM_TASK, ("x", urls["together"], model, options or {}), {}, {})["queue"]
+        return transform_queue(TRANSFORM_TASK, ("x", urls["together"], model, options or {}), {}, {})["queue"]
 
     assert queue("black-forest-labs/FLUX.1-schnell") == "text-to-image"
     assert queue("cartesia/sonic") == "text-to-audio"

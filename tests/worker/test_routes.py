@@ -107,18 +107,18 @@ def test_bad_routes_files_name_the_route_the_candidate_and_the_field(urls, route
 
 
 def test_a_routed_job_goes_to_its_routes_capability_queue(urls, routes_file):
-    from mediaconduit_worker.worker.app import TRANSFORM_TASK, route_transform
+    from mediaconduit_worker.worker.app import TRANSFORM_TASK, transform_queue
 
     write(routes_file, {
         "chat": {"strategy": "cost", "candidates": [{"provider": urls["together"], "model": CHAT},
                                                     {"provider": urls["openrouter"], "model": "openai/gpt-4o-mini"}]},
         "pictures": {"candidates": [{"provider": urls["together"], "model": IMAGE}]},
     })
-    assert route_transform(TRANSFORM_TASK, ("hi", "route:chat", None, {}), {}, {}) == {"queue": "text-to-text"}
-    assert route_transform(TRANSFORM_TASK, ("hi", "route:pictures"), {}, {}) == {"queue": "text-to-image"}
+    assert transform_queue(TRANSFORM_TASK, ("hi", "route:chat", None, {}), {}, {}) == {"queue": "text-to-text"}
+    assert transform_queue(TRANSFORM_TASK, ("hi", "route:pictures"), {}, {}) == {"queue": "text-to-image"}
     # The file is read again when it changes.
     write(routes_file, {"chat": {"candidates": [{"provider": urls["together"], "model": "cartesia/sonic"}]}})
-    assert route_transform(TRANSFORM_TASK, ("hi", "route:chat", None, {}), {}, {}) == {"queue": "text-to-audio"}
+    assert transform_queue(TRANSFORM_TASK, ("hi", "route:chat", None, {}), {}, {}) == {"queue": "text-to-audio"}
 
 
 def test_the_producer_refuses_a_bad_route_before_queueing(urls, routes_file):

@@ -27,7 +27,7 @@ def answer_from_cache(run: Run, proceed: Callable[[], None]) -> None:
         proceed()
         return
     job = run.job
-    hit = result_cache.lookup(run.task, run.request, run.deadline, loaded, job.model or "", job.options,
+    hit = result_cache.lookup(run.request, run.deadline, loaded, job.model or "", job.options,
                               job.input, run.started)
     if hit is not None:
         run.result = hit
