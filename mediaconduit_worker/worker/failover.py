@@ -35,9 +35,9 @@ log = logging.getLogger(__name__)
 FAILOVER_EXCEPTIONS: tuple[type[Exception], ...] = (*TRANSIENT_EXCEPTIONS, ServiceError)
 """What moves a job to the next candidate: the transient kinds, and a service that will not start."""
 WAIT_SLICE = 1.0
+"""Longest single wait for a slot, so leases of dead workers (which push no token) are noticed."""
 MESSAGE_CHARS = 500
 """An attempt's message is cut here: results carry one per candidate tried."""
-"""Longest single wait for a slot, so leases of dead workers (which push no token) are noticed."""
 
 
 # -- strategies ----------------------------------------------------------------------------------------
