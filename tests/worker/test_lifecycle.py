@@ -191,7 +191,7 @@ def test_a_running_job_is_interrupted_and_ends_revoked(lane, pool):
 def test_expired_and_cancelled_jobs_do_not_run_and_are_not_charged(lane):
     """``expires`` (seconds) and ``start_by`` (a time) passed before any worker could start them: EXPIRED,
     not run. All jobs are in one batch with a budget, priced $0.01 a call: only the one that ran is charged."""
-    from mediaconduit_worker.worker.calls import BATCH_HEADER
+    from mediaconduit_worker.worker.headers import BATCH_HEADER
     from mediaconduit_worker.worker.limits import get_state
 
     batch = {BATCH_HEADER: {"id": f"b-{uuid.uuid4().hex[:8]}", "budget_usd": 1.0}}
