@@ -246,6 +246,11 @@ class Channel(kombu_redis.Channel):
             raise Empty()
         receiver.waiting = False
         connection = receiver.client.connection
+        if connection._sock is None:
+            # Disconnected between the command and its reply (a dropped or closed connection): a connection
+            # error, which the consumer recovers from by reconnecting (the job taken, if any, sits in this
+            # consumer's in-flight list and is handed back), not an AttributeError that ends the worker.
+            raise redis.exceptions.ConnectionError(f"the connection receiving from {receiver.source} was closed")
         try:
             reply = receiver.client.parse_response(connection, "BRPOP" if receiver.no_ack else "BLMOVE")
         except self.connection_errors:
