@@ -204,10 +204,18 @@ def _with_gevent_timeout(d: Deadline, backstop: float, task_id: str | None, fn: 
 
     this = gevent.getcurrent()
     _running[task_id] = lambda: gevent.kill(this, JobInterrupted(task_id), block=False)
+    # The timeout raises itself, and its error is made when it fires: made at entry, it would name the
+    # provider by its URL, before the job's own call loaded it and learnt its manifest id.
+    timer = gevent.Timeout(max(d.remaining() + backstop, 0.001))
+    timer.start()
     try:
-        with gevent.Timeout(max(d.remaining() + backstop, 0.001), d.error()):
-            return fn(*args)
+        return fn(*args)
+    except gevent.Timeout as fired:
+        if fired is not timer:
+            raise
+        raise d.error() from None
     finally:
+        timer.close()
         _running.pop(task_id, None)
 
 
