@@ -18,10 +18,15 @@ from .worker import broker, worker
 
 
 @click.group(cls=Main)
+@click.version_option(package_name="mediaconduit-worker", prog_name="mediaconduit")
 @click.option("--debug", is_flag=True, envvar="MEDIACONDUIT_DEBUG",
               help="Show the traceback of a failure instead of its one-line error.")
 def main(debug: bool) -> None:
-    """MediaConduit Worker: run AI and media transforms on Celery + Redis."""
+    """MediaConduit Worker: run AI and media transforms on Celery + Redis.
+
+    Exit codes: 0 all good, 1 a failure (or some item of a batch failed), 2 a usage error, 130 Ctrl-C.
+    Shell completion: eval "$(_MEDIACONDUIT_COMPLETE=bash_source mediaconduit)" (zsh_source, fish_source).
+    """
 
 
 for _command in (batch, blobs, broker, cache, cancel, demo, flower, providers, replay, routes, services, status, submit, worker):

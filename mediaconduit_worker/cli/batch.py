@@ -61,7 +61,8 @@ def _item_error(item: InputItem) -> BadLine | None:
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Results, one JSON line per item.")
 @click.option("--retry-failed", is_flag=True, help="Send items that failed in an earlier run again.")
 @click.option("--summary", is_flag=True, help="Also run the batch summary callback and print its result.")
-@click.option("--timeout", type=float, default=None, help="Give up waiting after this many seconds (jobs keep running).")
+@click.option("--timeout", type=float, default=None,
+              help="Give up waiting after this many seconds (jobs keep running)  [default: wait until every item ends].")
 @click.option("--budget", type=click.FloatRange(min=0), default=None, metavar="USD",
               help="Most the batch's calls may cost together; a job that would exceed it is refused before its call.")
 def batch(input_file: Path, provider: str, model: str | None, options_json: str | None, capability_name: str | None,
@@ -71,13 +72,19 @@ def batch(input_file: Path, provider: str, model: str | None, options_json: str 
 
     A line is a JSON string, {"input": ..., "options": {...}, "id": ...}, an asset object, or a list.
     Results go to --out as they finish; items already there (or finished in the result backend)
-    are not sent again. Failed items are reported per item and do not stop the batch.
+    are not sent again. Failed items are reported per item and do not stop the batch. Every step's
+    queue must have a worker serving it, else nothing is sent.
+
+    Exit code 0: every item succeeded; 1: some item failed or a line was skipped (counts on stderr);
+    130: interrupted (the jobs keep running; the same command again resumes).
     """
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ..batch import Batch, Step
     from ..batch.api import usd
+    from .output import CommandError, on_interrupt
+    from .waiting import require_workers
     from .worker import connect_broker
 
     console = Console(stderr=True, soft_wrap=True)
@@ -104,6 +111,7 @@ def batch(input_file: Path, provider: str, model: str | None, options_json: str 
     steps = [Step(provider, model, options)] + [Step(p, m or None, {}) for p, m in then]
     queues = [check_step(s.provider, s.model, s.options) for s in steps]
     connect_broker()
+    require_workers(queues)
 
     jobs = Batch(steps, budget_usd=budget)
     for item in checked:
@@ -115,6 +123,7 @@ def batch(input_file: Path, provider: str, model: str | None, options_json: str 
     console.print(f"{len(checked)} items ({len(jobs.jobs)} distinct jobs) via {' | '.join(queues)}; "
                   f"{len(skip)} already in {out}", highlight=False)
     counts = {"SUCCESS": 0, "FAILURE": 0}
+    on_interrupt(f"the batch's jobs keep running; the same command again resumes (results so far in {out})")
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=False) as bar:
         task = bar.add_task("sending", total=len(jobs.jobs) - len(skip))
@@ -126,7 +135,7 @@ def batch(input_file: Path, provider: str, model: str | None, options_json: str 
 
         out.parent.mkdir(parents=True, exist_ok=True)
         with open(out, "a", encoding="utf-8") as fh:
-            for result in run.iter_results(timeout=timeout, on_progress=show):
+            for result in _until(run.iter_results(timeout=timeout, on_progress=show), out):
                 fh.write(json.dumps(result.as_json(), ensure_ascii=False) + "\n")
                 fh.flush()
                 counts[result.status] += 1
@@ -143,6 +152,20 @@ def batch(input_file: Path, provider: str, model: str | None, options_json: str 
                   highlight=False)
     if summary:
         click.echo(json.dumps(run.summary(), indent=2))
+    if counts["FAILURE"] or bad:
+        raise CommandError(f"{counts['FAILURE']} of {len(jobs.jobs)} jobs failed, {len(bad)} of {nonblank} lines were "
+                           f"skipped (see above and {out})")
+
+
+def _until(results: Any, out: Path) -> Any:
+    """The batch's results as they end; past ``--timeout``, one line saying what goes on."""
+    try:
+        yield from results
+    except TimeoutError as exc:
+        from .output import CommandError
+
+        compact_results(out)
+        raise CommandError(f"{exc} (--timeout); the jobs keep running, the same command again resumes") from None
 
 
 def compact_results(path: Path) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from .output import CommandError, print_json
+from .output import CommandError, on_interrupt, print_json
 
 
 @click.command()
@@ -16,27 +16,34 @@ from .output import CommandError, print_json
               help="Provider URL: a folder, a git URL (…#subdirectory=PATH), pypi:NAME; or route:NAME.")
 @click.option("--model", default=None, help="Model id (none for a route:NAME, which chooses its own).")
 @click.option("--option", "-o", "options", multiple=True, help="key=value (value parsed as JSON when it can be).")
-@click.option("--timeout", type=float, default=120.0, help="Seconds to wait for the result.")
+@click.option("--timeout", type=float, default=120.0, show_default=True,
+              help="Seconds to wait for the result (a worker serving its queue must be running).")
 def submit(input: str, provider: str, model: str | None, options: tuple[str, ...], timeout: float) -> None:
     """Send one transform and print its result.
 
-    The provider and model are checked here first, so a bad URL or model fails before anything is queued.
+    The provider and model are checked here first, so a bad URL or model fails before anything is queued,
+    and so does a queue no worker serves.
     """
     from celery.exceptions import TimeoutError as ResultTimeout
 
     from ..worker.app import transform
     from .batch import check_step
+    from .waiting import job_failed, require_workers, wait_result
     from .worker import connect_broker
 
     opts = _parse_options(options)
     queue = check_step(provider, model, opts)
     connect_broker()
+    require_workers([queue])
     job = transform.delay(input, provider, model, opts)
+    on_interrupt(f"job {job.id} keeps running on queue {queue!r}")
     try:
-        result = job.get(timeout=timeout)
+        result = wait_result(job, timeout)
     except ResultTimeout:
-        raise CommandError(f"job {job.id} has no result after {timeout:g}s: is a worker serving queue {queue!r} "
-                           "running? (`mediaconduit status`)") from None
+        raise CommandError(f"job {job.id} has no result after {timeout:g}s (--timeout); it stays queued or running on "
+                           f"{queue!r} (`mediaconduit status` shows the workers)") from None
+    except Exception as exc:
+        raise job_failed(job, exc) from None
     print_json(result)
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 
 import click
 
-from .output import CommandError
+from .output import CommandError, table_console
 
 
 @click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
@@ -30,15 +31,23 @@ def flower(ctx: click.Context, address: str | None, port: int | None) -> None:
         os.environ["FLOWER_PORT"] = str(port)
     from ..worker.app import app
 
-    app.start(["flower", *ctx.args])
+    try:
+        app.start(["flower", *ctx.args])
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        where = f"{os.environ.get('FLOWER_ADDRESS', '127.0.0.1')}:{os.environ.get('FLOWER_PORT', '5555')}"
+        raise CommandError(f"cannot serve Flower on {where}: the port is in use (another Flower?); choose another "
+                           "with --port or MEDIACONDUIT_FLOWER_PORT") from None
 
 
 @click.command()
-@click.option("--timeout", type=float, default=2.0, help="Seconds to wait for workers to answer.")
+@click.option("--timeout", type=float, default=2.0, show_default=True, help="Seconds to wait for workers to answer.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def status(timeout: float, as_json: bool) -> None:
-    """Workers, their queues, loaded providers and running services."""
-    from rich.console import Console
+    """Workers, their queues, loaded providers and running services.
+
+    Exit code 1 when no worker answered (--json still prints its empty list)."""
     from rich.table import Table
 
     from ..worker.app import app
@@ -47,10 +56,12 @@ def status(timeout: float, as_json: bool) -> None:
     workers = cluster_status(app, timeout)
     if as_json:
         click.echo(json.dumps(workers, indent=2, default=str))
-        return
     if not workers:
-        raise CommandError(f"no worker answered within {timeout:g}s")
-    console = Console()
+        raise CommandError(f"no worker answered within {timeout:g}s; start one with "
+                           "`mediaconduit worker --capability text-to-text`")
+    if as_json:
+        return
+    console = table_console()
     table = Table("worker", "queues", "pool", "slots", "active", "stuck", "providers", "services")
     for w in workers:
         providers = "\n".join(f"{p['id']} @ {(p.get('commit') or '')[:10]}" for p in w["providers"]) or "-"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from typing import IO, Any
 
 import click
@@ -14,6 +15,14 @@ def print_json(data: Any) -> None:
     from rich.console import Console
 
     Console().print_json(json.dumps(data, default=str))
+
+
+def table_console() -> Any:
+    """A console for tables on stdout: the terminal's width there, and no width at all when piped (rich's
+    fallback of 80 columns would cut every cell of a wide table)."""
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=100_000)
 
 
 class CommandError(click.ClickException):
@@ -32,11 +41,37 @@ class BadArgument(click.UsageError):
 
 
 def error_line(exc: Exception) -> str:
-    """The message of a failure: ours name their culprit (a service's may end with its logs); anything
-    else is named by its type too, on one line."""
+    """The message of a failure: ours name their culprit (a service's may end with its logs); a Redis that
+    does not answer is named by its URL and setting; anything else is named by its type too, on one line."""
     if isinstance(exc, MediaConduitError):
         return str(exc)
+    unreachable = _unreachable(exc)
+    if unreachable:
+        return unreachable
     return " ".join(f"{type(exc).__name__}: {exc}".split())
+
+
+def _unreachable(exc: Exception) -> str | None:
+    """A broker or state Redis that refused, closed or timed out, as what to do about it."""
+    from kombu.exceptions import OperationalError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeout
+
+    from ..redaction import redact_url
+    from ..settings import get_settings
+
+    settings = get_settings()
+    if isinstance(exc, OperationalError):
+        url, setting = settings.effective_broker_url, "MEDIACONDUIT_BROKER_URL"
+    elif isinstance(exc, (RedisConnectionError, RedisTimeout)):
+        url = settings.effective_result_backend
+        setting = "MEDIACONDUIT_RESULT_BACKEND" if settings.result_backend else "MEDIACONDUIT_BROKER_URL"
+    else:
+        return None
+    cause = " ".join(str(exc).split()).rstrip(".")
+    hint = ("start it with `mediaconduit broker start`" if settings.uses_embedded_broker
+            else f"is it running, and is {setting} right?")
+    return f"cannot reach Redis at {redact_url(url)} ({cause}); {hint}"
 
 
 def _one_line(exc: click.ClickException) -> click.ClickException:
@@ -47,9 +82,21 @@ def _one_line(exc: click.ClickException) -> click.ClickException:
     return CommandError(exc.format_message())
 
 
+INTERRUPTED = 130
+"""The exit code of a command stopped by Ctrl-C (128 + SIGINT, as shells report it)."""
+_ON_INTERRUPT = "mediaconduit.on_interrupt"
+
+
+def on_interrupt(hint: str) -> None:
+    """What the running command's Ctrl-C line adds: what goes on without it (jobs keep running) and how to
+    pick it up again."""
+    click.get_current_context().meta[_ON_INTERRUPT] = hint
+
+
 class Main(click.Group):
     """The ``mediaconduit`` group: a failure of any command, or a bad argument, ends as one ``error: …``
-    line and a non-zero exit code; the global ``--debug`` shows the traceback of a failure instead."""
+    line and a non-zero exit code; the global ``--debug`` shows the traceback of a failure instead.
+    Ctrl-C ends a command with one ``interrupted`` line and exit code 130."""
 
     def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
                      **extra: Any) -> click.Context:
@@ -63,8 +110,13 @@ class Main(click.Group):
             return super().invoke(ctx)
         except click.ClickException as exc:
             raise _one_line(exc) from None
-        except (click.exceptions.Exit, click.Abort):
-            raise  # a subcommand's --help, or Ctrl-C at a prompt: click ends these itself
+        except click.exceptions.Exit:
+            raise  # a subcommand's --help: click ends it itself
+        except (KeyboardInterrupt, click.Abort):
+            hint = ctx.meta.get(_ON_INTERRUPT)
+            start = "\n" if sys.stderr.isatty() else ""  # after the terminal's ^C, or a progress bar's line
+            click.echo(f"{start}error: interrupted{f'; {hint}' if hint else ''}", err=True)
+            raise click.exceptions.Exit(INTERRUPTED) from None
         except Exception as exc:
             if ctx.params.get("debug"):
                 raise

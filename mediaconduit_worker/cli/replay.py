@@ -52,7 +52,8 @@ def _consent(planned: list[Any], yes: bool) -> None:
 @click.argument("ref", metavar="RESULT.json|TASK_ID")
 @click.option("--verify", is_flag=True, help="Compare each step's output digest with the record's; exit 1 on a difference.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@click.option("--timeout", type=float, default=600.0, help="Seconds to wait for the replayed chain.")
+@click.option("--timeout", type=float, default=600.0, show_default=True,
+              help="Seconds to wait for the replayed chain (workers serving its queues must be running).")
 @click.option("--yes", is_flag=True, help="Run the record's providers and services with no allow-list set.")
 def replay(ref: str, verify: bool, as_json: bool, timeout: float, yes: bool) -> None:
     """Re-run the chain behind a result from its record alone.
@@ -63,6 +64,7 @@ def replay(ref: str, verify: bool, as_json: bool, timeout: float, yes: bool) -> 
     would fetch is shown first; anything outside MEDIACONDUIT_PROVIDER_ALLOW is refused, and with no
     allow-list set it runs only with --yes.
     """
+    from celery.exceptions import TimeoutError as ResultTimeout
     from rich.console import Console
     from rich.table import Table
 
@@ -70,6 +72,8 @@ def replay(ref: str, verify: bool, as_json: bool, timeout: float, yes: bool) -> 
     from ..worker.app import transform
     from ..worker.broker import ensure_broker
     from ..worker.replay_plan import compare, fetches, plan, refuse_unallowed, submit
+    from .output import on_interrupt, table_console
+    from .waiting import job_failed, require_workers, wait_result
 
     console = Console(stderr=True)
     try:
@@ -82,11 +86,17 @@ def replay(ref: str, verify: bool, as_json: bool, timeout: float, yes: bool) -> 
         click.echo(f"fetches {fetch}", err=True)
     _consent(planned, yes)
     ensure_broker()
+    require_workers([str(s.execution["capability"]) for s in steps if s.execution.get("capability")])
+    job = submit(transform, original, steps)
+    on_interrupt(f"the replayed chain keeps running (its last job: {job.id})")
     with console.status(f"replaying {len(steps)} step(s) through the queue"):
         try:
-            replayed = submit(transform, original, steps).get(timeout=timeout)
+            replayed = wait_result(job, timeout)
+        except ResultTimeout:
+            raise click.ClickException(f"the replayed chain has no result after {timeout:g}s (--timeout); it keeps "
+                                       f"running (its last job: {job.id})") from None
         except Exception as exc:  # the job's own error, raised again here by Celery
-            raise click.ClickException(f"the replayed chain failed: {type(exc).__name__}: {exc}") from None
+            raise job_failed(job, exc) from None
     rows = compare(steps, replayed)
     differ = [r for r in rows if not r["same"]]
     if as_json:
@@ -98,7 +108,7 @@ def replay(ref: str, verify: bool, as_json: bool, timeout: float, yes: bool) -> 
             verdict = "[green]same[/]" if r["same"] else "[red]different[/]"
             table.add_row(str(r["step"]), r["model"], r["provider_url"], (r["recorded"] or "-")[:16],
                           (r["replayed"] or "-")[:16], verdict)
-        Console().print(table)
+        table_console().print(table)
         if differ:
             named = ", ".join(f"step {r['step']} ({r['model']})" for r in differ)
             Console().print(f"different: {named}", highlight=False)

@@ -144,10 +144,11 @@ def health(as_json: bool, no_probe: bool) -> None:
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    from .output import table_console
+
+    console = table_console()
     for entry in report:
         budget = f" of ${entry['budget_usd']:.2f}" if entry["budget_usd"] is not None else ""
         table = Table("#", "candidate", "state", "in flight", "calls 5m", "fails 5m", "p50 ms", "spent $", "probe",

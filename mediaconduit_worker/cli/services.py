@@ -7,7 +7,7 @@ import time
 import click
 
 from ..errors import ServiceError
-from .output import print_json
+from .output import print_json, table_console
 
 
 def _registry():  # type: ignore[no-untyped-def]
@@ -33,7 +33,6 @@ def services() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def services_ls(all_scopes: bool, as_json: bool) -> None:
     """Running and stopped service containers, with their real host ports, source commits and limits."""
-    from rich.console import Console
     from rich.table import Table
 
     from ..services import describe
@@ -54,7 +53,7 @@ def services_ls(all_scopes: bool, as_json: bool) -> None:
     for r in rows:
         table.add_row(r["service"], r["container"], r["status"], ", ".join(r["ports"]), r["commit"],
                       _limits(r["limits"]), f"{r['idle_s']}s")
-    Console().print(table if rows else "no services")
+    table_console().print(table if rows else "no services")
 
 
 def _limits(limits: dict[str, float | None]) -> str:

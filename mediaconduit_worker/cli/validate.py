@@ -33,6 +33,7 @@ from ..record import describe_input
 from ..redaction import REDACTED
 from ..remote import RemoteProvider
 from ..sources import Checkout, SourceCache, check_allowed, parse_source, stable_id
+from .output import table_console
 
 if TYPE_CHECKING:
     from ..services import ServiceRegistry
@@ -471,7 +472,7 @@ def providers_validate(url: str, model: str | None, given_input: str | None, as_
         table = Table("check", "result", "seconds", "detail", title=f"{report.provider or url}")
         for c in report.checks:
             table.add_row(c.name, f"[{STYLE[c.status]}]{c.status}[/]", f"{c.seconds:.2f}", c.detail)
-        Console(soft_wrap=False).print(table)
+        table_console().print(table)
         failed = [c.name for c in report.checks if c.status == "fail"]
         Console().print(f"[red]failed: {', '.join(failed)}[/]" if failed else "[green]all checks passed[/]")
     if not report.ok:

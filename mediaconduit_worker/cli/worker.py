@@ -69,11 +69,13 @@ def worker(capabilities: tuple[str, ...], pool: str | None, concurrency: int | N
 
 @click.group()
 def broker() -> None:
-    """The embedded default Redis."""
+    """The embedded default Redis (MEDIACONDUIT_BROKER_URL unset): start or stop it."""
 
 
 @broker.command("start")
 def broker_start() -> None:
+    """Start the embedded Redis unless it runs already (on 127.0.0.1:$MEDIACONDUIT_EMBEDDED_PORT, data under
+    $MEDIACONDUIT_HOME/redis) and print its URL; it keeps running after the command ends."""
     from ..worker.broker import EmbeddedRedis
 
     click.echo(EmbeddedRedis.from_settings().ensure_started())
@@ -81,6 +83,7 @@ def broker_start() -> None:
 
 @broker.command("stop")
 def broker_stop() -> None:
+    """Stop the embedded Redis (queued jobs and results stay on disk for its next start)."""
     from ..worker.broker import EmbeddedRedis
 
     click.echo("stopped" if EmbeddedRedis.from_settings().stop() else "not running")

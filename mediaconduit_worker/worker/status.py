@@ -96,39 +96,39 @@ def running_services() -> dict[str, Any]:
 
 @inspect_command(name="mediaconduit_info")
 def mediaconduit_info(state: Any, **_: Any) -> dict[str, Any]:
-    """Remote control: this worker's loaded providers, running services and threads stuck past a deadline."""
+    """Remote control: everything ``mediaconduit status`` shows of this worker in one reply (its queues,
+    stats and active jobs through Celery's own inspect commands, its loaded providers, running services
+    and threads stuck past a deadline), so the report costs one broadcast and one timeout, not four."""
+    from celery.worker import control
+
     from .deadlines import STUCK
 
     hostname = state.consumer.hostname
     return {"providers": loaded_providers(hostname), "services": running_services(), "pid": os.getpid(),
-            "stuck": STUCK.snapshot()}
+            "stuck": STUCK.snapshot(), "queues": control.active_queues(state), "stats": control.stats(state),
+            "active": len(control.active(state))}
 
 
 def cluster_status(app: Celery, timeout: float = 2.0) -> list[dict[str, Any]]:
     """One entry per worker that answered: queues, concurrency, active jobs, providers, services."""
-    inspect = app.control.inspect(timeout=timeout)
-    queues = inspect.active_queues() or {}
-    stats = inspect.stats() or {}
-    active = inspect.active() or {}
-    try:
-        info = app.control.broadcast("mediaconduit_info", reply=True, timeout=timeout) or []
-    except Exception:  # older workers without the command
-        info = []
-    infos = {name: reply for item in info for name, reply in item.items()}
+    replies = app.control.broadcast("mediaconduit_info", reply=True, timeout=timeout) or []
+    infos = {name: reply for item in replies for name, reply in item.items() if isinstance(reply, dict)}
     workers = []
-    for name in sorted(set(queues) | set(stats)):
-        st = stats.get(name, {})
-        detail = infos.get(name) or {}
+    for name in sorted(infos):
+        detail = infos[name]
+        if "error" in detail:  # a worker of a version without the command: named, nothing else known
+            detail = {}
+        st = detail.get("stats") or {}
         implementation = str((st.get("pool") or {}).get("implementation") or "")
         workers.append({
             "worker": name,
-            "queues": sorted(q["name"] for q in queues.get(name, [])),
+            "queues": sorted(q["name"] for q in detail.get("queues", [])),
             "pool": POOL_NAMES.get(implementation.split(":")[0], implementation or None),
             "concurrency": (st.get("pool") or {}).get("max-concurrency"),
             "processes": (st.get("pool") or {}).get("processes", []),
-            "active": len(active.get(name, [])),
-            "providers": detail.get("providers", []) if "error" not in detail else [],
-            "services": detail.get("services") if detail else {"available": False, "reason": "no reply", "containers": []},
+            "active": detail.get("active", 0),
+            "providers": detail.get("providers", []),
+            "services": detail.get("services") or {"available": False, "reason": "no reply", "containers": []},
             "stuck": detail.get("stuck") or {"stuck": 0, "abandoned_total": 0, "threads": []},
         })
     return workers
@@ -148,3 +148,29 @@ def wait_for_workers(app: Celery, count: int = 1, destination: list[str] | None 
         if len(replies) >= (len(destination) if destination else count):
             return replies
     raise TimeoutError(f"{', '.join(destination) if destination else count} worker(s) did not answer within {timeout:.0f}s")
+
+
+def unserved_queues(app: Celery, queues: list[str], timeout: float = 1.0) -> list[str]:
+    """Those of ``queues`` no live worker consumes, so a command that would wait for a job says so at once.
+
+    The broker transport's consumer leases answer in one Redis read (``consumers.py``); a queue they do not
+    show (kombu's own transport, a worker elsewhere on an older version) is asked of the workers themselves,
+    which costs ``timeout`` seconds only when some queue has no lease."""
+    from .consumers import CONSUMERS_KEY, LEASE_PREFIX
+
+    wanted = set(queues)
+    served: set[str] = set()
+    try:
+        with app.connection_for_read() as conn:
+            client = conn.default_channel.client
+            listed = {k.decode() if isinstance(k, bytes) else k: json.loads(v)
+                      for k, v in client.hgetall(CONSUMERS_KEY).items()}
+            if listed:
+                alive = client.mget([LEASE_PREFIX + c for c in listed])
+                served = {s for (c, sources), lease in zip(listed.items(), alive) if lease for s in sources}
+    except AttributeError:  # not a Redis broker: only the workers can say
+        pass
+    if wanted - served:
+        replies = app.control.inspect(timeout=timeout).active_queues() or {}
+        served |= {q["name"] for queues_of in replies.values() for q in queues_of}
+    return [q for q in queues if q not in served]

@@ -60,7 +60,8 @@ def test_a_job_that_fails_in_the_worker(text_worker, make_provider):
     url = make_provider("boom", manifest, {"provider.py": echo.replace(
         "started = time.perf_counter()", "raise RuntimeError('boom from the provider')")})
     line = one_error_line(mediaconduit("submit", "hi", "--provider", url, "--model", "echo"))
-    assert line == "error: provider 'boom' model 'echo' raised RuntimeError: boom from the provider"
+    assert line.startswith("error: job ") and line.endswith(
+        f"failed on worker {text_worker.hostname}: provider 'boom' model 'echo' raised RuntimeError: boom from the provider")
 
 
 @pytest.mark.parametrize("args, expected", [
