@@ -106,7 +106,8 @@ def test_cli_batch_reports_bad_lines_and_resumes(text_worker, echo_url, tmp_path
     out = tmp_path / "results.jsonl"
     args = ["batch", str(inp), "--provider", echo_url, "--model", "upper", "--out", str(out)]
     res = CliRunner().invoke(main, args, catch_exceptions=False)
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 1, res.output  # an item failed and lines were skipped: scripts see it
+    assert res.output.splitlines()[-1] == f"error: 1 of 4 jobs failed, 3 of 7 lines were skipped (see above and {out})"
     assert "line 2: not JSON" in res.output
     assert "line 5: expected a string" in res.output
     assert "line 6: 'options' must be a JSON object" in res.output
@@ -119,7 +120,7 @@ def test_cli_batch_reports_bad_lines_and_resumes(text_worker, echo_url, tmp_path
     assert "line 7: " in res.output
 
     again = CliRunner().invoke(main, args, catch_exceptions=False)
-    assert again.exit_code == 0, again.output
+    assert again.exit_code == 1, again.output  # the failure and the bad lines are still there
     assert "sent 0," in again.output and "skipped (already in results.jsonl) 4" in again.output
     assert len(out.read_text().splitlines()) == 4
 
@@ -195,7 +196,8 @@ def test_cli_batch_reports_unreadable_lines_and_runs_the_rest(text_worker, echo_
     out = tmp_path / "results.jsonl"
     res = CliRunner().invoke(main, ["batch", str(inp), "--provider", echo_url, "--model", "upper", "--out", str(out)],
                              catch_exceptions=False)
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 1, res.output
+    assert res.output.splitlines()[-1] == f"error: 0 of 2 jobs failed, 3 of 5 lines were skipped (see above and {out})"
     assert "line 2: input holds a lone surrogate" in res.output
     assert "line 3: nested too deeply to read" in res.output
     assert "line 4: input field 'uri': file paths and file:// URLs are not accepted" in res.output

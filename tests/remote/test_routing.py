@@ -402,9 +402,9 @@ def test_cli_batch_budget_and_progress_show_the_spend(workers, apis, urls, tmp_p
     args = ["batch", str(items), "--provider", urls["together"], "--model", MODELS["together"],
             "--capability", BUDGET_QUEUE, "--options", '{"maxOutputTokens": 8}', "--budget", "0.000025", "--out", str(out)]
     res = CliRunner().invoke(main, args, catch_exceptions=False, env={"COLUMNS": "200"})
-    assert res.exit_code == 0, res.output
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     ok = [line for line in lines if line["status"] == "SUCCESS"]
+    assert res.exit_code == 1 and f"error: {6 - len(ok)} of 6 jobs failed" in res.output, res.output
     assert 1 <= len(ok) < 6 and all("BudgetExceededError" in line["error"] for line in lines if line not in ok)
     spent = sum(line["result"]["asset"]["metadata"]["cost"]["usd"] for line in ok)
     assert spent <= 0.000025
