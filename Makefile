@@ -51,10 +51,11 @@ base-image:
 COMPOSE := docker-compose -p mediaconduit --env-file compose/.env -f compose/docker-compose.yml
 
 compose/.env:
-	@umask 077; printf 'MEDIACONDUIT_REDIS_PASSWORD=%s\nMEDIACONDUIT_FLOWER_AUTH=admin:%s\n' \
+	@umask 077; printf 'MEDIACONDUIT_REDIS_PASSWORD=%s\nMEDIACONDUIT_FLOWER_AUTH=admin:%s\nMEDIACONDUIT_INSTALLATION_SECRET=%s\n' \
 	  "$$($(PYTHON) -c 'import secrets; print(secrets.token_hex(16))')" \
-	  "$$($(PYTHON) -c 'import secrets; print(secrets.token_hex(12))')" > $@
-	@echo "wrote $@ (Redis password and Flower admin password)"
+	  "$$($(PYTHON) -c 'import secrets; print(secrets.token_hex(12))')" \
+	  "$$($(PYTHON) -c 'import secrets; print(secrets.token_hex(32))')" > $@
+	@echo "wrote $@ (Redis password, Flower admin password and installation secret)"
 
 # async-timeout: redis needs it on the image's Python 3.11.2 (< 3.11.3), which the host may not.
 wheelhouse: venv

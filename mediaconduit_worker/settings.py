@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     """When set, workers reach services by container name on this Docker network."""
     routes: Path | None = None
     """The routes file (``route:NAME`` jobs) producers and workers read; defaults to ``home/routes.yml``."""
+    installation_secret: SecretStr | None = None
+    """Keys this installation's HMACs (cache keys, batch headers, batch ids); the same on every producer and
+    worker. Unset: a random one created once in ``home/installation-secret``."""
     flower_auth: str | None = None
     """``user:password`` for Flower's basic auth."""
     flower_address: str = "127.0.0.1"

@@ -1,9 +1,12 @@
 """Producer API for batches: many inputs through one model (a Celery group), or through a pipeline
 of steps (a group of chains), with live progress and per-item results.
 
-Job ids are derived from each item's content and the steps' settings, so submitting the same batch
-again resumes it: jobs that already succeeded are not sent again, jobs still queued or running are
-waited for, and only the rest is published.
+Job ids are derived from each item's content and the steps' settings, keyed with the installation's
+secret (``worker/signing.py``), so submitting the same batch again resumes it (jobs that already
+succeeded are not sent again, jobs still queued or running are waited for, and only the rest is
+published), while nobody without the secret can tell a batch's ids from its content and send a job of
+their own under one first. Each job's batch header is signed for that job, so a worker charges a batch's
+budget only for the jobs its producer sent.
 
 ```python
 from mediaconduit_worker.batch import Batch
@@ -37,17 +40,20 @@ from ..worker.app import transform
 from ..worker.headers import BATCH_HEADER
 from ..worker.limits import get_state
 from ..worker.redis_state import state_redis
+from ..worker.signing import canonical, keyed_digest, sign_batch_header
 from .recovery import LostJobs
 from .states import JobState, Outcome, fetch_states, outcome
 
 log = logging.getLogger(__name__)
 
-#: uuid5 namespace of MediaConduit job ids (any fixed value; changing it orphans existing results).
-JOB_NAMESPACE = uuid.UUID("5b0d3c7e-6a43-4c1e-9d0a-3f1c2e6f8a11")
 SENT_PREFIX = "mediaconduit-sent-"
 SUMMARY_TASK = "mediaconduit.batch_summary"
 #: Seconds a batch waits without progress before it checks the broker for jobs it lost.
 LOST_AFTER = 30.0
+
+
+BatchBudget = tuple[str, float | None]
+"""A batch's id and budget (USD, None: tracked, no budget), as its jobs' headers carry them."""
 
 
 @dataclass(frozen=True)
@@ -68,14 +74,15 @@ def usd(value: float) -> str:
     return f"${value:,.2f}" if value >= 0.01 else f"${value:.6f}"
 
 
-def canonical(value: Any) -> str:
-    """Stable JSON text: the same content always hashes to the same job id."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+def salted_id(purpose: str, text: str) -> str:
+    """A UUID-shaped id of ``text``, keyed with the installation secret: the same in every run of this
+    installation, unpredictable elsewhere (a different secret orphans the results of earlier runs)."""
+    return str(uuid.UUID(hex=keyed_digest(purpose, text)[:32]))
 
 
 def job_id(input: Any, steps: Sequence[Step]) -> str:
     """Deterministic task id of the last of ``steps`` applied to ``input``."""
-    return str(uuid.uuid5(JOB_NAMESPACE, canonical({"input": input, "steps": [s.as_json() for s in steps]})))
+    return salted_id("batch-job-id", canonical({"input": input, "steps": [s.as_json() for s in steps]}))
 
 
 def refused_id(input: Any, steps: Sequence[Step], error: str) -> str:
@@ -84,7 +91,7 @@ def refused_id(input: Any, steps: Sequence[Step], error: str) -> str:
         content = json.dumps({"input": input, "steps": [s.as_json() for s in steps]}, sort_keys=True)
     except (RecursionError, TypeError, ValueError):
         content = error
-    return str(uuid.uuid5(JOB_NAMESPACE, "refused:" + content))
+    return salted_id("batch-refused-id", content)
 
 
 @dataclass
@@ -117,14 +124,14 @@ class Job:
         """The final step's task id: where this job's result ends up."""
         return self.ids[-1]
 
-    def signature(self, start: int = 0, input: Any = None, headers: dict[str, Any] | None = None) -> Signature:
-        """The job from step ``start`` on (fed ``input``, else the item's own), as a task or a chain;
-        ``headers`` go with every step's message."""
+    def signature(self, start: int = 0, input: Any = None, batch: BatchBudget | None = None) -> Signature:
+        """The job from step ``start`` on (fed ``input``, else the item's own), as a task or a chain; with
+        ``batch``, every step's message carries the batch header, signed for that step."""
         first = self.input if input is None else input
         sigs = [
             transform.signature(
                 (first, s.provider, s.model, s.options) if k == start else (s.provider, s.model, s.options),
-                task_id=self.ids[k], headers=headers or {},
+                task_id=self.ids[k], headers=batch_headers(batch, self.ids[k]),
             )
             for k, s in enumerate(self.steps) if k >= start
         ]
@@ -225,7 +232,7 @@ class Batch:
     @property
     def id(self) -> str:
         """Deterministic id of the whole batch (names its summary task)."""
-        return str(uuid.uuid5(JOB_NAMESPACE, canonical(sorted(self.jobs))))
+        return salted_id("batch-id", canonical(sorted(self.jobs)))
 
     def submit(
         self,
@@ -270,7 +277,7 @@ class Batch:
             to_send.append((job, start, step_input(job, start, known)))
         for task_id in to_forget:
             self.app.backend.forget(task_id)
-        sent = publish(self.app, to_send, batch_headers(self.id, self.budget_usd), chunk, on_sent)
+        sent = publish(self.app, to_send, (self.id, self.budget_usd), chunk, on_sent)
         summary_id = None
         if summary:
             summary_id = f"{self.id}-summary"
@@ -295,13 +302,15 @@ def step_input(job: Job, step: int, known: dict[str, JobState]) -> Any:
     return known[job.ids[step - 1]].result if step else None
 
 
-def batch_headers(batch_id: str, budget_usd: float | None) -> dict[str, Any]:
-    return {BATCH_HEADER: {"id": batch_id, "budget_usd": budget_usd}}
+def batch_headers(batch: BatchBudget | None, task_id: str) -> dict[str, Any]:
+    """The message headers of a batch's job ``task_id``: its batch header, signed for it (none outside a batch)."""
+    return {BATCH_HEADER: sign_batch_header(batch[0], batch[1], task_id)} if batch else {}
 
 
-def publish(app: Celery, to_send: list[tuple[Job, int, Any]], headers: dict[str, Any], chunk: int = 500,
+def publish(app: Celery, to_send: list[tuple[Job, int, Any]], batch: BatchBudget | None, chunk: int = 500,
             on_sent: Callable[[int], None] | None = None) -> int:
-    """Publish each ``(job, first step, that step's input or None)``; how many were sent."""
+    """Publish each ``(job, first step, that step's input or None)`` of ``batch`` (its id and budget);
+    how many were sent."""
     sent = 0
     with app.producer_or_acquire() as producer:
         for i in range(0, len(to_send), chunk):
@@ -310,7 +319,7 @@ def publish(app: Celery, to_send: list[tuple[Job, int, Any]], headers: dict[str,
             # One Redis round trip per chunk: kombu buffers each job's LPUSH and task-sent event in a
             # pipeline (a transport without batches publishes one by one, as before).
             with producer.batch(max_size=4 * len(part)):
-                group(job.signature(start, prev, headers) for job, start, prev in part).apply_async(producer=producer)
+                group(job.signature(start, prev, batch) for job, start, prev in part).apply_async(producer=producer)
             sent += len(part)
             if on_sent:
                 on_sent(sent)
@@ -370,7 +379,7 @@ class BatchRun:
                 to_send.append((job, step, step_input(job, step, self._known)))
                 log.warning("job %s (step %d) was lost by the broker; sending it again", job.id, step)
         if to_send:
-            publish(self.app, to_send, batch_headers(self.batch_id, self.budget_usd) if self.batch_id else {})
+            publish(self.app, to_send, (self.batch_id, self.budget_usd) if self.batch_id else None)
         sent = [job.id for job, _, _ in to_send]
         self.resent += sent
         return sent

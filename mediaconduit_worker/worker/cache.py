@@ -2,11 +2,14 @@
 jobs in flight at once make one provider call.
 
 A job is cached when its options say ``cache: true``, or its model's manifest entry says ``cache: true``
-and the options do not say ``cache: false``. The key is a sha256 over what decides the output: the
-provider (manifest id and pinned commit, or package version; a Docker provider's service commit too), the model, the options without secrets
-and without ``cache``, and the input's content (text; media by blob digest; a chained input by its
-content, not its history). Secrets are never part of the key, and a result that contains an option's
-secret value is not stored.
+and the options do not say ``cache: false``. The key is an HMAC-SHA256, keyed with the installation
+secret (``signing.py``), over what decides the output: the provider (manifest id and pinned commit, or
+package version; a Docker provider's service commit too), the model, every option but ``cache`` with its
+value (secret ones too: a job with another credential never shares an entry, and ``key: "C major"`` is
+not ``key: "D minor"``), and the input's content (text; media by blob digest; a chained input by its
+content, not its history). Keyed, the key shown in a result tells nothing about a credential to anyone
+who guesses one. A result that contains an option's secret value is not stored, and a hit does not name
+the job that computed it (another submitter's).
 
 Single flight: the first of identical jobs claims the key (``SET NX`` with a lease its worker renews while
 the job runs); the others wait for its result, woken through a Redis list, and one of them takes the
@@ -32,7 +35,7 @@ from ..assets import BinaryAsset, Text, map_input
 from ..errors import InvalidInputError
 from ..provider import DockerProvider
 from ..record import ResultBuilder
-from ..redaction import redact, secret_values
+from ..redaction import secret_values
 from ..settings import get_settings
 from ..sources import SourceCache, parse_source
 from .deadlines import JobDeadline
@@ -41,6 +44,7 @@ from .loader import LoadedProvider
 from .lua_scripts import named, register
 from .redis_state import state_redis
 from .replay import pinned_service_url
+from .signing import canonical, keyed_digest
 
 log = logging.getLogger(__name__)
 PREFIX = "mediaconduit-cache:"
@@ -49,7 +53,7 @@ WAKE_PREFIX = "mediaconduit-cache-wake:"
 STATS_KEY = "mediaconduit-cache-stats"
 #: A claim lapses this long after its worker stopped renewing it (``keeper.py`` renews it every third of it).
 LEASE_MS = 15_000
-KEY_VERSION = 1
+KEY_VERSION = 2
 
 
 
@@ -83,15 +87,15 @@ def service_code(loaded: LoadedProvider) -> str | None:
 
 
 def cache_key(loaded: LoadedProvider, model: str, options: dict[str, Any], model_input: Any) -> str | None:
-    """The sha256 key of a job, or None when the provider's code has no fixed identity (an unversioned folder)."""
+    """The key of a job (hex HMAC-SHA256), or None when the provider's code has no fixed identity (an
+    unversioned folder)."""
     code = loaded.checkout.commit or loaded.checkout.version
     service = service_code(loaded)
     if not code or service == "unversioned":
         return None
     material = {"v": KEY_VERSION, "provider": loaded.manifest.id, "code": code, "service": service, "model": model,
-                "options": redact({k: v for k, v in options.items() if k != "cache"}), "input": input_content(model_input)}
-    text = json.dumps(material, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
+                "options": {k: v for k, v in options.items() if k != "cache"}, "input": input_content(model_input)}
+    return keyed_digest("cache-key", canonical(material))
 
 
 @dataclass
@@ -150,7 +154,7 @@ def _answer(entry: dict[str, Any], key: str, request: Any, started: float) -> di
     return ResultBuilder.again(
         entry["result"], task_id=request.id, worker=request.hostname,
         processing_time_ms=round((time.perf_counter() - started) * 1000, 3),
-        cache={"hit": True, "key": key, "from_task": entry["task_id"]},
+        cache={"hit": True, "key": key},
     )
 
 
@@ -167,7 +171,7 @@ def store(task_id: str, result: dict[str, Any]) -> dict[str, Any]:
         claim = _claims.pop(task_id, None)
     if claim is None:
         return result
-    text = json.dumps({"result": result, "task_id": claim.task_id, "stored_at": time.time()})
+    text = json.dumps({"result": result, "stored_at": time.time()})
     if any(secret in text for secret in claim.secrets):
         log.warning("job %s: not cached, its result contains a secret option's value", claim.task_id)
     else:

@@ -4,4 +4,5 @@
 EXEC_HEADER = "mediaconduit_exec"
 """A job's execution options (a JSON object): ``capability``, ``cache``, ``service_commit``."""
 BATCH_HEADER = "mediaconduit_batch"
-"""A batch's job: ``{"id": batch id, "budget_usd": float or None}``."""
+"""A batch's job: ``{"id": batch id, "budget_usd": float or None, "sig": HMAC}``, signed for the job by the
+batch's producer and checked by the worker before anything is charged (``signing.py``)."""

@@ -391,6 +391,49 @@ def test_a_batch_budget_is_never_overrun_and_its_spend_is_reported(workers, apis
     assert (summary["succeeded"], summary["failed"], summary["spent_usd"]) == (4, 6, pytest.approx(spent))
 
 
+def test_a_forged_batch_header_fails_its_job_and_charges_no_batch(workers, apis, urls, monkeypatch):
+    """A job that puts a batch's header on itself (unsigned, signed for another job, or signed with another
+    installation's secret) would spend that batch's budget: it fails, naming the header, before any call."""
+    from mediaconduit_worker import transform
+    from mediaconduit_worker.batch import Batch
+    from mediaconduit_worker.celery_app import app
+    from mediaconduit_worker.errors import InvalidInputError
+    from mediaconduit_worker.settings import get_settings
+    from mediaconduit_worker.worker.headers import BATCH_HEADER
+    from mediaconduit_worker.worker.limits import get_state
+    from mediaconduit_worker.worker.signing import sign_batch_header
+
+    victim = Batch.of(urls["together"], MODELS["together"], {"capability": BUDGET_QUEUE, "maxOutputTokens": 8},
+                      budget_usd=1.0)
+    victim.add("the victim's item")
+    honest = sign_batch_header(victim.id, 1.0, next(iter(victim.jobs)))  # the victim job's own header
+    monkeypatch.setenv("MEDIACONDUIT_INSTALLATION_SECRET", "another installation's secret")
+    get_settings.cache_clear()
+    elsewhere = sign_batch_header(victim.id, 1.0, "foreign-3")
+    monkeypatch.delenv("MEDIACONDUIT_INSTALLATION_SECRET")
+    get_settings.cache_clear()
+    forged = {"foreign-1": {"id": victim.id, "budget_usd": 1.0}, "foreign-2": honest, "foreign-3": elsewhere}
+    args = ("spend it", urls["together"], MODELS["together"], {"capability": BUDGET_QUEUE, "maxOutputTokens": 8})
+    try:
+        sent = {task_id: transform.apply_async(args, task_id=task_id, queue=BUDGET_QUEUE, headers={BATCH_HEADER: h})
+                for task_id, h in forged.items()}
+    finally:
+        app.amqp.queues.pop(BUDGET_QUEUE, None)
+    problems = {"foreign-1": "is not signed", "foreign-2": "has a signature this installation did not make for this job",
+                "foreign-3": "has a signature this installation did not make for this job"}
+    for task_id, result in sent.items():
+        with pytest.raises(InvalidInputError, match=f"message header 'mediaconduit_batch' {problems[task_id]}: .*nothing "
+                                                    "was called or charged"):
+            result.get(timeout=60)
+    assert apis["together"].calls(CHAT["together"]) == []
+    assert get_state().spend(f"batch:{victim.id}") == (0.0, 0.0)
+    assert "another installation's secret" not in "".join(w.log_text() for w in workers)
+    # The worker serves the batch's own job next, charged to the batch.
+    (item,) = victim.submit().results(timeout=60)
+    assert item.status == "SUCCESS" and apis["together"].calls(CHAT["together"])
+    assert get_state().spend(f"batch:{victim.id}")[0] == pytest.approx(7 * 0.88e-6)
+
+
 def test_cli_batch_budget_and_progress_show_the_spend(workers, apis, urls, tmp_path):
     from click.testing import CliRunner
 

@@ -50,7 +50,7 @@ def test_a_hit_makes_no_call_and_says_where_it_came_from(worker, openai_url, api
     again = worker.run("Hello", openai_url, "gpt-4o-mini", {"temperature": 0, "cache": True})
     assert len(apis.calls(CHAT)) == 1
     assert cached(first) == {"hit": False, "key": cached(first)["key"]} and len(cached(first)["key"]) == 64
-    assert cached(again) == {"hit": True, "key": cached(first)["key"], "from_task": first["metadata"]["task_id"]}
+    assert cached(again) == {"hit": True, "key": cached(first)["key"]}  # not the task that computed it
     assert again["asset"] == first["asset"] and again["metadata"]["task_id"] != first["metadata"]["task_id"]
     assert "cache" not in first["metadata"]["generation_prompt"]["options"]  # neither stored nor sent
     assert "cache" not in apis.calls(CHAT)[0].body
@@ -89,24 +89,59 @@ def test_a_chained_input_is_keyed_by_its_content_not_its_history(worker, openai_
     plain = worker.run("Bonjour", openai_url, "gpt-4o-mini", {"cache": True})
     step = worker.run("ruojnoB", echo_url, "reverse")  # a result whose content is "Bonjour", with a history
     chained = worker.run(step, openai_url, "gpt-4o-mini", {"cache": True})
-    assert cached(chained) == {"hit": True, "key": cached(plain)["key"], "from_task": plain["metadata"]["task_id"]}
+    assert cached(chained) == {"hit": True, "key": cached(plain)["key"]}
     assert len(apis.calls(CHAT)) == 1
 
 
-def test_secrets_are_not_in_the_key_and_never_stored(worker, openai_url, apis):
+def test_another_credential_never_gets_the_owners_result_and_secrets_are_never_stored(worker, openai_url, apis):
+    from mediaconduit_worker import ProviderHTTPError
     from mediaconduit_worker.celery_app import app
     from mediaconduit_worker.worker.cache import PREFIX
 
     one, two = "sk-user-one-0123456789abcdef", "sk-user-two-0123456789abcdef"
     a = worker.run("Hello", openai_url, "gpt-4o-mini", {"api_key": one, "cache": True})
-    b = worker.run("Hello", openai_url, "gpt-4o-mini", {"api_key": two, "cache": True})
-    assert cached(b)["hit"] and cached(b)["key"] == cached(a)["key"] and len(apis.calls(CHAT)) == 1
+    again = worker.run("Hello", openai_url, "gpt-4o-mini", {"api_key": one, "cache": True})
+    assert cached(again) == {"hit": True, "key": cached(a)["key"]} and len(apis.calls(CHAT)) == 1
+    # A wrong key misses: its call reaches the API, which refuses it; the owner's paid result is not served.
+    apis.script("POST", CHAT, Reply(401, {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}}))
+    with pytest.raises(ProviderHTTPError, match="401"):
+        worker.run("Hello", openai_url, "gpt-4o-mini", {"api_key": two, "cache": True})
+    assert len(apis.calls(CHAT)) == 2
     stored = app.backend.client.get(PREFIX + cached(a)["key"])
     assert stored and one.encode() not in stored and two.encode() not in stored
+    from mediaconduit_worker.worker.signing import installation_secret
+
+    secret = installation_secret()  # keys the cache key: never in an entry, a result or a log
+    assert secret not in stored and secret.decode() not in json.dumps([a, again]) + worker.log_text()
     # An output that carries a secret option's value is not stored at all.
     c = worker.run("sk-user-one-0123456789abcdef", openai_url, "gpt-4o-mini", {"api_key": one, "cache": True})
     assert app.backend.client.get(PREFIX + cached(c)["key"]) is None
     assert "not cached, its result contains a secret" in worker.log_text()
+
+
+def test_options_whose_names_look_secret_still_differ_by_value(worker, make_provider):
+    """``key`` (a musical key) and ``pass`` (a pass number) are redacted as credential names, yet decide the
+    output: each value gets its own entry, and its own result."""
+    code = (
+        "from mediaconduit_worker import MediaCapability, MediaProvider, Text, TextToTextModel, input_text\n"
+        "class Model(TextToTextModel):\n"
+        "    def transform(self, input, options=None):\n"
+        "        key = str(options.get('key')).lower().replace(' ', '-')  # a result quoting a secret is not stored\n"
+        "        return Text.from_string(f\"{input_text(input)} in {key}, pass {options.get('pass')}\")\n"
+        "class Tune(MediaProvider):\n"
+        "    model_classes = {MediaCapability.TEXT_TO_TEXT: Model}\n"
+    )
+    manifest = {"id": "tune", "name": "Tune", "capabilities": ["text-to-text"], "main": "provider.py",
+                "models": [{"id": "arrange", "cache": True}]}
+    url = make_provider("tune", manifest, {"provider.py": code})
+    pairs = [({"key": "C major"}, {"key": "D minor"}), ({"pass": 1}, {"pass": 2})]
+    for first, second in pairs:
+        a, b = worker.run("a tune", url, "arrange", first), worker.run("a tune", url, "arrange", second)
+        assert not cached(a)["hit"] and not cached(b)["hit"] and cached(a)["key"] != cached(b)["key"]
+        assert a["asset"]["content"] != b["asset"]["content"]
+        again = worker.run("a tune", url, "arrange", first)
+        assert cached(again) == {"hit": True, "key": cached(a)["key"]} and again["asset"] == a["asset"]
+    assert worker.run("a tune", url, "arrange", {"key": "D minor"})["asset"]["content"] == "a tune in d-minor, pass None"
 
 
 def test_identical_jobs_in_flight_make_one_call(worker, openai_url, apis):
@@ -118,7 +153,7 @@ def test_identical_jobs_in_flight_make_one_call(worker, openai_url, apis):
     assert len(apis.calls(CHAT)) == 1
     assert {r["asset"]["content"] for r in results} == {"once"}
     (owner,) = [r for r in results if not cached(r)["hit"]]
-    assert {cached(r)["from_task"] for r in results if cached(r)["hit"]} == {owner["metadata"]["task_id"]}
+    assert {cached(r)["key"] for r in results} == {cached(owner)["key"]}
 
 
 def test_a_dead_workers_claim_lapses_and_a_waiting_job_takes_over(worker, openai_url, apis):
@@ -191,7 +226,7 @@ def test_an_entry_stored_in_record_format_1_is_served_as_format_2(worker, openai
                     .replace("@@PROVIDER_URL@@", openai_url).replace("@@COMMIT@@", "c" * 40))
     app.backend.client.set(PREFIX + key, json.dumps({"result": v1, "task_id": "older-task", "stored_at": time.time()}))
     again = worker.run("Hello v1", openai_url, "gpt-4o-mini", {"cache": True})
-    assert len(apis.calls(CHAT)) == 1 and cached(again) == {"hit": True, "key": key, "from_task": "older-task"}
+    assert len(apis.calls(CHAT)) == 1 and cached(again) == {"hit": True, "key": key}  # not the older task's id
     prompt = again["metadata"]["generation_prompt"]
     assert prompt["record_version"] == "2" and prompt["source"] == {"kind": "git", "ref": "main", "commit": "c" * 40}
     assert prompt["provider_url"] == openai_url and prompt["capability"] == "text-to-text"

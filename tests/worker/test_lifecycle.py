@@ -193,13 +193,19 @@ def test_expired_and_cancelled_jobs_do_not_run_and_are_not_charged(lane):
     not run. All jobs are in one batch with a budget, priced $0.01 a call: only the one that ran is charged."""
     from mediaconduit_worker.worker.headers import BATCH_HEADER
     from mediaconduit_worker.worker.limits import get_state
+    from mediaconduit_worker.worker.signing import sign_batch_header
 
-    batch = {BATCH_HEADER: {"id": f"b-{uuid.uuid4().hex[:8]}", "budget_usd": 1.0}}
+    batch_id = f"b-{uuid.uuid4().hex[:8]}"
+
+    def in_batch(task_id: str) -> dict[str, Any]:
+        """The batch header, signed for this job, as a batch's producer sends it."""
+        return {"task_id": task_id, "headers": {BATCH_HEADER: sign_batch_header(batch_id, 1.0, task_id)}}
+
     soon = datetime.now(UTC) + timedelta(seconds=1)
-    by_expires = lane.send("late-expires", expires=1, headers=batch)
-    by_start_by = lane.send("late-start-by", start_by=soon, headers=batch)
-    in_time = lane.send("in-time", start_by=datetime.now(UTC) + timedelta(hours=1), headers=batch)
-    cancelled = lane.send("cancelled", headers=batch)
+    by_expires = lane.send("late-expires", expires=1, **in_batch(f"{batch_id}-1"))
+    by_start_by = lane.send("late-start-by", start_by=soon, **in_batch(f"{batch_id}-2"))
+    in_time = lane.send("in-time", start_by=datetime.now(UTC) + timedelta(hours=1), **in_batch(f"{batch_id}-3"))
+    cancelled = lane.send("cancelled", **in_batch(f"{batch_id}-4"))
     cancelled.revoke()
     time.sleep(1.5)
     lane.start()
@@ -210,7 +216,7 @@ def test_expired_and_cancelled_jobs_do_not_run_and_are_not_charged(lane):
         assert record["state"] == "EXPIRED" and "not started by" in record["reason"]
     assert revoked_meta(cancelled)["state"] == "CANCELLED"
     assert [line for line in lane.runs() if "late" in line or "cancelled" in line] == []
-    assert get_state().spend(f"batch:{batch[BATCH_HEADER]['id']}") == (0.01, 0.0)
+    assert get_state().spend(f"batch:{batch_id}") == (0.01, 0.0)
 
 
 def test_sigterm_lets_short_jobs_finish_and_hands_long_ones_back(lane):

@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..headers import BATCH_HEADER
+from ..signing import verified_batch
 from .job import Job
 from .run import Run
 
 
 def validate(run: Run, proceed: Callable[[], None]) -> None:
-    run.job = Job.parse(run.args, run.request, batch=getattr(run.request, BATCH_HEADER, None))
+    batch = verified_batch(getattr(run.request, BATCH_HEADER, None), run.request.id)  # before anything is charged
+    run.job = Job.parse(run.args, run.request, batch=batch)
     proceed()
