@@ -90,14 +90,12 @@ def sign_batch_header(batch_id: str, budget_usd: float | None, task_id: str) -> 
     return header
 
 
-def verified_batch(header: Any, task_id: str) -> dict[str, Any] | None:
-    """The batch header of a job, once its signature is checked (None: the job is in no batch).
+def verified_batch(header: Any, task_id: str) -> dict[str, Any]:
+    """A job's batch header, once its signature is checked.
 
     A header this installation's producers did not sign for this job fails the job before anything is
     called or charged: it would spend another batch's budget.
     """
-    if header is None:
-        return None
     problem = None
     if not isinstance(header, dict) or not isinstance(header.get("sig"), str):
         problem = "is not signed"

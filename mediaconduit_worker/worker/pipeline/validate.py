@@ -11,6 +11,8 @@ from .run import Run
 
 
 def validate(run: Run, proceed: Callable[[], None]) -> None:
-    batch = verified_batch(getattr(run.request, BATCH_HEADER, None), run.request.id)  # before anything is charged
+    header = getattr(run.request, BATCH_HEADER, None)
+    # Checked before anything is charged; a job in no batch makes no call for it.
+    batch = None if header is None else verified_batch(header, run.request.id)
     run.job = Job.parse(run.args, run.request, batch=batch)
     proceed()
