@@ -219,37 +219,3 @@ def _release_unfinished(task_id: str | None = None, **_: Any) -> None:
         claim = _claims.pop(task_id or "", None)
     if claim is not None:
         _release(claim)
-
-
-# -- mediaconduit cache stats | clear -------------------------------------------------------------------
-def stats(client: Any) -> dict[str, Any]:
-    """Entries, their bytes, and hits/misses/waits/stores since the last clear (``client``: the state Redis)."""
-    keys = list(client.scan_iter(match=PREFIX + "*", count=1000))
-    size = 0
-    for i in range(0, len(keys), 1000):
-        with client.pipeline(transaction=False) as pipe:
-            for k in keys[i:i + 1000]:
-                pipe.strlen(k)
-            size += sum(pipe.execute())
-    counters = {_text(k): int(v) for k, v in client.hgetall(STATS_KEY).items()}
-    return {"entries": len(keys), "bytes": size, "ttl": get_settings().cache_ttl,
-            **{name: counters.get(name, 0) for name in ("hits", "misses", "waits", "stores")}}
-
-
-def clear(client: Any) -> int:
-    """Delete every cached result and the counters; jobs in flight keep their claims."""
-    removed = 0
-    batch: list[Any] = []
-    for k in client.scan_iter(match=PREFIX + "*", count=1000):
-        batch.append(k)
-        if len(batch) == 1000:
-            removed += client.delete(*batch)
-            batch.clear()
-    if batch:
-        removed += client.delete(*batch)
-    client.delete(STATS_KEY)
-    return removed
-
-
-def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value

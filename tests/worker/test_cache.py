@@ -21,7 +21,7 @@ CHAT = "/openai/v1/chat/completions"
 @pytest.fixture(autouse=True)
 def _fresh(apis: StandInAPIs) -> None:
     from mediaconduit_worker.celery_app import app
-    from mediaconduit_worker.worker.cache import clear
+    from mediaconduit_worker.cli.cache import clear
 
     apis.reset()
     clear(app.backend.client)
@@ -158,7 +158,8 @@ def test_identical_jobs_in_flight_make_one_call(worker, openai_url, apis):
 
 def test_a_dead_workers_claim_lapses_and_a_waiting_job_takes_over(worker, openai_url, apis):
     from mediaconduit_worker.celery_app import app
-    from mediaconduit_worker.worker.cache import CLAIM_PREFIX, clear
+    from mediaconduit_worker.cli.cache import clear
+    from mediaconduit_worker.worker.cache import CLAIM_PREFIX
 
     key = cached(worker.run("probe", openai_url, "gpt-4o-mini", {"cache": True, "seed": 1}))["key"]
     clear(app.backend.client)
