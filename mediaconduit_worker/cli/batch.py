@@ -26,6 +26,21 @@ def _json_object(text: str | None, hint: str) -> dict[str, Any]:
     return value
 
 
+def absolute_provider(provider: str) -> str:
+    """A folder given as a relative path, made absolute here: the worker would read it against its own
+    working directory, not this command's (the check here would pass and the job fail there)."""
+    from ..errors import ProviderSourceError
+    from ..sources import parse_source
+
+    try:
+        source = parse_source(provider)
+    except ProviderSourceError:
+        return provider  # check_step names what is wrong with it
+    if source.kind == "path" and not provider.startswith("file://"):
+        return source.location
+    return provider
+
+
 def check_step(provider: str, model: str | None, options: dict[str, Any]) -> str:
     """The step's capability (its queue), or a clear error before anything is queued."""
     from ..errors import UnknownModelError
@@ -108,7 +123,8 @@ def batch(input_file: Path, provider: str, model: str | None, options_json: str 
         console.print(f"[yellow]{input_file} {b}[/] (skipped)", highlight=False)
     if not checked:
         raise click.ClickException(f"{input_file}: no valid items ({len(bad)} bad lines)")
-    steps = [Step(provider, model, options)] + [Step(p, m or None, {}) for p, m in then]
+    steps = [Step(absolute_provider(provider), model, options)] + [Step(absolute_provider(p), m or None, {})
+                                                                   for p, m in then]
     queues = [check_step(s.provider, s.model, s.options) for s in steps]
     connect_broker()
     require_workers(queues)

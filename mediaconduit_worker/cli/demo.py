@@ -53,3 +53,5 @@ def demo() -> None:
         if embedded and not was_running:
             embedded.stop()
     console.print(f"worker log: {log_path}")
+    console.print("The broker and worker stopped with the demo. For jobs of your own (the README's first steps): "
+                  "`mediaconduit broker start`, then `mediaconduit worker --capability text-to-text &`", highlight=False)

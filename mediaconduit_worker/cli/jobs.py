@@ -27,11 +27,12 @@ def submit(input: str, provider: str, model: str | None, options: tuple[str, ...
     from celery.exceptions import TimeoutError as ResultTimeout
 
     from ..worker.app import transform
-    from .batch import check_step
+    from .batch import absolute_provider, check_step
     from .waiting import job_failed, require_workers, wait_result
     from .worker import connect_broker
 
     opts = _parse_options(options)
+    provider = absolute_provider(provider)
     queue = check_step(provider, model, opts)
     connect_broker()
     require_workers([queue])

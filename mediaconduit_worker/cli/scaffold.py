@@ -466,4 +466,4 @@ def providers_new(name: str, caps: tuple[str, ...], docker: bool, remote: bool, 
     """Scaffold a provider repository ./NAME-provider (and ./NAME-service with --docker)."""
     for folder in scaffold(name, list(caps), docker, remote, where, service_url, api_model):
         click.echo(f"created {folder}")
-    click.echo(f"next: mediaconduit providers validate {where / (_names(name)[0] + '-provider')}")
+    click.echo(f"next: mediaconduit providers validate {(where / (_names(name)[0] + '-provider')).resolve()}")

@@ -1,0 +1,78 @@
+"""The README's first steps run as written, in order, on a fresh ``MEDIACONDUIT_HOME`` with the embedded
+default broker stopped (as ``make run`` leaves it): the shell block that starts a broker and a worker, the
+Python snippet, and the same job from the shell. The snippets are read from README.md, not copied here."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO, free_port
+
+README = (REPO / "README.md").read_text()
+VENV_BIN = REPO / ".venv" / "bin"
+MEDIACONDUIT = Path(sys.executable).with_name("mediaconduit")  # the installed console script
+
+
+def first_steps() -> tuple[str, str, str]:
+    """The shell block that starts the broker, the Python block after it, and the inline submit after that."""
+    start = re.search(r"```sh\n((?:(?!```).)*mediaconduit broker start(?:(?!```).)*)```", README, re.S)
+    assert start, "README.md has no ```sh block with `mediaconduit broker start`"
+    rest = README[start.end():]
+    python = re.search(r"```python\n(.*?)```", rest, re.S)
+    assert python, "README.md has no ```python block after the one starting the broker"
+    submit = re.search(r"`(\.venv/bin/mediaconduit submit [^`]+)`", rest[python.end():])
+    assert submit, "README.md shows no shell form of the snippet's job after it"
+    return start.group(1), python.group(1), submit.group(1)
+
+
+@pytest.fixture
+def fresh_home(tmp_path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("MEDIACONDUIT_BROKER_URL", "MEDIACONDUIT_RESULT_BACKEND")}
+    return {**env, "MEDIACONDUIT_HOME": str(tmp_path / "home"), "MEDIACONDUIT_EMBEDDED_PORT": str(free_port())}
+
+
+def test_the_readme_first_steps_run_as_written(fresh_home, tmp_path):
+    if not (VENV_BIN / "mediaconduit").exists():
+        pytest.skip(f"the README's commands use {VENV_BIN}, which `make venv` creates; it is missing")
+    shell, python, submit = first_steps()
+    log = tmp_path / "shell.log"
+    started = subprocess.Popen(["bash", "-ec", shell], cwd=REPO, env=fresh_home, stdout=open(log, "wb"),
+                               stderr=subprocess.STDOUT, start_new_session=True)  # its `&` worker stays in this group
+    try:
+        assert started.wait(60) == 0, log.read_text()
+        snippet = subprocess.run([str(VENV_BIN / "python"), "-c", python], cwd=REPO, env=fresh_home,
+                                 capture_output=True, text=True, timeout=240)
+        assert snippet.returncode == 0, snippet.stderr + log.read_text()[-3000:]
+        assert "'content': 'Hello'" in snippet.stdout and "'generation_prompt'" in snippet.stdout, snippet.stdout
+        shell_job = subprocess.run(["bash", "-ec", submit], cwd=REPO, env=fresh_home, capture_output=True, text=True,
+                                   timeout=240)
+        assert shell_job.returncode == 0, shell_job.stderr
+        assert json.loads(shell_job.stdout)["asset"]["content"] == "Hello"
+    finally:
+        os.killpg(started.pid, signal.SIGTERM)
+        subprocess.run([str(VENV_BIN / "mediaconduit"), "broker", "stop"], env=fresh_home, capture_output=True, timeout=60)
+
+
+def test_a_relative_provider_path_is_the_commands_folder_not_the_workers(text_worker, tmp_path):
+    """The worker runs elsewhere (here: another working directory), so a relative folder is made absolute
+    by the command that was given it."""
+    shutil.copytree(REPO / "providers" / "echo-provider", tmp_path / "mine")
+    proc = subprocess.run([str(MEDIACONDUIT), "submit", "hi", "--provider", "mine", "--model", "upper"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["metadata"]["generation_prompt"]["provider_url"] == str(tmp_path / "mine")
+
+
+def test_the_scaffold_hint_names_the_folder_absolutely(tmp_path):
+    proc = subprocess.run([str(MEDIACONDUIT), "providers", "new", "hint", "--dir", "."], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == f"next: mediaconduit providers validate {tmp_path / 'hint-provider'}"
