@@ -9,14 +9,16 @@ queued; ``mediaconduit replay`` shows the list and, with no allow-list set, runs
 
 from __future__ import annotations
 
+import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from ..blobs import BlobStore
 from ..errors import ProviderSourceError, ReplayError
 from ..record import prompt_source
 from ..redaction import REDACTED, redact_url
-from ..sources import check_allowed
+from ..sources import check_allowed, parse_source
 from .headers import EXEC_HEADER
 from .replay import at_commit
 
@@ -106,8 +108,28 @@ def _pinned_url(prompt: dict[str, Any], index: int) -> str:
         return at_commit(url, source["commit"])
     if kind == "pypi" and source.get("version"):
         return f"pypi:{source['version']}"
+    if kind == "path" and source.get("commit"):
+        return _folder_at_commit(url, str(source["commit"]), f"step {index} ({prompt.get('model_id')!r})")
+    if kind == "path":
+        raise ReplayError(f"step {index} ({prompt.get('model_id')!r}): provider folder {url!r} was not in a git "
+                          "repository when it ran, so no commit was recorded and it cannot be fetched again as it was")
     raise ReplayError(f"step {index} ({prompt.get('model_id')!r}): provider {url!r} was a {kind} source without a "
                       "commit; only git commits and PyPI versions can be fetched again as they were")
+
+
+def _folder_at_commit(folder: str, commit: str, step: str) -> str:
+    """A folder provider ran from a git work tree, whose commit the record holds: that repository at that
+    commit, the folder in it (``git+file://TOP@COMMIT#subdirectory=REL``), so what ran is fetched as it was
+    committed, whatever the folder holds now."""
+    root = Path(parse_source(folder).location)
+    try:
+        top = subprocess.run(["git", "-C", str(root), "rev-parse", "--show-toplevel"], capture_output=True,
+                             text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        raise ReplayError(f"{step}: provider folder {folder!r} ran at commit {commit} of its git repository, but it is "
+                          "not a git work tree here; replay where that repository is, or from its git URL") from None
+    rel = root.resolve().relative_to(Path(top).resolve()).as_posix()
+    return f"git+file://{top}@{commit}" + (f"#subdirectory={rel}" if rel != "." else "")
 
 
 def plan(result: dict[str, Any]) -> tuple[Any, list[ReplayStep]]:

@@ -117,9 +117,11 @@ def test_the_table_names_the_step_that_differed(text_worker, tmp_path):
 def test_records_that_cannot_be_replayed_are_refused_clearly(text_worker, textops_url, tmp_path):
     from support.toolkit import run_cli
 
-    folder_result = run_chain((TEXT, str(REPO / "providers" / "textops-provider"), "rot13", {}))
+    loose = tmp_path / "loose"  # a folder in no git repository: no commit to fetch again
+    shutil.copytree(REPO / "providers" / "textops-provider", loose)
+    folder_result = run_chain((TEXT, str(loose), "rot13", {}))
     code, _, output = replay(folder_result, tmp_path)
-    assert code == 1 and "was a path source" in output
+    assert code == 1 and f"provider folder {str(loose)!r} was not in a git repository when it ran" in output
 
     old = run_chain((TEXT, textops_url, "rot13", {}))
     del old["metadata"]["generation_prompt"]["record_version"]
@@ -146,6 +148,31 @@ def test_a_media_input_comes_back_by_digest_or_is_refused_when_gone(text_worker,
     BlobStore().path_for(digest).unlink()
     with pytest.raises(ReplayError, match=f"blob sha256:{digest}.*is gone"):
         plan(record)
+
+
+def test_a_folder_result_as_the_readme_makes_it_replays_from_its_repository_at_its_commit(text_worker, tmp_path):
+    """A folder provider in a git work tree records that tree's commit: replay fetches the repository at that
+    commit and runs the folder in it, so a later edit of the folder does not change the replay."""
+    import subprocess
+
+    repo = tmp_path / "clone"
+    shutil.copytree(REPO / "providers" / "textops-provider", repo / "providers" / "textops-provider")
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "textops"]):
+        subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, check=True, capture_output=True,
+                            text=True).stdout.strip()
+    folder = repo / "providers" / "textops-provider"
+    result = run_chain((TEXT, str(folder), "rot13", {}), (str(folder), "wordcount", {"top": 3}))
+    assert prompts(result)[0]["source"] == {"kind": "path", "commit": commit}
+    code_file = folder / "src" / "textops_provider" / "__init__.py"  # edited, not committed: not what ran
+    code_file.write_text(code_file.read_text().replace('f"{len(words)} words"', 'f"{len(words)} word(s)"'))
+
+    code, report, output = replay(result, tmp_path, "--verify")
+    assert code == 0, output
+    assert [r["same"] for r in report["steps"]] == [True, True]
+    pinned = f"git+file://{repo}@{commit}#subdirectory=providers/textops-provider"
+    assert [r["provider_url"] for r in report["steps"]] == [pinned, pinned]
+    assert report["result"]["asset"]["content"] == result["asset"]["content"]
 
 
 def _with_commit(result: dict, step: int, commit: str) -> dict:
