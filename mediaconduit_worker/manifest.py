@@ -11,7 +11,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .capabilities import MediaCapability, parse_capability
-from .errors import ManifestError, MediaConduitError
+from .errors import InvalidInputError, ManifestError, MediaConduitError
 
 PROVIDER_MANIFEST = "MediaConduit.provider.yml"
 SERVICE_MANIFEST = "MediaConduit.service.yml"
@@ -235,6 +235,13 @@ class ProviderManifest(_Tolerant):
         entry = self.model_entry(model_id)
         return entry.cache if entry is not None else self.model_defaults.get("cache") is True
 
+    def parameters_of(self, model_id: str) -> dict[str, dict[str, Any]]:
+        """The options a model declares (its entry's ``parameters``, else the ``models`` defaults'), each a
+        spec such as ``{type: string, enum: [...]}``; empty when it declares none."""
+        entry = self.model_entry(model_id)
+        declared = entry.parameters if entry is not None else self.model_defaults.get("parameters")
+        return {k: v for k, v in (declared or {}).items() if isinstance(v, dict)} if isinstance(declared, dict) else {}
+
     def capability_of(self, model_id: str) -> MediaCapability | None:
         """The queue a model's jobs go to: its entry's first capability, else the provider's first."""
         entry = self.model_entry(model_id)
@@ -309,3 +316,59 @@ def load_provider_manifest(root: Path, origin: str | None = None) -> ProviderMan
 
 def load_service_manifest(root: Path, origin: str | None = None) -> ServiceManifest:
     return _load(ServiceManifest, root, SERVICE_MANIFEST, origin or str(root))
+
+
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,), "integer": (int,), "number": (int, float), "boolean": (bool,), "object": (dict,),
+    "array": (list, tuple), "null": (type(None),)}
+
+
+def _type_ok(value: Any, names: list[str]) -> bool:
+    for name in names:
+        kinds = _JSON_TYPES.get(name)
+        if kinds is None:  # a type this check does not know: the provider's to judge
+            return True
+        if isinstance(value, kinds) and not (isinstance(value, bool) and name in ("integer", "number")):
+            return True
+    return False
+
+
+def refuse_bad_options(parameters: dict[str, dict[str, Any]], options: dict[str, Any], who: str) -> None:
+    """A declared option of the wrong ``type``, outside its ``enum`` or its ``minimum``/``maximum`` is refused
+    (``InvalidInputError`` naming the option and what the manifest declares) before the model is called.
+    A null value means "the default" and passes; a model that declares nothing takes anything."""
+    for name, spec in parameters.items():
+        value = options.get(name)
+        if value is None:
+            continue
+        kind = spec.get("type")
+        names = [kind] if isinstance(kind, str) else [k for k in kind if isinstance(k, str)] if isinstance(kind, list) else []
+        if names and not _type_ok(value, names):
+            raise InvalidInputError(f"option {name!r} of {who} must be {' or '.join(names)} (its manifest's parameters), "
+                                    f"got {type(value).__name__} {value!r}"[:300])
+        if isinstance(spec.get("enum"), list) and value not in spec["enum"]:
+            raise InvalidInputError(f"option {name!r} of {who} must be one of {spec['enum']!r}, got {value!r}"[:300])
+        for bound, outside in (("minimum", lambda v, b: v < b), ("maximum", lambda v, b: v > b)):
+            limit = spec.get(bound)
+            if isinstance(limit, (int, float)) and isinstance(value, (int, float)) and not isinstance(value, bool) \
+                    and outside(value, limit):
+                raise InvalidInputError(f"option {name!r} of {who} must be at {'least' if bound == 'minimum' else 'most'} "
+                                        f"{limit}, got {value!r}")
+
+
+def undeclared_options(parameters: dict[str, dict[str, Any]], options: dict[str, Any], who: str) -> list[str]:
+    """A warning per option a model that declares its parameters does not declare (a misspelling, most often;
+    but providers also read aliases and keys they do not list, so these are passed on, not refused)."""
+    if not parameters:
+        return []
+    from difflib import get_close_matches
+
+    warnings = []
+    for name in options:
+        if name in parameters:
+            continue
+        close = get_close_matches(name, list(parameters), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        warnings.append(f"option {name!r} is not a declared parameter of {who} ({', '.join(parameters)}), passed on "
+                        f"as given{hint}")
+    return warnings

@@ -180,6 +180,8 @@ class ResultMetadata(BaseModel):
     (HTTP), ``duration_ms``, and ``skipped`` (cooldown, concurrency, rpm, tpm, budget) or ``message``."""
     cache: dict[str, Any] | None = None
     """An opt-in cached job: ``hit``, ``key``."""
+    warnings: list[str] | None = None
+    """Options the model's manifest ``parameters`` do not declare, each named (passed on as given)."""
 
 
 class TransformResult(BaseModel):

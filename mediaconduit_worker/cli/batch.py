@@ -44,7 +44,9 @@ def absolute_provider(provider: str) -> str:
 def check_step(provider: str, model: str | None, options: dict[str, Any]) -> str:
     """The step's capability (its queue), or a clear error before anything is queued."""
     from ..errors import UnknownModelError
+    from ..manifest import refuse_bad_options, undeclared_options
     from ..worker.loader import get_registry
+    from ..worker.pipeline.job import LEGACY_OPTIONS
     from ..worker.routes import is_route, resolve_capability, route_for
 
     if is_route(provider):
@@ -55,6 +57,11 @@ def check_step(provider: str, model: str | None, options: dict[str, Any]) -> str
     if manifest.models and not manifest.dynamic_models and manifest.model_entry(model) is None:
         known = ", ".join(m.id for m in manifest.models)
         raise UnknownModelError(f"provider {manifest.id!r} has no model {model!r} (models: {known})")
+    own = {k: v for k, v in options.items() if k not in LEGACY_OPTIONS}
+    who = f"provider {manifest.id!r} model {model!r}"
+    refuse_bad_options(manifest.parameters_of(model), own, who)
+    for warning in undeclared_options(manifest.parameters_of(model), own, who):
+        click.echo(f"warning: {warning}", err=True)
     return resolve_capability(provider, model, options).value
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from ..assets import Asset
 from ..capabilities import MediaCapability
 from ..errors import BudgetExceededError, BudgetHeldError, MediaConduitError, ProviderExecutionError
+from ..manifest import refuse_bad_options
 from ..models import Model
 from ..pricing import Size, actual_usd, cost_record, estimate_usd, is_priced, job_size
 from ..provider import DockerProvider, ProviderType
@@ -66,7 +67,10 @@ def prepare(provider_url: str, model: str) -> tuple[LoadedProvider, Model]:
 
 
 def execute(loaded: LoadedProvider, runnable: Model, model_input: Any, opts: dict[str, Any]) -> Asset:
-    """The model's output asset; provider code that raises anything but our errors is named."""
+    """The model's output asset; provider code that raises anything but our errors is named. Options of a
+    type the manifest's ``parameters`` do not declare are refused first."""
+    refuse_bad_options(loaded.manifest.parameters_of(runnable.id), opts,
+                       f"provider {loaded.manifest.id!r} model {runnable.id!r}")
     try:
         output = runnable.transform(model_input, opts)
     except PASS_THROUGH:

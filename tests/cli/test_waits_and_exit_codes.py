@@ -265,3 +265,30 @@ def test_flower_on_a_port_in_use_names_the_port():
     assert proc.stderr.splitlines()[-1] == (f"error: cannot serve Flower on 127.0.0.1:{port}: the port is in use "
                                             "(another Flower?); choose another with --port or MEDIACONDUIT_FLOWER_PORT")
     clean_stderr(proc.stderr)
+
+
+def test_an_option_of_the_wrong_type_is_refused_before_queueing_and_on_the_worker(text_worker, echo_url):
+    from mediaconduit_worker.celery_app import app
+    from mediaconduit_worker.errors import InvalidInputError
+    from mediaconduit_worker.worker.app import transform
+
+    proc = mediaconduit("submit", "hi", "--provider", echo_url, "--model", "echo", "-o", "prefix=[1,2]")
+    assert proc.returncode == 1
+    assert one_error_line(proc) == ("error: option 'prefix' of provider 'echo-provider' model 'echo' must be string "
+                                    "(its manifest's parameters), got list [1, 2]")
+    job = transform.delay("hi", echo_url, "echo", {"prefix": [1, 2]})  # past the producer's check: the worker's
+    with pytest.raises(InvalidInputError, match="option 'prefix' of provider 'echo-provider' model 'echo' must be string"):
+        job.get(timeout=60)
+    assert app.AsyncResult(job.id).state == "FAILURE"
+
+
+def test_a_misspelled_option_runs_with_a_warning_and_a_loose_model_takes_anything(text_worker, echo_url):
+    proc = mediaconduit("submit", "hi", "--provider", echo_url, "--model", "echo", "-o", "prefx=>")
+    assert proc.returncode == 0, proc.stderr
+    warning = ("option 'prefx' is not a declared parameter of provider 'echo-provider' model 'echo' (prefix), "
+               "passed on as given; did you mean 'prefix'?")
+    assert proc.stderr.splitlines() == [f"warning: {warning}"]
+    assert json.loads(proc.stdout)["metadata"]["warnings"] == [warning]
+    loose = mediaconduit("submit", "hi", "--provider", echo_url, "--model", "upper", "-o", "anything=[1,2]")
+    assert loose.returncode == 0 and loose.stderr == "", loose.stderr
+    assert "warnings" not in json.loads(loose.stdout)["metadata"]
