@@ -33,7 +33,7 @@ from ..record import describe_input
 from ..redaction import REDACTED
 from ..remote import RemoteProvider
 from ..sources import Checkout, SourceCache, check_allowed, parse_source, stable_id
-from .output import table_console
+from .output import CommandError, table_console
 
 if TYPE_CHECKING:
     from ..services import ServiceRegistry
@@ -61,14 +61,25 @@ class Report:
 
     @property
     def ok(self) -> bool:
+        """No check failed."""
         return all(c.status != "fail" for c in self.checks)
 
+    @property
+    def skipped(self) -> list[str]:
+        """The checks that could not run here (no API key, an API that does not answer, a failed prerequisite)."""
+        return [c.name for c in self.checks if c.status == "skip"]
+
     def as_json(self) -> dict[str, Any]:
-        return {"url": self.url, "provider": self.provider, "ok": self.ok, "checks": [asdict(c) for c in self.checks]}
+        return {"url": self.url, "provider": self.provider, "ok": self.ok, "complete": not self.skipped,
+                "checks": [asdict(c) for c in self.checks]}
 
 
 class Failed(Exception):
     """Ends one check as failed (and the checks that need its result as skipped)."""
+
+
+class Skipped(Exception):
+    """Ends one check as skipped: what it checks cannot be reached from here (a model list only the API knows)."""
 
 
 # -- sample inputs ------------------------------------------------------------------------------------
@@ -166,6 +177,8 @@ class Validator:
             yield notes
         except Failed as exc:
             status, notes = "fail", [str(exc)]
+        except Skipped as exc:
+            status, notes = "skip", [str(exc)]
         except MediaConduitError as exc:
             status, notes = "fail", [str(exc)]
         if status == "pass" and any(n.startswith("warning:") for n in notes):
@@ -235,8 +248,10 @@ class Validator:
             models = provider.models
             from_api = isinstance(provider, RemoteProvider) and (keyless or provider._discovery_error is not None)
             if not models and from_api:
-                notes.append("the model list comes from the API")
-            elif not models:
+                error = provider._discovery_error if isinstance(provider, RemoteProvider) else None
+                why = "no API key" if keyless else f"the API does not answer: {error}"
+                raise Skipped(f"the model list comes from the API, which was not asked ({why})")
+            if not models:
                 raise Failed("the provider lists no models (manifest 'models' is empty and discovery found none)")
             bare = [m.id for m in models if not m.capabilities]
             if bare:
@@ -459,7 +474,11 @@ STYLE = {"pass": "green", "warn": "yellow", "fail": "red", "skip": "dim"}
 @click.option("--input", "given_input", default=None, help="Sample input: text, or a media file for audio/image models.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def providers_validate(url: str, model: str | None, given_input: str | None, as_json: bool) -> None:
-    """Load a provider as a worker would (fresh cache) and check it: exit 1 when any check fails."""
+    """Load a provider as a worker would (fresh cache) and check it.
+
+    Exit code 0 when every check passed (or warned); 1 when one failed, or was skipped because it could not
+    run here (a remote provider with no API key: the skipped checks' detail names the variable to set).
+    """
     from rich.console import Console
     from rich.table import Table
 
@@ -474,6 +493,13 @@ def providers_validate(url: str, model: str | None, given_input: str | None, as_
             table.add_row(c.name, f"[{STYLE[c.status]}]{c.status}[/]", f"{c.seconds:.2f}", c.detail)
         table_console().print(table)
         failed = [c.name for c in report.checks if c.status == "fail"]
-        Console().print(f"[red]failed: {', '.join(failed)}[/]" if failed else "[green]all checks passed[/]")
+        if failed:
+            Console().print(f"[red]failed: {', '.join(failed)}[/]")
+        elif not report.skipped:
+            Console().print("[green]all checks passed[/]")
+    if report.ok and report.skipped:
+        passed = sum(c.status in ("pass", "warn") for c in report.checks)
+        raise CommandError(f"not validated: {passed} of {len(report.checks)} checks passed, "
+                           f"{len(report.skipped)} skipped ({', '.join(report.skipped)}); their detail says why")
     if not report.ok:
         raise SystemExit(1)

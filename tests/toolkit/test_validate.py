@@ -8,7 +8,9 @@ import re
 import pytest
 from conftest import REPO, publish
 from support.remote import KEY_VARS, REMOTE_PROVIDERS
-from support.toolkit import validate
+from support.toolkit import run_cli, validate
+
+from mediaconduit_worker.manifest import load_provider_manifest
 
 LOCAL = ["echo", "textops", "cowsay-local", "textrender"]
 REMOTE = [*REMOTE_PROVIDERS, "replicate", "fal"]
@@ -34,11 +36,21 @@ def test_remote_reference_providers_without_keys_report_remote_skipped(name, mon
     monkeypatch.setenv("OLLAMA_BASE_URL", "http://127.0.0.1:9")  # nothing listens: unreachable at once
     url = publish(REPO / "providers" / f"{name}-provider", f"{name}-provider")
     code, checks, report = validate(url)
-    assert code == 0, report
+    assert code == 1 and report["ok"] and not report["complete"], report  # nothing failed, but not validated
     assert checks["remote"]["status"] == "skip"
     assert re.search(r"set [A-Z]+_[A-Z_]+\b", checks["remote"]["detail"]), checks["remote"]  # names the variable
     assert checks["transform"]["status"] == "skip"
     assert checks["manifest"]["status"] in PASSING and checks["entrypoint"]["status"] == "pass"
+    manifest = load_provider_manifest(REPO / "providers" / f"{name}-provider")
+    if not manifest.models:  # only the API knows the models: not "pass"
+        assert checks["models"]["status"] == "skip" and "was not asked" in checks["models"]["detail"], checks["models"]
+    code, _, output = run_cli("providers", "validate", url)
+    assert code == 1 and "all checks passed" not in output
+    every = report["checks"]
+    skipped = [c["name"] for c in every if c["status"] == "skip"]
+    assert output.rstrip().splitlines()[-1] == (
+        f"error: not validated: {len(every) - len(skipped)} of {len(every)} checks passed, {len(skipped)} skipped "
+        f"({', '.join(skipped)}); their detail says why")
 
 
 GOOD_MODEL = """
