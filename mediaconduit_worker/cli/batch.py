@@ -31,7 +31,10 @@ def absolute_provider(provider: str) -> str:
     working directory, not this command's (the check here would pass and the job fail there)."""
     from ..errors import ProviderSourceError
     from ..sources import parse_source
+    from ..worker.routes import is_route
 
+    if is_route(provider):
+        return provider
     try:
         source = parse_source(provider)
     except ProviderSourceError:

@@ -8,6 +8,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -35,11 +36,23 @@ def _load() -> Any:
 
 
 @routes.command("check")
-def check() -> None:
-    """Read the routes file and check every candidate's capability; print each route's queue."""
-    table = _load()
+@click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
+def check(file: Path | None) -> None:
+    """Read FILE (default: the routes file, MEDIACONDUIT_ROUTES) and check it as producers and workers will:
+    every candidate's provider, model and capability; print each route's queue."""
+    if file is None:
+        table = _load()
+    else:
+        from ..errors import RouteError
+        from ..worker.routes import load_routes
+
+        try:
+            table = load_routes(file)
+        except RouteError as exc:
+            raise click.ClickException(str(exc)) from None
     for route in table.routes.values():
-        click.echo(f"{route.name}: {route.spec.strategy} over {len(route.candidates)} candidates -> queue {route.capability}")
+        n = len(route.candidates)
+        click.echo(f"{route.name}: {route.spec.strategy} over {n} candidate{'' if n == 1 else 's'} -> queue {route.capability}")
 
 
 def probe(cand: Candidate) -> dict[str, Any]:

@@ -206,6 +206,10 @@ def parse_routes(data: Any, path: Path) -> RoutesFileModel:
     """The file's schema: every error names the route, the candidate and the field, and quotes the bad value."""
     if not isinstance(data, dict):
         raise RouteError(f"routes file {path}: must be a mapping with a 'routes' key, got {type(data).__name__}")
+    if "routes" not in data:
+        found = ", ".join(repr(k) for k in list(data)[:5]) or "nothing"
+        raise RouteError(f"routes file {path}: no 'routes' key at the top level (found {found}); each route goes "
+                         "under it: 'routes: {NAME: {candidates: [...]}}'")
     try:
         return RoutesFileModel.model_validate(data)
     except ValidationError as exc:
@@ -232,6 +236,10 @@ def build_routes(model: RoutesFileModel, path: Path) -> Routes:
             except MediaConduitError as exc:
                 problems.append(f"route {name!r}, candidate {i} ({cand.provider} {cand.model}): cannot tell its "
                                 f"capability: {exc}")
+                continue
+            unknown = None if cand.capability else _unknown_model(cand.provider, cand.model)
+            if unknown:
+                problems.append(f"route {name!r}, candidate {i} ({cand.provider} {cand.model}), field 'model': {unknown}")
         kinds = {c for _, c in caps}
         if len(kinds) > 1:
             listed = ", ".join(f"candidate {i} ({spec.candidates[i - 1].provider} {spec.candidates[i - 1].model}) "
@@ -249,6 +257,16 @@ def build_routes(model: RoutesFileModel, path: Path) -> Routes:
     if problems:
         raise RouteError(f"routes file {path}: " + "; ".join(problems))
     return routes
+
+
+def _unknown_model(provider: str, model: str) -> str | None:
+    """Why a candidate's model is not its provider's (a manifest listing its models, and not this one); None
+    when it is, or when only the provider's API knows its models. The manifest is in the cache already:
+    the capability was just read from it."""
+    manifest, _ = get_registry().manifest(provider)
+    if not manifest.models or manifest.dynamic_models or manifest.model_entry(model) is not None:
+        return None
+    return f"provider {manifest.id!r} has no model {model!r} (models: {', '.join(m.id for m in manifest.models)})"
 
 
 def load_routes(path: Path) -> Routes:
