@@ -43,6 +43,8 @@ def parse_line(number: int, text: str) -> InputItem | BadLine:
         return BadLine(number, str(exc))
     except RecursionError:
         return BadLine(number, "nested too deeply to read (lists and objects inside each other)")
+    except json.JSONDecodeError as exc:  # its own "line 1" would stand beside the file's line number
+        return BadLine(number, f"not JSON ({exc.msg} at column {exc.colno})")
     except ValueError as exc:
         return BadLine(number, f"not JSON ({exc})")
     if isinstance(value, str) or (isinstance(value, list) and value):

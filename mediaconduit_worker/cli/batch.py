@@ -85,7 +85,8 @@ def _item_error(item: InputItem) -> BadLine | None:
               help="A further pipeline step fed the previous step's output (repeatable).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Results, one JSON line per item.")
 @click.option("--retry-failed", is_flag=True, help="Send items that failed in an earlier run again.")
-@click.option("--summary", is_flag=True, help="Also run the batch summary callback and print its result.")
+@click.option("--summary", is_flag=True,
+              help="Also run the batch summary callback and print its counts and failures (stderr, as the rest).")
 @click.option("--timeout", type=float, default=None,
               help="Give up waiting after this many seconds (jobs keep running)  [default: wait until every item ends].")
 @click.option("--budget", type=click.FloatRange(min=0), default=None, metavar="USD",
@@ -149,6 +150,7 @@ def batch(input_file: Path, provider: str, model: str | None, options_json: str 
     console.print(f"{len(checked)} items ({len(jobs.jobs)} distinct jobs) via {' | '.join(queues)}; "
                   f"{len(skip)} already in {out}", highlight=False)
     counts = {"SUCCESS": 0, "FAILURE": 0}
+    priced = False
     on_interrupt(f"the batch's jobs keep running; the same command again resumes (results so far in {out})")
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=False) as bar:
@@ -165,11 +167,16 @@ def batch(input_file: Path, provider: str, model: str | None, options_json: str 
                 fh.write(json.dumps(result.as_json(), ensure_ascii=False) + "\n")
                 fh.flush()
                 counts[result.status] += 1
+                priced = priced or _priced(result.result)
                 if result.status == "FAILURE":
                     where = ", ".join(f"line {k['line']}" for k in result.job.keys)
                     bar.console.print(f"[red]{where}: {result.error}[/]", highlight=False, markup=True)
     compact_results(out)
-    spent = usd(run.spent_usd() or 0.0) + (f" of {usd(budget)}" if budget is not None else "")
+    spent_usd = run.spent_usd() or 0.0
+    if spent_usd or budget is not None or priced:
+        spent = usd(spent_usd) + (f" of {usd(budget)}" if budget is not None else "")
+    else:
+        spent = "unknown (no call was priced)"  # local models report no cost: not the same as $0
     if run.resent:
         console.print(f"[yellow]{len(run.resent)} jobs lost by the broker were sent again[/]: {', '.join(run.resent)}",
                       highlight=False)
@@ -177,10 +184,22 @@ def batch(input_file: Path, provider: str, model: str | None, options_json: str 
                   f"skipped (already in {out.name}) {len(skip)}, bad lines {len(bad)}; spent {spent}; results in {out}",
                   highlight=False)
     if summary:
-        click.echo(json.dumps(run.summary(), indent=2))
+        figures = run.summary()
+        jobs_text = f"{figures['total']} job" + ("" if figures["total"] == 1 else "s")
+        console.print(f"summary (the batch's callback): {jobs_text}, {figures['succeeded']} succeeded, "
+                      f"{figures['failed']} failed; spent {usd(figures['spent_usd'] or 0.0)}", highlight=False)
+        for job_id, error in figures["failures"].items():
+            console.print(f"  {job_id}: {error}", highlight=False, markup=False)
     if counts["FAILURE"] or bad:
         raise CommandError(f"{counts['FAILURE']} of {len(jobs.jobs)} jobs failed, {len(bad)} of {nonblank} lines were "
                            f"skipped (see above and {out})")
+
+
+def _priced(record: Any) -> bool:
+    """Whether a result reports what its call cost (remote APIs and priced models put ``cost`` in its asset)."""
+    asset = record.get("asset") if isinstance(record, dict) else None
+    own = asset.get("metadata") if isinstance(asset, dict) else None
+    return isinstance(own, dict) and isinstance(own.get("cost"), dict) and own["cost"].get("usd") is not None
 
 
 def _until(results: Any, out: Path) -> Any:

@@ -30,7 +30,8 @@ def cache_stats(as_json: bool) -> None:
         return
     looked = figures["hits"] + figures["misses"]
     rate = f" ({figures['hits'] / looked:.0%} hits)" if looked else ""
-    click.echo(f"{figures['entries']} entries, {figures['bytes'] / 1024:.1f} KiB, TTL {figures['ttl']} s\n"
+    entries = f"{figures['entries']} entr{'y' if figures['entries'] == 1 else 'ies'}"
+    click.echo(f"{entries}, {figures['bytes'] / 1024:.1f} KiB, TTL {figures['ttl']} s\n"
                f"hits {figures['hits']}, misses {figures['misses']}{rate}, waits {figures['waits']}, "
                f"stores {figures['stores']}")
 

@@ -414,7 +414,7 @@ def provider_files(slug: str, package: str, cls: str, caps: list[MediaCapability
         f"mediaconduit providers validate ./{slug}-provider   # what a worker does, checked by name\n"
         "python -m pytest tests                        # the models through the SDK, without a worker\n```\n\n"
         "## Use it\n\n```python\nfrom mediaconduit_worker import transform\n"
-        f"transform.delay(\"hello\", \"https://github.com/YOUR-ORG/{slug}-provider\", \"MODEL-ID\", {{}}).get()\n```\n")
+        f"transform.delay(\"hello\", \"https://github.com/YOUR-ORG/{slug}-provider\", \"{_model_id(slug, caps[0])}\", {{}}).get()\n```\n")
     return files
 
 
