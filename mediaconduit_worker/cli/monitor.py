@@ -8,7 +8,7 @@ import os
 
 import click
 
-from .output import CommandError, table_console
+from .output import CommandError, error_line, table_console
 
 
 @click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
@@ -48,11 +48,17 @@ def status(timeout: float, as_json: bool) -> None:
     """Workers, their queues, loaded providers and running services.
 
     Exit code 1 when no worker answered (--json still prints its empty list)."""
+    from kombu.exceptions import OperationalError
     from rich.table import Table
 
     from ..worker.app import app
     from ..worker.status import cluster_status
 
+    try:  # one try: kombu's own retries would spend seconds on a broker that is not there
+        with app.connection_for_read() as conn:
+            conn.ensure_connection(max_retries=1, interval_start=0)
+    except OperationalError as exc:
+        raise CommandError(error_line(exc)) from None
     workers = cluster_status(app, timeout)
     if as_json:
         click.echo(json.dumps(workers, indent=2, default=str))

@@ -292,3 +292,35 @@ def test_a_misspelled_option_runs_with_a_warning_and_a_loose_model_takes_anythin
     loose = mediaconduit("submit", "hi", "--provider", echo_url, "--model", "upper", "-o", "anything=[1,2]")
     assert loose.returncode == 0 and loose.stderr == "", loose.stderr
     assert "warnings" not in json.loads(loose.stdout)["metadata"]
+
+
+def test_status_names_a_broker_that_refuses_or_closes_not_a_class():
+    import socket
+    import threading
+
+    from conftest import free_port
+
+    closing = socket.socket()
+    closing.bind(("127.0.0.1", 0))
+    closing.listen()
+
+    def close_each() -> None:
+        while True:
+            try:
+                conn, _ = closing.accept()
+            except OSError:
+                return
+            conn.close()
+
+    threading.Thread(target=close_each, daemon=True).start()
+    try:
+        for port, causes in ((free_port(), ["Connection refused"]),  # closed before or after Redis's greeting:
+                             (closing.getsockname()[1], ["Connection closed by server", "Connection reset by peer"])):
+            url = f"redis://127.0.0.1:{port}/0"
+            proc = mediaconduit("status", "--json", env={"MEDIACONDUIT_BROKER_URL": url, "MEDIACONDUIT_RESULT_BACKEND": url})
+            assert proc.returncode == 1 and proc.stdout == ""
+            line = one_error_line(proc)
+            assert line.startswith(f"error: cannot reach Redis at {url} (") and any(c in line for c in causes), line
+            assert line.endswith("; is it running, and is MEDIACONDUIT_BROKER_URL right?") and "OperationalError" not in line
+    finally:
+        closing.close()
