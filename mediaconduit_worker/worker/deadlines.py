@@ -203,7 +203,7 @@ def _with_gevent_timeout(d: Deadline, backstop: float, task_id: str | None, fn: 
     import gevent
 
     this = gevent.getcurrent()
-    _running[task_id] = lambda: gevent.kill(this, JobInterrupted(task_id), block=False)
+    _running[task_id] = lambda: gevent.kill(this, JobInterrupted(task_id))
     # The timeout raises itself, and its error is made when it fires: made at entry, it would name the
     # provider by its URL, before the job's own call loaded it and learnt its manifest id.
     timer = gevent.Timeout(max(d.remaining() + backstop, 0.001))

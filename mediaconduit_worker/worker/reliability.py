@@ -28,6 +28,7 @@ from ..payload import refuse_size
 from ..settings import get_settings
 from .redaction import argsrepr, kwargsrepr
 from .revokes import end_unrun, why_not_run
+from .shutdown import refused_while_stopping
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,9 @@ class CrashAwareRequest(Request):
             return True
         if self._too_large is None:
             if (why := why_not_run(self)) is None:
+                if refused_while_stopping(self):
+                    self._already_revoked = True
+                    return True
                 return super().revoked()
             self._already_revoked = True
             end_unrun(self, self._context, why)

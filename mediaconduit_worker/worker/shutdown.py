@@ -25,14 +25,16 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from celery import signals
 from celery.concurrency.prefork import TaskPool as PreforkPool
-from celery.worker.state import active_requests
+from celery.worker.state import active_requests, task_ready
+from kombu.common import ignore_errors
 
 from ..settings import get_settings
-from .deadlines import interrupt_job
+from .deadlines import _gevent_patched, interrupt_job
 
 log = logging.getLogger(__name__)
 #: Seconds after the interruption before a prefork child still in its job is killed.
@@ -61,28 +63,60 @@ def _start_grace(sig: str | None = None, how: str | None = None, **_: Any) -> No
         return
     _started = True
     if how != "Warm":
-        hand_back(_consumer.pool)
+        hand_back(_consumer)
         return
+    if _gevent_patched():  # a gevent pool's consumer may go on taking jobs through the warm shutdown
+        import gevent
+
+        gevent.spawn(_stop_consuming, _consumer)
     grace = get_settings().shutdown_grace
     log.warning("%s: stopping; running jobs have %gs to finish (MEDIACONDUIT_SHUTDOWN_GRACE), then go back "
                 "to the queue", sig, grace)
-    timer = threading.Timer(grace, hand_back, (_consumer.pool,))
-    timer.daemon = True
-    timer.start()
+    _later(grace, hand_back, _consumer)
 
 
-def hand_back(pool: Any) -> None:
+def hand_back(consumer: Any) -> None:
     """Interrupt every job still running; kill a prefork child that keeps its job past ``HARD_AFTER``."""
     running = list(active_requests)
     if not running:
         return
     log.warning("grace over: handing %d running job(s) back to the queue", len(running))
+    _stop_consuming(consumer)  # so no job handed back comes straight back here
+    pool = consumer.pool
     for request in running:
         interrupt_job(request, pool)
     if isinstance(pool, PreforkPool):
-        timer = threading.Timer(HARD_AFTER, _kill_stragglers, (pool,))
-        timer.daemon = True
-        timer.start()
+        _later(HARD_AFTER, _kill_stragglers, pool)
+
+
+def _later(seconds: float, fn: Callable[..., None], *args: Any) -> None:
+    """``fn(*args)`` in ``seconds``, from a signal handler: a greenlet under gevent (whose signal handlers
+    run in its event loop, where starting a thread would block), else a daemon thread."""
+    if _gevent_patched():
+        import gevent
+
+        gevent.spawn_later(seconds, fn, *args)
+        return
+    timer = threading.Timer(seconds, fn, args)
+    timer.daemon = True
+    timer.start()
+
+
+def _stop_consuming(consumer: Any) -> None:
+    """As Celery's cold shutdown does: no more messages for this worker."""
+    if consumer.task_consumer is not None:
+        ignore_errors(consumer, consumer.task_consumer.cancel)
+
+
+def refused_while_stopping(request: Any) -> bool:
+    """A job that reaches a pool once this worker is stopping (a message already on its way) goes back to
+    the queue instead of starting here; the worker's main process asks this before a job goes to a pool."""
+    if not _started:
+        return False
+    log.warning("job %s handed back to the queue unstarted: this worker is stopping", request.id)
+    task_ready(request)
+    request.reject(requeue=True)
+    return True
 
 
 def _kill_stragglers(pool: Any) -> None:

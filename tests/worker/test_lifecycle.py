@@ -168,7 +168,7 @@ def test_a_revoke_from_async_result_sticks_and_cancels_later_chain_steps(lane):
     assert not any(line.endswith(("one", "two", "three")) for line in lane.runs())
 
 
-@pytest.mark.parametrize("pool", ["prefork", "threads"])
+@pytest.mark.parametrize("pool", ["prefork", "threads", "gevent"])
 def test_a_running_job_is_interrupted_and_ends_revoked(lane, pool):
     from celery import chain
 
@@ -219,23 +219,27 @@ def test_expired_and_cancelled_jobs_do_not_run_and_are_not_charged(lane):
     assert get_state().spend(f"batch:{batch_id}") == (0.01, 0.0)
 
 
-def test_sigterm_lets_short_jobs_finish_and_hands_long_ones_back(lane):
-    """A worker told to stop keeps no job past its grace (3 s here) and loses none: the short job ends
-    where it ran, the long one is handed back at once and finished by the next worker."""
-    first = lane.start(concurrency=2)
+@pytest.mark.parametrize("pool", ["prefork", "threads", "gevent"])
+def test_sigterm_lets_short_jobs_finish_and_hands_long_ones_back(lane, pool):
+    """A worker told to stop takes no more jobs, keeps none past its grace (3 s here) and loses none: the
+    short job ends where it ran, the long one is handed back at once and finished by the next worker, as is
+    one sent during the grace."""
+    first = lane.start(pool=pool, concurrency=2)
     short, long = lane.send("short", seconds=1), lane.send("long", seconds=8)
     lane.wait_for_run("short")
     lane.wait_for_run("long")
     stopping = time.monotonic()
     os.killpg(first.proc.pid, signal.SIGTERM)
+    time.sleep(0.5)
+    late = lane.send("late")
     first.proc.wait(30)
     stopped = time.monotonic() - stopping
-    print(f"SIGTERM to exit: {stopped:.1f}s (grace 3s)")
+    print(f"{pool}: SIGTERM to exit: {stopped:.1f}s (grace 3s)")
     assert first.proc.returncode == 0, first.log_text()[-3000:]
     assert short.get(timeout=10)["asset"]["content"] == "short+", first.log_text()[-5000:]
-    assert lane.runs().count("start long") == 1 and "end long" not in lane.runs()
+    assert lane.runs().count("start long") == 1 and "end long" not in lane.runs() and "start late" not in lane.runs()
     lane.start()
-    assert long.get(timeout=60)["asset"]["content"] == "long+"
+    assert long.get(timeout=60)["asset"]["content"] == "long+" and late.get(timeout=60)["asset"]["content"] == "late+"
     runs = lane.runs()
     assert runs.count("start short") == 1 and runs.count("start long") == 2 and runs.count("end long") == 1
 
