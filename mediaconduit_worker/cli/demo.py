@@ -41,6 +41,9 @@ def demo() -> None:
         console.print(result["asset"]["content"], markup=False, highlight=False)
         console.print("[bold]result metadata, with its generation prompt:[/]")
         print_json(result["metadata"])
+        console.print("(both times are milliseconds: generation_prompt.processing_time is the model's own, "
+                      "processing_time_ms the whole task's, here with the provider's first load and install)",
+                      highlight=False)
         chain = transform.s("a chain of transforms", echo, "upper") | transform.s(cowsay, "cowsay-default", {"animal": "cow"})
         final = chain.delay().get(timeout=120)
         console.print("[bold]chain[/] echo/upper | cowsay-default:")
