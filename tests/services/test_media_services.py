@@ -141,7 +141,7 @@ def test_bad_media_fail_with_ffmpegs_own_message(worker, urls, media, tmp_path):
     with pytest.raises(Exception) as err:
         transform.delay(Audio.from_path(media["speech"]).to_json(), urls["ffmpeg"], "convert-audio",
                         {"format": "aiff"}).get(timeout=300)
-    assert "option 'format' must be one of" in str(err.value)
+    assert "option 'format' of provider 'ffmpeg-docker-provider' model 'convert-audio' must be one of" in str(err.value)
 
 
 def test_the_jobs_deadline_stops_a_long_ffmpeg_run(worker, urls, media):

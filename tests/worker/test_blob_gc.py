@@ -93,7 +93,7 @@ def test_gc_without_redis_fails_in_one_line(tmp_path: Path) -> None:
                           timeout=120, env={**os.environ, "MEDIACONDUIT_BLOB_DIR": str(tmp_path),
                                             "MEDIACONDUIT_BROKER_URL": url, "MEDIACONDUIT_RESULT_BACKEND": url})
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
-    assert proc.stderr.startswith("error: blob gc: ConnectionError:"), proc.stderr
+    assert proc.stderr.startswith(f"error: blob gc: cannot reach Redis at {url} ("), proc.stderr
     proc = gc(tmp_path, "--grace", "soon")
     assert proc.returncode == 2 and proc.stderr.startswith("error: Invalid value for '--grace'"), proc.stderr
 

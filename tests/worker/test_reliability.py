@@ -139,11 +139,16 @@ def _through_worker(broker_url: str, echo_url: str) -> dict:
     env = {"MEDIACONDUIT_BROKER_URL": broker_url, "MEDIACONDUIT_RESULT_BACKEND": broker_url}
     worker = WorkerProcess(["text-to-text"], concurrency=1, env=env)
     try:
-        out = subprocess.run(
-            [sys.executable, "-m", "mediaconduit_worker.cli", "submit", "secure", "--provider", echo_url,
-             "--model", "upper", "--timeout", "90"],
-            env={**os.environ, **env, "COLUMNS": "200"}, capture_output=True, text=True, timeout=150,
-        )
+        ends = time.monotonic() + 90
+        while True:  # submit refuses a queue no worker serves yet: until this worker's consumer is up
+            out = subprocess.run(
+                [sys.executable, "-m", "mediaconduit_worker.cli", "submit", "secure", "--provider", echo_url,
+                 "--model", "upper", "--timeout", "90"],
+                env={**os.environ, **env, "COLUMNS": "200"}, capture_output=True, text=True, timeout=150,
+            )
+            if "no worker serves" not in out.stderr or time.monotonic() > ends:
+                break
+            time.sleep(1)
         assert out.returncode == 0, out.stderr + worker.log_text()
         return json.loads(out.stdout)
     finally:
