@@ -280,7 +280,9 @@ def test_a_rolling_restart_under_a_stream_of_jobs_loses_none(lane):
     runs = lane.runs()
     ends = {f"job-{i:03d}": runs.count(f"end job-{i:03d}") for i in range(len(sent))}
     handed_back = sum(runs.count(f"start {j}") - 1 for j in ends)
-    assert handed_back == sum(old.log_text().count("handed back to the queue") for old in olds)
+    # a job cut short at the grace ran again; one that reached a stopping worker went back unstarted
+    cut_short = sum(old.log_text().count("handed back to the queue: its worker is shutting down") for old in olds)
+    assert handed_back == cut_short
     print(f"{len(sent)} jobs, 0 lost, {handed_back} handed back and run again; extra delay max "
           f"{max(delays):.1f}s, median {sorted(delays)[len(delays) // 2]:.2f}s (grace {grace:g}s); "
           f"SIGTERM to exit {', '.join(f'{s:.1f}s' for s in stops)}")
