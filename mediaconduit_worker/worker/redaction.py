@@ -8,10 +8,10 @@ the task itself still receives the real arguments. Events and log lines show ``a
 producer and the worker's request class both build from redacted arguments, and every log line
 passes ``RedactingFilter``.
 
-What events and logs show of arguments and results is ``shown``: Python's repr with long strings and
-lists cut, at most ``SHOWN_MAX`` characters. Celery's ``saferepr`` walks a value token by token in Python,
-which on a transform's nested result record takes 0.2-0.5 ms per job (a fifth of an echo job's worker
-time); ``shown`` cuts a copy and leaves the repr to C, in tens of microseconds. Of a transform's result
+What events and logs show of arguments and results is ``shown``: JSON (which Flower's task page shows
+as it came) with long strings and lists cut, at most ``SHOWN_MAX`` characters. Celery's ``saferepr``
+walks a value token by token in Python, which on a transform's nested result record takes 0.2-0.5 ms per job (a fifth of an echo job's worker
+time); ``shown`` cuts a copy and leaves the encoding to C, in tens of microseconds. Of a transform's result
 record it shows what served and what came out (``_brief_record``); the replay record, the source and the ids
 stay in the result backend, a click away in Flower.
 """
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 import logging
 from contextvars import ContextVar
 from typing import Any
@@ -91,14 +92,14 @@ def _brief_record(value: Any) -> dict[str, Any] | None:
 
 
 def shown(value: Any, maxlen: int | None = SHOWN_MAX, maxlevels: int = 3, seen: Any = None) -> str:
-    """What an event or a log line shows of a JSON value: its repr (of a result record, what served and what
+    """What an event or a log line shows of a JSON value: its JSON (of a result record, what served and what
     came out), long strings and lists cut, the whole cut at ``maxlen``. Anything else (a message from
     elsewhere may carry it) goes to Celery's ``saferepr``; the signature is ``saferepr``'s, so it can stand
     in for it."""
     try:
         brief = _brief_record(value)
-        text = repr(brief if brief is not None else _cut(value, 0))
-    except (_NotJSON, RecursionError):
+        text = json.dumps(brief if brief is not None else _cut(value, 0), ensure_ascii=False)
+    except (_NotJSON, RecursionError, TypeError, ValueError):
         return saferepr(value, maxlen, maxlevels, seen)
     return text if maxlen is None or len(text) <= maxlen else text[: max(maxlen - 3, 0)] + "..."
 
