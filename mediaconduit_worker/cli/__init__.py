@@ -7,6 +7,7 @@ from .blobs import blobs
 from .cache import cache
 from .cancel import cancel
 from .demo import demo
+from .get import get
 from .jobs import submit
 from .monitor import flower, status
 from .output import Main
@@ -29,7 +30,7 @@ def main(debug: bool) -> None:
     """
 
 
-for _command in (batch, blobs, broker, cache, cancel, demo, flower, providers, replay, routes, services, status, submit, worker):
+for _command in (batch, blobs, broker, cache, cancel, demo, flower, get, providers, replay, routes, services, status, submit, worker):
     main.add_command(_command)
 
 __all__ = ["main"]

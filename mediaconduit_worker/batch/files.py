@@ -1,0 +1,246 @@
+"""Local files as batch items, and outputs back as files: the producer side of a folder-in, folder-out batch.
+
+A file becomes an asset by what its bytes are (the magic numbers at its start; ffprobe for containers
+that hold audio or video alike), not by its name. It is streamed into the content-addressed blob store
+only when the store lacks its digest, so a re-run hashes its files again but writes nothing. Its item's
+input is the asset alone (no file name), so its job id follows from content and steps only.
+
+This is trusted code run by the operator: the files it reads are the operator's. Job JSON never names
+a path (``assets.binary_source``); a JSONL line may, only with ``--allow-files`` (``jsonl.py``).
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..assets import ASSET_TYPES
+from ..blobs import CHUNK, BlobStore, blob_digest
+from ..errors import InvalidInputError
+from ..mediainfo import image_format
+
+#: Output file suffixes by media type; anything else gets the suffix of its type's main subtype.
+SUFFIX_BY_MIME = {"audio/wav": ".wav", "audio/x-wav": ".wav", "audio/mpeg": ".mp3", "audio/ogg": ".ogg",
+                  "audio/flac": ".flac", "audio/mp4": ".m4a", "audio/webm": ".weba", "video/mp4": ".mp4",
+                  "video/webm": ".webm", "video/x-matroska": ".mkv", "video/quicktime": ".mov",
+                  "image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp", "image/gif": ".gif",
+                  "image/tiff": ".tiff", "image/bmp": ".bmp", "text/plain": ".txt"}
+_AMBIGUOUS = {"video/mp4": "audio/mp4", "video/webm": "audio/webm", "video/x-matroska": "audio/x-matroska",
+              "audio/ogg": "video/ogg"}
+"""Containers whose bytes alone do not say audio or video: ffprobe's streams decide (first: the guess)."""
+
+
+@dataclass(frozen=True)
+class Sniffed:
+    """What a file holds: its asset type (audio, image, video) and media type."""
+
+    type: str
+    mime_type: str
+
+
+def sniff(path: Path) -> Sniffed:
+    """The asset type of a file from its content; ``InvalidInputError`` naming the file when it is not
+    audio, an image or a video."""
+    with open(path, "rb") as fh:
+        head = fh.read(64)
+    mime = _magic(head)
+    if mime is None or mime in _AMBIGUOUS:
+        probed = _ffprobe(path)
+        if mime is None and probed:
+            return Sniffed(probed, _probed_mime(path, probed))
+        if mime is not None and probed and not mime.startswith(probed + "/"):
+            mime = _AMBIGUOUS[mime]
+    if mime is None:
+        raise InvalidInputError(f"{path}: not audio, an image or a video (neither its first bytes nor ffprobe "
+                                "name a media format)")
+    return Sniffed(mime.split("/")[0], mime)
+
+
+def _magic(head: bytes) -> str | None:
+    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+        return "audio/wav"
+    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+        return "video/x-msvideo"
+    if head[:4] == b"fLaC":
+        return "audio/flac"
+    if head[:4] == b"OggS":
+        return "audio/ogg"
+    if head[:3] == b"ID3" or (len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0 and head[1] & 0x06):
+        return "audio/mpeg"
+    if head[4:8] == b"ftyp":
+        brand = head[8:12]
+        if brand in (b"M4A ", b"M4B "):
+            return "audio/mp4"
+        return "video/quicktime" if brand == b"qt  " else "video/mp4"
+    if head[:4] == b"\x1a\x45\xdf\xa3":
+        return "video/webm" if b"webm" in head else "video/x-matroska"
+    fmt = image_format(head)
+    return f"image/{fmt}" if fmt else None
+
+
+def _ffprobe(path: Path) -> str | None:
+    """``video`` or ``audio`` by the streams ffprobe finds, ``""`` when it reads none, None without ffprobe."""
+    if shutil.which("ffprobe") is None:
+        return None
+    try:
+        proc = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "stream=codec_type:stream_disposition="
+                               "attached_pic", "-of", "json", str(path)], capture_output=True, text=True, timeout=60)
+        streams = json.loads(proc.stdout or "{}").get("streams") or []
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        return ""
+    kinds = {s.get("codec_type") for s in streams if not (s.get("disposition") or {}).get("attached_pic")}
+    return "video" if "video" in kinds else "audio" if "audio" in kinds else ""
+
+
+def _probed_mime(path: Path, kind: str) -> str:
+    from ..assets import guess_mime
+
+    guessed = guess_mime(path.name, f"{kind}/octet-stream")
+    return guessed if guessed.startswith(kind + "/") else f"{kind}/octet-stream"
+
+
+def file_digest(path: Path) -> tuple[str, int]:
+    """SHA-256 and size of a file, read in chunks."""
+    h, size = hashlib.sha256(), 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(CHUNK):
+            h.update(chunk)
+            size += len(chunk)
+    return h.hexdigest(), size
+
+
+def put_file(store: BlobStore, path: Path, on_bytes: Callable[[int], None] | None = None) -> tuple[str, str, int, int]:
+    """A file into the store unless it holds its digest already: (uri, sha256, size, bytes written).
+
+    Hashing first costs a second read of a new file, and saves writing a file the store has (a re-run).
+    """
+    digest, size = file_digest(path)
+    if store.claim(digest):
+        return f"blob://sha256/{digest}", digest, size, 0
+    with open(path, "rb") as fh, store.writer(what=str(path)) as w:
+        while chunk := fh.read(CHUNK):
+            w.write(chunk)
+            if on_bytes:
+                on_bytes(len(chunk))
+    if w.sha256 != digest:  # the file changed between the two reads: the stored bytes are what was read
+        digest, size = w.sha256, w.size
+    return w.uri, digest, size, w.size
+
+
+def file_asset(store: BlobStore, path: Path, on_bytes: Callable[[int], None] | None = None) -> tuple[dict[str, Any], int]:
+    """The asset JSON of a file (its type by content), stored; and the bytes written for it."""
+    kind = sniff(path)
+    uri, digest, size, written = put_file(store, path, on_bytes)
+    return {"type": kind.type, "uri": uri, "sha256": digest, "size": size, "mime_type": kind.mime_type,
+            "metadata": {}}, written
+
+
+def collect_files(spec: str) -> tuple[list[Path], Path]:
+    """The regular files a folder holds (recursively, hidden ones left out) or a glob matches (``**``
+    too), sorted; and the folder output names are taken relative to."""
+    root = Path(spec)
+    if root.is_dir():
+        found = [p for p in root.rglob("*") if p.is_file() and not any(part.startswith(".")
+                                                                          for part in p.relative_to(root).parts)]
+        return sorted(found), root
+    found = [Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file()]
+    base = Path(_glob_base(spec))
+    if not found:
+        raise InvalidInputError(f"--files {spec!r}: no file matches (a folder, a file or a glob such as 'talks/*.wav')")
+    return sorted(found), base
+
+
+def _glob_base(spec: str) -> str:
+    """The folder of a glob before its first wildcard."""
+    parts = Path(spec).parts
+    fixed = []
+    for part in parts:
+        if glob.has_magic(part):
+            break
+        fixed.append(part)
+    if len(fixed) == len(parts):  # a single file named as it is
+        fixed = fixed[:-1]
+    return os.path.join(*fixed) if fixed else "."
+
+
+def output_names(relatives: Iterable[Path], suffix_of: Callable[[Path], str]) -> dict[Path, Path]:
+    """Output file names after their inputs: ``talk1.wav`` gives ``talk1.txt``; inputs that would share
+    a name (``a.wav`` and ``a.mp3``) keep their whole names (``a.wav.txt``, ``a.mp3.txt``)."""
+    rels = list(relatives)
+    plain = {rel: rel.with_suffix(suffix_of(rel)) for rel in rels}
+    taken: dict[Path, int] = {}
+    for name in plain.values():
+        taken[name] = taken.get(name, 0) + 1
+    return {rel: (name if taken[name] == 1 else rel.with_name(rel.name + suffix_of(rel))) for rel, name in plain.items()}
+
+
+def output_suffix(record: dict[str, Any]) -> str:
+    """The file suffix a result's asset is written with."""
+    asset = record.get("asset") if isinstance(record, dict) else None
+    if not isinstance(asset, dict):
+        return ".json"
+    if asset.get("type") == "text":
+        return ".txt"
+    mime = str(asset.get("mime_type") or "")
+    return SUFFIX_BY_MIME.get(mime) or ("." + mime.split("/")[-1] if "/" in mime else ".bin")
+
+
+def write_output(record: dict[str, Any], target: Path, store: BlobStore | None = None) -> int:
+    """A result's output asset as a file (text as text, media as their bytes); the bytes written.
+
+    A blob missing here is an error naming it and the store looked in: the worker wrote it to a store
+    this machine does not share (README, "Workers on other machines").
+    """
+    asset = record.get("asset") if isinstance(record, dict) else None
+    if not isinstance(asset, dict) or asset.get("type") not in ASSET_TYPES:
+        raise InvalidInputError("the result holds no output asset")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.part")
+    try:
+        if asset["type"] == "text":
+            data = str(asset.get("content", "")).encode("utf-8")
+            tmp.write_bytes(data)
+            written = len(data)
+        else:
+            written = copy_blob(str(asset.get("uri", "")), tmp, store)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return written
+
+
+def copy_blob(uri: str, target: Path | None, store: BlobStore | None = None) -> int:
+    """A blob's bytes into ``target`` (stdout's binary stream for None), streamed and checked against
+    its digest; the bytes copied."""
+    import sys
+
+    digest = blob_digest(uri)
+    if digest is None:
+        raise InvalidInputError(f"{uri[:120]!r} is not a blob reference (blob://sha256/<64 hex digits>)")
+    store = store or BlobStore()
+    source = store.path_for(digest)
+    if not source.is_file():
+        raise InvalidInputError(f"blob {uri} is not in the blob store {store.root} (MEDIACONDUIT_BLOB_DIR): the "
+                                "worker that wrote it uses another store; point this machine at it")
+    h, size = hashlib.sha256(), 0
+    with open(source, "rb") as src:
+        out = open(target, "wb") if target is not None else None
+        try:
+            while chunk := src.read(CHUNK):
+                h.update(chunk)
+                size += len(chunk)
+                (out.write if out is not None else sys.stdout.buffer.write)(chunk)
+        finally:
+            if out is not None:
+                out.close()
+    if h.hexdigest() != digest:
+        raise InvalidInputError(f"blob {uri} in {store.root} does not match its digest: the stored copy is damaged")
+    return size

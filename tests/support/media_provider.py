@@ -1,0 +1,75 @@
+"""A local audio provider for CLI tests and benchmarks: real models run by real workers, no Docker.
+
+``describe`` (audio-to-text) answers with what reached it, read from the blob store: the media type, the
+size and the SHA-256 of its bytes, so a test can tell which file an item's job was given. ``reverse``
+(audio-to-audio) returns the samples of a WAV backwards, a new blob the worker writes.
+"""
+
+from __future__ import annotations
+
+PROVIDER = '''
+import hashlib
+import time
+import wave
+import io
+
+from mediaconduit_worker import (Audio, AudioToAudioModel, AudioToTextModel, MediaCapability, MediaProvider, Text,
+                                 input_asset)
+
+
+class Describe(AudioToTextModel):
+    """The audio's media type, size and digest, from its bytes in the blob store."""
+
+    def transform(self, input, options=None):
+        started = time.perf_counter()
+        audio = input_asset(input, Audio)
+        data = audio.data
+        if (options or {}).get("fail"):
+            raise ValueError("failed on purpose")
+        text = f"{audio.mime_type} {len(data)} {hashlib.sha256(data).hexdigest()}"
+        return Text.from_string(text, metadata={"generation_prompt": self.generation_prompt(input, options, started)})
+
+
+class Reverse(AudioToAudioModel):
+    """A WAV with its frames in reverse order."""
+
+    def transform(self, input, options=None):
+        started = time.perf_counter()
+        audio = input_asset(input, Audio)
+        with wave.open(io.BytesIO(audio.data)) as src:
+            params, frames = src.getparams(), src.readframes(src.getnframes())
+        width = params.sampwidth * params.nchannels
+        backwards = b"".join(frames[i:i + width] for i in range(len(frames) - width, -1, -width))
+        out = io.BytesIO()
+        with wave.open(out, "wb") as dst:
+            dst.setparams(params)
+            dst.writeframes(backwards)
+        return Audio.from_bytes(out.getvalue(), "audio/wav",
+                                metadata={"generation_prompt": self.generation_prompt(input, options, started)})
+
+
+class SoundProvider(MediaProvider):
+    model_classes = {MediaCapability.AUDIO_TO_TEXT: Describe, MediaCapability.AUDIO_TO_AUDIO: Reverse}
+'''
+
+MANIFEST = {"id": "sound", "name": "Sound", "capabilities": ["audio-to-text", "audio-to-audio"], "main": "provider.py",
+            "exportName": "SoundProvider",
+            "models": [{"id": "describe", "capabilities": ["audio-to-text"],
+                        "parameters": {"fail": {"type": "boolean", "default": False}}},
+                       {"id": "reverse", "capabilities": ["audio-to-audio"]}]}
+CAPABILITIES = ["audio-to-text", "audio-to-audio"]
+
+
+def reversed_wav(data: bytes) -> bytes:
+    """What ``reverse`` makes of a WAV, computed here for comparison."""
+    import io
+    import wave
+
+    with wave.open(io.BytesIO(data)) as src:
+        params, frames = src.getparams(), src.readframes(src.getnframes())
+    width = params.sampwidth * params.nchannels
+    out = io.BytesIO()
+    with wave.open(out, "wb") as dst:
+        dst.setparams(params)
+        dst.writeframes(b"".join(frames[i:i + width] for i in range(len(frames) - width, -1, -width)))
+    return out.getvalue()
