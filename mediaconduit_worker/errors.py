@@ -17,6 +17,7 @@ The tree::
     ├── RouteError                    a routes file or route name that is wrong (names the route and candidate)
     ├── BudgetExceededError           a job whose estimated cost exceeds what its route's or batch's budget has left
     ├── TimeLimitError                a job that ran past its hard time limit (names provider and model)
+    ├── ReplicationError              a publish its Redis replicas did not confirm in time (MEDIACONDUIT_WAIT_REPLICAS)
     ├── ProviderExecutionError        the provider's own code raised while transforming
     │   ├── ProviderHTTPError         an API answered 4xx: wrong key, bad request, unknown model
     │   └── ProviderResponseError     an API answered something it should not have (bad JSON, no fields)
@@ -104,6 +105,11 @@ class BudgetExceededError(MediaConduitError):
 
 class TimeLimitError(MediaConduitError):
     """A job that ran past its hard time limit; raised in every pool, the message names provider and model."""
+
+
+class ReplicationError(MediaConduitError):
+    """A job published with ``MEDIACONDUIT_WAIT_REPLICAS`` that too few replicas confirmed in time. It may
+    be queued on the primary alone; it is not sent again, since a second copy would run twice."""
 
 
 class ProviderExecutionError(MediaConduitError):

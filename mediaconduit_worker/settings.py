@@ -20,6 +20,12 @@ class Settings(BaseSettings):
     """Any kombu URL; unset means the embedded Redis under ``home``."""
     result_backend: str | None = None
     """Defaults to the broker URL."""
+    sentinel_master: str = "mymaster"
+    """The master Redis Sentinel names, for ``sentinel://h1:26379;sentinel://h2:26379`` URLs."""
+    wait_replicas: int = 0
+    """Replicas that must hold a publish, an acknowledgement and a result write before it returns (Redis
+    ``WAIT``, ``worker/replicas.py``): none is lost when a replica takes over. 0: Redis' asynchronous
+    replication."""
     embedded_port: int = 6390
     """Loopback port of the embedded Redis."""
     visibility_timeout: int = 3600

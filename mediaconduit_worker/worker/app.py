@@ -23,7 +23,9 @@ from .flower import apply_flower_defaults
 from .headers import EXEC_HEADER
 from .pipeline import LEGACY_OPTIONS, STEPS, Run, named_arguments, run_steps, split_options
 from .redaction import LOG_FILTER, argsrepr, kwargsrepr, redacting, show_results_briefly
+from .redis_state import sentinel_options
 from .reliability import WORKER_LOST_RETRY_DELAY, CrashAwareRequest, celery_options
+from .replicas import waiting
 from .revokes import PersistentControl
 from .routes import capability_for, is_route, route_for
 from .transport import install as install_transport
@@ -83,7 +85,7 @@ class MediaConduitCelery(Celery):
 
     def _get_backend(self) -> Any:
         backend_cls, url = by_url(self.backend_cls or self.conf.result_backend, self.loader)
-        return redacting(backend_cls)(app=self, url=url)
+        return redacting(waiting(backend_cls, get_settings().wait_replicas))(app=self, url=url)
 
 
 def make_app() -> Celery:
@@ -118,7 +120,8 @@ def make_app() -> Celery:
         task_default_queue=DEFAULT_QUEUE,
         task_queues=[Queue(q, routing_key=q) for q in (DEFAULT_QUEUE, *CAPABILITY_QUEUES)],
         task_routes=(transform_queue,),
-        result_backend_transport_options={"visibility_timeout": settings.visibility_timeout},
+        result_backend_transport_options={"visibility_timeout": settings.visibility_timeout,
+                                          **sentinel_options(settings.effective_result_backend)},
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=True,
     )

@@ -31,7 +31,7 @@ from celery import signals
 from ..blobs import INCOMING, BlobStore
 from ..errors import ConfigurationError
 from ..settings import get_settings
-from .redis_state import CONNECT_TIMEOUT, redis_url
+from .redis_state import CONNECT_TIMEOUT, client_for
 
 log = logging.getLogger(__name__)
 LOCK_KEY = "mediaconduit-blob-gc"
@@ -40,7 +40,7 @@ _DIGEST = re.compile(rb"[0-9a-f]{64}")
 _BODY = re.compile(rb'"body"\s*:\s*"([A-Za-z0-9+/=]+)"')
 """A kombu message's body (base64) inside a queued or unacknowledged message."""
 _BATCH = 1000
-REDIS_SCHEMES = ("redis://", "rediss://", "redis+socket://", "unix://")
+REDIS_SCHEMES = ("redis://", "rediss://", "redis+socket://", "unix://", "sentinel://")
 
 
 @dataclass
@@ -116,8 +116,6 @@ def redis_clients() -> list[Any]:
     URLs are read as ``redis_state`` reads them; the clients are this sweep's own and return raw bytes
     (the state client decodes to ``str``, and one value that is not UTF-8 must not stop a sweep).
     """
-    import redis
-
     settings = get_settings()
     urls = list(dict.fromkeys([settings.effective_broker_url, settings.effective_result_backend]))
     for url in urls:
@@ -125,7 +123,7 @@ def redis_clients() -> list[Any]:
             scheme = url.split(":", 1)[0]
             raise ConfigurationError(f"blob garbage collection reads queued jobs and results from Redis; "
                                      f"{scheme}:// (the broker or result backend) is not Redis, so nothing is removed")
-    return [redis.Redis.from_url(redis_url(url), socket_connect_timeout=CONNECT_TIMEOUT) for url in urls]
+    return [client_for(url, socket_connect_timeout=CONNECT_TIMEOUT) for url in urls]
 
 
 def collect(store: BlobStore, clients: Iterable[Any], grace: float | None = None, dry_run: bool = False) -> Sweep:

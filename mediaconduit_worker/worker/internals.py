@@ -48,6 +48,11 @@ INTERNALS: tuple[Internal, ...] = (
              f"hands a received message to its consumer, as kombu's own receive does, for {_RECEIVE}"),
     Internal("kombu.transport.virtual.base:QoS._delivered", _TRANSPORT,
              "cleared at close: the channel already handed back what it held", instance=True),
+    Internal("kombu.transport.redis:Channel._put", _TRANSPORT,
+             "a publish that waits for replicas (MEDIACONDUIT_WAIT_REPLICAS): its LPUSH and the WAIT on one "
+             "connection; kombu has no public hook for a publish's write (unchanged when the setting is 0)"),
+    Internal("kombu.transport.virtual.base:Channel._get_message_priority", _TRANSPORT,
+             "the list a waiting publish writes to, as kombu's own publish picks it"),
     Internal("redis.connection:AbstractConnection._sock", _TRANSPORT,
              f"the socket of a receiver connection, to poll it (kombu reads it too), for {_RECEIVE}", instance=True),
 )

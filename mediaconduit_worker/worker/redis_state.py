@@ -5,7 +5,9 @@ limits and spend (``limits``), the result cache (``cache``), batch markers (``ba
 The policy, in one place:
 - **Which Redis**: the result backend's URL (``MEDIACONDUIT_RESULT_BACKEND``, else the broker URL), as
   given: ``redis://`` or ``rediss://`` (TLS; ``ssl_cert_reqs`` in Celery's ``CERT_REQUIRED`` spelling too),
-  user and password from the URL, ``redis+socket://`` for a Unix socket.
+  user and password from the URL, ``redis+socket://`` for a Unix socket; ``sentinel://h1:26379;sentinel://h2:26379``
+  (Celery's form) for the master Redis Sentinel names ``MEDIACONDUIT_SENTINEL_MASTER``, found again
+  after a failover.
 - **One connection pool per URL per process**, made on first use: nothing connects on import, and a forked
   child gets fresh connections (redis-py's pool checks its pid). The client decodes replies to ``str``.
 - **Retries**: a connection error or timeout is retried ``RETRIES`` times with exponential backoff from
@@ -21,11 +23,13 @@ Celery's result backend keeps its own pool for task states; the broker's connect
 from __future__ import annotations
 
 import threading
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
+from redis.sentinel import Sentinel
 
 from ..errors import MediaConduitError
 from ..settings import get_settings
@@ -49,10 +53,37 @@ def redis_url(url: str) -> str:
         scheme = "unix"
     elif scheme not in ("redis", "rediss", "unix"):
         raise MediaConduitError(
-            f"the result backend must be a Redis URL (redis://, rediss://, redis+socket://) to keep route limits, "
+            f"the result backend must be a Redis URL (redis://, rediss://, redis+socket://, sentinel://) to keep route limits, "
             f"spend, the result cache and batch state; got a {parts.scheme}:// URL")
     query = urlencode([(k, _CERT_REQS.get(v, v) if k == "ssl_cert_reqs" else v) for k, v in parse_qsl(parts.query)])
     return f"{scheme}://{parts.netloc}{parts.path}" + (f"?{query}" if query else "")
+
+
+def is_sentinel(url: str) -> bool:
+    return url.lower().startswith("sentinel://")
+
+
+def sentinel_options(url: str) -> dict[str, Any]:
+    """Celery's transport options for ``url``: the master's name when it is a ``sentinel://`` list."""
+    return {"master_name": get_settings().sentinel_master} if is_sentinel(url) else {}
+
+
+def client_for(url: str, **options: Any) -> redis.Redis:
+    """A new client of the Redis at ``url`` (a ``sentinel://`` list: of its current master), with
+    ``options`` as redis-py takes them."""
+    if not is_sentinel(url):
+        return redis.Redis.from_url(redis_url(url), **options)
+    hosts, db, password, username = [], 0, None, None
+    for chunk in url.split(";"):
+        parts = urlsplit(chunk.strip())
+        if parts.scheme.lower() != "sentinel" or not parts.hostname:
+            raise MediaConduitError(f"a Sentinel URL lists sentinel://HOST:PORT entries separated by ';'; got {chunk!r}")
+        hosts.append((parts.hostname, parts.port or 26379))
+        if parts.path.strip("/").isdigit():
+            db = int(parts.path.strip("/"))
+        password, username = password or parts.password, username or parts.username
+    sentinels = Sentinel(hosts, socket_connect_timeout=options.get("socket_connect_timeout", CONNECT_TIMEOUT))
+    return sentinels.master_for(get_settings().sentinel_master, db=db, password=password, username=username, **options)
 
 
 def state_redis(url: str | None = None) -> redis.Redis:
@@ -63,8 +94,8 @@ def state_redis(url: str | None = None) -> redis.Redis:
         with _lock:
             client = _clients.get(url)
             if client is None:
-                client = _clients[url] = redis.Redis.from_url(
-                    redis_url(url), decode_responses=True, socket_connect_timeout=CONNECT_TIMEOUT,
+                client = _clients[url] = client_for(
+                    url, decode_responses=True, socket_connect_timeout=CONNECT_TIMEOUT,
                     socket_keepalive=True, health_check_interval=30,
                     retry=Retry(ExponentialBackoff(cap=RETRY_CAP, base=RETRY_BASE), RETRIES),
                     retry_on_error=[redis.ConnectionError, redis.TimeoutError])

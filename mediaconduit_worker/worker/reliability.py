@@ -27,6 +27,7 @@ from ..errors import InvalidInputError, PoisonJobError, TransientError
 from ..payload import refuse_size
 from ..settings import get_settings
 from .redaction import argsrepr, kwargsrepr
+from .redis_state import sentinel_options
 from .revokes import end_unrun, why_not_run
 from .shutdown import refused_while_stopping
 
@@ -141,6 +142,9 @@ def celery_options() -> dict[str, Any]:
             "unacked_mutex_expire": 30,
             # A worker's jobs come back this long after it stopped renewing its lease (worker/consumers.py).
             "lease_seconds": settings.worker_lease,
+            # A publish and an acknowledgement wait for this many replicas (worker/replicas.py).
+            "wait_replicas": settings.wait_replicas,
+            **sentinel_options(settings.effective_broker_url),
         },
         # A job redelivered after its worker died whose SUCCESS is already stored is not run again.
         "worker_deduplicate_successful_tasks": True,

@@ -58,10 +58,12 @@ import redis.exceptions
 from kombu.transport import TRANSPORT_ALIASES, virtual
 from kombu.transport import redis as kombu_redis
 from kombu.utils.encoding import bytes_to_str
-from kombu.utils.json import loads
+from kombu.utils.json import dumps, loads
 
+from ..errors import ReplicationError
 from .consumers import OPEN, REDELIVERED_MARK, inflight_key, new_consumer_id, reclaim, renew, requeue
 from .keeper import keeper
+from .replicas import WAIT_TIMEOUT_MS, write_and_wait
 
 log = logging.getLogger(__name__)
 RECEIVE = "RECEIVE"
@@ -114,7 +116,9 @@ class Channel(kombu_redis.Channel):
     QoS = QoS
     priority_steps = [0]
     lease_seconds = 15.0
-    from_transport_options: tuple[str, ...] = (*kombu_redis.Channel.from_transport_options, "lease_seconds")  # type: ignore[assignment]
+    wait_replicas = 0
+    from_transport_options: tuple[str, ...] = (  # type: ignore[assignment]
+        *kombu_redis.Channel.from_transport_options, "lease_seconds", "wait_replicas")
     _shared_client: Any = None
 
     def __init__(self, connection: Any, **kwargs: Any) -> None:
@@ -299,12 +303,33 @@ class Channel(kombu_redis.Channel):
                 return message
         return None
 
+    # -- publishing -----------------------------------------------------------------------------
+    def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
+        """kombu's publish, or with ``wait_replicas`` the same ``LPUSH`` followed by ``WAIT`` on its connection."""
+        if not self.wait_replicas or kwargs.get("_publish_batch") is not None:
+            return super()._put(queue, message, **kwargs)
+        key = self._q_for_pri(queue, self._get_message_priority(message, reverse=False))
+        with self.conn_or_acquire() as client:
+            _, confirmed = write_and_wait(client, self.wait_replicas, ("LPUSH", key, dumps(message)))
+        if confirmed < self.wait_replicas:
+            raise ReplicationError(
+                f"a job published to {queue!r} reached {confirmed} of {self.wait_replicas} Redis replicas in "
+                f"{WAIT_TIMEOUT_MS} ms (MEDIACONDUIT_WAIT_REPLICAS); it may be queued on the primary alone")
+        return None
+
     # -- acknowledgements ------------------------------------------------------------------------
     def forget(self, delivery_tag: Any) -> None:
         """Done with a message (acked, or rejected for good): out of the in-flight list."""
         held = self._held.pop(delivery_tag, None)
-        if held is not None:
+        if held is None:
+            return
+        if not self.wait_replicas:
             self._create_client().lrem(held[0], 1, held[2])
+            return
+        _, confirmed = write_and_wait(self._create_client(), self.wait_replicas, ("LREM", held[0], 1, held[2]))
+        if confirmed < self.wait_replicas:
+            log.warning("an acknowledgement reached %d of %d Redis replicas; after a failover its job may come "
+                        "back (and return its stored result)", confirmed, self.wait_replicas)
 
     def requeue(self, delivery_tag: Any) -> None:
         """A rejected message goes back to the front of its queue (if a sweep has not already moved it)."""
@@ -383,14 +408,28 @@ class Transport(kombu_redis.Transport):
         self.cycle = Poller()  # type: ignore[assignment]
 
 
+class SentinelChannel(Channel, kombu_redis.SentinelChannel):
+    """This transport's channel on the master Redis Sentinel names (``sentinel://`` URLs; kombu's own
+    discovery, so every new connection after a failover goes to the promoted replica)."""
+
+    from_transport_options = (*Channel.from_transport_options, *(  # type: ignore[assignment]
+        o for o in kombu_redis.SentinelChannel.from_transport_options if o not in Channel.from_transport_options))
+
+
+class SentinelTransport(Transport):
+    default_port = 26379  # type: ignore[assignment]
+    Channel = SentinelChannel
+
+
 def hand_back_all() -> int:
     """Hand back what every open consumer of this process holds (see the module's docstring); how many."""
     return sum(consumer.hand_back() for consumer in list(OPEN) if not consumer.closed)
 
 
 def install(stock: bool = False) -> None:
-    """Serve redis:// and rediss:// broker URLs with this transport in this process (kombu looks the
+    """Serve redis://, rediss:// and sentinel:// broker URLs with this transport in this process (kombu looks the
     scheme up in its public alias table when it connects), so URLs, Celery's banner and Flower's broker
     view stay ``redis://``. ``stock``: kombu's own Redis transport."""
     target = "kombu.transport.redis:Transport" if stock else f"{__name__}:Transport"
-    TRANSPORT_ALIASES.update(redis=target, rediss=target)
+    sentinel = "kombu.transport.redis:SentinelTransport" if stock else f"{__name__}:SentinelTransport"
+    TRANSPORT_ALIASES.update(redis=target, rediss=target, sentinel=sentinel)
