@@ -98,6 +98,13 @@ class Settings(BaseSettings):
     installation_secret: SecretStr | None = None
     """Keys this installation's HMACs (cache keys, batch headers, batch ids); the same on every producer and
     worker. Unset: a random one created once in ``home/installation-secret``."""
+    gateway_max_body_bytes: int = 16 * 1024 * 1024
+    """Largest request body the HTTP gateway reads, uploads apart (a job's JSON is capped again at
+    ``max_job_bytes``)."""
+    gateway_max_upload_bytes: int = 512 * 1024 * 1024
+    """Largest file ``POST /v1/files`` stores; the upload stops at it and nothing of it is kept."""
+    gateway_auth_failures: int = 10
+    """Bad API keys one client address may send per minute before the gateway answers 429 to it."""
     flower_auth: str | None = None
     """``user:password`` for Flower's basic auth."""
     flower_address: str = "127.0.0.1"

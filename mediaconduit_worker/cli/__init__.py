@@ -7,8 +7,10 @@ from .blobs import blobs
 from .cache import cache
 from .cancel import cancel
 from .demo import demo
+from .gateway import gateway
 from .get import get
 from .jobs import submit
+from .keys import keys
 from .monitor import flower, status
 from .output import Main
 from .providers import providers
@@ -30,7 +32,8 @@ def main(debug: bool) -> None:
     """
 
 
-for _command in (batch, blobs, broker, cache, cancel, demo, flower, get, providers, replay, routes, services, status, submit, worker):
+for _command in (batch, blobs, broker, cache, cancel, demo, flower, gateway, get, keys, providers, replay, routes, services,
+                 status, submit, worker):
     main.add_command(_command)
 
 __all__ = ["main"]

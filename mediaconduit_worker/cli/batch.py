@@ -45,27 +45,17 @@ def absolute_provider(provider: str) -> str:
 
 
 def check_step(provider: str, model: str | None, options: dict[str, Any]) -> str:
-    """The step's capability (its queue), or a clear error before anything is queued."""
-    from ..errors import UnknownModelError
-    from ..manifest import refuse_bad_options, undeclared_options
-    from ..worker.loader import get_registry
-    from ..worker.pipeline.job import LEGACY_OPTIONS
-    from ..worker.routes import is_route, resolve_capability, route_for
+    """The step's capability (its queue), or a clear error before anything is queued
+    (``worker/checks.py``; undeclared options are warned about on stderr)."""
+    from ..worker.checks import check_step as checked
+    from ..worker.routes import is_route
 
-    if is_route(provider):
-        return route_for(provider, model, options).capability.value
-    if not model:
+    if not model and not is_route(provider):
         raise click.UsageError(f"provider {provider}: --model is required (only a route:NAME chooses its own)")
-    manifest, _ = get_registry().manifest(provider)
-    if manifest.models and not manifest.dynamic_models and manifest.model_entry(model) is None:
-        known = ", ".join(m.id for m in manifest.models)
-        raise UnknownModelError(f"provider {manifest.id!r} has no model {model!r} (models: {known})")
-    own = {k: v for k, v in options.items() if k not in LEGACY_OPTIONS}
-    who = f"provider {manifest.id!r} model {model!r}"
-    refuse_bad_options(manifest.parameters_of(model), own, who)
-    for warning in undeclared_options(manifest.parameters_of(model), own, who):
+    step = checked(provider, model, options)
+    for warning in step.warnings:
         click.echo(f"warning: {warning}", err=True)
-    return resolve_capability(provider, model, options).value
+    return step.queue
 
 
 def _item_error(item: InputItem) -> BadLine | None:

@@ -175,6 +175,16 @@ class RoutingState:
             return
         self.redis.blpop([_ckey(c, "free") for c in cids], timeout=max(timeout, 0.01))
 
+    def count_request(self, cid: str, rpm: int, window: float = 60.0) -> Denied | None:
+        """Count one request against ``rpm`` per ``window`` for ``cid`` (an API tenant), or say how long until
+        one more is allowed: the rate window of ``acquire``, with no concurrency slot held afterwards."""
+        reply = self._acquire(
+            keys=[_ckey(cid, "cool"), _ckey(cid, "inflight"), _ckey(cid, "rate"), _ckey(cid, "tokens")],
+            args=[named(lease=uuid.uuid4().hex, lease_ttl_ms=1, max_concurrency=0, rpm=rpm, window_ms=_ms(window),
+                        tpm=0, est_tokens=0)],
+        )
+        return None if int(reply[0]) == 1 else Denied(_text(reply[1]), max(int(reply[2]), 0) / 1000.0)
+
     def in_flight(self, cids: Sequence[str]) -> list[int]:
         """Calls in flight per candidate, cluster-wide (leases of dead processes that expired left out)."""
         return [int(n) for n in self._counts(keys=[_ckey(c, "inflight") for c in cids])]

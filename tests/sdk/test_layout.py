@@ -14,7 +14,7 @@ from pathlib import Path
 from conftest import REPO
 
 PACKAGE = REPO / "mediaconduit_worker"
-RUNTIME = ("worker", "services", "batch", "cli")
+RUNTIME = ("worker", "services", "batch", "cli", "gateway")
 
 
 def _module_name(path: Path) -> str:

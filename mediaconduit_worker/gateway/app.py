@@ -1,0 +1,131 @@
+"""The HTTP gateway's ASGI app: ``create_app(settings)``. Each concern is its own module with its own
+``APIRouter`` (jobs, files, ...); this module only assembles them, with auth, problem+json errors and
+body caps. The app keeps no state of its own: everything is in Redis, so several gateways can serve
+behind one load balancer. Nothing connects when the app is made; Redis is reached on the first request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from ..settings import Settings
+from . import files, jobs
+from .context import Gateway
+from .problems import Problem, install, response
+from .tenants import KeyStore
+
+log = logging.getLogger(__name__)
+ROUTERS = (jobs.router, files.router)
+"""Every router of the API, in the order the OpenAPI document lists them."""
+DEADLINE_SWEEP = 1.0
+"""Seconds between looks for jobs whose ``cancel_after`` passed."""
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+class BodyTooLarge(Exception):
+    def __init__(self, cap: int, setting: str) -> None:
+        super().__init__(f"the request body is over {cap:,} bytes ({setting})")
+        self.cap, self.setting = cap, setting
+
+
+class BodyCap:
+    """Refuses a request body over its cap (``Content-Length`` at once, a chunked body as it arrives):
+    uploads have ``MEDIACONDUIT_GATEWAY_MAX_UPLOAD_BYTES``, everything else ``MEDIACONDUIT_GATEWAY_MAX_BODY_BYTES``."""
+
+    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], settings: Settings) -> None:
+        self.app, self.settings = app, settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        upload = scope["path"] == "/v1/files"
+        cap = self.settings.gateway_max_upload_bytes + 64 * 1024 if upload else self.settings.gateway_max_body_bytes
+        setting = "MEDIACONDUIT_GATEWAY_MAX_UPLOAD_BYTES" if upload else "MEDIACONDUIT_GATEWAY_MAX_BODY_BYTES"
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > cap:
+            await _too_large(BodyTooLarge(cap, setting), scope, send)
+            return
+        seen = 0
+
+        async def capped() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > cap:
+                    raise BodyTooLarge(cap, setting)
+            return message
+
+        await self.app(scope, capped, send)
+
+
+async def _too_large(exc: BodyTooLarge, scope: Scope, send: Send) -> None:
+    problem = Problem(413, "too-large", "Request body too large", str(exc), field="body", value=None)
+    reply = response(problem, scope.get("path"))
+    await reply(scope, _nothing, send)
+
+
+async def _nothing() -> Message:
+    return {"type": "http.disconnect"}
+
+
+def _sweep_deadlines(gw: Gateway, stop: threading.Event) -> None:
+    """Cancel jobs whose ``cancel_after`` passed. Every gateway sweeps; ``ZREM`` gives each job to one."""
+    from .records import JobRecord
+    from .submit import DEADLINES
+
+    while not stop.wait(DEADLINE_SWEEP):
+        try:
+            due = gw.redis.zrangebyscore(DEADLINES, "-inf", gw.redis.time()[0], start=0, num=100)
+            for job_id in due:
+                if gw.redis.zrem(DEADLINES, job_id):
+                    record = JobRecord.load(gw.redis, job_id)
+                    if record is not None:
+                        jobs.cancel(record, "canceled at its deadline (cancel_after)")
+        except Exception as exc:  # Redis away for a moment: the next sweep catches up
+            log.warning("deadline sweep: %s", exc)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The gateway for ``settings``; Redis is reached on the first request, not here."""
+    from ..worker.redis_state import state_redis
+
+    state = state_redis(settings.effective_result_backend)
+    gw = Gateway(settings, state, state_redis(settings.effective_broker_url), KeyStore(state))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        stop = threading.Event()
+        sweeper = threading.Thread(target=_sweep_deadlines, args=(gw, stop), name="deadline-sweep", daemon=True)
+        sweeper.start()
+        yield
+        stop.set()
+        sweeper.join(timeout=5)
+
+    app = FastAPI(title="MediaConduit Worker HTTP API", version="1", lifespan=lifespan,
+                  description="Jobs from any language: create, read, list and cancel transforms, upload and download "
+                              "files. Every call needs `Authorization: Bearer KEY`. Errors are RFC 9457 problem+json.")
+    app.state.gateway = gw
+    install(app)
+
+    @app.exception_handler(BodyTooLarge)
+    async def _too_large_handler(request: Request, exc: BodyTooLarge) -> JSONResponse:
+        return response(Problem(413, "too-large", "Request body too large", str(exc), field="body", value=None),
+                        request.url.path)
+
+    for router in ROUTERS:
+        app.include_router(router)
+    app.add_middleware(BodyCap, settings=settings)
+    return app

@@ -1,0 +1,58 @@
+"""``Authorization: Bearer KEY`` on every call, and a brake on guessing keys.
+
+A client address that sent ``MEDIACONDUIT_GATEWAY_AUTH_FAILURES`` bad keys within a minute gets 429 for
+the rest of that minute, before its key is even looked at, so a key cannot be found by trying: the count
+is in Redis, shared by every gateway behind a load balancer.
+"""
+
+from __future__ import annotations
+
+from fastapi import Request
+
+from .context import Gateway, gateway_of
+from .problems import Problem
+from .tenants import Tenant
+
+FAILURE_WINDOW = 60
+"""Seconds over which failed keys of one client address are counted."""
+
+
+def _unauthorized(detail: str) -> Problem:
+    return Problem(401, "unauthorized", "Unauthorized", detail, field="Authorization", value=None,
+                   headers={"WWW-Authenticate": 'Bearer realm="mediaconduit"'})
+
+
+def _failures_key(request: Request) -> str:
+    host = request.client.host if request.client else "unknown"
+    return f"mediaconduit:gateway:authfail:{host}"
+
+
+def _refuse_if_guessing(gw: Gateway, request: Request) -> None:
+    count = gw.redis.get(_failures_key(request))
+    if count is not None and int(count) >= gw.settings.gateway_auth_failures:
+        wait = max(int(gw.redis.ttl(_failures_key(request))), 1)
+        raise Problem(429, "too-many-failed-keys", "Too many failed keys",
+                      f"{int(count)} bad keys from this address within {FAILURE_WINDOW} s; try again in {wait} s",
+                      headers={"Retry-After": str(wait)})
+
+
+def _count_failure(gw: Gateway, request: Request) -> None:
+    with gw.redis.pipeline() as pipe:
+        pipe.set(_failures_key(request), 0, ex=FAILURE_WINDOW, nx=True)  # the window starts at the first failure
+        pipe.incr(_failures_key(request))
+        pipe.execute()
+
+
+def tenant(request: Request) -> Tenant:
+    """The tenant of the request's bearer key (a FastAPI dependency); 401 without a valid key."""
+    gw = gateway_of(request)
+    _refuse_if_guessing(gw, request)
+    header = request.headers.get("authorization", "")
+    scheme, _, key = header.partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise _unauthorized("send 'Authorization: Bearer KEY' (`mediaconduit keys create --tenant NAME` makes a key)")
+    found = gw.keys.lookup(key.strip())
+    if found is None:
+        _count_failure(gw, request)
+        raise _unauthorized("the key is unknown or revoked")
+    return found

@@ -1,0 +1,161 @@
+"""A real gateway process (``mediaconduit gateway`` on uvicorn), real workers and the suite's Redis, and
+clients that know the API only from the gateway's own ``/openapi.json``, with plain ``httpx``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from conftest import RUN_DIR, free_port, publish
+
+SLOW_PROVIDER = '''
+import time
+from mediaconduit_worker import MediaCapability, MediaProvider, Text, TextToTextModel, input_text
+
+
+class Sleep(TextToTextModel):
+    def transform(self, input, options=None):
+        time.sleep(float((options or {}).get("seconds", 1)))
+        return Text.from_string("slept: " + input_text(input))
+
+
+class SlowProvider(MediaProvider):
+    model_classes = {MediaCapability.TEXT_TO_TEXT: Sleep, MediaCapability.VIDEO_TO_AUDIO: Sleep}
+'''
+#: A capability no worker of the suite serves: jobs of the ``parked`` model stay queued.
+PARKED_CAPABILITY = "video-to-audio"
+#: The upload cap of the test gateway (small, so the cap is tested without big files).
+MAX_UPLOAD = 2 * 1024 * 1024
+MAX_BODY = 1024 * 1024
+AUTH_FAILURES = 5
+
+
+@pytest.fixture(scope="session")
+def slow_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A provider with a ``sleep`` model (text-to-text) and a ``parked`` one (a capability nobody serves)."""
+    folder = tmp_path_factory.mktemp("slow-provider")
+    (folder / "provider.py").write_text(SLOW_PROVIDER)
+    (folder / "MediaConduit.provider.yml").write_text(
+        "id: slow-provider\nname: Slow\ntype: local\nmain: provider.py\nexportName: SlowProvider\nmodels:\n"
+        "  - {id: sleep, capabilities: [text-to-text], parameters: {seconds: {type: number}}}\n"
+        f"  - {{id: parked, capabilities: [{PARKED_CAPABILITY}]}}\n")
+    return publish(folder, "slow-provider", org="tests")
+
+
+class GatewayProcess:
+    """``mediaconduit gateway`` in its own process group, its log kept for failure messages."""
+
+    def __init__(self, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = RUN_DIR / f"gateway-{uuid.uuid4().hex[:6]}.log"
+        environ = {**os.environ, **(env or {})}
+        self.proc = subprocess.Popen([sys.executable, "-m", "mediaconduit_worker.cli", "gateway", "--port", str(self.port)],
+                                     stdout=open(self.log, "wb"), stderr=subprocess.STDOUT, env=environ,
+                                     start_new_session=True)
+
+    def wait_ready(self, timeout: float = 60) -> GatewayProcess:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the gateway exited with {self.proc.returncode}:\n{self.log_text()[-3000:]}")
+            try:
+                if httpx.get(self.url + "/openapi.json", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"the gateway did not answer within {timeout:g}s:\n{self.log_text()[-3000:]}")
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> None:
+        from mediaconduit_worker.cli.worker import stop_process
+
+        stop_process(self.proc)
+
+
+GATEWAY_ENV = {
+    "MEDIACONDUIT_PROVIDER_ALLOW": "https://github.com/MediaConduit/,https://github.com/tests/",
+    "MEDIACONDUIT_GATEWAY_MAX_UPLOAD_BYTES": str(MAX_UPLOAD),
+    "MEDIACONDUIT_GATEWAY_MAX_BODY_BYTES": str(MAX_BODY),
+    "MEDIACONDUIT_GATEWAY_AUTH_FAILURES": str(AUTH_FAILURES),
+}
+
+
+@pytest.fixture(scope="session")
+def gateway() -> Iterator[GatewayProcess]:
+    proc = GatewayProcess(GATEWAY_ENV).wait_ready()
+    yield proc
+    proc.stop()
+
+
+class API:
+    """A client written from the OpenAPI document: ``api.call("createJob", json=...)`` finds the operation's
+    method and path there; nothing else about the API is known to it."""
+
+    def __init__(self, base: str, key: str | None, document: dict[str, Any], **client: Any) -> None:
+        self.base, self.key, self.document = base, key, document
+        self.http = httpx.Client(base_url=base, timeout=90, **client)
+        self.operations = {op["operationId"]: (method.upper(), path)
+                           for path, item in document["paths"].items() for method, op in item.items()}
+
+    def call(self, operation: str, path: dict[str, str] | None = None, headers: dict[str, str] | None = None,
+             **request: Any) -> httpx.Response:
+        method, template = self.operations[operation]
+        url = template.format(**(path or {}))
+        auth = {"Authorization": f"Bearer {self.key}"} if self.key else {}
+        return self.http.request(method, url, headers={**auth, **(headers or {})}, **request)
+
+    def as_key(self, key: str | None, **client: Any) -> API:
+        return API(self.base, key, self.document, **client)
+
+
+def create_key(tenant: str, *args: str, env: dict[str, str] | None = None) -> str:
+    """``mediaconduit keys create --tenant TENANT --json``: the key."""
+    out = subprocess.run([sys.executable, "-m", "mediaconduit_worker.cli", "keys", "create", "--tenant", tenant, *args,
+                          "--json"], capture_output=True, text=True, env={**os.environ, **(env or {})})
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)["key"]
+
+
+@pytest.fixture(scope="session")
+def openapi(gateway: GatewayProcess) -> dict[str, Any]:
+    return httpx.get(gateway.url + "/openapi.json").json()
+
+
+@pytest.fixture(scope="session")
+def alice(gateway: GatewayProcess, openapi: dict[str, Any]) -> Iterator[API]:
+    api = API(gateway.url, create_key(f"alice-{uuid.uuid4().hex[:6]}"), openapi)
+    yield api
+    api.http.close()
+
+
+@pytest.fixture(scope="session")
+def bob(gateway: GatewayProcess, openapi: dict[str, Any]) -> Iterator[API]:
+    api = API(gateway.url, create_key(f"bob-{uuid.uuid4().hex[:6]}"), openapi)
+    yield api
+    api.http.close()
+
+
+def wait_finished(api: API, job_id: str, timeout: float = 120) -> dict[str, Any]:
+    """The job once its status is final (read with ``Prefer: wait``, as a client would)."""
+    end = time.monotonic() + timeout
+    while True:
+        job = api.call("getJob", {"job_id": job_id}, headers={"Prefer": "wait=10"}).json()
+        if job["status"] in ("succeeded", "failed", "canceled", "expired") or time.monotonic() > end:
+            return job
+
+
+def repo_path(*parts: str) -> Path:
+    return Path(__file__).resolve().parents[2].joinpath(*parts)
