@@ -105,6 +105,9 @@ class Settings(BaseSettings):
     """Largest file ``POST /v1/files`` stores; the upload stops at it and nothing of it is kept."""
     gateway_auth_failures: int = 10
     """Bad API keys one client address may send per minute before the gateway answers 429 to it."""
+    log_format: Literal["text", "json"] = "text"
+    """``json``: a worker's log lines as JSON objects, with the running job's task id, provider, model, route,
+    tenant and trace id (``worker/logformat.py``)."""
     flower_auth: str | None = None
     """``user:password`` for Flower's basic auth."""
     flower_address: str = "127.0.0.1"

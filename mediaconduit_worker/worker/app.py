@@ -18,9 +18,11 @@ from kombu import Queue
 from ..capabilities import MediaCapability
 from ..payload import check_job
 from ..settings import get_settings
+from . import tracing
 from .broker import ensure_broker
 from .flower import apply_flower_defaults
 from .headers import EXEC_HEADER
+from .logformat import use_json
 from .pipeline import LEGACY_OPTIONS, STEPS, Run, named_arguments, run_steps, split_options
 from .redaction import LOG_FILTER, argsrepr, kwargsrepr, redacting, show_results_briefly
 from .redis_state import sentinel_options
@@ -147,10 +149,13 @@ def _show_results_briefly(**_: Any) -> None:
 @signals.after_setup_logger.connect
 @signals.after_setup_task_logger.connect
 def _redact_logs(logger: Any = None, **_: Any) -> None:
-    """Every handler of the worker's loggers scrubs secrets from what it writes."""
+    """Every handler of the worker's loggers scrubs secrets from what it writes (as JSON lines when
+    ``MEDIACONDUIT_LOG_FORMAT=json``)."""
     for handler in getattr(logger, "handlers", []):
         if LOG_FILTER not in handler.filters:
             handler.addFilter(LOG_FILTER)
+    if logger is not None and get_settings().log_format == "json":
+        use_json(logger)
 
 
 #: Bounds transient retries and redeliveries after a lost worker process alike: Celery counts both
@@ -172,7 +177,11 @@ class TransformTask(Task):
         options.setdefault("time_limit", None)
         options.setdefault("soft_time_limit", None)
         args, kwargs = with_exec_header(args, kwargs, options)
-        return super().apply_async(args, kwargs, **options)
+        if tracing.tracer() is None:
+            return super().apply_async(args, kwargs, **options)
+        options["headers"] = headers = dict(options.get("headers") or {})  # the trace context goes in a copy
+        with tracing.sending(self.name, headers, options.get("queue")):
+            return super().apply_async(args, kwargs, **options)
 
     def _get_exec_options(self) -> dict[str, Any]:
         # Only the options this task sets: Celery passes each one down five calls that take **options,

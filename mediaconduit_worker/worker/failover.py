@@ -25,6 +25,7 @@ from ..http import fail_fast
 from ..pricing import job_size
 from ..redaction import redact_text
 from ..settings import get_settings
+from . import tracing
 from .calls import BUDGET_RECHECK, Meter, Served, batch_scope, execute, hold_budget, prepare
 from .limits import Denied, Lease, RoutingState, get_state
 from .reliability import TRANSIENT_EXCEPTIONS
@@ -180,6 +181,14 @@ class RouteRun:
         return self.call(cand, got, waited)
 
     def call(self, cand: Candidate, lease: Lease, waited: float) -> Served | None:
+        with tracing.attempt(cand.index, cand.provider, cand.model) as span:
+            served = self._call(cand, lease, waited)
+            if span is not None:
+                span.set_attribute("mediaconduit.outcome", "served" if served else
+                                   self.attempts[-1].skipped or self.attempts[-1].error or "failed")
+            return served
+
+    def _call(self, cand: Candidate, lease: Lease, waited: float) -> Served | None:
         attempt = Attempt(cand, waited=waited)
         self.attempts.append(attempt)
         started = time.perf_counter()

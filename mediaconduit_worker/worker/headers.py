@@ -6,3 +6,5 @@ EXEC_HEADER = "mediaconduit_exec"
 BATCH_HEADER = "mediaconduit_batch"
 """A batch's job: ``{"id": batch id, "budget_usd": float or None, "sig": HMAC}``, signed for the job by the
 batch's producer and checked by the worker before anything is charged (``signing.py``)."""
+TENANT_HEADER = "mediaconduit_tenant"
+"""The HTTP gateway's tenant of a job, for its log lines, metrics and traces (set by the gateway only)."""

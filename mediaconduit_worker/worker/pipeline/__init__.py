@@ -6,19 +6,21 @@ first; a step's work after ``proceed()`` happens in the reverse order:
 1. ``scrub``: errors leave with the job's secrets scrubbed;
 2. ``interrupt``: a cancelled job ends REVOKED, one a shutdown interrupted goes back to the queue;
 3. ``validate``: the message becomes a ``Job``;
-4. ``retry``: a transient failure goes back to the queue with backoff;
-5. ``deadline``: the rest runs under the job's hard time limit;
-6. ``pin``: a replayed job's service at its recorded commit;
-7. ``cached``: the opt-in result cache answers, or stores what the rest made;
-8. ``result``: the result record is built;
-9. ``provenance``: the generation prompt is completed;
-10. ``serve``: the provider's model runs, directly or through a route.
+4. ``observe``: the job's labels for log lines, and its span when tracing is on;
+5. ``retry``: a transient failure goes back to the queue with backoff;
+6. ``deadline``: the rest runs under the job's hard time limit;
+7. ``pin``: a replayed job's service at its recorded commit;
+8. ``cached``: the opt-in result cache answers, or stores what the rest made;
+9. ``result``: the result record is built;
+10. ``provenance``: the generation prompt is completed;
+11. ``serve``: the provider's model runs, directly or through a route.
 """
 
 from .cached import answer_from_cache
 from .deadline import hold_deadline
 from .interrupt import stop_when_interrupted
 from .job import LEGACY_OPTIONS, Execution, Job, named_arguments, split_options
+from .observe import observe
 from .pin import pin_service
 from .provenance import complete_provenance
 from .result import build_result
@@ -32,6 +34,7 @@ STEPS: tuple[Step, ...] = (
     scrub_secrets,
     stop_when_interrupted,
     validate,
+    observe,
     retry_transient,
     hold_deadline,
     pin_service,
@@ -55,6 +58,7 @@ __all__ = [
     "hold_deadline",
     "job_secrets",
     "named_arguments",
+    "observe",
     "pin_service",
     "retry_transient",
     "run_steps",
