@@ -20,7 +20,7 @@ from common import (
     RAW_QUEUE,
     git_mirror,
     isolated_environment,
-    percentile,
+    round_trips,
     row,
     senders,
     start_celery,
@@ -29,18 +29,6 @@ from common import (
 )
 
 HOME = isolated_environment()
-
-
-def round_trips(send, count: int) -> tuple[float, float]:
-    """p50 and p99 (ms) of ``count`` sequential send-and-wait round trips, after a warm-up."""
-    for _ in range(20):
-        send().get(timeout=60)  # warm up: provider loaded, connections open
-    times = []
-    for _ in range(count):
-        t = time.perf_counter()
-        send().get(timeout=60)
-        times.append((time.perf_counter() - t) * 1000)
-    return percentile(times, 50), percentile(times, 99)
 
 
 def resolution(url: str) -> dict[str, float]:

@@ -129,6 +129,18 @@ def throughput(send, count: int) -> float:
     return count / (time.perf_counter() - t)
 
 
+def round_trips(send, count: int) -> tuple[float, float]:
+    """p50 and p99 (ms) of ``count`` sequential send-and-wait round trips, after a warm-up."""
+    for _ in range(20):
+        send().get(timeout=60)  # warm up: provider loaded, connections open
+    times = []
+    for _ in range(count):
+        t = time.perf_counter()
+        send().get(timeout=60)
+        times.append((time.perf_counter() - t) * 1000)
+    return percentile(times, 50), percentile(times, 99)
+
+
 def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] if len(values) > 1 else values[0]
 

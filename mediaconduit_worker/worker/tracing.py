@@ -27,6 +27,7 @@ import os
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, nullcontext
+from contextvars import ContextVar
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -35,8 +36,10 @@ _lock = threading.Lock()
 _tracer: Any = None
 _decided = False
 
-DELIVERY_CONTEXT = "mediaconduit_trace"
-"""Where a delivery's span context is kept on its Celery request, for the publishes that follow its body."""
+_last_delivery: ContextVar[Any] = ContextVar("mediaconduit_last_delivery", default=None)
+"""The span context of the delivery this thread ran last. Celery sends a chain's next step after the
+task's body returned, outside its span; that publish is made a child of the delivery it follows. Each
+delivery replaces it (a worker's thread runs one job at a time; a producer never sets it)."""
 
 _OPERATIONS = {"text-to-text": "chat", "text-to-image": "generate_content", "text-to-audio": "generate_content",
                "text-to-video": "generate_content", "image-to-image": "generate_content",
@@ -117,15 +120,13 @@ def inject(headers: dict[str, Any]) -> None:
 
 @contextmanager
 def sending(task_name: str, headers: dict[str, Any], queue: str | None) -> Iterator[None]:
-    """A publish's span; its context goes into ``headers``. Celery sends a chain's next step after the
-    task's body returned, outside its span: that publish is a child of the delivery it follows."""
-    from celery import current_task
+    """A publish's span; its context goes into ``headers``."""
     from opentelemetry import trace
     from opentelemetry.trace import SpanKind
 
-    parent = None
-    if not trace.get_current_span().get_span_context().is_valid and current_task:
-        parent = getattr(current_task.request, DELIVERY_CONTEXT, None)
+    parent = _last_delivery.get()
+    if parent is not None and trace.get_current_span().is_recording():
+        parent = None  # inside a span (a provider's code sending a job): that span is the parent
     with _tracer.start_as_current_span(f"send {task_name}", context=parent, kind=SpanKind.PRODUCER, attributes={
             "messaging.system": "redis", "messaging.operation.type": "send",
             "messaging.destination.name": queue or ""}):
@@ -145,7 +146,7 @@ def consuming(request: Any, capability: str, attributes: dict[str, Any]) -> Iter
     with _tracer.start_as_current_span(f"transform {capability}", context=parent, kind=SpanKind.CONSUMER,
                                        attributes=attributes, record_exception=False,
                                        set_status_on_exception=False) as span:
-        setattr(request, DELIVERY_CONTEXT, trace.set_span_in_context(span))
+        _last_delivery.set(trace.set_span_in_context(span))
         yield span
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -17,9 +18,9 @@ MASTER = "mymaster"
 
 
 def _free_port() -> int:
-    from conftest import free_port
-
-    return free_port()
+    with socket.socket() as s:  # not conftest's: the benchmarks use this group too
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 class Node:

@@ -128,11 +128,14 @@ def test_traces_follow_a_chain_and_a_route_from_producer_to_provider_call(tmp_pa
                              text=True, timeout=180, env={**os.environ, **otel, "OTEL_SERVICE_NAME": "producer"})
         assert out.returncode == 0, out.stderr[-3000:]
         assert json.loads(out.stdout) == {"chain": INPUT.upper()[::-1], "route": 2}
-        deadline = time.monotonic() + 30
-        while sum(s["name"].startswith("transform") for s in server.spans) < 3:  # type: ignore[attr-defined]
+        deadline = time.monotonic() + 60
+
+        def count(prefix: str) -> int:
+            return sum(s["name"].startswith(prefix) for s in server.spans)  # type: ignore[attr-defined]
+
+        while count("transform") < 3 or count("attempt") < 2 or count("send") < 3:  # each process exports in batches
             assert time.monotonic() < deadline, server.spans  # type: ignore[attr-defined]
             time.sleep(0.2)
-        time.sleep(1)  # the last batch of each process
     finally:
         worker.stop()
         apis.stop()
