@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery, Task, signals
-from celery.app.backends import by_url
 from kombu import Queue
 
 from ..capabilities import MediaCapability
@@ -24,7 +23,7 @@ from .flower import apply_flower_defaults
 from .headers import EXEC_HEADER
 from .logformat import use_json
 from .pipeline import LEGACY_OPTIONS, STEPS, Run, named_arguments, run_steps, split_options
-from .redaction import LOG_FILTER, argsrepr, kwargsrepr, redacting, show_results_briefly
+from .redaction import LOG_FILTER, argsrepr, kwargsrepr, redacting_backend, show_results_briefly
 from .redis_state import sentinel_options
 from .reliability import WORKER_LOST_RETRY_DELAY, CrashAwareRequest, celery_options
 from .replicas import waiting
@@ -85,10 +84,6 @@ class MediaConduitCelery(Celery):
         options.setdefault("kwargsrepr", kwargsrepr(kwargs))
         return super().send_task(name, args, kwargs, **options)
 
-    def _get_backend(self) -> Any:
-        backend_cls, url = by_url(self.backend_cls or self.conf.result_backend, self.loader)
-        return redacting(waiting(backend_cls, get_settings().wait_replicas))(app=self, url=url)
-
 
 def make_app() -> Celery:
     settings = get_settings()
@@ -128,6 +123,11 @@ def make_app() -> Celery:
         worker_hijack_root_logger=True,
     )
     app.conf.update(celery_options())
+    # The result backend class Celery builds from ``result_backend``, with redaction in front (``backend_cls``
+    # comes before the setting in Celery's choice of backend), and result writes that wait for replicas
+    # when MEDIACONDUIT_WAIT_REPLICAS asks (replicas.py).
+    app.backend_cls = redacting_backend(settings.effective_result_backend, app.loader,
+                                        around=lambda cls: waiting(cls, settings.wait_replicas))
     apply_flower_defaults()
     return app
 
@@ -182,15 +182,6 @@ class TransformTask(Task):
         options["headers"] = headers = dict(options.get("headers") or {})  # the trace context goes in a copy
         with tracing.sending(self.name, headers, options.get("queue")):
             return super().apply_async(args, kwargs, **options)
-
-    def _get_exec_options(self) -> dict[str, Any]:
-        # Only the options this task sets: Celery passes each one down five calls that take **options,
-        # and an unset one (None, as good as absent there) costs a comparison with every named
-        # parameter of each, about a tenth of what the producer adds to a job.
-        options: dict[str, Any] | None = self._exec_options  # type: ignore[has-type]
-        if options is None:
-            options = self._exec_options = {k: v for k, v in super()._get_exec_options().items() if v is not None}
-        return options
 
 
 @app.task(name=TRANSFORM_TASK, bind=True, base=TransformTask, max_retries=MAX_RETRIES,

@@ -23,7 +23,6 @@ handing its jobs back): ``JobInterrupted`` is raised into it, in a prefork child
 
 from __future__ import annotations
 
-import _signal  # type: ignore[import-not-found]
 import atexit
 import contextvars
 import ctypes
@@ -231,9 +230,7 @@ def _on_alarm(signum: int, frame: Any) -> None:
 
 def _with_alarm(d: Deadline, backstop: float, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
     global _alarmed, _interrupt_pending
-    # Installed late, or replaced by provider code? ``_signal``'s own getsignal: the public one converts
-    # the answer to an enum by trying and failing (~10 us).
-    if _signal.getsignal(signal.SIGALRM) is not _on_alarm:
+    if signal.getsignal(signal.SIGALRM) is not _on_alarm:  # installed late, or replaced by provider code
         signal.signal(signal.SIGALRM, _on_alarm)
     if _interrupt_pending:
         _interrupt_pending = False

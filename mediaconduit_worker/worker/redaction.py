@@ -25,10 +25,11 @@ import logging
 from contextvars import ContextVar
 from typing import Any
 
-from celery.app.task import Context
+from celery.app.backends import by_url
 from celery.utils.saferepr import saferepr
 
 from ..redaction import redact, scrub
+from .internals import show_task_results_with
 
 #: Shown instead of arguments that cannot be walked (nested past the recursion limit, not a list or
 #: an object as a message from elsewhere may have them): fail closed.
@@ -126,11 +127,9 @@ def _cut(value: Any, depth: int) -> Any:
 
 
 def show_results_briefly() -> None:
-    """Tasks' results in events and log lines go through ``shown`` instead of ``saferepr`` (Celery's
-    tracer looks its ``saferepr`` up when each task ends; it has no setting for this)."""
-    from celery.app import trace
-
-    trace.saferepr = shown
+    """Tasks' results in events and log lines go through ``shown`` instead of ``saferepr`` (Celery has no
+    setting for this; ``internals.py`` lists the private use and what it saves)."""
+    show_task_results_with(shown)
 
 
 def argsrepr(args: Any) -> str:
@@ -149,12 +148,7 @@ def redacted_request(request: Any) -> Any:
     made = getattr(request, "_redacted", None)
     if made is not None and made[0] is request.args and made[1] is request.kwargs:
         return made[2]
-    # A Celery Context is a plain object: copy its attributes, without ``copy.copy``'s pickle protocol.
-    if type(request) is Context:
-        shown = object.__new__(Context)
-        shown.__dict__.update(request.__dict__)
-    else:
-        shown = copy.copy(request)
+    shown = copy.copy(request)
     shown.args, shown.kwargs = redacted_args(request.args), redacted_kwargs(request.kwargs)
     shown._redacted = None
     try:
@@ -177,8 +171,20 @@ class RedactingBackend:
 
 @functools.cache
 def redacting(backend_cls: type) -> type:
-    """``backend_cls`` with ``RedactingBackend`` in front of it."""
-    return type(f"Redacting{backend_cls.__name__}", (RedactingBackend, backend_cls), {"__module__": __name__})
+    """``backend_cls`` with ``RedactingBackend`` in front of it, importable from here by its name."""
+    cls = type(f"Redacting{backend_cls.__name__}", (RedactingBackend, backend_cls), {"__module__": __name__})
+    globals()[cls.__name__] = cls
+    return cls
+
+
+def redacting_backend(url: str, loader: Any = None, around: Callable[[type], type] | None = None) -> str:
+    """The result backend of ``url`` (any scheme Celery knows) with ``RedactingBackend`` in front, named as
+    Celery's ``by_url`` reads it: ``module:Class+url``. The app's ``backend_cls`` holds it, so the
+    configured ``result_backend`` stays the plain URL that ``celery inspect conf`` and Flower show masked.
+    ``around`` wraps the backend class first (more behaviour behind redaction)."""
+    backend_cls, bare_url = by_url(url, loader)
+    name = f"{__name__}:{redacting(around(backend_cls) if around else backend_cls).__name__}"
+    return f"{name}+{bare_url}" if bare_url else name
 
 
 #: The secret values of the job this process is running (set by the task): log lines never show them.

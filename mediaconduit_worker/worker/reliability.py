@@ -9,7 +9,6 @@ that final error say what happened (and refuses jobs too large to run before the
 
 from __future__ import annotations
 
-import copy
 import logging
 import socket
 from typing import Any
@@ -19,6 +18,7 @@ import kombu.exceptions
 import redis.exceptions
 from billiard.einfo import ExceptionInfo
 from billiard.exceptions import WorkerLostError
+from celery.app.task import Context
 from celery.utils.saferepr import saferepr
 from celery.worker.request import Request
 from celery.worker.state import task_ready
@@ -67,19 +67,24 @@ class CrashAwareRequest(Request):
     - when a lost worker process ends a job for good, the error says it was a poison job.
     """
 
-    _already_revoked: bool
+    _already_revoked: bool  # Celery's (worker/internals.py)
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, message: Any, *args: Any, **kwargs: Any) -> None:
+        # Celery's strategy hands the message's headers and body (decoded, for an older protocol) by keyword:
+        # the redacted argument reprs and a too-large job's stand-in arguments go in through them.
+        headers = dict(message.headers if kwargs.get("headers") is None else kwargs["headers"])
+        job_args, job_kwargs, embed = kwargs["body"] if kwargs.get("decoded") else message.payload
         self._too_large: InvalidInputError | None = None
-        size = len(self._message.body or b"")
+        self._embed: dict[str, Any] = embed or {}
+        size = len(message.body or b"")
         try:
-            refuse_size(size, f"job {self.id}")
+            refuse_size(size, f"job {headers.get('id')}")
         except InvalidInputError as exc:
             self._too_large = exc
-            self._args, self._kwargs = [f"[{size:,} bytes: too large to run]"], dict[str, Any]()
-        self._argsrepr = self._request_dict["argsrepr"] = argsrepr(self._args)
-        self._kwargsrepr = self._request_dict["kwargsrepr"] = kwargsrepr(self._kwargs)
+            job_args, job_kwargs = [f"[{size:,} bytes: too large to run]"], {}
+            kwargs.update(body=(job_args, job_kwargs, embed), decoded=True)
+        headers["argsrepr"], headers["kwargsrepr"] = argsrepr(job_args), kwargsrepr(job_kwargs)
+        super().__init__(message, *args, **{**kwargs, "headers": headers})
 
     def revoked(self) -> bool:
         """Also true for a job too large to run, one whose revoke is stored in Redis and one past its
@@ -94,18 +99,21 @@ class CrashAwareRequest(Request):
                     return True
                 return super().revoked()
             self._already_revoked = True
-            end_unrun(self, self._context, why)
+            end_unrun(self, self.unrun_context(), why)
             return True
         self._already_revoked = True
         self._fail_unrun(self._too_large)
         return True
 
+    def unrun_context(self) -> Context:
+        """The job's task context as Celery builds it (its headers, arguments, callbacks, errbacks and chain):
+        what an unrun job's end is stored and chained with."""
+        return Context({**self.request_dict, **self._embed})
+
     def _fail_unrun(self, exc: InvalidInputError) -> None:
-        """Store FAILURE (without the arguments), tell the event stream, log, and drop the message."""
+        """Store FAILURE (with the stand-in arguments), tell the event stream, log, and drop the message."""
         task_ready(self)
-        context = copy.copy(self._context)
-        context.args, context.kwargs = self._args, self._kwargs
-        self.task.backend.mark_as_failure(self.id, exc, request=context, store_result=self.store_errors)
+        self.task.backend.mark_as_failure(self.id, exc, request=self.unrun_context(), store_result=self.store_errors)
         self.send_event("task-failed", exception=saferepr(exc), traceback=None)
         log.error("Task %s[%s] refused: %s", self.name, self.id, exc)
         self.acknowledge()
@@ -113,8 +121,9 @@ class CrashAwareRequest(Request):
     def on_failure(self, exc_info: ExceptionInfo, send_failed_event: bool = True, return_ok: bool = False) -> Any:
         exc = getattr(exc_info.exception, "exc", exc_info.exception)
         max_retries = self.task.max_retries
-        if isinstance(exc, WorkerLostError) and max_retries is not None and self._context.retries >= max_retries:
-            deliveries = self._context.retries + 1
+        retries = self.request_dict.get("retries") or 0
+        if isinstance(exc, WorkerLostError) and max_retries is not None and retries >= max_retries:
+            deliveries = retries + 1
             try:
                 raise PoisonJobError(
                     f"job {self.id} ({self.task_name}) crashed its worker process on {deliveries} deliveries "
