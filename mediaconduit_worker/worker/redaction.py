@@ -22,6 +22,7 @@ import copy
 import functools
 import json
 import logging
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
