@@ -79,7 +79,8 @@ class MediaConduitCelery(Celery):
         if name == TRANSFORM_TASK:
             check_job(named_arguments(args, kwargs), "the job (input, provider, model, options)")
         if (start_by := options.pop("start_by", None)) is not None:
-            options.setdefault("expires", start_by)  # Celery's expires, as an absolute time
+            if options.get("expires") is None:  # Celery passes the task's own expires, None, when unset
+                options["expires"] = start_by  # Celery's expires, as an absolute time
         options.setdefault("argsrepr", argsrepr(args))
         options.setdefault("kwargsrepr", kwargsrepr(kwargs))
         return super().send_task(name, args, kwargs, **options)

@@ -133,7 +133,7 @@ def end_unrun(request: Any, context: Any, entry: dict[str, Any]) -> None:
     backend = request.task.backend
     task_ready(request)
     store_revoked(backend, request.id, entry, context)
-    revoke_later_steps(backend, request.request_dict, request.id)
+    revoke_later_steps(backend, {"chain": getattr(context, "chain", None)}, request.id)  # the chain is the body's
     request.send_event("task-revoked", terminated=False, signum=None, expired=expired)
     signals.task_revoked.send(sender=request.task, request=context, terminated=False, signum=None, expired=expired)
     log.info("Task %s[%s] not run, %s: %s", request.name, request.id, entry["state"].lower(), entry["reason"])
