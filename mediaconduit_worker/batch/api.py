@@ -229,6 +229,15 @@ class Batch:
             job.keys.append(key)
         return job
 
+    def add_refused(self, input: Any, error: str, key: Any = None) -> Job:
+        """Add an item that cannot be sent (a file that is not media): never queued, it ends as a FAILURE
+        naming ``error``, like any failed job."""
+        job = Job(input, list(self.steps), error=error)
+        job = self.jobs.setdefault(job.id, job)
+        if key is not None:
+            job.keys.append(key)
+        return job
+
     @property
     def id(self) -> str:
         """Deterministic id of the whole batch (names its summary task)."""

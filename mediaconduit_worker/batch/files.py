@@ -107,13 +107,15 @@ def _probed_mime(path: Path, kind: str) -> str:
     return guessed if guessed.startswith(kind + "/") else f"{kind}/octet-stream"
 
 
-def file_digest(path: Path) -> tuple[str, int]:
-    """SHA-256 and size of a file, read in chunks."""
+def file_digest(path: Path, on_bytes: Callable[[int], None] | None = None) -> tuple[str, int]:
+    """SHA-256 and size of a file, read in chunks (``on_bytes`` told of each)."""
     h, size = hashlib.sha256(), 0
     with open(path, "rb") as fh:
         while chunk := fh.read(CHUNK):
             h.update(chunk)
             size += len(chunk)
+            if on_bytes:
+                on_bytes(len(chunk))
     return h.hexdigest(), size
 
 
@@ -121,15 +123,14 @@ def put_file(store: BlobStore, path: Path, on_bytes: Callable[[int], None] | Non
     """A file into the store unless it holds its digest already: (uri, sha256, size, bytes written).
 
     Hashing first costs a second read of a new file, and saves writing a file the store has (a re-run).
+    ``on_bytes`` is told of the bytes hashed: each file's size once, whether it is written or not.
     """
-    digest, size = file_digest(path)
+    digest, size = file_digest(path, on_bytes)
     if store.claim(digest):
         return f"blob://sha256/{digest}", digest, size, 0
     with open(path, "rb") as fh, store.writer(what=str(path)) as w:
         while chunk := fh.read(CHUNK):
             w.write(chunk)
-            if on_bytes:
-                on_bytes(len(chunk))
     if w.sha256 != digest:  # the file changed between the two reads: the stored bytes are what was read
         digest, size = w.sha256, w.size
     return w.uri, digest, size, w.size
@@ -150,12 +151,13 @@ def collect_files(spec: str) -> tuple[list[Path], Path]:
     if root.is_dir():
         found = [p for p in root.rglob("*") if p.is_file() and not any(part.startswith(".")
                                                                           for part in p.relative_to(root).parts)]
+        if not found:
+            raise InvalidInputError(f"--files {spec!r}: the folder holds no file")
         return sorted(found), root
     found = [Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file()]
-    base = Path(_glob_base(spec))
     if not found:
         raise InvalidInputError(f"--files {spec!r}: no file matches (a folder, a file or a glob such as 'talks/*.wav')")
-    return sorted(found), base
+    return sorted(found), Path(_glob_base(spec))
 
 
 def _glob_base(spec: str) -> str:
@@ -171,15 +173,57 @@ def _glob_base(spec: str) -> str:
     return os.path.join(*fixed) if fixed else "."
 
 
-def output_names(relatives: Iterable[Path], suffix_of: Callable[[Path], str]) -> dict[Path, Path]:
-    """Output file names after their inputs: ``talk1.wav`` gives ``talk1.txt``; inputs that would share
-    a name (``a.wav`` and ``a.mp3``) keep their whole names (``a.wav.txt``, ``a.mp3.txt``)."""
-    rels = list(relatives)
-    plain = {rel: rel.with_suffix(suffix_of(rel)) for rel in rels}
-    taken: dict[Path, int] = {}
-    for name in plain.values():
-        taken[name] = taken.get(name, 0) + 1
-    return {rel: (name if taken[name] == 1 else rel.with_name(rel.name + suffix_of(rel))) for rel, name in plain.items()}
+@dataclass(frozen=True)
+class StoredFile:
+    """One input file after intake: its asset JSON (stored), or why it cannot be an item."""
+
+    path: Path
+    asset: dict[str, Any] | None
+    error: str | None
+    written: int
+    """Bytes written to the store for it (0: the store held it already)."""
+
+
+def store_files(paths: Iterable[Path], store: BlobStore | None = None,
+                on_bytes: Callable[[int], None] | None = None) -> Iterable[StoredFile]:
+    """Each file typed by its bytes and stored, one by one; a file that is not media, or cannot be read,
+    is reported, not raised, so it fails alone. ``on_bytes`` is told of every chunk read."""
+    store = store or BlobStore()
+    for path in paths:
+        try:
+            asset, written = file_asset(store, path, on_bytes)
+        except InvalidInputError as exc:
+            yield StoredFile(path, None, str(exc), 0)
+        except OSError as exc:
+            yield StoredFile(path, None, f"{path}: {exc.strerror or exc}", 0)
+        else:
+            yield StoredFile(path, asset, None, written)
+
+
+class OutputNames:
+    """Output file names after their inputs: ``talk1.wav`` gives ``talk1.txt``; inputs that would share a
+    name whatever their outputs (``a.wav`` and ``a.mp3``) keep their whole names (``a.wav.txt``)."""
+
+    def __init__(self, relatives: Iterable[Path]) -> None:
+        seen: dict[Path, int] = {}
+        for rel in relatives:
+            seen[rel.with_suffix("")] = seen.get(rel.with_suffix(""), 0) + 1
+        self._shared = {stem for stem, n in seen.items() if n > 1}
+
+    def name(self, rel: Path, suffix: str) -> Path:
+        return rel.with_name(rel.name + suffix) if rel.with_suffix("") in self._shared else rel.with_suffix(suffix)
+
+
+def save_output(record: dict[str, Any], target: Path, sidecar: bool, store: BlobStore | None = None) -> int:
+    """A result's output at ``target`` (its suffix added) and, with ``sidecar``, the record beside it as
+    ``<output>.json``; the bytes of the output."""
+    written = write_output(record, target, store)
+    if sidecar:
+        side = target.with_name(target.name + ".json")
+        tmp = side.with_name(f".{side.name}.part")
+        tmp.write_text(json.dumps(record, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, side)
+    return written
 
 
 def output_suffix(record: dict[str, Any]) -> str:

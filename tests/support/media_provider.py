@@ -1,7 +1,8 @@
 """A local audio provider for CLI tests and benchmarks: real models run by real workers, no Docker.
 
 ``describe`` (audio-to-text) answers with what reached it, read from the blob store: the media type, the
-size and the SHA-256 of its bytes, so a test can tell which file an item's job was given. ``reverse``
+size and the SHA-256 of its bytes, so a test can tell which file an item's job was given. Options:
+``sleep`` seconds first, ``log`` a file it appends that digest to (executions counted), ``fail``. ``reverse``
 (audio-to-audio) returns the samples of a WAV backwards, a new blob the worker writes.
 """
 
@@ -24,7 +25,12 @@ class Describe(AudioToTextModel):
         started = time.perf_counter()
         audio = input_asset(input, Audio)
         data = audio.data
-        if (options or {}).get("fail"):
+        opts = options or {}
+        if opts.get("log"):
+            with open(opts["log"], "a") as log:
+                log.write(hashlib.sha256(data).hexdigest() + "\\n")
+        time.sleep(float(opts.get("sleep", 0)))
+        if opts.get("fail"):
             raise ValueError("failed on purpose")
         text = f"{audio.mime_type} {len(data)} {hashlib.sha256(data).hexdigest()}"
         return Text.from_string(text, metadata={"generation_prompt": self.generation_prompt(input, options, started)})
@@ -55,7 +61,8 @@ class SoundProvider(MediaProvider):
 MANIFEST = {"id": "sound", "name": "Sound", "capabilities": ["audio-to-text", "audio-to-audio"], "main": "provider.py",
             "exportName": "SoundProvider",
             "models": [{"id": "describe", "capabilities": ["audio-to-text"],
-                        "parameters": {"fail": {"type": "boolean", "default": False}}},
+                        "parameters": {"fail": {"type": "boolean", "default": False},
+                                       "sleep": {"type": "number", "default": 0}, "log": {"type": "string"}}},
                        {"id": "reverse", "capabilities": ["audio-to-audio"]}]}
 CAPABILITIES = ["audio-to-text", "audio-to-audio"]
 
