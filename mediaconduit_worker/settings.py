@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     """Seconds a cached result is kept (``options.cache`` or ``cache: true`` on a manifest model)."""
     result_expires: int = 7 * 24 * 3600
     """Seconds results are kept; a cancel's record is kept as long."""
+    events_maxlen: int = 10_000
+    """About how many entries a job's event stream keeps (the oldest go first); 0 turns event streams off."""
+    events_ttl: int = 24 * 3600
+    """Seconds a job's event stream is kept after its last event."""
     shutdown_grace: float = 25.0
     """Seconds a worker told to stop (SIGTERM) lets its running jobs finish before it hands the rest back
     to the queue; under Kubernetes' default 30 s ``terminationGracePeriodSeconds`` with time to exit."""

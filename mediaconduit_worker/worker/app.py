@@ -19,6 +19,7 @@ from ..payload import check_job
 from ..settings import get_settings
 from . import tracing
 from .broker import ensure_broker
+from .events import reporting
 from .flower import apply_flower_defaults
 from .headers import EXEC_HEADER
 from .logformat import use_json
@@ -69,7 +70,8 @@ def with_exec_header(args: Any, kwargs: Any, options: dict[str, Any]) -> tuple[A
 
 class MediaConduitCelery(Celery):
     """Celery that checks a job before it is queued and never lets its secrets out: the result
-    backend stores every state with redacted arguments, and sent messages carry redacted reprs."""
+    backend stores every state with redacted arguments (and tells a transform's event stream,
+    ``events.py``), and sent messages carry redacted reprs."""
 
     def send_task(self, name: str, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
         """Every job leaves through here (``apply_async``, chain steps, Flower's ``send-task`` and
@@ -125,10 +127,11 @@ def make_app() -> Celery:
     )
     app.conf.update(celery_options())
     # The result backend class Celery builds from ``result_backend``, with redaction in front (``backend_cls``
-    # comes before the setting in Celery's choice of backend), and result writes that wait for replicas
-    # when MEDIACONDUIT_WAIT_REPLICAS asks (replicas.py).
+    # comes before the setting in Celery's choice of backend); behind it, each stored state written to the
+    # job's event stream (events.py) and result writes that wait for replicas when MEDIACONDUIT_WAIT_REPLICAS
+    # asks (replicas.py).
     app.backend_cls = redacting_backend(settings.effective_result_backend, app.loader,
-                                        around=lambda cls: waiting(cls, settings.wait_replicas))
+                                        around=lambda cls: reporting(waiting(cls, settings.wait_replicas)))
     apply_flower_defaults()
     return app
 

@@ -30,6 +30,7 @@ from celery.worker.control import control_command
 from celery.worker.state import task_ready
 
 from ..settings import get_settings
+from . import events
 from .redaction import redacted_request
 from .redis_state import state_redis
 
@@ -64,8 +65,9 @@ def revoke_of(task_id: str) -> dict[str, Any] | None:
 
 
 def store_revoked(backend: Any, task_id: str, entry: dict[str, Any], request: Any = None) -> None:
-    """REVOKED in the result backend, with ``entry`` (when, why) in the meta; a stored SUCCESS or FAILURE
-    stays. Written whole (Celery's ``mark_as_revoked`` has no place for the when and why)."""
+    """REVOKED in the result backend, with ``entry`` (when, why) in the meta, then the job's final event
+    (``canceled`` or ``expired``); a stored SUCCESS or FAILURE stays. Written whole (Celery's
+    ``mark_as_revoked`` has no place for the when and why)."""
     if backend.get_state(task_id) in states.READY_STATES:
         return
     exc = TaskRevokedError(f"{entry['state'].lower()} at {entry['at']}: {entry['reason']}")
@@ -78,6 +80,7 @@ def store_revoked(backend: Any, task_id: str, entry: dict[str, Any], request: An
         if value is not None:
             meta[field] = value
     backend.set(backend.get_key_for_task(task_id), backend.encode(meta))
+    events.revoked(task_id, entry)
 
 
 def later_steps(request_dict: Any) -> list[str]:
@@ -119,6 +122,7 @@ def interrupted(task: Any) -> Exception:
     entry = revoke_of(request.id)
     if entry is None:
         log.warning("job %s handed back to the queue: its worker is shutting down", request.id)
+        events.status(request.id, events.QUEUED, reason="handed back: its worker is shutting down")
         return Reject("handed back at shutdown", requeue=True)
     store_revoked(backend, request.id, entry, request)
     revoke_later_steps(backend, {"chain": request.chain}, request.id)
