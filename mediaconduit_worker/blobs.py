@@ -91,6 +91,28 @@ class BlobStore:
         with open(path, "rb") as fh:
             return self.put_stream(iter(lambda: fh.read(CHUNK), b""))
 
+    def incoming_file(self) -> Path:
+        """A new empty file under ``incoming/`` for a writer that needs a seekable file of its own (the C2PA
+        signer); ``adopt`` it when complete, or unlink it."""
+        incoming = self.root / INCOMING
+        incoming.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=incoming, prefix=".tmp-")
+        os.close(fd)
+        return Path(name)
+
+    def adopt(self, path: Path) -> tuple[str, str, int]:
+        """Move a complete file of ``incoming/`` into the store under its digest, hashed in chunks (no copy);
+        return (uri, sha256, size)."""
+        digest, size = hashlib.sha256(), 0
+        with open(path, "rb") as fh:
+            while chunk := fh.read(CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+        target = self.path_for(digest.hexdigest())
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, target)
+        return f"{SCHEME}://sha256/{digest.hexdigest()}", digest.hexdigest(), size
+
     def get(self, uri: str) -> bytes:
         """The bytes of a ``blob://`` reference, checked against its digest; trusted code (providers,
         an operator's scripts) may also read a ``file://`` URL or a plain path. Job JSON never gets

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from packaging.requirements import InvalidRequirement, Requirement
@@ -154,6 +154,11 @@ class ModelEntry(_Tolerant):
     parameters: dict[str, Any] = Field(default_factory=dict)
     cache: bool = False
     """Deterministic: the worker may answer an identical job from its result cache."""
+    digital_source_type: str | None = Field(default=None, alias="digitalSourceType")
+    """This model's IPTC digital source type for Content Credentials, over the provider's."""
+    c2pa_action: Literal["c2pa.edited", "c2pa.transcoded", "c2pa.converted"] | None = Field(default=None, alias="c2paAction")
+    """The C2PA action its output of an input medium records (else ``c2pa.edited`` for the same kind of
+    media, ``c2pa.converted`` for another); output made from no media is ``c2pa.created``."""
 
 
 class ProviderManifest(_Tolerant):
@@ -172,6 +177,9 @@ class ProviderManifest(_Tolerant):
     main: str | None = None
     export_name: str | None = Field(default=None, alias="exportName")
     dependencies: dict[str, str] = Field(default_factory=dict)
+    digital_source_type: str | None = Field(default=None, alias="digitalSourceType")
+    """IPTC digital source type its outputs' Content Credentials declare (a term such as
+    ``algorithmicMedia``, or ``none``); unset means ``trainedAlgorithmicMedia``, the AI models' own."""
 
     @field_validator("type", mode="before")
     @classmethod
@@ -234,6 +242,18 @@ class ProviderManifest(_Tolerant):
         """Whether the model's entry (or, for dynamic models, the ``models`` defaults) says ``cache: true``."""
         entry = self.model_entry(model_id)
         return entry.cache if entry is not None else self.model_defaults.get("cache") is True
+
+    def source_type_of(self, model_id: str) -> str:
+        """The IPTC digital source type the model's outputs declare (its entry's, the provider's, else
+        ``trainedAlgorithmicMedia``); ``none`` means none is declared."""
+        entry = self.model_entry(model_id)
+        own = entry.digital_source_type if entry is not None else None
+        return own or self.digital_source_type or "trainedAlgorithmicMedia"
+
+    def action_of(self, model_id: str) -> str | None:
+        """The C2PA action the model's manifest entry declares for a transform of media, if any."""
+        entry = self.model_entry(model_id)
+        return entry.c2pa_action if entry is not None else None
 
     def parameters_of(self, model_id: str) -> dict[str, dict[str, Any]]:
         """The options a model declares (its entry's ``parameters``, else the ``models`` defaults'), each a

@@ -164,6 +164,38 @@ class GenerationPrompt(BaseModel):
     service: ServiceRecord | None = None
 
 
+class Signer(BaseModel):
+    """Who signed a manifest, as its certificate says (never the key)."""
+
+    subject: str
+    """The signing certificate's common name."""
+    issuer: str
+    origin: Literal["operator", "development"]
+    """``development``: the pair ``mediaconduit credentials init`` made, trusted by no one else."""
+    alg: str
+
+
+class Credentials(BaseModel):
+    """The Content Credentials (C2PA manifest) embedded in a media output, or why there are none."""
+
+    signed: bool
+    reason: str | None = None
+    """Unsigned: why (a format C2PA has no embedding for, no signing key, the library's error)."""
+    manifest: str | None = None
+    """The active manifest's label (``urn:c2pa:…``), as ``c2pa.Reader`` reports it."""
+    format: str | None = None
+    action: str | None = None
+    """``c2pa.created``, ``c2pa.edited``, ``c2pa.transcoded`` or ``c2pa.converted``."""
+    digital_source_type: str | None = None
+    """The IPTC term declared (null when the provider declares ``none``)."""
+    signer: Signer | None = None
+    unsigned_sha256: str | None = None
+    """SHA-256 of the bytes the provider made (the prompt's ``output_digest``); the asset is the signed file."""
+    unsigned_size: int | None = None
+    ingredients: int | None = None
+    """Input media added as ingredients, each with its own manifest."""
+
+
 class ResultMetadata(BaseModel):
     """What the worker adds beside the asset: the generation prompt, and what only this delivery knows."""
 
@@ -182,6 +214,8 @@ class ResultMetadata(BaseModel):
     """An opt-in cached job: ``hit``, ``key``."""
     warnings: list[str] | None = None
     """Options the model's manifest ``parameters`` do not declare, each named (passed on as given)."""
+    credentials: Credentials | None = None
+    """A media output's Content Credentials (``docs/credentials.md``): what was signed and by whom, or why not."""
 
 
 class TransformResult(BaseModel):

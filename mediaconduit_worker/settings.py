@@ -112,10 +112,21 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     """``json``: a worker's log lines as JSON objects, with the running job's task id, provider, model, route,
     tenant and trace id (``worker/logformat.py``)."""
+    c2pa_cert: Path | None = None
+    """PEM certificate chain (signer first) that signs outputs' Content Credentials; with ``c2pa_key``. Unset:
+    the development pair ``mediaconduit credentials init`` made under ``home/credentials``, if any."""
+    c2pa_key: Path | None = None
+    """PEM private key (ES256 on P-256, or Ed25519) of ``c2pa_cert``; never shown."""
+    c2pa_tsa_url: str | None = None
+    """An RFC 3161 time-stamp authority the signatures are time-stamped by (none when unset)."""
     flower_auth: str | None = None
     """``user:password`` for Flower's basic auth."""
     flower_address: str = "127.0.0.1"
     flower_port: int = 5555
+
+    @property
+    def credentials_dir(self) -> Path:
+        return self.home / "credentials"
 
     @property
     def effective_broker_url(self) -> str:

@@ -6,6 +6,7 @@ from .batch import batch
 from .blobs import blobs
 from .cache import cache
 from .cancel import cancel
+from .credentials import credentials
 from .demo import demo
 from .gateway import gateway
 from .get import get
@@ -32,8 +33,8 @@ def main(debug: bool) -> None:
     """
 
 
-for _command in (batch, blobs, broker, cache, cancel, demo, flower, gateway, get, keys, providers, replay, routes, services,
-                 status, submit, worker):
+for _command in (batch, blobs, broker, cache, cancel, credentials, demo, flower, gateway, get, keys, providers, replay, routes,
+                 services, status, submit, worker):
     main.add_command(_command)
 
 __all__ = ["main"]

@@ -150,6 +150,14 @@ def _show_results_briefly(**_: Any) -> None:
     show_results_briefly()
 
 
+@signals.worker_ready.connect
+def _say_who_signs(**_: Any) -> None:
+    """Once at start: who signs this worker's media outputs (Content Credentials), or that nothing is signed."""
+    from .credentials import announce
+
+    announce()
+
+
 @signals.after_setup_logger.connect
 @signals.after_setup_task_logger.connect
 def _redact_logs(logger: Any = None, **_: Any) -> None:

@@ -12,11 +12,13 @@ first; a step's work after ``proceed()`` happens in the reverse order:
 7. ``pin``: a replayed job's service at its recorded commit;
 8. ``cached``: the opt-in result cache answers, or stores what the rest made;
 9. ``result``: the result record is built;
-10. ``provenance``: the generation prompt is completed;
-11. ``serve``: the provider's model runs, directly or through a route.
+10. ``credentials``: a media output is signed with Content Credentials embedded;
+11. ``provenance``: the generation prompt is completed;
+12. ``serve``: the provider's model runs, directly or through a route.
 """
 
 from .cached import answer_from_cache
+from .credentials import sign_media
 from .deadline import hold_deadline
 from .interrupt import stop_when_interrupted
 from .job import LEGACY_OPTIONS, Execution, Job, named_arguments, split_options
@@ -40,6 +42,7 @@ STEPS: tuple[Step, ...] = (
     pin_service,
     answer_from_cache,
     build_result,
+    sign_media,
     complete_provenance,
     serve,
 )
@@ -64,6 +67,7 @@ __all__ = [
     "run_steps",
     "scrub_secrets",
     "serve",
+    "sign_media",
     "split_options",
     "stop_when_interrupted",
     "validate",

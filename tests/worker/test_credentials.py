@@ -1,0 +1,154 @@
+"""Content Credentials on media outputs, made by real workers and read back with the official reader
+(``c2pa.Reader`` of c2pa-python), never with our own code: the textrender PNG signed with a pair that
+``mediaconduit credentials init`` made, and a worker without a key that leaves its outputs as they were."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import c2pa
+import pytest
+from conftest import REPO, WorkerProcess
+
+from mediaconduit_worker.blobs import BlobStore
+
+TEXTRENDER = str(REPO / "providers" / "textrender-provider")
+ECHO = str(REPO / "providers" / "echo-provider")
+IPTC = "http://cv.iptc.org/newscodes/digitalsourcetype/"
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    import os
+
+    return subprocess.run([sys.executable, "-m", "mediaconduit_worker.cli", *args], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, **(env or {})})
+
+
+@pytest.fixture(scope="module")
+def dev_pair(tmp_path_factory) -> dict[str, Path]:
+    """A development pair made by the command, in a home of its own (the shared test home stays keyless)."""
+    home = tmp_path_factory.mktemp("signing-home")
+    made = cli("credentials", "init", env={"MEDIACONDUIT_HOME": str(home)})
+    assert made.returncode == 0, made.stderr
+    assert "development certificate" in made.stdout and "untrusted" in made.stdout
+    again = cli("credentials", "init", env={"MEDIACONDUIT_HOME": str(home)})
+    assert again.returncode == 1 and again.stderr.startswith("error: ") and "--force" in again.stderr
+    folder = home / "credentials"
+    assert (folder / "signer-key.pem").stat().st_mode & 0o077 == 0
+    return {"cert": folder / "signer-chain.pem", "key": folder / "signer-key.pem", "ca": folder / "ca.pem"}
+
+
+def private_worker(env: dict[str, str]) -> tuple[WorkerProcess, str]:
+    queue = f"c2pa-{uuid.uuid4().hex[:8]}"
+    return WorkerProcess(queue=queue, concurrency=1, env=env).wait_ready(), queue
+
+
+@pytest.fixture(scope="module")
+def signing_worker(dev_pair):
+    worker, queue = private_worker({"MEDIACONDUIT_C2PA_CERT": str(dev_pair["cert"]),
+                                    "MEDIACONDUIT_C2PA_KEY": str(dev_pair["key"])})
+    yield worker, queue
+    worker.stop()
+
+
+def run(queue: str, *args: Any) -> dict[str, Any]:
+    from mediaconduit_worker import transform
+
+    return transform.apply_async(args, queue=queue).get(timeout=120)
+
+
+def read_back(result: dict[str, Any]) -> c2pa.Reader:
+    asset = result["asset"]
+    return c2pa.Reader(asset["mime_type"], BlobStore().path_for(asset["sha256"]).open("rb"))
+
+
+def canonical(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def test_a_rendered_png_carries_valid_credentials_naming_what_made_it(signing_worker, dev_pair):
+    worker, queue = signing_worker
+    result = run(queue, "Hello Content Credentials", TEXTRENDER, "render-png")
+    credentials = result["metadata"]["credentials"]
+    prompt = result["metadata"]["generation_prompt"]
+    assert credentials["signed"] is True and credentials["action"] == "c2pa.created"
+    assert credentials["signer"] == {"subject": "MediaConduit development signer", "issuer": "MediaConduit development CA",
+                                     "origin": "operator", "alg": "es256"}
+    # The provider's bytes keep their digest in the record (cache and replay compare it); the asset is the signed file.
+    assert credentials["unsigned_sha256"] == prompt["output_digest"] != result["asset"]["sha256"]
+    stored = BlobStore().path_for(result["asset"]["sha256"]).read_bytes()
+    assert hashlib.sha256(stored).hexdigest() == result["asset"]["sha256"] and len(stored) == result["asset"]["size"]
+    assert len(stored) > credentials["unsigned_size"]
+
+    reader = read_back(result)
+    assert reader.get_validation_state() == "Valid"
+    failures = [f["code"] for f in reader.get_validation_results()["activeManifest"]["failure"]]
+    assert failures == ["signingCredential.untrusted"]  # a development CA: valid, trusted by nobody
+    manifest = reader.get_active_manifest()
+    assert manifest["label"] == credentials["manifest"]
+    assertions = {a["label"]: a["data"] for a in manifest["assertions"]}
+    (action,) = assertions["c2pa.actions.v2"]["actions"]
+    assert action["action"] == "c2pa.created"
+    assert action["digitalSourceType"] == IPTC + "algorithmicMedia"  # textrender's manifest declares it
+    assert action["softwareAgent"] == {"name": "textrender-provider/render-png", "version": prompt["source"]["commit"]}
+    record = assertions["org.mediaconduit.record"]
+    assert record["generation_prompt_sha256"] == hashlib.sha256(canonical(prompt)).hexdigest()
+    assert record["output_sha256"] == prompt["output_digest"] and record["task_id"] == result["metadata"]["task_id"]
+    assert manifest["signature_info"]["common_name"] == "MediaConduit development signer"
+
+    key = dev_pair["key"].read_text().split("-----")[2].strip().splitlines()[0]
+    assert key not in json.dumps(result) and key not in worker.log_text()
+    assert "media outputs are signed by 'MediaConduit development signer'" in worker.log_text()
+
+
+def test_a_text_output_is_left_as_it_was(signing_worker):
+    _, queue = signing_worker
+    result = run(queue, "abc", ECHO, "reverse")
+    assert result["asset"]["content"] == "cba" and "credentials" not in result["metadata"]
+
+
+def test_the_development_pair_under_the_home_signs_when_the_settings_are_unset(dev_pair, tmp_path):
+    """A worker whose home holds the pair ``credentials init`` made signs with it; the blob store is shared."""
+    from mediaconduit_worker.settings import get_settings
+
+    worker, queue = private_worker({"MEDIACONDUIT_HOME": str(dev_pair["cert"].parents[1]),
+                                    "MEDIACONDUIT_BLOB_DIR": str(get_settings().blobs)})
+    try:
+        result = run(queue, "from the home", TEXTRENDER, "render-png")
+    finally:
+        worker.stop()
+    assert result["metadata"]["credentials"]["signer"]["origin"] == "development"
+    assert read_back(result).get_validation_state() == "Valid"
+    assert "the development certificate under" in worker.log_text()
+
+
+def test_without_a_key_outputs_are_unsigned_and_the_worker_says_so_once():
+    worker, queue = private_worker({})
+    try:
+        results = [run(queue, f"unsigned {i}", TEXTRENDER, "render-png") for i in range(2)]
+    finally:
+        worker.stop()
+    for result in results:
+        credentials = result["metadata"]["credentials"]
+        assert credentials["signed"] is False and "no signing key" in credentials["reason"]
+        assert result["asset"]["sha256"] == result["metadata"]["generation_prompt"]["output_digest"]
+        with pytest.raises(c2pa.C2paError):
+            read_back(result).get_active_manifest()
+    assert worker.log_text().count("media outputs are not signed") == 1
+
+
+def test_a_key_named_without_its_certificate_leaves_outputs_unsigned_naming_the_setting(dev_pair):
+    worker, queue = private_worker({"MEDIACONDUIT_C2PA_KEY": str(dev_pair["key"])})
+    try:
+        result = run(queue, "half a pair", TEXTRENDER, "render-png")
+    finally:
+        worker.stop()
+    reason = result["metadata"]["credentials"]["reason"]
+    assert "MEDIACONDUIT_C2PA_KEY is set but MEDIACONDUIT_C2PA_CERT is not" in reason
+    assert "MEDIACONDUIT_C2PA_CERT is not" in worker.log_text()
