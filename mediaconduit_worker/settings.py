@@ -122,6 +122,11 @@ class Settings(BaseSettings):
     flower_auth: str | None = None
     """``user:password`` for Flower's basic auth."""
     flower_address: str = "127.0.0.1"
+    metrics_port: int | None = None
+    """Port a worker command serves its Prometheus metrics on (``mediaconduit worker --metrics-port``);
+    unset: no metrics recorded."""
+    metrics_address: str = "127.0.0.1"
+    """Address the metrics port listens on (``0.0.0.0`` for a Prometheus on another host or container)."""
     flower_port: int = 5555
 
     @property

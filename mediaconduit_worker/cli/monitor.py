@@ -44,7 +44,10 @@ def flower(ctx: click.Context, address: str | None, port: int | None) -> None:
 @click.command()
 @click.option("--timeout", type=float, default=2.0, show_default=True, help="Seconds to wait for workers to answer.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def status(timeout: float, as_json: bool) -> None:
+@click.option("--queues", is_flag=True,
+              help="Per queue: jobs queued, held by workers (reserved or running), slots and the scaling signal "
+                   "(queued + held) / slots, from Redis alone (no worker needs to answer).")
+def status(timeout: float, as_json: bool, queues: bool) -> None:
     """Workers, their queues, loaded providers and running services.
 
     Exit code 1 when no worker answered (--json still prints its empty list)."""
@@ -59,6 +62,9 @@ def status(timeout: float, as_json: bool) -> None:
             conn.ensure_connection(max_retries=1, interval_start=0)
     except OperationalError as exc:
         raise CommandError(error_line(exc)) from None
+    if queues:
+        _queue_loads(as_json)
+        return
     workers = cluster_status(app, timeout)
     if as_json:
         click.echo(json.dumps(workers, indent=2, default=str))
@@ -79,3 +85,18 @@ def status(timeout: float, as_json: bool) -> None:
                       f"{stuck['stuck']} ({stuck['abandoned_total']} in all)" if stuck["abandoned_total"] else "0",
                       providers, services)
     console.print(table)
+
+
+def _queue_loads(as_json: bool) -> None:
+    from rich.table import Table
+
+    from ..worker.metrics import queue_loads
+
+    loads = queue_loads()
+    if as_json:
+        click.echo(json.dumps([load.as_json() for load in loads], indent=2))
+        return
+    table = Table("queue", "queued", "held", "slots", "signal")
+    for load in loads:
+        table.add_row(load.queue, str(load.queued), str(load.held), str(load.slots), f"{load.signal:.2f}")
+    table_console().print(table)

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from ..capabilities import capability
+from ..settings import get_settings
 from .output import CommandError
 
 
@@ -29,8 +30,11 @@ from .output import CommandError
               help="Node name (default: <capabilities>@%h; -<pool> and -<n> are added when the command "
                    "runs several pools or processes).")
 @click.option("--no-default-queue", is_flag=True, help="Do not also serve the default queue.")
+@click.option("--metrics-port", type=click.IntRange(1, 65535), default=None,
+              help="Serve Prometheus metrics of every pool and process of this command on this port "
+                   "(default MEDIACONDUIT_METRICS_PORT; unset: none recorded).")
 def worker(capabilities: tuple[str, ...], pool: str | None, concurrency: int | None, processes: int | None,
-           loglevel: str, name: str | None, no_default_queue: bool) -> None:
+           loglevel: str, name: str | None, no_default_queue: bool, metrics_port: int | None) -> None:
     """Start a worker pool for the given capabilities."""
     from ..worker.app import DEFAULT_QUEUE
     from ..worker.pools import exec_celery, node_names, plan_pools, require_gevent, run_split
@@ -47,6 +51,17 @@ def worker(capabilities: tuple[str, ...], pool: str | None, concurrency: int | N
             raise click.UsageError(str(exc)) from None
     workers = [(one, n) for plan, names in zip(plans, node_names(name, plans))
                for one, n in zip(plan.per_process(), names)]
+    port = metrics_port if metrics_port is not None else get_settings().metrics_port
+    if port is not None:
+        # One directory and one port for the whole command: served here, recorded by every process.
+        from ..worker.metrics import prepare
+
+        path = prepare(port)
+        os.environ.pop("MEDIACONDUIT_METRICS_PORT", None)  # the workers this command starts serve none of their own
+        if len(workers) == 1 and workers[0][0].pool == "gevent":
+            os.environ["MEDIACONDUIT_METRICS_PORT"] = str(port)  # exec'd below: it serves the port at its start
+        else:
+            serve_metrics(port, path)
     if len(workers) > 1:
         children = []
         for one, n in workers:
@@ -65,6 +80,18 @@ def worker(capabilities: tuple[str, ...], pool: str | None, concurrency: int | N
     from ..worker.app import app
 
     app.worker_main(["worker", *argv])
+
+
+def serve_metrics(port: int, path: Path) -> None:
+    """The command's metrics endpoint, or one error line when its port cannot be had."""
+    from ..worker.metrics.exporter import serve
+
+    address = get_settings().metrics_address
+    try:
+        serve(port, address, path)
+    except OSError as exc:
+        raise CommandError(f"cannot serve metrics on {address}:{port}: {exc.strerror or exc} "
+                           "(--metrics-port, MEDIACONDUIT_METRICS_PORT, MEDIACONDUIT_METRICS_ADDRESS)") from None
 
 
 @click.group()

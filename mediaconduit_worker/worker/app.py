@@ -9,6 +9,7 @@ pipeline's steps (``worker/pipeline``), which return a ``TransformResult`` as JS
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from celery import Celery, Task, signals
@@ -21,9 +22,9 @@ from . import tracing
 from .broker import ensure_broker
 from .events import reporting
 from .flower import apply_flower_defaults
-from .headers import EXEC_HEADER
+from .headers import EXEC_HEADER, SENT_HEADER
 from .logformat import use_json
-from .pipeline import LEGACY_OPTIONS, STEPS, Run, named_arguments, run_steps, split_options
+from .pipeline import LEGACY_OPTIONS, STEPS, Run, Step, named_arguments, run_steps, split_options
 from .redaction import LOG_FILTER, argsrepr, kwargsrepr, redacting_backend, show_results_briefly
 from .redis_state import sentinel_options
 from .reliability import WORKER_LOST_RETRY_DELAY, CrashAwareRequest, celery_options
@@ -80,6 +81,7 @@ class MediaConduitCelery(Celery):
         ``start_by`` (a datetime) is the latest moment the job may start: it becomes Celery's ``expires``."""
         if name == TRANSFORM_TASK:
             check_job(named_arguments(args, kwargs), "the job (input, provider, model, options)")
+            options["headers"] = {**(options.get("headers") or {}), SENT_HEADER: time.time()}
         if (start_by := options.pop("start_by", None)) is not None:
             if options.get("expires") is None:  # Celery passes the task's own expires, None, when unset
                 options["expires"] = start_by  # Celery's expires, as an absolute time
@@ -94,7 +96,8 @@ def make_app() -> Celery:
     app = MediaConduitCelery(
         "mediaconduit",
         include=["mediaconduit_worker.worker.deadlines", "mediaconduit_worker.worker.status", "mediaconduit_worker.batch.summary",
-                 "mediaconduit_worker.worker.shutdown", "mediaconduit_worker.worker.blobgc"],
+                 "mediaconduit_worker.worker.shutdown", "mediaconduit_worker.worker.blobgc",
+                 "mediaconduit_worker.worker.metrics.hooks", "mediaconduit_worker.worker.metrics.scaling"],
         control=PersistentControl,
     )
     app.conf.update(
@@ -182,6 +185,9 @@ class TransformTask(Task):
     #: Refuses jobs too large to run, shows redacted arguments, names a job that keeps crashing its
     #: worker process a poison job.
     Request = CrashAwareRequest
+    steps: tuple[Step, ...] = STEPS
+    """The steps this worker runs a job through: the pipeline's, and the metrics step first when it records
+    metrics (``metrics.hooks.install``)."""
 
     def apply_async(self, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
         # Celery would stamp the producer's configured limits into the message; leave them to the worker
@@ -201,4 +207,4 @@ class TransformTask(Task):
 def transform(self: Task, input: Any, provider: str, model: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Turn ``input`` into an output asset with ``provider``'s ``model``; JSON TransformResult out. The body
     is the pipeline's steps (``worker/pipeline``)."""
-    return run_steps(STEPS, Run(self, self.request, (input, provider, model, options)))
+    return run_steps(self.steps, Run(self, self.request, (input, provider, model, options)))

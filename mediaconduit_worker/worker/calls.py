@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,11 +67,33 @@ def prepare(provider_url: str, model: str) -> tuple[LoadedProvider, Model]:
     return loaded, runnable
 
 
-def execute(loaded: LoadedProvider, runnable: Model, model_input: Any, opts: dict[str, Any]) -> Asset:
+CallObserver = Callable[[LoadedProvider, Model, str | None, float, BaseException | None], None]
+CALL_OBSERVERS: list[CallObserver] = []
+"""Told of every provider call: provider, model, route (None: a direct job), seconds, the error it raised.
+Empty unless the worker records metrics (``metrics.hooks.install``); empty, it costs a call one check."""
+
+
+def execute(loaded: LoadedProvider, runnable: Model, model_input: Any, opts: dict[str, Any],
+            route: str | None = None) -> Asset:
     """The model's output asset; provider code that raises anything but our errors is named. Options of a
-    type the manifest's ``parameters`` do not declare are refused first."""
+    type the manifest's ``parameters`` do not declare are refused first. ``route``: the route it serves."""
     refuse_bad_options(loaded.manifest.parameters_of(runnable.id), opts,
                        f"provider {loaded.manifest.id!r} model {runnable.id!r}")
+    if not CALL_OBSERVERS:
+        return _call(loaded, runnable, model_input, opts)
+    started = time.perf_counter()
+    try:
+        output = _call(loaded, runnable, model_input, opts)
+    except BaseException as exc:
+        for observe in CALL_OBSERVERS:
+            observe(loaded, runnable, route, time.perf_counter() - started, exc)
+        raise
+    for observe in CALL_OBSERVERS:
+        observe(loaded, runnable, route, time.perf_counter() - started, None)
+    return output
+
+
+def _call(loaded: LoadedProvider, runnable: Model, model_input: Any, opts: dict[str, Any]) -> Asset:
     try:
         output = runnable.transform(model_input, opts)
     except PASS_THROUGH:

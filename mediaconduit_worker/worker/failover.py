@@ -198,7 +198,7 @@ class RouteRun:
                 loaded, runnable = prepare(cand.provider, cand.model)
                 meter = Meter(loaded, runnable, self.input, self.opts, pricing=cand.spec.pricing, size=self.size)
                 reservation = self.reserve(cand, meter)
-                output = execute(loaded, runnable, self.input, self.opts)
+                output = execute(loaded, runnable, self.input, self.opts, route=self.route.name)
             usd = meter.finish(output)
             tokens = meter.tokens(output)
             outcome = "ok"

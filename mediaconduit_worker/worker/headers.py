@@ -6,5 +6,8 @@ EXEC_HEADER = "mediaconduit_exec"
 BATCH_HEADER = "mediaconduit_batch"
 """A batch's job: ``{"id": batch id, "budget_usd": float or None, "sig": HMAC}``, signed for the job by the
 batch's producer and checked by the worker before anything is charged (``signing.py``)."""
+SENT_HEADER = "mediaconduit_sent"
+"""When the job was sent (unix seconds, the producer's clock), set at every send: its queue wait is
+measured from it (or from its ETA, when later)."""
 TENANT_HEADER = "mediaconduit_tenant"
 """The HTTP gateway's tenant of a job, for its log lines, metrics and traces (set by the gateway only)."""
