@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import isolated_environment, percentile, row, start_celery, stop_process, throughput
+from common import isolated_environment, round_trips, row, start_celery, stop_process, throughput
 
 HOME = isolated_environment()
 TRANSPORTS = {"kombu": {"MEDIACONDUIT_BROKER_TRANSPORT": "kombu"}, "mediaconduit": {}}
@@ -39,17 +39,6 @@ def sender(queue: str) -> Any:
     from celery import signature
 
     return signature("bench.raw", args=("hello",), queue=queue).apply_async
-
-
-def round_trips(send: Any, count: int) -> tuple[float, float]:
-    for _ in range(20):
-        send().get(timeout=60)
-    times = []
-    for _ in range(count):
-        t = time.perf_counter()
-        send().get(timeout=60)
-        times.append((time.perf_counter() - t) * 1000)
-    return percentile(times, 50), percentile(times, 99)
 
 
 def commandstats(client: Any) -> dict[str, int]:

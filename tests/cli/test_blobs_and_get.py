@@ -13,9 +13,11 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import WorkerProcess, publish
-from support.media_provider import CAPABILITIES, MANIFEST, PROVIDER, reversed_wav
+from support import media_provider
+from support.media_provider import reversed_wav
 from support.standin_apis import tiny_png, tiny_wav
+
+sound_url, sound_worker = media_provider.sound_url, media_provider.sound_worker  # the shared fixtures
 
 MEDIACONDUIT = Path(sys.executable).with_name("mediaconduit")
 
@@ -61,22 +63,6 @@ def media(tmp_path_factory) -> dict[str, Path]:
            str(files["tone"]))
     return files
 
-
-@pytest.fixture(scope="module")
-def sound_url(tmp_path_factory) -> str:
-    import yaml
-
-    folder = tmp_path_factory.mktemp("sound")
-    (folder / "MediaConduit.provider.yml").write_text(yaml.safe_dump(MANIFEST))
-    (folder / "provider.py").write_text(PROVIDER)
-    return publish(folder, f"sound-{uuid.uuid4().hex[:6]}", org="tests")
-
-
-@pytest.fixture(scope="module")
-def sound_worker(redis_server):
-    w = WorkerProcess(CAPABILITIES, concurrency=2).wait_ready()
-    yield w
-    w.stop()
 
 
 def store_root() -> Path:

@@ -15,12 +15,13 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
-from conftest import WorkerProcess, publish
-from support.media_provider import CAPABILITIES, MANIFEST, PROVIDER, reversed_wav
+from support import media_provider
+from support.media_provider import reversed_wav
+
+sound_url, sound_worker = media_provider.sound_url, media_provider.sound_worker  # the shared fixtures
 
 MEDIACONDUIT = Path(sys.executable).with_name("mediaconduit")
 
@@ -46,22 +47,6 @@ def described(path: Path) -> str:
     data = path.read_bytes()
     return f"audio/wav {len(data)} {hashlib.sha256(data).hexdigest()}"
 
-
-@pytest.fixture(scope="module")
-def sound_url(tmp_path_factory) -> str:
-    import yaml
-
-    folder = tmp_path_factory.mktemp("sound")
-    (folder / "MediaConduit.provider.yml").write_text(yaml.safe_dump(MANIFEST))
-    (folder / "provider.py").write_text(PROVIDER)
-    return publish(folder, f"sound-{uuid.uuid4().hex[:6]}", org="tests")
-
-
-@pytest.fixture(scope="module")
-def sound_worker(redis_server):
-    w = WorkerProcess(CAPABILITIES, concurrency=2).wait_ready()
-    yield w
-    w.stop()
 
 
 @pytest.fixture

@@ -8,6 +8,12 @@ size and the SHA-256 of its bytes, so a test can tell which file an item's job w
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
 PROVIDER = '''
 import hashlib
 import time
@@ -80,3 +86,25 @@ def reversed_wav(data: bytes) -> bytes:
         dst.setparams(params)
         dst.writeframes(b"".join(frames[i:i + width] for i in range(len(frames) - width, -1, -width)))
     return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def sound_url(tmp_path_factory: Any) -> str:
+    """The sound provider, published as a git repository of its own."""
+    import yaml
+    from conftest import publish
+
+    folder = tmp_path_factory.mktemp("sound")
+    (folder / "MediaConduit.provider.yml").write_text(yaml.safe_dump(MANIFEST))
+    (folder / "provider.py").write_text(PROVIDER)
+    return publish(folder, f"sound-{uuid.uuid4().hex[:6]}", org="tests")
+
+
+@pytest.fixture(scope="module")
+def sound_worker(redis_server: Any) -> Iterator[Any]:
+    """A worker for the sound provider's capabilities."""
+    from conftest import WorkerProcess
+
+    w = WorkerProcess(CAPABILITIES, concurrency=2).wait_ready()
+    yield w
+    w.stop()
