@@ -513,6 +513,7 @@ def test_flowers_api_takes_a_routed_job_and_shows_its_route_and_serving_candidat
                     break
                 time.sleep(0.25)
     assert result["metadata"]["candidate"]["index"] == 2
-    assert "'route:chat'" in record["args"] and record["routing_key"] == SHARED
-    assert "'route': 'chat'" in record["result"]
-    assert f"'candidate': {{'index': 2, 'provider': '{urls['together']}', 'model': '{MODELS['together']}'}}" in record["result"]
+    assert json.loads(record["args"])[1] == "route:chat" and record["routing_key"] == SHARED
+    shown = json.loads(record["result"])["metadata"]  # the summary, as JSON
+    assert shown["route"] == "chat"
+    assert shown["candidate"] == {"index": 2, "provider": urls["together"], "model": MODELS["together"]}
