@@ -67,11 +67,11 @@ def burst(group: ReplicationGroup, env: dict[str, str], url: str, log: Path, job
           kill: bool) -> dict:
     proc = subprocess.Popen([sys.executable, "-c", PRODUCER, url, str(log), "failover-bench", str(jobs), tag],
                             env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    sent = [0]
-    threading.Thread(target=lambda: [sent.__setitem__(0, sent[0] + 1) for _ in proc.stderr or []], daemon=True).start()
+    sent: list[str] = []  # a line per publish, read as the producer writes them
+    threading.Thread(target=lambda: sent.extend(proc.stderr or []), daemon=True).start()
     promoted = None
     if kill:
-        while sent[0] < jobs // 3 and proc.poll() is None:
+        while len(sent) < jobs // 3 and proc.poll() is None:
             time.sleep(0.01)
         old, began = group.master_port(), time.monotonic()
         group.node_on(old).kill()

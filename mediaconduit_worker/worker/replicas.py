@@ -28,14 +28,13 @@ WAIT_TIMEOUT_MS = 2000
 """Longest a write waits for its replicas."""
 
 
-def write_and_wait(client: Any, replicas: int, *commands: tuple[Any, ...]) -> tuple[list[Any], int]:
-    """Run ``commands`` and ``WAIT replicas`` on one connection; their replies and how many replicas hold them."""
+def write_and_wait(client: Any, replicas: int, *commands: tuple[Any, ...]) -> int:
+    """Run ``commands`` and ``WAIT replicas`` on one connection; how many replicas hold them."""
     with client.pipeline(transaction=False) as pipe:
         for command in commands:
             pipe.execute_command(*command)
         pipe.execute_command("WAIT", replicas, WAIT_TIMEOUT_MS)
-        *replies, confirmed = pipe.execute()
-    return replies, int(confirmed)
+        return int(pipe.execute()[-1])
 
 
 class WaitingBackend:
@@ -53,7 +52,7 @@ class WaitingBackend:
     def _set_and_wait(self, key: Any, value: Any, expires: Any = None) -> None:
         expires = self.expires if expires is None else expires
         write = ("SETEX", key, expires, value) if expires else ("SET", key, value)
-        _, confirmed = write_and_wait(self.client, self.wait_replicas, write, ("PUBLISH", key, value))
+        confirmed = write_and_wait(self.client, self.wait_replicas, write, ("PUBLISH", key, value))
         if confirmed < self.wait_replicas:
             raise redis.TimeoutError(f"a result write reached {confirmed} of {self.wait_replicas} replicas "
                                      f"in {WAIT_TIMEOUT_MS} ms (MEDIACONDUIT_WAIT_REPLICAS)")

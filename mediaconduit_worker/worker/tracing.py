@@ -41,13 +41,6 @@ _last_delivery: ContextVar[Any] = ContextVar("mediaconduit_last_delivery", defau
 task's body returned, outside its span; that publish is made a child of the delivery it follows. Each
 delivery replaces it (a worker's thread runs one job at a time; a producer never sets it)."""
 
-_OPERATIONS = {"text-to-text": "chat", "text-to-image": "generate_content", "text-to-audio": "generate_content",
-               "text-to-video": "generate_content", "image-to-image": "generate_content",
-               "image-to-video": "generate_content", "audio-to-text": "generate_content",
-               "image-to-text": "generate_content", "text-to-embedding": "embeddings"}
-"""``gen_ai.operation.name`` by capability (anything else: ``generate_content``)."""
-
-
 def wanted(environ: Mapping[str, str] = os.environ) -> bool:
     """Whether the ``OTEL_*`` variables ask for traces."""
     if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
@@ -111,17 +104,10 @@ def _scrub_request(span: Any, request: Any) -> None:
         span.set_attribute(key, shown)
 
 
-def inject(headers: dict[str, Any]) -> None:
-    """The current trace context into a message's headers (``traceparent``, ``tracestate``)."""
-    from opentelemetry import propagate
-
-    propagate.inject(headers)
-
-
 @contextmanager
 def sending(task_name: str, headers: dict[str, Any], queue: str | None) -> Iterator[None]:
     """A publish's span; its context goes into ``headers``."""
-    from opentelemetry import trace
+    from opentelemetry import propagate, trace
     from opentelemetry.trace import SpanKind
 
     parent = _last_delivery.get()
@@ -130,7 +116,7 @@ def sending(task_name: str, headers: dict[str, Any], queue: str | None) -> Itera
     with _tracer.start_as_current_span(f"send {task_name}", context=parent, kind=SpanKind.PRODUCER, attributes={
             "messaging.system": "redis", "messaging.operation.type": "send",
             "messaging.destination.name": queue or ""}):
-        inject(headers)
+        propagate.inject(headers)  # traceparent, tracestate
         yield
 
 
@@ -142,7 +128,9 @@ def consuming(request: Any, capability: str, attributes: dict[str, Any]) -> Iter
 
     carrier = {k: getattr(request, k) for k in ("traceparent", "tracestate") if getattr(request, k, None)}
     parent = propagate.extract(carrier)
-    attributes = {"gen_ai.operation.name": _OPERATIONS.get(capability, "generate_content"), **attributes}
+    # GenAI's operation names: a chat for text to text, content generated for every other capability
+    operation = "chat" if capability == "text-to-text" else "generate_content"
+    attributes = {"gen_ai.operation.name": operation, **attributes}
     with _tracer.start_as_current_span(f"transform {capability}", context=parent, kind=SpanKind.CONSUMER,
                                        attributes=attributes, record_exception=False,
                                        set_status_on_exception=False) as span:

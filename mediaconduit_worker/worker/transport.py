@@ -310,7 +310,7 @@ class Channel(kombu_redis.Channel):
             return super()._put(queue, message, **kwargs)
         key = self._q_for_pri(queue, self._get_message_priority(message, reverse=False))
         with self.conn_or_acquire() as client:
-            _, confirmed = write_and_wait(client, self.wait_replicas, ("LPUSH", key, dumps(message)))
+            confirmed = write_and_wait(client, self.wait_replicas, ("LPUSH", key, dumps(message)))
         if confirmed < self.wait_replicas:
             raise ReplicationError(
                 f"a job published to {queue!r} reached {confirmed} of {self.wait_replicas} Redis replicas in "
@@ -326,7 +326,7 @@ class Channel(kombu_redis.Channel):
         if not self.wait_replicas:
             self._create_client().lrem(held[0], 1, held[2])
             return
-        _, confirmed = write_and_wait(self._create_client(), self.wait_replicas, ("LREM", held[0], 1, held[2]))
+        confirmed = write_and_wait(self._create_client(), self.wait_replicas, ("LREM", held[0], 1, held[2]))
         if confirmed < self.wait_replicas:
             log.warning("an acknowledgement reached %d of %d Redis replicas; after a failover its job may come "
                         "back (and return its stored result)", confirmed, self.wait_replicas)

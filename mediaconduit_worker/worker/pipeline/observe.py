@@ -9,13 +9,14 @@ from ...redaction import scrub
 from .. import tracing
 from ..headers import TENANT_HEADER
 from ..logformat import job_labels
+from ..routes import ROUTE_PREFIX
 from .run import Run
 
 
 def observe(run: Run, proceed: Callable[[], None]) -> None:
     job, request = run.job, run.request
     labels = {"task_id": job.task_id, "provider": scrub(job.provider, run.secrets), "model": job.model,
-              "route": job.provider[len("route:"):] if job.routed else None,
+              "route": job.provider.removeprefix(ROUTE_PREFIX) if job.routed else None,
               "tenant": getattr(request, TENANT_HEADER, None)}
     token = job_labels.set(labels)
     try:
