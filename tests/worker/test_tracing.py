@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import threading
+from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -107,16 +108,23 @@ def test_traces_follow_a_chain_and_a_route_from_producer_to_provider_call(tmp_pa
 
     import yaml
 
+    from mediaconduit_worker.worker.limits import PREFIX, candidate_id
+    from mediaconduit_worker.worker.redis_state import state_redis
+
     server = ThreadingHTTPServer(("127.0.0.1", free_port()), _Receiver)
     server.spans = []  # type: ignore[attr-defined]
     threading.Thread(target=server.serve_forever, daemon=True).start()
     apis = StandInAPIs().start()
     urls = publish_remote_providers()
+    candidates = [{"provider": urls["openrouter"], "model": "openai/gpt-4o-mini"},
+                  {"provider": urls["together"], "model": "meta-llama/Llama-3.3-70B-Instruct-Turbo"}]
     apis.script("POST", "/openrouter/api/v1/chat/completions", Reply(503, {"error": {"code": 503, "message": "busy"}}))
+    for candidate in candidates:  # earlier tests' failures must not have cooled a candidate down
+        cid = candidate_id(candidate["provider"], candidate["model"])
+        for key in state_redis().scan_iter(f"{PREFIX}:cand:{cid}:*"):
+            state_redis().delete(key)
     routes = RUN_DIR / "routes-traced.yml"
-    routes.write_text(yaml.safe_dump({"routes": {"traced": {"candidates": [
-        {"provider": urls["openrouter"], "model": "openai/gpt-4o-mini"},
-        {"provider": urls["together"], "model": "meta-llama/Llama-3.3-70B-Instruct-Turbo"}]}}}))
+    routes.write_text(yaml.safe_dump({"routes": {"traced": {"candidates": candidates}}}))
     otel = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{server.server_port}", "OTEL_BSP_SCHEDULE_DELAY": "100",
             "MEDIACONDUIT_ROUTES": str(routes)}
     queue = "traced-jobs"
@@ -134,7 +142,8 @@ def test_traces_follow_a_chain_and_a_route_from_producer_to_provider_call(tmp_pa
             return sum(s["name"].startswith(prefix) for s in server.spans)  # type: ignore[attr-defined]
 
         while count("transform") < 3 or count("attempt") < 2 or count("send") < 3:  # each process exports in batches
-            assert time.monotonic() < deadline, server.spans  # type: ignore[attr-defined]
+            got = Counter(f"{s['service']}: {s['name']}" for s in server.spans)  # type: ignore[attr-defined]
+            assert time.monotonic() < deadline, f"spans received after 180 s: {dict(got)}"
             time.sleep(0.2)
     finally:
         worker.stop()
