@@ -32,9 +32,10 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-_lock = threading.Lock()
+_lock = threading.RLock()
 _tracer: Any = None
 _decided = False
+_building = False
 
 _last_delivery: ContextVar[Any] = ContextVar("mediaconduit_last_delivery", default=None)
 """The span context of the delivery this thread ran last. Celery sends a chain's next step after the
@@ -52,18 +53,25 @@ def wanted(environ: Mapping[str, str] = os.environ) -> bool:
 
 
 def tracer() -> Any:
-    """This process's tracer, set up on first use; None when tracing is off."""
+    """This process's tracer, set up on first use; None when tracing is off.
+
+    Other threads wait for the set-up (one that found it half done would run its job untraced); a log line
+    written during the set-up, on the same thread, gets None."""
+    global _decided, _building
     if _decided:
         return _tracer
     with _lock:
-        if not _decided:
-            _setup()
+        if not _decided and not _building:
+            _building = True
+            try:
+                _make_tracer()
+            finally:
+                _decided, _building = True, False
     return _tracer
 
 
-def _setup() -> None:
-    global _tracer, _decided
-    _decided = True
+def _make_tracer() -> None:
+    global _tracer
     if not wanted():
         return
     try:

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -60,6 +61,30 @@ def test_a_job_span_carries_genai_attributes_and_no_secret(monkeypatch):
     assert span.attributes["error.type"] == "UnknownModelError"
 
 
+def test_a_thread_that_asks_during_set_up_waits_for_the_tracer(monkeypatch):
+    """The first jobs of a worker start together: none may find the set-up half done and run untraced."""
+    from mediaconduit_worker.worker import tracing
+
+    started, made = threading.Event(), object()
+
+    def slow_set_up() -> None:
+        started.set()
+        assert tracing.tracer() is None  # a log line written during the set-up, on its thread
+        time.sleep(0.3)
+        monkeypatch.setattr(tracing, "_tracer", made)
+
+    monkeypatch.setattr(tracing, "_make_tracer", slow_set_up)
+    monkeypatch.setattr(tracing, "_decided", False)
+    monkeypatch.setattr(tracing, "_tracer", None)
+    got: list[Any] = []
+    first = threading.Thread(target=lambda: got.append(tracing.tracer()))
+    first.start()
+    started.wait(5)
+    second = tracing.tracer()
+    first.join(5)
+    assert got == [made] and second is made
+
+
 class _Receiver(BaseHTTPRequestHandler):
     spans: list[dict[str, Any]]
 
@@ -104,8 +129,6 @@ print(json.dumps({"chain": chained.get(timeout=90)["asset"]["content"],
 
 
 def test_traces_follow_a_chain_and_a_route_from_producer_to_provider_call(tmp_path):
-    import time
-
     import yaml
 
     from mediaconduit_worker.worker.limits import PREFIX, candidate_id
