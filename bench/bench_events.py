@@ -1,5 +1,5 @@
-"""What a job's event stream costs: the echo transform's round trip with event streams on and off
-(``MEDIACONDUIT_EVENTS_MAXLEN=0``), beside a raw Celery task, and one event written from this process
+"""What a job's event stream costs: the echo transform's round trip with its stream written (a job sent with
+``EVENTS_HEADER``, as the gateway sends every job) and with event streams off (``MEDIACONDUIT_EVENTS_MAXLEN=0``), beside a raw Celery task, and one event written from this process
 beside a Redis ``PING`` round trip (the least a call to Redis costs). Round trips alternate between the
 three workers, so the machine's load drifts through all of them alike.
 
@@ -47,6 +47,7 @@ def main() -> None:
     from celery import signature
 
     from mediaconduit_worker import transform
+    from mediaconduit_worker.worker.headers import EVENTS_HEADER
 
     url = git_mirror("echo-provider")
     workers = [start_celery("mediaconduit_worker.celery_app", ON_QUEUE, 1, name="events-on"),
@@ -54,7 +55,8 @@ def main() -> None:
                             env={"MEDIACONDUIT_EVENTS_MAXLEN": "0"}),
                start_celery("raw_app", RAW_QUEUE, 1)]
     sends = {
-        "echo, event streams on": lambda: transform.apply_async(("hello", url, "echo"), queue=ON_QUEUE),
+        "echo, event streams on": lambda: transform.apply_async(("hello", url, "echo"), queue=ON_QUEUE,
+                                                                headers={EVENTS_HEADER: True}),
         "echo, event streams off": lambda: transform.apply_async(("hello", url, "echo"), queue=OFF_QUEUE),
         "raw Celery task": lambda: signature("bench.raw", args=("hello",), queue=RAW_QUEUE).apply_async(),
     }

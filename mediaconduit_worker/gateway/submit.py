@@ -92,7 +92,7 @@ def create(gw: Gateway, tenant: Tenant, body: JobIn, idempotency_key: str | None
 
     from ..worker.app import transform
     from ..worker.checks import check_step
-    from ..worker.headers import BATCH_HEADER
+    from ..worker.headers import BATCH_HEADER, EVENTS_HEADER, TENANT_HEADER
     from ..worker.signing import sign_batch_header
     from .files import owns_blob
 
@@ -129,7 +129,8 @@ def create(gw: Gateway, tenant: Tenant, body: JobIn, idempotency_key: str | None
         for k, ((step, _), provider) in enumerate(zip(steps, providers)):
             args = (body.input, provider, step.model, step.options) if k == 0 else (provider, step.model, step.options)
             options: dict[str, Any] = {"task_id": ids[k], "headers": {
-                BATCH_HEADER: sign_batch_header(tenant.spend_scope, tenant.budget_usd, ids[k])}}
+                BATCH_HEADER: sign_batch_header(tenant.spend_scope, tenant.budget_usd, ids[k]),
+                EVENTS_HEADER: True, TENANT_HEADER: tenant.name}}
             if body.cancel_after:
                 options["expires"] = body.cancel_after
             sigs.append(transform.signature(args, **options))

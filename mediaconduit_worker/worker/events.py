@@ -10,11 +10,12 @@ server's clock) is its id and its time. Types:
 - ``progress``, ``log``, ``output``: what a running model reports (``progress``, ``log``, ``output`` below),
   for the streaming models to come.
 
-Status events are written where the job's state is: right after the result backend stores it
+Status events are written for a job that carries ``headers.EVENTS_HEADER`` (every job the gateway sends),
+where the job's state is: right after the result backend stores it
 (``EventsBackend``, mixed in front of the app's backend, so a reader told ``succeeded`` finds the
 result stored), whichever process stores it (the pool for STARTED, SUCCESS, FAILURE and RETRY; the
 worker's main process for a hard time limit, a lost pool process, a job too large to run; anyone for a
-cancel, ``revokes.store_revoked``). Errors are shown as the stored ones are: scrubbed of the job's
+cancel, ``revokes.store_revoked``, which writes the final event of any cancelled job). Errors are shown as the stored ones are: scrubbed of the job's
 secrets and of secret shapes.
 
 When the job has a webhook (the hash ``mediaconduit:webhook:<task id>``, written by the gateway) whose
@@ -40,6 +41,7 @@ from redis.commands.core import Script
 
 from ..redaction import scrub, secret_values
 from ..settings import get_settings
+from .headers import EVENTS_HEADER
 from .lua_scripts import named, register
 from .redaction import current_secrets
 from .redis_state import state_redis
@@ -147,9 +149,10 @@ def revoked(task_id: str, entry: dict[str, Any]) -> str | None:
 
 
 def stored(task_id: str, result: Any, state: str, request: Any) -> None:
-    """The status event for a transform's state just stored in the result backend."""
+    """The status event for a transform's state just stored in the result backend, when the job's stream has a
+    reader (``EVENTS_HEADER``)."""
     value = _STATUS_OF_STATE.get(state)
-    if value is None or getattr(request, "task", None) != TRANSFORM_TASK:
+    if value is None or not getattr(request, EVENTS_HEADER, None) or getattr(request, "task", None) != TRANSFORM_TASK:
         return
     if value == RUNNING:
         status(task_id, RUNNING, attempt=getattr(request, "retries", 0) or 0)

@@ -31,6 +31,7 @@ from celery.worker.state import task_ready
 
 from ..settings import get_settings
 from . import events
+from .headers import EVENTS_HEADER
 from .redaction import redacted_request
 from .redis_state import state_redis
 
@@ -122,7 +123,8 @@ def interrupted(task: Any) -> Exception:
     entry = revoke_of(request.id)
     if entry is None:
         log.warning("job %s handed back to the queue: its worker is shutting down", request.id)
-        events.status(request.id, events.QUEUED, reason="handed back: its worker is shutting down")
+        if getattr(request, EVENTS_HEADER, None):
+            events.status(request.id, events.QUEUED, reason="handed back: its worker is shutting down")
         return Reject("handed back at shutdown", requeue=True)
     store_revoked(backend, request.id, entry, request)
     revoke_later_steps(backend, {"chain": request.chain}, request.id)

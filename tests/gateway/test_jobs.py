@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 
 from .conftest import API, PARKED_CAPABILITY, create_key, wait_finished
@@ -19,6 +20,12 @@ def test_a_job_is_created_and_read_back_with_its_result(alice: API, echo_url: st
     assert done["result"]["metadata"]["task_id"] == job["id"]
     assert done["attempts"] == 1 and done["steps"][0]["worker"]
     assert done["created_at"] <= done["completed_at"]
+    # the gateway's jobs have a reader: their event streams are written
+    from mediaconduit_worker.worker.events import stream_key
+    from mediaconduit_worker.worker.redis_state import state_redis
+
+    stream = state_redis().xrange(stream_key(job["id"]))
+    assert [json.loads(fields["data"])["status"] for _, fields in stream] == ["running", "succeeded"]
 
 
 def test_problems_name_the_field_and_value(alice: API, echo_url: str) -> None:

@@ -12,6 +12,14 @@ from typing import Any
 import pytest
 
 
+def send(*args: Any, **options: Any) -> Any:
+    """A transform job whose event stream has a reader, as the gateway sends every job."""
+    from mediaconduit_worker import transform
+    from mediaconduit_worker.worker.headers import EVENTS_HEADER
+
+    return transform.apply_async(args, headers={EVENTS_HEADER: True}, **options)
+
+
 def _client() -> Any:
     from mediaconduit_worker.worker.redis_state import state_redis
 
@@ -35,11 +43,10 @@ def statuses(task_id: str) -> list[str]:
 
 
 def test_a_job_runs_then_succeeds_and_its_result_is_stored_before_the_event(text_worker, echo_url) -> None:
-    from mediaconduit_worker import transform
     from mediaconduit_worker.celery_app import app
     from mediaconduit_worker.worker.events import stream_key
 
-    job = transform.delay("hello", echo_url, "upper")
+    job = send("hello", echo_url, "upper")
     client = _client()
     seen: list[str] = []
     for _ in range(1200):  # as a reader does: the moment it sees "succeeded", the result is there
@@ -59,8 +66,16 @@ def test_a_job_runs_then_succeeds_and_its_result_is_stored_before_the_event(text
     assert job.get(timeout=60)["asset"]["content"] == "HELLO"
 
 
-def test_a_failure_names_the_culprit_and_never_its_secret(text_worker, make_provider) -> None:
+def test_a_job_whose_stream_has_no_reader_writes_no_events(text_worker, echo_url) -> None:
     from mediaconduit_worker import transform
+    from mediaconduit_worker.worker.events import stream_key
+
+    job = transform.delay("hello", echo_url, "upper")
+    assert job.get(timeout=60)["asset"]["content"] == "HELLO"
+    assert not _client().exists(stream_key(job.id))
+
+
+def test_a_failure_names_the_culprit_and_never_its_secret(text_worker, make_provider) -> None:
 
     code = (
         "from mediaconduit_worker import MediaCapability, MediaProvider, TextToTextModel\n"
@@ -74,7 +89,7 @@ def test_a_failure_names_the_culprit_and_never_its_secret(text_worker, make_prov
                 "models": [{"id": "leaky"}]}
     url = make_provider("leaky", manifest, {"provider.py": code})
     secret, shaped = "hunter2-not-a-shape-0042", "sk-proj-abcdefghijklmnopqrstuvwxyz0123"
-    job = transform.delay("x", url, "leaky", {"api_key": secret, "hint": shaped})
+    job = send("x", url, "leaky", {"api_key": secret, "hint": shaped})
     got = entries(job.id)
     assert [d["status"] for _, k, d in got if k == "status"] == ["running", "failed"]
     error = got[-1][2]["error"]
@@ -87,25 +102,22 @@ def test_a_failure_names_the_culprit_and_never_its_secret(text_worker, make_prov
 
 
 def test_a_job_cancelled_before_it_runs_gets_its_final_event(echo_url) -> None:
-    from mediaconduit_worker import transform
     from mediaconduit_worker.celery_app import app
 
-    job = transform.apply_async(("never", echo_url, "echo"), queue=f"nobody-{uuid.uuid4().hex[:8]}")
+    job = send("never", echo_url, "echo", queue=f"nobody-{uuid.uuid4().hex[:8]}")
     app.control.revoke(job.id, reason="the tenant asked")
     got = entries(job.id, timeout=10)
     assert [(k, d) for _, k, d in got] == [("status", {"status": "canceled", "reason": "the tenant asked"})]
 
 
 def test_a_job_past_its_start_by_ends_expired_on_the_worker_that_takes_it(text_worker, echo_url) -> None:
-    from mediaconduit_worker import transform
 
-    job = transform.apply_async(("late", echo_url, "echo"), start_by=datetime.now(UTC) - timedelta(seconds=1))
+    job = send("late", echo_url, "echo", start_by=datetime.now(UTC) - timedelta(seconds=1))
     assert statuses(job.id) == ["expired"]
     assert "not started by" in entries(job.id)[0][2]["reason"]
 
 
 def test_a_job_cancelled_while_running_ends_canceled(text_worker, make_provider) -> None:
-    from mediaconduit_worker import transform
     from mediaconduit_worker.celery_app import app
 
     code = (
@@ -120,7 +132,7 @@ def test_a_job_cancelled_while_running_ends_canceled(text_worker, make_provider)
     )
     manifest = {"id": "slow", "name": "Slow", "capabilities": ["text-to-text"], "main": "provider.py",
                 "models": [{"id": "slow"}]}
-    job = transform.delay("x", make_provider("slow", manifest, {"provider.py": code}), "slow")
+    job = send("x", make_provider("slow", manifest, {"provider.py": code}), "slow")
     from mediaconduit_worker.worker.events import stream_key
 
     for _ in range(1200):
@@ -132,7 +144,6 @@ def test_a_job_cancelled_while_running_ends_canceled(text_worker, make_provider)
 
 
 def test_a_transient_error_shows_the_job_queued_again_then_running(text_worker, make_provider, tmp_path) -> None:
-    from mediaconduit_worker import transform
 
     calls = tmp_path / "calls"
     code = (
@@ -151,7 +162,7 @@ def test_a_transient_error_shows_the_job_queued_again_then_running(text_worker, 
     )
     manifest = {"id": "flaky", "name": "Flaky", "capabilities": ["text-to-text"], "main": "provider.py",
                 "models": [{"id": "flaky"}]}
-    job = transform.delay("x", make_provider("flaky", manifest, {"provider.py": code}), "flaky")
+    job = send("x", make_provider("flaky", manifest, {"provider.py": code}), "flaky")
     assert job.get(timeout=60)["asset"]["content"] == "second time lucky"
     got = [d for _, k, d in entries(job.id) if k == "status"]
     assert [d["status"] for d in got] == ["running", "queued", "running", "succeeded"]
