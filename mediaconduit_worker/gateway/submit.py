@@ -18,6 +18,7 @@ import uuid
 from typing import Any
 
 from ..errors import InvalidInputError, MediaConduitError, ProviderNotAllowedError, UnknownModelError
+from ..worker.events import WEBHOOK_PREFIX
 from .context import Gateway
 from .problems import Problem, from_error, invalid
 from .records import JobRecord, now
@@ -125,6 +126,8 @@ def create(gw: Gateway, tenant: Tenant, body: JobIn, idempotency_key: str | None
     ttl = gw.settings.result_expires
     record.save(gw.redis, ttl)
     try:
+        if body.webhook:  # before sending: a worker's first event may come at once
+            _store_webhook(gw, tenant, record, body)
         sigs = []
         for k, ((step, _), provider) in enumerate(zip(steps, providers)):
             args = (body.input, provider, step.model, step.options) if k == 0 else (provider, step.model, step.options)
@@ -135,21 +138,23 @@ def create(gw: Gateway, tenant: Tenant, body: JobIn, idempotency_key: str | None
                 options["expires"] = body.cancel_after
             sigs.append(transform.signature(args, **options))
         (sigs[0] if len(sigs) == 1 else chain(*sigs)).apply_async()
-    except MediaConduitError as exc:
-        record.delete(gw.redis)
-        if idempotency_key is not None:
-            gw.redis.delete(_idempotency_key(tenant, idempotency_key))
-        raise from_error(exc, "/input", None) from None
-    except Exception:
-        record.delete(gw.redis)
-        if idempotency_key is not None:
-            gw.redis.delete(_idempotency_key(tenant, idempotency_key))
+    except Exception as exc:
+        _unsent(gw, tenant, record, idempotency_key)
+        if isinstance(exc, MediaConduitError):
+            raise from_error(exc, "/input", None) from None
         raise
     if body.cancel_after:
         gw.redis.zadd(DEADLINES, {record.id: record.extra["deadline"]})
-    if body.webhook:
-        _store_webhook(gw, tenant, record, body)
     return record, warnings
+
+
+def _unsent(gw: Gateway, tenant: Tenant, record: JobRecord, idempotency_key: str | None) -> None:
+    """What a job that could not be sent leaves behind, removed: its record, webhooks and idempotency key."""
+    keys = [f"{WEBHOOK_PREFIX}{task_id}" for task_id in record.steps]
+    if idempotency_key is not None:
+        keys.append(_idempotency_key(tenant, idempotency_key))
+    record.delete(gw.redis)
+    gw.redis.delete(*keys)
 
 
 def _store_webhook(gw: Gateway, tenant: Tenant, record: JobRecord, body: JobIn) -> None:
@@ -158,7 +163,7 @@ def _store_webhook(gw: Gateway, tenant: Tenant, record: JobRecord, body: JobIn) 
     events = ",".join(body.webhook_events_filter or ["start", "output", "logs", "completed"])
     with gw.redis.pipeline() as pipe:
         for task_id in record.steps:
-            key = f"mediaconduit:webhook:{task_id}"
+            key = f"{WEBHOOK_PREFIX}{task_id}"
             pipe.hset(key, mapping={"url": body.webhook or "", "events": events, "tenant": tenant.name, "job": record.id})
             pipe.expire(key, gw.settings.result_expires)
         pipe.execute()

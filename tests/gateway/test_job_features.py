@@ -120,3 +120,17 @@ def test_a_tenants_rpm_is_held(gateway, openapi, slow_url: str) -> None:
     assert int(answers[-1].headers["retry-after"]) >= 1 and answers[-1].json()["field"] == "rpm"
     for a in answers[:3]:
         erin.call("cancelJob", {"job_id": a.json()["id"]})
+
+
+def test_a_webhook_job_hands_its_start_and_completion_to_the_outbox(alice: API, echo_url: str, text_worker) -> None:
+    """The webhook is stored before the job is sent, so even a job that starts at once has its ``start``."""
+    from mediaconduit_worker.worker.events import OUTBOX
+    from mediaconduit_worker.worker.redis_state import state_redis
+
+    created = alice.call("createJob", json={"input": "hook", "provider": echo_url, "model": "upper",
+                                            "webhook": "https://hooks.example/receive"})
+    assert created.status_code == 201, created.text
+    job_id = created.json()["id"]
+    assert wait_finished(alice, job_id)["status"] == "succeeded"
+    sent = [fields["event"] for _, fields in state_redis().xrange(OUTBOX) if fields["task_id"] == job_id]
+    assert sent == ["start", "completed"]
