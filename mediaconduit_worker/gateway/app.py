@@ -12,8 +12,7 @@ import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 
 from ..settings import Settings
 from . import files, jobs
@@ -34,6 +33,8 @@ Send = Callable[[Message], Awaitable[None]]
 
 
 class BodyTooLarge(Exception):
+    """A request body over its cap (the problem's detail names the cap and its setting)."""
+
     def __init__(self, cap: int, setting: str) -> None:
         super().__init__(f"the request body is over {cap:,} bytes ({setting})")
         self.cap, self.setting = cap, setting
@@ -58,17 +59,29 @@ class BodyCap:
             await _too_large(BodyTooLarge(cap, setting), scope, send)
             return
         seen = 0
+        over = False
 
         async def capped() -> Message:
-            nonlocal seen
+            # Past the cap the app is told the body ended, and its answer is replaced by the 413 below: an
+            # exception raised here would reach the app's body parser, which answers 400 for any.
+            nonlocal seen, over
+            if over:
+                return {"type": "http.request", "body": b"", "more_body": False}
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > cap:
-                    raise BodyTooLarge(cap, setting)
+                    over = True
+                    return {"type": "http.request", "body": b"", "more_body": False}
             return message
 
-        await self.app(scope, capped, send)
+        async def answer(message: Message) -> None:
+            if not over:
+                await send(message)
+            elif message["type"] == "http.response.start":
+                await _too_large(BodyTooLarge(cap, setting), scope, send)
+
+        await self.app(scope, capped, answer)
 
 
 async def _too_large(exc: BodyTooLarge, scope: Scope, send: Send) -> None:
@@ -119,11 +132,6 @@ def create_app(settings: Settings) -> FastAPI:
                               "files. Every call needs `Authorization: Bearer KEY`. Errors are RFC 9457 problem+json.")
     app.state.gateway = gw
     install(app)
-
-    @app.exception_handler(BodyTooLarge)
-    async def _too_large_handler(request: Request, exc: BodyTooLarge) -> JSONResponse:
-        return response(Problem(413, "too-large", "Request body too large", str(exc), field="body", value=None),
-                        request.url.path)
 
     for router in ROUTERS:
         app.include_router(router)

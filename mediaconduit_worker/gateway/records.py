@@ -95,11 +95,11 @@ def step_status(meta: dict[str, Any]) -> str:
 
 
 def _error(meta: dict[str, Any]) -> dict[str, Any]:
+    """The step's error: the backend hands it back as the exception Celery rebuilt (its class named as
+    the worker's), or, for a revoke, Celery's ``TaskRevokedError``."""
     result = meta.get("result")
-    if isinstance(result, dict):
-        return {"type": result.get("exc_type"), "message": str(result.get("exc_message", ""))
-                if not isinstance(result.get("exc_message"), list | tuple) else
-                " ".join(str(m) for m in result["exc_message"])}
+    if isinstance(result, BaseException):
+        return {"type": type(result).__name__, "message": str(result)}
     return {"type": None, "message": str(result)}
 
 

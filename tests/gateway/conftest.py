@@ -19,6 +19,7 @@ from conftest import RUN_DIR, free_port, publish
 
 SLOW_PROVIDER = '''
 import time
+PRICE = 0.25
 from mediaconduit_worker import MediaCapability, MediaProvider, Text, TextToTextModel, input_text
 
 
@@ -30,7 +31,16 @@ class Sleep(TextToTextModel):
 
 class SlowProvider(MediaProvider):
     model_classes = {MediaCapability.TEXT_TO_TEXT: Sleep, MediaCapability.VIDEO_TO_AUDIO: Sleep}
+
+    def discover_models(self):
+        models = super().discover_models()
+        for m in models:
+            if m.id == "priced":
+                m.pricing = {"request": PRICE}
+        return models
 '''
+#: USD per call of the slow provider's ``priced`` model.
+PRICE = 0.25
 #: A capability no worker of the suite serves: jobs of the ``parked`` model stay queued.
 PARKED_CAPABILITY = "video-to-audio"
 #: The upload cap of the test gateway (small, so the cap is tested without big files).
@@ -41,13 +51,15 @@ AUTH_FAILURES = 5
 
 @pytest.fixture(scope="session")
 def slow_url(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A provider with a ``sleep`` model (text-to-text) and a ``parked`` one (a capability nobody serves)."""
+    """A provider with a ``sleep`` model (text-to-text), a ``parked`` one (a capability nobody serves) and a
+    ``priced`` one (``sleep`` at ``PRICE`` USD a call)."""
     folder = tmp_path_factory.mktemp("slow-provider")
     (folder / "provider.py").write_text(SLOW_PROVIDER)
     (folder / "MediaConduit.provider.yml").write_text(
         "id: slow-provider\nname: Slow\ntype: local\nmain: provider.py\nexportName: SlowProvider\nmodels:\n"
         "  - {id: sleep, capabilities: [text-to-text], parameters: {seconds: {type: number}}}\n"
-        f"  - {{id: parked, capabilities: [{PARKED_CAPABILITY}]}}\n")
+        f"  - {{id: parked, capabilities: [{PARKED_CAPABILITY}]}}\n"
+        "  - {id: priced, capabilities: [text-to-text], parameters: {seconds: {type: number}}}\n")
     return publish(folder, "slow-provider", org="tests")
 
 

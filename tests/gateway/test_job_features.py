@@ -27,7 +27,9 @@ def test_a_failed_step_names_its_culprit(alice: API, slow_url: str, text_worker)
     job = alice.call("createJob", headers={"Prefer": "wait=30"},
                      json={"input": "x", "provider": slow_url, "model": "sleep", "options": {"seconds": -1}}).json()
     assert job["status"] == "failed", job
-    assert "non-negative" in job["error"]["message"] and job["result"] is None and job["completed_at"]
+    assert job["error"]["type"] == "ProviderExecutionError" and "ValueError" in job["error"]["message"]
+    assert "non-negative" in job["error"]["message"]
+    assert job["result"] is None and job["completed_at"]
 
 
 def test_an_idempotency_key_returns_the_same_job(alice: API, echo_url: str, text_worker) -> None:
