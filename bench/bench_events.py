@@ -1,5 +1,6 @@
-"""What a job's event stream costs: the echo transform's round trip with its stream written (a job sent with
-``EVENTS_HEADER``, as the gateway sends every job) and with event streams off (``MEDIACONDUIT_EVENTS_MAXLEN=0``), beside a raw Celery task, and one event written from this process
+"""What a job's event stream costs: the echo transform's round trip with its stream written (a job sent
+with ``EVENTS_HEADER``, as the gateway sends every job) and with event streams off
+(``MEDIACONDUIT_EVENTS_MAXLEN=0``), beside a raw Celery task, and one event written from this process
 beside a Redis ``PING`` round trip (the least a call to Redis costs). Round trips alternate between the
 three workers, so the machine's load drifts through all of them alike.
 

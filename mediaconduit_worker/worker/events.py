@@ -15,8 +15,8 @@ where the job's state is: right after the result backend stores it
 (``EventsBackend``, mixed in front of the app's backend, so a reader told ``succeeded`` finds the
 result stored), whichever process stores it (the pool for STARTED, SUCCESS, FAILURE and RETRY; the
 worker's main process for a hard time limit, a lost pool process, a job too large to run; anyone for a
-cancel, ``revokes.store_revoked``, which writes the final event of any cancelled job). Errors are shown as the stored ones are: scrubbed of the job's
-secrets and of secret shapes.
+cancel, ``revokes.store_revoked``, which writes the final event of any cancelled job). Errors are shown as
+the stored ones are: scrubbed of the job's secrets and of secret shapes.
 
 When the job has a webhook (the hash ``mediaconduit:webhook:<task id>``, written by the gateway) whose
 ``events`` filter admits the event, the same Lua call (``lua/events_add.lua``) adds
@@ -53,7 +53,8 @@ WEBHOOK_PREFIX = "mediaconduit:webhook:"
 OUTBOX = "mediaconduit:webhooks:outbox"
 TRANSFORM_TASK = "mediaconduit.transform"  # app.TRANSFORM_TASK (app imports this module)
 
-QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED, EXPIRED = "queued", "running", "succeeded", "failed", "canceled", "expired"
+QUEUED, RUNNING, SUCCEEDED, FAILED = "queued", "running", "succeeded", "failed"
+CANCELED, EXPIRED = "canceled", "expired"
 FINAL = frozenset({SUCCEEDED, FAILED, CANCELED, EXPIRED})
 """The statuses that end a job's stream."""
 STATUS, PROGRESS, LOG, OUTPUT = "status", "progress", "log", "output"
@@ -148,11 +149,16 @@ def revoked(task_id: str, entry: dict[str, Any]) -> str | None:
                   reason=scrub(str(entry.get("reason", "")), ()))
 
 
+def has_reader(request: Any) -> bool:
+    """Whether a job's stream is read (it carries ``EVENTS_HEADER``): streams are written only for those."""
+    return bool(getattr(request, EVENTS_HEADER, None))
+
+
 def stored(task_id: str, result: Any, state: str, request: Any) -> None:
     """The status event for a transform's state just stored in the result backend, when the job's stream has a
-    reader (``EVENTS_HEADER``)."""
+    reader."""
     value = _STATUS_OF_STATE.get(state)
-    if value is None or not getattr(request, EVENTS_HEADER, None) or getattr(request, "task", None) != TRANSFORM_TASK:
+    if value is None or not has_reader(request) or getattr(request, "task", None) != TRANSFORM_TASK:
         return
     if value == RUNNING:
         status(task_id, RUNNING, attempt=getattr(request, "retries", 0) or 0)

@@ -31,7 +31,6 @@ from celery.worker.state import task_ready
 
 from ..settings import get_settings
 from . import events
-from .headers import EVENTS_HEADER
 from .redaction import redacted_request
 from .redis_state import state_redis
 
@@ -123,7 +122,7 @@ def interrupted(task: Any) -> Exception:
     entry = revoke_of(request.id)
     if entry is None:
         log.warning("job %s handed back to the queue: its worker is shutting down", request.id)
-        if getattr(request, EVENTS_HEADER, None):
+        if events.has_reader(request):
             events.status(request.id, events.QUEUED, reason="handed back: its worker is shutting down")
         return Reject("handed back at shutdown", requeue=True)
     store_revoked(backend, request.id, entry, request)
