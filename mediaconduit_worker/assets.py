@@ -145,7 +145,7 @@ class BinaryAsset(Asset):
         uri, store = self.store(), BlobStore()
         path = store.path_for(uri.rsplit("/", 1)[-1])
         if not path.is_file():
-            raise InvalidInputError(f"blob {uri!r} is not in the store {store.root}")
+            raise store.missing(uri)
         return path
 
     def open(self) -> IO[bytes]:
@@ -294,7 +294,7 @@ def asset_from_json(value: dict[str, Any], where: str = "input") -> Asset:
             return _within_caps(cls(uri=uri, sha256=digest, size=size, **fields), where)
         store = BlobStore()
         if not store.claim(detail):
-            raise InvalidInputError(f"{where} field 'uri': blob {value['uri']!r} is not in the blob store")
+            raise InvalidInputError(f"{where} field 'uri': {store.missing(value['uri'])}")
         return _within_caps(cls(uri=value["uri"], sha256=detail, size=store.path_for(detail).stat().st_size, **fields), where)
     except ValidationError as exc:
         problem = exc.errors()[0]

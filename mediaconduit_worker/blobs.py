@@ -47,6 +47,12 @@ class BlobStore:
             raise ValueError(f"not a sha256 digest: {sha256!r}")
         return self.root / "sha256" / sha256[:2] / sha256
 
+    def missing(self, uri: str) -> InvalidInputError:
+        """The error of a reference this store lacks, naming the blob and the folder looked in: the usual
+        cause is a machine that wrote it to a store this one does not share."""
+        return InvalidInputError(f"blob {uri} is not in the blob store {self.root} (MEDIACONDUIT_BLOB_DIR): it was "
+                                 "written to a store this machine does not share")
+
     def has(self, sha256: str) -> bool:
         return self.path_for(sha256).is_file()
 
@@ -122,7 +128,7 @@ class BlobStore:
             try:
                 data = self.path_for(digest).read_bytes()
             except FileNotFoundError:
-                raise InvalidInputError(f"blob {uri!r} is not in the blob store {self.root}") from None
+                raise self.missing(uri) from None
             if hashlib.sha256(data).hexdigest() != digest:
                 raise InvalidInputError(f"blob {uri!r} in {self.root} does not match its digest: the stored copy is damaged")
             return data

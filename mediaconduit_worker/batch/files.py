@@ -240,8 +240,7 @@ def output_suffix(record: dict[str, Any]) -> str:
 def write_output(record: dict[str, Any], target: Path, store: BlobStore | None = None) -> int:
     """A result's output asset as a file (text as text, media as their bytes); the bytes written.
 
-    A blob missing here is an error naming it and the store looked in: the worker wrote it to a store
-    this machine does not share (README, "Workers on other machines").
+    A blob missing here is an error naming it and the store looked in (``BlobStore.missing``).
     """
     asset = record.get("asset") if isinstance(record, dict) else None
     if not isinstance(asset, dict) or asset.get("type") not in ASSET_TYPES:
@@ -272,8 +271,7 @@ def copy_blob(uri: str, target: Path | None, store: BlobStore | None = None) -> 
     store = store or BlobStore()
     source = store.path_for(digest)
     if not source.is_file():
-        raise InvalidInputError(f"blob {uri} is not in the blob store {store.root} (MEDIACONDUIT_BLOB_DIR): the "
-                                "worker that wrote it uses another store; point this machine at it")
+        raise store.missing(uri)
     h, size = hashlib.sha256(), 0
     with open(source, "rb") as src:
         out = open(target, "wb") if target is not None else None

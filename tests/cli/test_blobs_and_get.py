@@ -118,8 +118,8 @@ def test_get_of_a_missing_or_damaged_blob_is_one_line_and_leaves_no_file(media, 
     out = tmp_path / "out.bin"
     absent = "blob://sha256/" + hashlib.sha256(b"never stored " + uuid.uuid4().bytes).hexdigest()
     line = one_error_line(mediaconduit("blobs", "get", absent, "-o", str(out)))
-    assert line == (f"error: blob {absent} is not in the blob store {store_root()} (MEDIACONDUIT_BLOB_DIR): the worker "
-                    "that wrote it uses another store; point this machine at it")
+    assert line == (f"error: blob {absent} is not in the blob store {store_root()} (MEDIACONDUIT_BLOB_DIR): it was "
+                    "written to a store this machine does not share")
     line = one_error_line(mediaconduit("blobs", "get", "blob://sha256/abc", "-o", str(out)))
     assert "is not a blob reference" in line, line
     data = b"will be damaged " + uuid.uuid4().bytes
@@ -163,6 +163,29 @@ def test_get_task_writes_a_media_output_as_its_bytes(sound_worker, sound_url, me
                                        env={"MEDIACONDUIT_BLOB_DIR": str(elsewhere)}))
     assert line.startswith(f"error: job {job.id}: blob blob://sha256/") and f"not in the blob store {elsewhere}" in line
     assert not (tmp_path / "x.wav").exists()
+
+
+def test_a_worker_on_another_blob_store_fails_the_job_naming_the_blob_and_the_store(sound_url, media, tmp_path):
+    """The producer stores the input in its blob store; a worker pointed at another folder (a machine that does
+    not share it) fails the job, and its error names the blob reference and the folder it looked in."""
+    from conftest import WorkerProcess
+
+    from mediaconduit_worker import transform
+
+    ref = mediaconduit("blobs", "put", str(media["tone"])).stdout.strip()
+    elsewhere = tmp_path / "worker-store"
+    queue = f"other-store-{uuid.uuid4().hex[:8]}"
+    worker = WorkerProcess(queue=queue, concurrency=1, env={"MEDIACONDUIT_BLOB_DIR": str(elsewhere)}).wait_ready()
+    try:
+        job = transform.apply_async(({"type": "audio", "uri": ref}, sound_url, "describe", {}), queue=queue)
+        with pytest.raises(Exception) as failed:
+            job.get(timeout=180)
+    finally:
+        worker.stop()
+    error = str(failed.value)
+    assert type(failed.value).__name__ == "InvalidInputError", error  # permanent: not retried
+    assert f"blob {ref} is not in the blob store {elsewhere} (MEDIACONDUIT_BLOB_DIR)" in error, error
+    assert (store_root() / "sha256" / ref[-64:][:2] / ref[-64:]).is_file()  # the producer's store holds it
 
 
 def test_get_of_a_failed_or_unknown_task_is_one_line(sound_worker, sound_url, media, tmp_path):
