@@ -66,6 +66,8 @@ up: base-image wheelhouse compose/.env
 	$(COMPOSE) up -d --build
 	@echo "The stack is up. From this folder, this runs a job on it (echo-provider, served by the stack's git service):"
 	@bash scripts/stack-command.sh compose/.env
+	@echo "For batch --files, blobs put/get and get -o, this points the CLI at the blob folder the stack's workers use:"
+	@echo "export MEDIACONDUIT_BLOB_DIR=$(CURDIR)/compose/data/blobs"
 
 down:
 	-docker ps -aq --filter label=org.mediaconduit.managed=1 --filter network=mediaconduit | xargs -r docker rm -f
