@@ -107,6 +107,29 @@ def test_a_rendered_png_carries_valid_credentials_naming_what_made_it(signing_wo
     assert "media outputs are signed by 'MediaConduit development signer'" in worker.log_text()
 
 
+@pytest.mark.parametrize("fmt,mime", [("png", "image/png"), ("jpeg", "image/jpeg"), ("webp", "image/webp")])
+def test_each_image_format_is_signed_and_reads_back_valid(signing_worker, fmt, mime):
+    """PNG, JPEG and WebP from the same real engine: c2pa.Reader finds a valid manifest of the right format, the
+    action, source type and agent of textrender's manifest, and the prompt's digest; the media still decodes."""
+    from PIL import Image
+
+    _, queue = signing_worker
+    result = run(queue, f"Signed {fmt}", TEXTRENDER, "render-image", {"format": fmt})
+    prompt, credentials = result["metadata"]["generation_prompt"], result["metadata"]["credentials"]
+    assert result["asset"]["mime_type"] == mime and credentials["signed"] is True and credentials["format"] == mime
+    reader = read_back(result)
+    assert reader.get_validation_state() == "Valid"
+    manifest = reader.get_active_manifest()
+    assert manifest["label"] == credentials["manifest"]
+    assertions = {a["label"]: a["data"] for a in manifest["assertions"]}
+    (action,) = assertions["c2pa.actions.v2"]["actions"]
+    assert action["action"] == "c2pa.created" and action["digitalSourceType"] == IPTC + "algorithmicMedia"
+    assert action["softwareAgent"] == {"name": "textrender-provider/render-image", "version": prompt["source"]["commit"]}
+    assert assertions["org.mediaconduit.record"]["generation_prompt_sha256"] == hashlib.sha256(canonical(prompt)).hexdigest()
+    with Image.open(BlobStore().path_for(result["asset"]["sha256"])) as image:
+        assert image.format == fmt.upper() and image.size[0] > 100
+
+
 def test_a_text_output_is_left_as_it_was(signing_worker):
     _, queue = signing_worker
     result = run(queue, "abc", ECHO, "reverse")
