@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import struct
 import subprocess
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -23,7 +24,22 @@ def synthesize(text: str, voice: str, speed: int, pitch: int) -> bytes:
     )
     if proc.returncode != 0 or not proc.stdout.startswith(b"RIFF"):
         raise ValueError(proc.stderr.decode(errors="replace").strip() or f"espeak-ng exited with {proc.returncode}")
-    return proc.stdout
+    return with_sizes(proc.stdout)
+
+
+def with_sizes(wav: bytes) -> bytes:
+    """The WAV with its RIFF and data chunk sizes set to the bytes it has: on stdout espeak-ng cannot seek back,
+    so it writes placeholder sizes (0x7ffff...), which strict readers refuse (C2PA's signer among them)."""
+    out = bytearray(wav)
+    struct.pack_into("<I", out, 4, len(out) - 8)
+    pos = 12
+    while pos + 8 <= len(out):
+        chunk, size = out[pos:pos + 4], struct.unpack_from("<I", out, pos + 4)[0]
+        if chunk == b"data":
+            struct.pack_into("<I", out, pos + 4, len(out) - pos - 8)
+            break
+        pos += 8 + size + (size & 1)
+    return bytes(out)
 
 
 def voices() -> list[dict[str, str]]:
