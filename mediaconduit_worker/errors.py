@@ -20,7 +20,8 @@ The tree::
     ├── ReplicationError              a publish its Redis replicas did not confirm in time (MEDIACONDUIT_WAIT_REPLICAS)
     ├── ProviderExecutionError        the provider's own code raised while transforming
     │   ├── ProviderHTTPError         an API answered 4xx: wrong key, bad request, unknown model
-    │   └── ProviderResponseError     an API answered something it should not have (bad JSON, no fields)
+    │   ├── ProviderResponseError     an API answered something it should not have (bad JSON, no fields)
+    │   └── StreamBrokenError         a model's stream broke after its first chunk left (never retried)
     └── TransientError                retried: 429/5xx, a restarting service, a broker blip
         ├── RouteUnavailableError     every candidate of a route failed transiently, cooled down or at its limit
         └── BudgetHeldError           an estimate a budget can take only once the jobs in flight settle
@@ -36,7 +37,9 @@ until it ends with ``PoisonJobError``.
 What fails over (``worker/failover.py``'s ``FAILOVER_EXCEPTIONS``): in a ``route:NAME`` job the same
 kinds and ``ServiceError`` (a Docker service that will not start) move the job to the route's next
 candidate within the same delivery; a candidate whose estimate a budget refuses (``BudgetExceededError``,
-``BudgetHeldError``) is skipped. Any other error ends the job at once.
+``BudgetHeldError``) is skipped. Any other error ends the job at once. A streamed job whose stream broke
+after its first chunk was written ends with ``StreamBrokenError``, whatever broke it: its reader holds part
+of one candidate's output, which neither a retry nor another candidate may silently continue.
 """
 
 from __future__ import annotations
@@ -127,6 +130,11 @@ class ProviderHTTPError(ProviderExecutionError):
 
 class ProviderResponseError(ProviderExecutionError):
     """A response the API should not have sent: malformed JSON, missing fields, an error in a stream."""
+
+
+class StreamBrokenError(ProviderExecutionError):
+    """A model's stream that broke after its first chunk reached the job's reader: permanent, since a retry
+    or another candidate would start a second output after part of the first."""
 
 
 class TransientError(MediaConduitError):

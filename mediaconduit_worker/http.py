@@ -258,6 +258,54 @@ class HttpClient:
         finally:
             response.close()
 
+    def stream_sse(self, method: str, path: str, *, json: Any = None, timeout: float | None = None,
+                   what: str | None = None) -> Iterator[dict[str, Any]]:
+        """The JSON objects of a server-sent event stream's ``data:`` lines, up to ``data: [DONE]``. An error in
+        the stream (an ``error`` object, or ``event: error``), a malformed line, or a stream that ends without
+        ``[DONE]`` is an error naming the provider; a connection that breaks or stalls is a ``TransientError``."""
+        with self._clients.lease() as client:
+            yield from self._stream_sse(client, method, path, json, timeout, what)
+
+    def _stream_sse(self, client: httpx.Client, method: str, path: str, json: Any, timeout: float | None,
+                    what: str | None) -> Iterator[dict[str, Any]]:
+        response = self._send(client, method, path, json=json, params=None, headers=None, timeout=timeout, stream=True)
+        label = what or f"{method} {self._show(path)}"
+        event = ""
+        try:
+            for line in response.iter_lines():
+                if (d := current_deadline()) is not None and d.remaining() <= 0:
+                    raise d.error(label)
+                if line.startswith("event:"):
+                    event = line[6:].strip()
+                    continue
+                if not line.startswith("data:"):
+                    continue  # blank separators, ": keep-alive" comments, id: and retry: fields
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    return
+                try:
+                    item = _json_loads(data)
+                except ValueError as exc:
+                    raise ProviderResponseError(self.scrub(
+                        f"{self.provider}: {label} streamed a malformed event: {exc}; data {data[:200]!r}")) from None
+                if event == "error" or (isinstance(item, dict) and item.get("error")):
+                    raise ProviderResponseError(self.scrub(
+                        f"{self.provider}: {label} failed mid-stream: {api_error_message(item) or data[:200]}"))
+                if not isinstance(item, dict):
+                    raise ProviderResponseError(self.scrub(f"{self.provider}: {label} streamed a non-object event "
+                                                           f"{data[:200]!r}"))
+                event = ""
+                yield item
+        except httpx.TimeoutException:
+            if (d := current_deadline()) is not None and d.remaining() <= 0.1:
+                raise d.error(label) from None
+            raise TransientError(self.scrub(f"{self.provider}: {label} stalled (no data for {self._timeout(timeout)}s)")) from None
+        except httpx.TransportError as exc:
+            raise TransientError(self.scrub(f"{self.provider}: {label} stream broke: {type(exc).__name__}: {exc}")) from None
+        finally:
+            response.close()
+        raise TransientError(self.scrub(f"{self.provider}: {label} stream ended before its [DONE]"))
+
     def scrub(self, text: str) -> str:
         """``text`` with every secret this client holds replaced."""
         for secret in self._secrets:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from .assets import Asset, Text, input_items
@@ -10,8 +12,24 @@ from .capabilities import MediaCapability
 from .record import create_generation_prompt
 
 
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """How far a streaming model is (a media model's chunk): ``done`` of ``total`` (None: not known)."""
+
+    done: float
+    total: float | None = None
+    message: str | None = None
+
+
+Chunk = str | Progress
+"""What ``Model.stream`` yields: a text delta, or a ``Progress``."""
+OutputStream = Generator[Chunk, None, Asset]
+"""``Model.stream``'s generator: it yields chunks and returns the output asset."""
+
+
 class Model:
-    """One transformable model. Subclasses implement ``transform``."""
+    """One transformable model. Subclasses implement ``transform``; a model that can stream also overrides
+    ``stream``."""
 
     capability: ClassVar[MediaCapability | None] = None
 
@@ -25,6 +43,19 @@ class Model:
 
     def transform(self, input: Any, options: dict[str, Any] | None = None) -> Asset:
         raise NotImplementedError(f"model {self.id!r} does not implement transform()")
+
+    def stream(self, input: Any, options: dict[str, Any] | None = None) -> OutputStream:
+        """Yield chunks as the output is made (text deltas; ``Progress`` for media), then return the output
+        ``transform`` would (the same asset, metadata and generation prompt). Not overridden: no chunk, then
+        ``transform``'s output."""
+        output = self.transform(input, options)
+        yield from ()
+        return output
+
+    @property
+    def can_stream(self) -> bool:
+        """Whether this model's class overrides ``stream`` (only then is a job's output streamed)."""
+        return type(self).stream is not Model.stream
 
     def generation_prompt(self, input: Any, options: dict[str, Any] | None, started: float, **extra: Any) -> dict[str, Any]:
         """``create_generation_prompt`` filled in from this model; ``started`` is a ``time.perf_counter()``."""
@@ -41,6 +72,16 @@ class Model:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.id!r}>"
+
+
+def run_stream(stream: OutputStream, each: Callable[[Chunk], None]) -> Asset:
+    """Drive ``stream`` to its end, handing ``each`` every chunk; the output asset it returned."""
+    while True:
+        try:
+            chunk = next(stream)
+        except StopIteration as stop:
+            return stop.value
+        each(chunk)
 
 
 def input_text(input: Any) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import time
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 from .assets import Audio, Image, Text
@@ -17,7 +18,7 @@ from .capabilities import MediaCapability
 from .chat import ChatOptions, cost_metadata, usage_metadata
 from .errors import InvalidInputError
 from .http import HttpClient, ProviderResponseError
-from .models import Model, TextToAudioModel, TextToImageModel, TextToTextModel, input_text
+from .models import Model, OutputStream, TextToAudioModel, TextToImageModel, TextToTextModel, input_text
 from .provider import ProviderModel
 from .remote import RemoteProvider
 
@@ -49,6 +50,10 @@ class OpenAICompatAPI:
         if not isinstance(message, dict):
             raise self._bad("chat completion", "has no message in choices[0]")
         return reply
+
+    def chat_stream(self, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """``POST /chat/completions`` with ``stream: true``: its ``chat.completion.chunk`` objects."""
+        return self.http.stream_sse("POST", "/chat/completions", json=body, what="chat completion stream")
 
     def images(self, body: dict[str, Any]) -> dict[str, Any]:
         """``POST /images/generations``; the reply must carry ``data[0]`` with ``b64_json`` or ``url``."""
@@ -116,6 +121,36 @@ class OpenAICompatChatModel(TextToTextModel):
         metadata = self.provider.chat_metadata(self, reply)
         metadata["generation_prompt"] = self.generation_prompt(input, options, started)
         return Text.from_string(message_text(choice["message"]), metadata=metadata, source=_source(input))
+
+    def stream(self, input: Any, options: dict[str, Any] | None = None) -> OutputStream:
+        """The same call with ``stream: true``: each content delta as it arrives, then the ``Text`` that
+        ``transform`` returns (usage from the stream's last chunk, ``stream_options.include_usage``)."""
+        started = time.perf_counter()
+        self.provider.ensure_configured()
+        opts = ChatOptions.parse(options)
+        body = {**self.provider.chat_body(self, input_text(input), opts), "stream": True,
+                "stream_options": {"include_usage": True}}
+        parts: list[str] = []
+        reply: dict[str, Any] = {"model": self.id}
+        finish = None
+        for chunk in self.provider.api.chat_stream(body):
+            if isinstance(chunk.get("model"), str):
+                reply["model"] = chunk["model"]
+            if isinstance(chunk.get("usage"), dict):
+                reply["usage"] = chunk["usage"]
+            choices = chunk.get("choices")
+            choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
+            finish = choice.get("finish_reason") or finish
+            delta = choice.get("delta")
+            text = message_text(delta) if isinstance(delta, dict) else ""
+            if text:
+                parts.append(text)
+                yield text
+        content = "".join(parts)
+        reply["choices"] = [{"message": {"role": "assistant", "content": content}, "finish_reason": finish}]
+        metadata = self.provider.chat_metadata(self, reply)
+        metadata["generation_prompt"] = self.generation_prompt(input, options, started)
+        return Text.from_string(content, metadata=metadata, source=_source(input))
 
 
 class OpenAICompatImageModel(TextToImageModel):

@@ -71,6 +71,12 @@ class Reply:
     delay: float = 0.0
     raw: bytes | None = None
     lines: list[Any] | None = None
+    events: list[Any] | None = None
+    """Server-sent events: each item is sent as one ``data:`` line (JSON, or a string as is)."""
+    cut_after: int | None = None
+    """Break the connection after this many ``events`` (no end of the chunked body): a stream that breaks."""
+    event_delay: float = 0.0
+    """Seconds before each event (a model generating tokens)."""
 
 
 @dataclass
@@ -212,7 +218,29 @@ class _Handler(BaseHTTPRequestHandler):
             with apis.lock:
                 apis.active[parts.path] -= 1
 
+    def _send_events(self, reply: Reply) -> None:
+        self.send_response(reply.status)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        for n, item in enumerate(reply.events or []):
+            if n == reply.cut_after:
+                self.wfile.flush()
+                self.close_connection = True
+                self.connection.shutdown(2)  # mid-body: the client sees the connection break
+                return
+            if reply.event_delay:
+                self.apis.stopping.wait(reply.event_delay)
+            data = f"data: {item if isinstance(item, str) else json.dumps(item)}\n\n".encode()
+            self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+            self.wfile.flush()
+        self.wfile.write(b"0\r\n\r\n")
+
     def _send(self, reply: Reply) -> None:
+        if reply.events is not None:
+            self._send_events(reply)
+            return
         if reply.lines is not None:
             self.send_response(reply.status)
             self.send_header("Content-Type", "application/x-ndjson")
@@ -282,11 +310,30 @@ def _chat_reply(rec: Recorded, usage_extra: dict[str, Any] | None = None) -> Rep
     completion_tokens = len(content.split())
     usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
              "total_tokens": prompt_tokens + completion_tokens, **(usage_extra or {})}
+    if body.get("stream"):
+        return Reply(200, events=chat_events(body["model"], content, usage if (body.get("stream_options") or {})
+                                             .get("include_usage") else None))
     return Reply(200, {
         "id": "chatcmpl-standin", "object": "chat.completion", "created": int(time.time()), "model": body["model"],
         "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
         "usage": usage,
     })
+
+
+def chat_events(model: str, content: str, usage: dict[str, Any] | None = None) -> list[Any]:
+    """OpenAI's streamed chat completion: a role chunk, one ``chat.completion.chunk`` per word, the finish
+    reason, the usage chunk (``choices`` empty) when asked for, then ``[DONE]``."""
+    def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> dict[str, Any]:
+        return {"id": "chatcmpl-standin", "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
+
+    words = content.split(" ")
+    events: list[Any] = [chunk({"role": "assistant", "content": ""})]
+    events += [chunk({"content": word if i == 0 else " " + word}) for i, word in enumerate(words)]
+    events.append(chunk({}, "stop"))
+    if usage is not None:
+        events.append({**chunk({}), "choices": [], "usage": usage})
+    return [*events, "[DONE]"]
 
 
 OPENROUTER_MODELS = [
