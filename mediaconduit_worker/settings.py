@@ -109,6 +109,9 @@ class Settings(BaseSettings):
     """Largest file ``POST /v1/files`` stores; the upload stops at it and nothing of it is kept."""
     gateway_auth_failures: int = 10
     """Bad API keys one client address may send per minute before the gateway answers 429 to it."""
+    gateway_events_keepalive: float = Field(default=10.0, gt=0)
+    """Seconds an idle event stream (``GET /v1/jobs/{id}/events``) waits for an event before it sends a
+    keep-alive comment (proxies drop connections silent for long; the API promises one every 15 s at most)."""
     log_format: Literal["text", "json"] = "text"
     """``json``: a worker's log lines as JSON objects, with the running job's task id, provider, model, route,
     tenant and trace id (``worker/logformat.py``)."""

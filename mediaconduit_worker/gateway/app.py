@@ -15,13 +15,13 @@ from typing import Any
 from fastapi import FastAPI
 
 from ..settings import Settings
-from . import files, jobs
+from . import events, files, jobs
 from .context import Gateway
 from .problems import Problem, install, response
 from .tenants import KeyStore
 
 log = logging.getLogger(__name__)
-ROUTERS = (jobs.router, files.router)
+ROUTERS = (jobs.router, events.router, files.router)
 """Every router of the API, in the order the OpenAPI document lists them."""
 DEADLINE_SWEEP = 1.0
 """Seconds between looks for jobs whose ``cancel_after`` passed."""
@@ -126,10 +126,12 @@ def create_app(settings: Settings) -> FastAPI:
         yield
         stop.set()
         sweeper.join(timeout=5)
+        if gw.stream_client is not None:
+            await gw.stream_client.aclose()
 
     app = FastAPI(title="MediaConduit Worker HTTP API", version="1", lifespan=lifespan,
-                  description="Jobs from any language: create, read, list and cancel transforms, upload and download "
-                              "files. Every call needs `Authorization: Bearer KEY`. Errors are RFC 9457 problem+json.")
+                  description="Jobs from any language: create, read, list and cancel transforms, follow their events, "
+                              "upload and download files. Every call needs `Authorization: Bearer KEY`. Errors are RFC 9457 problem+json.")
     app.state.gateway = gw
     install(app)
 

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
 
 from ..settings import Settings
 from .problems import Problem
 from .tenants import KeyStore, Redis, Tenant
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
 
 
 @dataclass
@@ -25,6 +29,18 @@ class Gateway:
     keys: KeyStore
     scripts: dict[str, Any] = field(default_factory=dict)
     """Lua scripts registered on first use, by name."""
+    stream_client: aioredis.Redis | None = None
+    """The asyncio client of the state Redis that event streams wait on (``streams()``)."""
+
+    def streams(self) -> aioredis.Redis:
+        """The asyncio client event streams wait on, made on first use in the server's event loop; its
+        connections are named ``mediaconduit-gateway-events-<pid>`` (``CLIENT LIST`` shows who waits)."""
+        if self.stream_client is None:
+            from ..worker.redis_state import async_client_for
+
+            self.stream_client = async_client_for(self.settings.effective_result_backend,
+                                                  client_name=f"mediaconduit-gateway-events-{os.getpid()}")
+        return self.stream_client
 
     def limit_rate(self, tenant: Tenant) -> None:
         """Count a job against the tenant's rpm (the shared rate windows of ``worker/limits.py``); 429 over it."""

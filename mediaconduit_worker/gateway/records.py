@@ -65,7 +65,11 @@ class JobRecord:
 
     @classmethod
     def load(cls, client: Redis, job_id: str) -> JobRecord | None:
-        data = client.hgetall(job_key(job_id))
+        return cls.from_hash(job_id, client.hgetall(job_key(job_id)))
+
+    @classmethod
+    def from_hash(cls, job_id: str, data: dict[str, str]) -> JobRecord | None:
+        """The record of the hash at ``job_key(job_id)`` (None when empty: no such job, or expired)."""
         if not data:
             return None
         return cls(job_id, data["tenant"], float(data["created"]), json.loads(data["steps"]), data["queue"],

@@ -23,7 +23,7 @@ Celery's result backend keeps its own pool for task states; the broker's connect
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import redis
@@ -33,6 +33,9 @@ from redis.sentinel import Sentinel
 
 from ..errors import MediaConduitError
 from ..settings import get_settings
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
 
 RETRIES = 6
 RETRY_BASE = 0.1
@@ -68,11 +71,8 @@ def sentinel_options(url: str) -> dict[str, Any]:
     return {"master_name": get_settings().sentinel_master} if is_sentinel(url) else {}
 
 
-def client_for(url: str, **options: Any) -> redis.Redis:
-    """A new client of the Redis at ``url`` (a ``sentinel://`` list: of its current master), with
-    ``options`` as redis-py takes them."""
-    if not is_sentinel(url):
-        return redis.Redis.from_url(redis_url(url), **options)
+def _sentinel_hosts(url: str) -> tuple[list[tuple[str, int]], dict[str, Any]]:
+    """The sentinels of a ``sentinel://h1:26379;sentinel://h2:26379`` list, and the master's db and credentials."""
     hosts, db, password, username = [], 0, None, None
     for chunk in url.split(";"):
         parts = urlsplit(chunk.strip())
@@ -82,8 +82,34 @@ def client_for(url: str, **options: Any) -> redis.Redis:
         if parts.path.strip("/").isdigit():
             db = int(parts.path.strip("/"))
         password, username = password or parts.password, username or parts.username
+    return hosts, {"db": db, "password": password, "username": username}
+
+
+def client_for(url: str, **options: Any) -> redis.Redis:
+    """A new client of the Redis at ``url`` (a ``sentinel://`` list: of its current master), with
+    ``options`` as redis-py takes them."""
+    if not is_sentinel(url):
+        return redis.Redis.from_url(redis_url(url), **options)
+    hosts, master = _sentinel_hosts(url)
     sentinels = Sentinel(hosts, socket_connect_timeout=options.get("socket_connect_timeout", CONNECT_TIMEOUT))
-    return sentinels.master_for(get_settings().sentinel_master, db=db, password=password, username=username, **options)
+    return sentinels.master_for(get_settings().sentinel_master, **master, **options)
+
+
+def async_client_for(url: str, **options: Any) -> aioredis.Redis:
+    """``client_for``'s asyncio twin (the gateway's event streams wait on it without a thread each), made
+    with the same retry policy; bound to the event loop that first uses it. Imported here: workers never need it."""
+    import redis.asyncio as aioredis
+    from redis.asyncio.retry import Retry as AsyncRetry
+    from redis.asyncio.sentinel import Sentinel as AsyncSentinel
+
+    options = {"decode_responses": True, "socket_connect_timeout": CONNECT_TIMEOUT, "socket_keepalive": True,
+               "retry": AsyncRetry(ExponentialBackoff(cap=RETRY_CAP, base=RETRY_BASE), RETRIES),
+               "retry_on_error": [redis.ConnectionError, redis.TimeoutError], **options}
+    if not is_sentinel(url):
+        return aioredis.Redis.from_url(redis_url(url), **options)
+    hosts, master = _sentinel_hosts(url)
+    sentinels = AsyncSentinel(hosts, socket_connect_timeout=options["socket_connect_timeout"])
+    return sentinels.master_for(get_settings().sentinel_master, **master, **options)
 
 
 def state_redis(url: str | None = None) -> redis.Redis:
