@@ -10,7 +10,8 @@ pipeline's steps (``worker/pipeline``), which return a ``TransformResult`` as JS
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from celery import Celery, Task, signals
 from kombu import Queue
@@ -22,7 +23,7 @@ from . import tracing
 from .broker import ensure_broker
 from .events import reporting
 from .flower import apply_flower_defaults
-from .headers import EXEC_HEADER, SENT_HEADER
+from .headers import EVENTS_HEADER, EXEC_HEADER, SENT_HEADER
 from .logformat import use_json
 from .pipeline import LEGACY_OPTIONS, STEPS, Run, Step, named_arguments, run_steps, split_options
 from .redaction import LOG_FILTER, argsrepr, kwargsrepr, redacting_backend, show_results_briefly
@@ -32,6 +33,9 @@ from .replicas import waiting
 from .revokes import PersistentControl
 from .routes import capability_for, is_route, route_for
 from .transport import install as install_transport
+
+if TYPE_CHECKING:
+    from .streams import StreamChunk
 
 DEFAULT_QUEUE = "mediaconduit"
 TRANSFORM_TASK = "mediaconduit.transform"
@@ -200,6 +204,18 @@ class TransformTask(Task):
         options["headers"] = headers = dict(options.get("headers") or {})  # the trace context goes in a copy
         with tracing.sending(self.name, headers, options.get("queue")):
             return super().apply_async(args, kwargs, **options)
+
+
+    def stream(self, input: Any, provider: str, model: str, options: dict[str, Any] | None = None, *,
+               timeout: float | None = None, **send: Any) -> Iterator[StreamChunk]:
+        """Send a transform whose stream is read (``EVENTS_HEADER``) and follow its output chunks as they are
+        made (``streams.stream_of``); ``send``: further ``apply_async`` options. Sent at once, iterated
+        later; each chunk names its job (``chunk.task_id``) and its id, to resume after it."""
+        from .streams import stream_of
+
+        headers = {**dict(send.pop("headers", None) or {}), EVENTS_HEADER: True}
+        sent = self.apply_async((input, provider, model, options or {}), headers=headers, **send)
+        return stream_of(sent.id, timeout=timeout)
 
 
 @app.task(name=TRANSFORM_TASK, bind=True, base=TransformTask, max_retries=MAX_RETRIES,

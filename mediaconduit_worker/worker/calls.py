@@ -11,19 +11,22 @@ import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..assets import Asset
 from ..capabilities import MediaCapability
-from ..errors import BudgetExceededError, BudgetHeldError, MediaConduitError, ProviderExecutionError
+from ..errors import BudgetExceededError, BudgetHeldError, MediaConduitError, ProviderExecutionError, StreamBrokenError
 from ..manifest import refuse_bad_options
-from ..models import Model
+from ..models import Model, run_stream
 from ..pricing import Size, actual_usd, cost_record, estimate_usd, is_priced, job_size
 from ..provider import DockerProvider, ProviderType
 from ..settings import get_settings
 from .limits import Refusal, RoutingState, get_state
 from .loader import LoadedProvider, get_registry
 from .reliability import TRANSIENT_EXCEPTIONS
+
+if TYPE_CHECKING:
+    from .chunks import ChunkWriter
 
 PASS_THROUGH: tuple[type[Exception], ...] = (MediaConduitError, *TRANSIENT_EXCEPTIONS)
 """Errors that keep their own class: ours, and the transient kinds the task retries."""
@@ -74,16 +77,17 @@ Empty unless the worker records metrics (``metrics.hooks.install``); empty, it c
 
 
 def execute(loaded: LoadedProvider, runnable: Model, model_input: Any, opts: dict[str, Any],
-            route: str | None = None) -> Asset:
+            route: str | None = None, chunks: ChunkWriter | None = None) -> Asset:
     """The model's output asset; provider code that raises anything but our errors is named. Options of a
-    type the manifest's ``parameters`` do not declare are refused first. ``route``: the route it serves."""
+    type the manifest's ``parameters`` do not declare are refused first. ``route``: the route it serves.
+    ``chunks``: the job's stream has a reader, so a model that can stream streams into it."""
     refuse_bad_options(loaded.manifest.parameters_of(runnable.id), opts,
                        f"provider {loaded.manifest.id!r} model {runnable.id!r}")
     if not CALL_OBSERVERS:
-        return _call(loaded, runnable, model_input, opts)
+        return _call(loaded, runnable, model_input, opts, chunks)
     started = time.perf_counter()
     try:
-        output = _call(loaded, runnable, model_input, opts)
+        output = _call(loaded, runnable, model_input, opts, chunks)
     except BaseException as exc:
         for observe in CALL_OBSERVERS:
             observe(loaded, runnable, route, time.perf_counter() - started, exc)
@@ -93,9 +97,13 @@ def execute(loaded: LoadedProvider, runnable: Model, model_input: Any, opts: dic
     return output
 
 
-def _call(loaded: LoadedProvider, runnable: Model, model_input: Any, opts: dict[str, Any]) -> Asset:
+def _call(loaded: LoadedProvider, runnable: Model, model_input: Any, opts: dict[str, Any],
+          chunks: ChunkWriter | None) -> Asset:
     try:
-        output = runnable.transform(model_input, opts)
+        if chunks is not None and runnable.can_stream:
+            output = _streamed(loaded, runnable, model_input, opts, chunks)
+        else:
+            output = runnable.transform(model_input, opts)
     except PASS_THROUGH:
         raise
     except Exception as exc:
@@ -107,6 +115,24 @@ def _call(loaded: LoadedProvider, runnable: Model, model_input: Any, opts: dict[
             f"provider {loaded.manifest.id!r} model {runnable.id!r} returned {type(output).__name__}, not an asset"
         )
     return output
+
+
+def _streamed(loaded: LoadedProvider, runnable: Model, model_input: Any, opts: dict[str, Any],
+              chunks: ChunkWriter) -> Asset:
+    """The model's stream into ``chunks``. Broken before a chunk was written, its error stays as it is (a
+    transient one fails over or is retried); after, the reader sees an ``error`` entry, and a transient
+    error becomes ``StreamBrokenError``: neither a retry nor another candidate may start a second output."""
+    try:
+        return run_stream(runnable.stream(model_input, opts), chunks)
+    except Exception as exc:
+        if not chunks.sent:
+            chunks.discard()
+            raise
+        chunks.broke(exc)
+        if isinstance(exc, MediaConduitError) and not isinstance(exc, TRANSIENT_EXCEPTIONS):
+            raise
+        raise StreamBrokenError(f"provider {loaded.manifest.id!r} model {runnable.id!r}: the stream broke after "
+                                f"{chunks.sent} chunks: {type(exc).__name__}: {exc}") from exc
 
 
 class Meter:
@@ -196,7 +222,8 @@ def hold_budget(state: RoutingState, scopes: list[tuple[str, float | None]], est
                      retry_after=BUDGET_RECHECK)
 
 
-def serve_direct(provider_url: str, model: str, model_input: Any, opts: dict[str, Any], batch: Any = None) -> Served:
+def serve_direct(provider_url: str, model: str, model_input: Any, opts: dict[str, Any], batch: Any = None,
+                 chunks: ChunkWriter | None = None) -> Served:
     """A job naming one provider and model: no failover; a batch's budget is held before the call."""
     loaded, runnable = prepare(provider_url, model)
     meter = Meter(loaded, runnable, model_input, opts)
@@ -208,7 +235,7 @@ def serve_direct(provider_url: str, model: str, model_input: Any, opts: dict[str
     usd = None
     started = time.perf_counter()
     try:
-        output = execute(loaded, runnable, model_input, opts)
+        output = execute(loaded, runnable, model_input, opts, chunks=chunks)
         usd = meter.finish(output)
     finally:
         if scope is not None and (reservation or usd):

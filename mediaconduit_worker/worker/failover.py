@@ -17,7 +17,7 @@ import random
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..deadline import time_left
 from ..errors import BudgetExceededError, BudgetHeldError, RouteUnavailableError, ServiceError
@@ -30,6 +30,9 @@ from .calls import BUDGET_RECHECK, Meter, Served, batch_scope, execute, hold_bud
 from .limits import Denied, Lease, RoutingState, get_state
 from .reliability import TRANSIENT_EXCEPTIONS
 from .routes import Candidate, Route
+
+if TYPE_CHECKING:
+    from .chunks import ChunkWriter
 
 log = logging.getLogger(__name__)
 
@@ -136,8 +139,10 @@ def _annotate(exc: BaseException, context: str) -> None:
 class RouteRun:
     """One delivery of a routed job."""
 
-    def __init__(self, route: Route, model_input: Any, opts: dict[str, Any], batch: Any = None) -> None:
+    def __init__(self, route: Route, model_input: Any, opts: dict[str, Any], batch: Any = None,
+                 chunks: ChunkWriter | None = None) -> None:
         self.route = route
+        self.chunks = chunks
         self.input = model_input
         self.opts = opts
         self.state = get_state()
@@ -198,7 +203,7 @@ class RouteRun:
                 loaded, runnable = prepare(cand.provider, cand.model)
                 meter = Meter(loaded, runnable, self.input, self.opts, pricing=cand.spec.pricing, size=self.size)
                 reservation = self.reserve(cand, meter)
-                output = execute(loaded, runnable, self.input, self.opts, route=self.route.name)
+                output = execute(loaded, runnable, self.input, self.opts, route=self.route.name, chunks=self.chunks)
             usd = meter.finish(output)
             tokens = meter.tokens(output)
             outcome = "ok"
