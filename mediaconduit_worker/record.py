@@ -196,6 +196,21 @@ class Credentials(BaseModel):
     """Input media added as ingredients, each with its own manifest."""
 
 
+class RecordSignature(BaseModel):
+    """A detached signature over the record's canonical JSON without this field (``docs/credentials.md``)."""
+
+    subject: str
+    """The signing certificate's common name."""
+    issuer: str
+    origin: Literal["operator", "development"]
+    alg: str
+    """``es256`` (DER-encoded ECDSA P-256 over SHA-256) or ``ed25519``."""
+    certificate: str
+    """The signing certificate, DER in base64."""
+    value: str
+    """The signature, base64."""
+
+
 class ResultMetadata(BaseModel):
     """What the worker adds beside the asset: the generation prompt, and what only this delivery knows."""
 
@@ -216,6 +231,8 @@ class ResultMetadata(BaseModel):
     """Options the model's manifest ``parameters`` do not declare, each named (passed on as given)."""
     credentials: Credentials | None = None
     """A media output's Content Credentials (``docs/credentials.md``): what was signed and by whom, or why not."""
+    signature: RecordSignature | None = None
+    """The record's detached signature, when the worker has a signing key."""
 
 
 class TransformResult(BaseModel):

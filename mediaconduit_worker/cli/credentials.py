@@ -18,7 +18,7 @@ def credentials_init(force: bool) -> None:
     """Make a development CA and a signing certificate under MEDIACONDUIT_HOME/credentials, which workers sign
     with when MEDIACONDUIT_C2PA_CERT/_KEY are unset. Trusted by no one outside this installation."""
     from ..settings import get_settings
-    from ..worker.credentials import CERT_FILE, make_development_credentials
+    from ..worker.signatures import CERT_FILE, make_development_credentials
 
     folder = get_settings().credentials_dir
     if (folder / CERT_FILE).exists() and not force:
@@ -33,7 +33,7 @@ def credentials_init(force: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def credentials_show(as_json: bool) -> None:
     """Who signs media outputs here (never the key), or that nothing is signed."""
-    from ..worker.credentials import signing_key, signing_notice
+    from ..worker.signatures import signing_key, signing_notice
 
     signed, line = signing_notice()
     if as_json:

@@ -160,7 +160,7 @@ def _show_results_briefly(**_: Any) -> None:
 @signals.worker_ready.connect
 def _say_who_signs(**_: Any) -> None:
     """Once at start: who signs this worker's media outputs (Content Credentials), or that nothing is signed."""
-    from .credentials import announce
+    from .signatures import announce
 
     announce()
 

@@ -15,28 +15,21 @@ Only a job with a media output imports this module: a text job pays nothing for 
 
 from __future__ import annotations
 
-import datetime
 import functools
 import hashlib
-import json
 import logging
 import threading
 import uuid
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import IO, Any
 
 import c2pa
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ..assets import Asset, BinaryAsset, input_items
 from ..blobs import BlobStore
 from ..errors import ConfigurationError
 from ..record import package_version
-from ..settings import get_settings
+from .signatures import SigningKey, canonical_json, signing_key
 
 log = logging.getLogger(__name__)
 
@@ -44,157 +37,8 @@ IPTC = "http://cv.iptc.org/newscodes/digitalsourcetype/"
 """The IPTC digital source type vocabulary; a manifest's ``digitalSourceType`` names a term of it."""
 RECORD_LABEL = "org.mediaconduit.record"
 """The assertion holding the digest of the job's generation prompt (its canonical JSON) and the task id."""
-CERT_FILE, KEY_FILE, CA_FILE = "signer-chain.pem", "signer-key.pem", "ca.pem"
-"""The files of ``home/credentials`` that ``credentials init`` writes (the CA's own key is not kept)."""
 _BUILD_SETTINGS = {"builder": {"thumbnail": {"enabled": False}}}
 """No JPEG thumbnail in the manifest: decoding and scaling the media would cost more than the signature."""
-
-
-def canonical_json(value: Any) -> bytes:
-    """The one byte form of a record that its digest and signature are over: sorted keys, no spaces, UTF-8."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-# -- keys -------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class SigningKey:
-    """A signing key and its certificate chain, read once; ``key`` is never shown (not in its repr)."""
-
-    chain: bytes
-    key: bytes = field(repr=False)
-    alg: str
-    origin: str
-    """``operator`` (the two settings) or ``development`` (``credentials init``: trusted by nobody else)."""
-    subject: str
-    issuer: str
-    tsa_url: str | None = None
-
-    def describe(self) -> dict[str, Any]:
-        """Who signs, as a record shows it: never the key."""
-        return {"subject": self.subject, "issuer": self.issuer, "origin": self.origin, "alg": self.alg}
-
-    def signer(self) -> c2pa.Signer:
-        return c2pa.Signer.from_info(c2pa.C2paSignerInfo(self.alg.encode(), self.chain, self.key, self.tsa_url))
-
-
-def _algorithm(key: Any, where: str) -> str:
-    if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name == "secp256r1":
-        return "es256"
-    if isinstance(key, ed25519.Ed25519PrivateKey):
-        return "ed25519"
-    raise ConfigurationError(f"{where}: the signing key must be ES256 (EC P-256) or Ed25519, not {type(key).__name__}")
-
-
-def _common_name(name: x509.Name) -> str:
-    found = name.get_attributes_for_oid(NameOID.COMMON_NAME)
-    return str(found[0].value) if found else name.rfc4514_string()
-
-
-def read_signing_key(cert_path: Path, key_path: Path, origin: str, tsa_url: str | None = None) -> SigningKey:
-    """The key pair of two PEM files, checked; ``ConfigurationError`` names the file (never its content)."""
-    try:
-        chain = cert_path.read_bytes()
-        key_pem = key_path.read_bytes()
-    except OSError as exc:
-        raise ConfigurationError(f"Content Credentials: cannot read {exc.filename}: {exc.strerror}") from None
-    try:
-        certs = x509.load_pem_x509_certificates(chain)
-    except ValueError:
-        raise ConfigurationError(f"Content Credentials: {cert_path} holds no PEM certificate chain") from None
-    try:
-        key = serialization.load_pem_private_key(key_pem, password=None)
-    except (ValueError, TypeError):
-        raise ConfigurationError(f"Content Credentials: {key_path} holds no unencrypted PEM private key") from None
-    alg = _algorithm(key, str(key_path))
-    if certs[0].public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo) != \
-            key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo):
-        raise ConfigurationError(f"Content Credentials: the key of {key_path} is not the one {cert_path}'s first certificate certifies")
-    return SigningKey(chain=chain, key=key_pem, alg=alg, origin=origin, subject=_common_name(certs[0].subject),
-                      issuer=_common_name(certs[0].issuer), tsa_url=tsa_url)
-
-
-@functools.cache
-def _configured(cert: Path | None, key: Path | None, home_dir: Path, tsa_url: str | None) -> SigningKey | None:
-    if (cert is None) != (key is None):
-        given = "MEDIACONDUIT_C2PA_CERT" if cert is not None else "MEDIACONDUIT_C2PA_KEY"
-        missing = "MEDIACONDUIT_C2PA_KEY" if cert is not None else "MEDIACONDUIT_C2PA_CERT"
-        raise ConfigurationError(f"Content Credentials: {given} is set but {missing} is not; set both or neither")
-    if cert is not None and key is not None:
-        return read_signing_key(cert, key, "operator", tsa_url)
-    if (home_dir / CERT_FILE).is_file() and (home_dir / KEY_FILE).is_file():
-        return read_signing_key(home_dir / CERT_FILE, home_dir / KEY_FILE, "development", tsa_url)
-    return None
-
-
-def signing_key() -> SigningKey | None:
-    """This worker's signing key: the operator's, else the development pair under ``home/credentials``, else
-    None (nothing is signed). A key that is named but unusable is a ``ConfigurationError``."""
-    settings = get_settings()
-    return _configured(settings.c2pa_cert, settings.c2pa_key, settings.credentials_dir, settings.c2pa_tsa_url)
-
-
-def signing_notice() -> tuple[bool, str]:
-    """Whether media outputs are signed, and the line a worker logs once at start saying by whom or why not."""
-    try:
-        key = signing_key()
-    except ConfigurationError as exc:
-        return False, f"{exc}: media outputs are not signed"
-    if key is None:
-        return False, ("Content Credentials: no signing key (MEDIACONDUIT_C2PA_CERT/_KEY unset and no "
-                       "'mediaconduit credentials init' pair under MEDIACONDUIT_HOME): media outputs are not signed")
-    if key.origin == "development":
-        return True, (f"Content Credentials: media outputs are signed by {key.subject!r}, the development certificate "
-                      f"under {get_settings().credentials_dir} (trusted by no one outside this installation)")
-    return True, f"Content Credentials: media outputs are signed by {key.subject!r} (issued by {key.issuer!r})"
-
-
-def announce() -> None:
-    signed, line = signing_notice()
-    log.log(logging.INFO if signed else logging.WARNING, "%s", line)
-
-
-def _name(common: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "MediaConduit development"),
-                      x509.NameAttribute(NameOID.COMMON_NAME, common)])
-
-
-def make_development_credentials(directory: Path, *, days: int = 3650) -> SigningKey:
-    """A development CA and a signing certificate it issues (ES256), written under ``directory``: the chain
-    and the key the workers sign with, and the CA's certificate (``verify`` trusts it for this installation).
-    The CA's key is not kept: nothing more can be issued under it. C2PA validators refuse a self-signed
-    signing certificate, hence the two."""
-    now = datetime.datetime.now(datetime.UTC)
-    begin, end = now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=days)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = _name("MediaConduit development CA")
-    no_usage = dict(content_commitment=False, key_encipherment=False, data_encipherment=False, key_agreement=False,
-                    encipher_only=False, decipher_only=False)
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-          .serial_number(x509.random_serial_number()).not_valid_before(begin).not_valid_after(end)
-          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-          .add_extension(x509.KeyUsage(digital_signature=False, key_cert_sign=True, crl_sign=True, **no_usage), critical=True)
-          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-          .sign(ca_key, hashes.SHA256()))
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (x509.CertificateBuilder().subject_name(_name("MediaConduit development signer")).issuer_name(ca_name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(begin).not_valid_after(end)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=False, crl_sign=False, **no_usage), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    directory.mkdir(parents=True, exist_ok=True)
-    directory.chmod(0o700)
-    pem = serialization.Encoding.PEM
-    key_path = directory / KEY_FILE
-    key_path.touch(mode=0o600)
-    key_path.write_bytes(key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    (directory / CERT_FILE).write_bytes(cert.public_bytes(pem) + ca.public_bytes(pem))
-    (directory / CA_FILE).write_bytes(ca.public_bytes(pem))
-    _configured.cache_clear()
-    return read_signing_key(directory / CERT_FILE, key_path, "development")
 
 
 # -- signing ----------------------------------------------------------------------------------------
@@ -283,7 +127,7 @@ def sign(output: BinaryAsset, inputs: list[BinaryAsset], made: Made, key: Signin
     target = store.incoming_file()
     try:
         with _open(output) as source, open(target, "w+b") as dest:
-            signer = key.signer()
+            signer = c2pa.Signer.from_info(c2pa.C2paSignerInfo(key.alg.encode(), key.chain, key.key, key.tsa_url))
             try:
                 builder.sign(signer, output.mime_type, source, dest)
             finally:

@@ -46,17 +46,35 @@ def video(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def signing_queue(provider_urls, tmp_path_factory):
-    """A worker on a private queue signing with a development pair of its own."""
-    from mediaconduit_worker.worker.credentials import CERT_FILE, KEY_FILE, make_development_credentials
+def signing_pair(tmp_path_factory) -> Path:
+    """A development pair of this module's own: the folder holding the chain, the key and the CA."""
+    from mediaconduit_worker.worker.signatures import make_development_credentials
 
     folder = tmp_path_factory.mktemp("signing") / "credentials"
     make_development_credentials(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def signing_queue(provider_urls, signing_pair):
+    """A worker on a private queue signing with that pair."""
+    from mediaconduit_worker.worker.signatures import CERT_FILE, KEY_FILE
+
     queue = f"c2pa-media-{uuid.uuid4().hex[:8]}"
-    worker = WorkerProcess(queue=queue, concurrency=2, env={"MEDIACONDUIT_C2PA_CERT": str(folder / CERT_FILE),
-                                                            "MEDIACONDUIT_C2PA_KEY": str(folder / KEY_FILE)}).wait_ready()
+    worker = WorkerProcess(queue=queue, concurrency=2, env={"MEDIACONDUIT_C2PA_CERT": str(signing_pair / CERT_FILE),
+                                                            "MEDIACONDUIT_C2PA_KEY": str(signing_pair / KEY_FILE)}).wait_ready()
     yield queue
     worker.stop()
+
+
+@pytest.fixture(scope="module")
+def ca(signing_pair) -> Any:
+    """The development CA that issued the signing worker's certificate."""
+    from cryptography import x509
+
+    from mediaconduit_worker.worker.signatures import CA_FILE
+
+    return x509.load_pem_x509_certificate((signing_pair / CA_FILE).read_bytes())
 
 
 def step(queue: str, *args: Any) -> Any:
@@ -154,6 +172,33 @@ def test_a_transcoded_video_then_its_audio_hold_the_chain_down_to_the_unsigned_u
     with BlobStore().path_for(mp4_file["sha256"]).open("rb") as stream:
         own = c2pa.Reader("video/mp4", stream)
         assert own.get_validation_state() == "Valid" and own.get_active_manifest()["label"] == mp4["active_manifest"]
+
+
+def test_a_thumbnail_read_by_ocr_gives_a_signed_text_record(signing_queue, provider_urls, video, ca):
+    """thumbnail → tesseract: the PNG frame is converted from the video (its ingredient); the text has no file to
+    carry a manifest, so its record is signed, by a certificate the worker's CA issued; the PNG it names carries
+    its own manifest in its file."""
+    from mediaconduit_worker import Video
+    from mediaconduit_worker.worker.signatures import check_record
+
+    chain = step(signing_queue, Video.from_path(video).to_json(), provider_urls["ffmpeg"], "thumbnail", {"at": 1}) \
+        | step(signing_queue, provider_urls["tesseract"], "tesseract-ocr")
+    text = chain.delay().get(timeout=300)
+    assert text["asset"]["type"] == "text" and "credentials" not in text["metadata"]
+    checked = check_record(text, [ca])
+    assert checked.signed and checked.trusted and checked.problems == []
+    thumbnail = text["metadata"]["generation_prompt"]["input"]
+    reader = reader_of({"asset": thumbnail})
+    assert thumbnail["mime_type"] == "image/png" and reader.get_validation_state() == "Valid"
+    manifest = reader.get_active_manifest()
+    assert [a["action"] for a in actions_of(manifest)] == ["c2pa.opened", "c2pa.converted"]
+    own_prompt = thumbnail["metadata"]["generation_prompt"]
+    assert record_of(manifest)["generation_prompt_sha256"] == hashlib.sha256(canonical(own_prompt)).hexdigest()
+    assert manifest["ingredients"][0]["format"] == "video/mp4"
+    changed = json.loads(json.dumps(text))
+    changed["asset"]["content"] += "!"
+    assert check_record(changed, [ca]).problems == [
+        "the record's signature does not match its content: the record was changed after it was signed"]
 
 
 def test_a_format_c2pa_defines_no_manifest_for_is_stored_as_made_the_record_saying_why(signing_queue, provider_urls,

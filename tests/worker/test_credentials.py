@@ -130,10 +130,52 @@ def test_each_image_format_is_signed_and_reads_back_valid(signing_worker, fmt, m
         assert image.format == fmt.upper() and image.size[0] > 100
 
 
-def test_a_text_output_is_left_as_it_was(signing_worker):
+def signature_holds(record: dict[str, Any], ca_path: Path) -> bool:
+    """The record's detached signature checked with ``cryptography`` alone, as a reader without our code would:
+    over the canonical JSON of the record without ``metadata.signature``, by a certificate the CA issued."""
+    import base64
+
+    from cryptography import x509
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    signature = record["metadata"]["signature"]
+    cert = x509.load_der_x509_certificate(base64.b64decode(signature["certificate"]))
+    cert.verify_directly_issued_by(x509.load_pem_x509_certificate(ca_path.read_bytes()))
+    unsigned = {**record, "metadata": {k: v for k, v in record["metadata"].items() if k != "signature"}}
+    try:
+        cert.public_key().verify(base64.b64decode(signature["value"]), canonical(unsigned), ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature:
+        return False
+    return True
+
+
+def test_a_text_output_is_left_as_it_was_and_its_record_is_signed(signing_worker, dev_pair):
+    """A text output has no file to embed a manifest in: its record carries a detached signature instead, which
+    one changed character of the output, or of the prompt, breaks."""
     _, queue = signing_worker
     result = run(queue, "abc", ECHO, "reverse")
     assert result["asset"]["content"] == "cba" and "credentials" not in result["metadata"]
+    signature = result["metadata"]["signature"]
+    assert {k: signature[k] for k in ("subject", "issuer", "alg")} == {
+        "subject": "MediaConduit development signer", "issuer": "MediaConduit development CA", "alg": "es256"}
+    assert signature_holds(result, dev_pair["ca"])
+    changed = json.loads(json.dumps(result))
+    changed["asset"]["content"] = "cbA"
+    assert not signature_holds(changed, dev_pair["ca"])
+    changed = json.loads(json.dumps(result))
+    changed["metadata"]["generation_prompt"]["options"] = {"n": 2}
+    assert not signature_holds(changed, dev_pair["ca"])
+
+
+def test_a_media_record_is_signed_over_its_credentials_too(signing_worker, dev_pair):
+    _, queue = signing_worker
+    result = run(queue, "signed record", TEXTRENDER, "render-png")
+    assert result["metadata"]["credentials"]["signed"] and signature_holds(result, dev_pair["ca"])
+    changed = json.loads(json.dumps(result))
+    changed["metadata"]["credentials"]["unsigned_sha256"] = "0" * 64
+    assert not signature_holds(changed, dev_pair["ca"])
 
 
 def test_the_development_pair_under_the_home_signs_when_the_settings_are_unset(dev_pair, tmp_path):
@@ -161,6 +203,7 @@ def test_without_a_key_outputs_are_unsigned_and_the_worker_says_so_once():
         credentials = result["metadata"]["credentials"]
         assert credentials["signed"] is False and "no signing key" in credentials["reason"]
         assert result["asset"]["sha256"] == result["metadata"]["generation_prompt"]["output_digest"]
+        assert "signature" not in result["metadata"]
         with pytest.raises(c2pa.C2paError):
             read_back(result).get_active_manifest()
     assert worker.log_text().count("media outputs are not signed") == 1

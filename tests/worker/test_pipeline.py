@@ -161,7 +161,7 @@ def test_serve_provenance_and_result_make_a_format_2_record(tmp_path, monkeypatc
 def test_the_steps_in_order():
     names = [step.__name__ for step in pipeline.STEPS]
     assert names == ["scrub_secrets", "stop_when_interrupted", "validate", "observe", "retry_transient", "hold_deadline",
-                     "pin_service", "answer_from_cache", "build_result", "sign_media", "complete_provenance", "serve"]
+                     "pin_service", "sign_record", "answer_from_cache", "build_result", "sign_media", "complete_provenance", "serve"]
 
 
 def test_the_whole_pipeline_on_one_job(tmp_path, monkeypatch):

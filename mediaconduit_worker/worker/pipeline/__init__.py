@@ -10,11 +10,12 @@ first; a step's work after ``proceed()`` happens in the reverse order:
 5. ``retry``: a transient failure goes back to the queue with backoff;
 6. ``deadline``: the rest runs under the job's hard time limit;
 7. ``pin``: a replayed job's service at its recorded commit;
-8. ``cached``: the opt-in result cache answers, or stores what the rest made;
-9. ``result``: the result record is built;
-10. ``credentials``: a media output is signed with Content Credentials embedded;
-11. ``provenance``: the generation prompt is completed;
-12. ``serve``: the provider's model runs, directly or through a route.
+8. ``signature``: the result record is signed (a detached signature);
+9. ``cached``: the opt-in result cache answers, or stores what the rest made;
+10. ``result``: the result record is built;
+11. ``credentials``: a media output is signed with Content Credentials embedded;
+12. ``provenance``: the generation prompt is completed;
+13. ``serve``: the provider's model runs, directly or through a route.
 """
 
 from .cached import answer_from_cache
@@ -30,6 +31,7 @@ from .retry import retry_transient
 from .run import Run, Step, run_steps
 from .scrub import job_secrets, scrub_secrets
 from .serve import serve
+from .signature import sign_record
 from .validate import validate
 
 STEPS: tuple[Step, ...] = (
@@ -40,6 +42,7 @@ STEPS: tuple[Step, ...] = (
     retry_transient,
     hold_deadline,
     pin_service,
+    sign_record,
     answer_from_cache,
     build_result,
     sign_media,
@@ -68,6 +71,7 @@ __all__ = [
     "scrub_secrets",
     "serve",
     "sign_media",
+    "sign_record",
     "split_options",
     "stop_when_interrupted",
     "validate",
