@@ -160,6 +160,20 @@ def collect_files(spec: str) -> tuple[list[Path], Path]:
     return sorted(found), Path(_glob_base(spec))
 
 
+def line_file(folder: Path, name: str) -> Path:
+    """The file a JSONL line names (``--allow-files``), resolved against the JSONL file's ``folder``;
+    ``InvalidInputError`` when the name is absolute or resolves outside the folder (``..``, a symlink
+    pointing out), so a JSONL file handed over by someone else reads nothing but what lies beside it."""
+    if Path(name).is_absolute():
+        raise InvalidInputError(f"file {name!r} is an absolute path: name files relative to the JSONL file's "
+                                f"folder {folder}")
+    root = folder.resolve()
+    resolved = (root / name).resolve()
+    if not resolved.is_relative_to(root):
+        raise InvalidInputError(f"file {name!r} resolves to {resolved}, outside the JSONL file's folder {root}: refused")
+    return resolved
+
+
 def _glob_base(spec: str) -> str:
     """The folder of a glob before its first wildcard."""
     parts = Path(spec).parts

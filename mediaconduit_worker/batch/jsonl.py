@@ -15,12 +15,14 @@ from ..payload import check_json, refuse_size
 
 @dataclass(frozen=True)
 class InputItem:
-    """One job's input from line ``line``; ``options`` add to the command's, ``key`` is the line's ``id``."""
+    """One job's input from line ``line``; ``options`` add to the command's, ``key`` is the line's ``id``.
+    A line ``{"file": PATH}`` has no input yet: ``file`` is the path it names, read only with ``--allow-files``."""
 
     line: int
     input: Any
     options: dict[str, Any] = field(default_factory=dict)
     key: Any = None
+    file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -34,8 +36,9 @@ class BadLine:
 
 def parse_line(number: int, text: str) -> InputItem | BadLine:
     """A line is a JSON string (the input), an object ``{"input": …, "options": {…}, "id": …}``, an asset
-    object (with ``type``), or a list of inputs. What a worker would refuse (too large, nested too
-    deeply, a lone surrogate, a file path as an asset) is a bad line here already."""
+    object (with ``type``), a list of inputs, or ``{"file": PATH, "options": {…}, "id": …}`` naming a local
+    file (the batch command reads it only with ``--allow-files``). What a worker would refuse (too large,
+    nested too deeply, a lone surrogate, a file path as an asset) is a bad line here already."""
     try:
         refuse_size(len(text.encode("utf-8", "replace")), "the line")
         value = json.loads(text)
@@ -47,12 +50,19 @@ def parse_line(number: int, text: str) -> InputItem | BadLine:
         return BadLine(number, f"not JSON ({exc.msg} at column {exc.colno})")
     except ValueError as exc:
         return BadLine(number, f"not JSON ({exc})")
+    options = (value.get("options") or {}) if isinstance(value, dict) and ("input" in value or "file" in value) else {}
+    if not isinstance(options, dict):
+        return BadLine(number, f"'options' must be a JSON object, got {type(options).__name__}")
     if isinstance(value, str) or (isinstance(value, list) and value):
         item = InputItem(number, value)
+    elif isinstance(value, dict) and "file" in value:
+        name = value["file"]
+        if "input" in value:
+            return BadLine(number, "give 'input' or 'file', not both")
+        if not isinstance(name, str) or not name:
+            return BadLine(number, f"'file' must be a path (a string), got {type(name).__name__}")
+        item = InputItem(number, None, options, value.get("id"), file=name)
     elif isinstance(value, dict) and "input" in value:
-        options = value.get("options") or {}
-        if not isinstance(options, dict):
-            return BadLine(number, f"'options' must be a JSON object, got {type(options).__name__}")
         inp = value["input"]
         if not (isinstance(inp, (str, dict)) or (isinstance(inp, list) and inp)):
             return BadLine(number, f"'input' must be a string, an asset object or a list, got {type(inp).__name__}")
@@ -60,8 +70,8 @@ def parse_line(number: int, text: str) -> InputItem | BadLine:
     elif isinstance(value, dict) and "type" in value:
         item = InputItem(number, value)
     else:
-        return BadLine(number, "expected a string, an object with 'input', an asset object or a list of inputs, "
-                               f"got {type(value).__name__}")
+        return BadLine(number, "expected a string, an object with 'input' or 'file', an asset object or a list of "
+                               f"inputs, got {type(value).__name__}")
     try:
         check_json({"input": item.input, "options": item.options, "id": item.key})
         check_job_input(item.input)

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from ..batch.files import OutputNames, StoredFile, collect_files, output_suffix, save_output, store_files
+from ..batch.files import OutputNames, StoredFile, collect_files, line_file, output_suffix, save_output, store_files
 from ..batch.jsonl import BadLine, InputItem, read_jsonl, read_results
 from ..capabilities import capability as strict_capability
 from ..capabilities import parse_capability
@@ -74,6 +74,9 @@ def _item_error(item: InputItem) -> BadLine | None:
 @click.option("--files", "files_spec", metavar="GLOB|DIR", default=None,
               help="One item per file of a folder (recursively) or a glob, instead of INPUT.jsonl: each file "
                    "stored in the blob store as audio, an image or a video by its content.")
+@click.option("--allow-files", is_flag=True,
+              help='Let INPUT.jsonl lines {"file": PATH} name local files, relative to its folder and never outside '
+                   "it; each stored in the blob store as --files does.")
 @click.option("--provider", required=True, help="Provider URL of the (first) step, or route:NAME.")
 @click.option("--model", default=None, help="Model id of the (first) step (none for a route:NAME).")
 @click.option("--options", "options_json", default=None, help="JSON object of options for every item.")
@@ -91,13 +94,14 @@ def _item_error(item: InputItem) -> BadLine | None:
               help="Give up waiting after this many seconds (jobs keep running)  [default: wait until every item ends].")
 @click.option("--budget", type=click.FloatRange(min=0), default=None, metavar="USD",
               help="Most the batch's calls may cost together; a job that would exceed it is refused before its call.")
-def batch(input_file: Path | None, files_spec: str | None, provider: str, model: str | None, options_json: str | None,
+def batch(input_file: Path | None, files_spec: str | None, allow_files: bool, provider: str, model: str | None, options_json: str | None,
           capability_name: str | None, then: tuple[tuple[str, str], ...], out: Path, save_dir: Path | None,
           sidecar: bool, retry_failed: bool, summary: bool, timeout: float | None, budget: float | None) -> None:
     """Run every line of INPUT.jsonl, or every file of --files, through a model (or a pipeline); a re-run resumes.
 
-    A line is a JSON string, {"input": ..., "options": {...}, "id": ...}, an asset object, or a list.
-    With --files, each file is an item, its job id following from its bytes and the steps; files the
+    A line is a JSON string, {"input": ..., "options": {...}, "id": ...}, an asset object, or a list;
+    with --allow-files also {"file": PATH, "options": {...}, "id": ...}, PATH relative to INPUT.jsonl's
+    folder and refused outside it (.., a symlink pointing out, an absolute path). With --files, each file is an item, its job id following from its bytes and the steps; files the
     blob store holds are not written again. Results go to --out as they finish; items already there
     (or finished in the result backend) are not sent again. Failed items are reported per item and do
     not stop the batch. Every step's queue must have a worker serving it, else nothing is sent.
@@ -114,6 +118,8 @@ def batch(input_file: Path | None, files_spec: str | None, provider: str, model:
 
     if (input_file is None) == (files_spec is None):
         raise click.UsageError("give INPUT.jsonl or --files GLOB|DIR (one of them)")
+    if allow_files and input_file is None:
+        raise click.UsageError("--allow-files lets INPUT.jsonl lines name files; --files names them itself")
     if sidecar and save_dir is None:
         raise click.UsageError("--sidecar writes beside the outputs of --save-outputs DIR; give that too")
     console = Console(stderr=True, soft_wrap=True)
@@ -127,11 +133,12 @@ def batch(input_file: Path | None, files_spec: str | None, provider: str, model:
                                                                    for p, m in then]
     jobs = Batch(steps, budget_usd=budget)
     store = BlobStore()
+    intake: _Intake | None = None
     if files_spec is not None:
         paths, base = collect_files(files_spec)
         queues = _check_steps(steps)
         bad: list[BadLine] = []
-        lines = len(paths)
+        lines: int | None = None  # no lines: a file that is not media is a failed item
         intake = _store_with_progress(console, paths, store)
         for stored in intake.files:
             key = {"file": stored.path.relative_to(base).as_posix()}
@@ -139,34 +146,60 @@ def batch(input_file: Path | None, files_spec: str | None, provider: str, model:
                 jobs.add_refused(key, stored.error or "not stored", key=key)
             else:
                 jobs.add(stored.asset, key=key)
-        names = OutputNames(Path(k["file"]) for j in jobs.jobs.values() for k in j.keys)
     else:
         assert input_file is not None
         items, bad, lines = read_jsonl(input_file)
         if lines == 0:
             raise click.ClickException(f"{input_file} is empty: no items to run")
         checked: list[InputItem] = []
+        files: list[tuple[InputItem, Path]] = []
         for item in items:
-            err = _item_error(item)
-            if err:
-                bad.append(err)
+            found = _item_error(item) or (_line_file(item, input_file.absolute().parent, allow_files)
+                                          if item.file is not None else None)
+            if isinstance(found, BadLine):
+                bad.append(found)
+            elif found is not None:
+                files.append((item, found))
             else:
                 checked.append(item)
         for b in sorted(bad, key=lambda b: b.line):
             console.print(f"[yellow]{input_file} {b}[/] (skipped)", highlight=False)
-        if not checked:
+        if not checked and not files:
             raise click.ClickException(f"{input_file}: no valid items ({len(bad)} bad lines)")
         queues = _check_steps(steps)
-        intake = None
+        intake = _store_with_progress(console, [path for _, path in files], store) if files else None
         for item in checked:
-            line_key: dict[str, Any] = {"line": item.line, **({"id": item.key} if item.key is not None else {})}
-            jobs.add(item.input, item.options, key=line_key)
-        names = OutputNames([])
+            jobs.add(item.input, item.options, key=_line_key(item))
+        for (item, _), stored in zip(files, intake.files if intake else []):
+            key = {**_line_key(item), "file": Path(os.path.normpath(str(item.file))).as_posix()}  # as the line names it
+            if stored.asset is None:
+                jobs.add_refused(key, stored.error or "not stored", key=key)
+            else:
+                jobs.add(stored.asset, item.options, key=key)
+    names = OutputNames(Path(k["file"]) for j in jobs.jobs.values() for k in j.keys if "file" in k)
     connect_broker()
     require_workers(queues)
     saver = _Saver(save_dir, names, sidecar, store) if save_dir is not None else None
     _run(jobs, queues, out, console, retry_failed=retry_failed, summary=summary, timeout=timeout, budget=budget,
          bad=bad, lines=lines, intake=intake, saver=saver)
+
+
+def _line_key(item: InputItem) -> dict[str, Any]:
+    """What names a JSONL item in the results: its line, and its ``id`` when it has one."""
+    return {"line": item.line, **({"id": item.key} if item.key is not None else {})}
+
+
+def _line_file(item: InputItem, folder: Path, allowed: bool) -> Path | BadLine:
+    """The file a ``{"file": PATH}`` line names, or why the line is skipped (no ``--allow-files``, or a
+    path outside the JSONL file's folder)."""
+    assert item.file is not None
+    if not allowed:
+        return BadLine(item.line, f"names the local file {item.file!r}: JSONL lines may name files only with "
+                                  "--allow-files")
+    try:
+        return line_file(folder, item.file)
+    except InvalidInputError as exc:
+        return BadLine(item.line, str(exc))
 
 
 def _check_steps(steps: list[Any]) -> list[str]:
@@ -259,7 +292,7 @@ def _safe_name(text: str) -> str:
 
 
 def _run(jobs: Any, queues: list[str], out: Path, console: Any, *, retry_failed: bool, summary: bool,
-         timeout: float | None, budget: float | None, bad: list[BadLine], lines: int, intake: _Intake | None,
+         timeout: float | None, budget: float | None, bad: list[BadLine], lines: int | None, intake: _Intake | None,
          saver: _Saver | None) -> None:
     """Send what is not done yet, write results as they end (and outputs with --save-outputs), report."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -328,7 +361,7 @@ def _run(jobs: Any, queues: list[str], out: Path, console: Any, *, retry_failed:
     failed = counts["FAILURE"] + failed_before
     if failed or bad:
         earlier = f" ({failed_before} in an earlier run; --retry-failed sends them again)" if failed_before else ""
-        skipped = f", {len(bad)} of {lines} lines were skipped" if intake is None else ""
+        skipped = f", {len(bad)} of {lines} lines were skipped" if lines is not None else ""
         raise CommandError(f"{failed} of {len(jobs.jobs)} jobs failed{earlier}{skipped} (see above and {out})")
 
 

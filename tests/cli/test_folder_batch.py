@@ -205,3 +205,91 @@ def test_bad_uses_are_one_line(tmp_path, sound_url, talks):
         lines = proc.stderr.splitlines()
         assert proc.returncode == code and len(lines) == 1 and lines[0].startswith("error: ") and text in lines[0], (
             args, proc.returncode, proc.stderr)
+
+
+def jsonl(path: Path, *lines: object) -> Path:
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return path
+
+
+def test_jsonl_lines_name_files_with_allow_files(sound_worker, sound_url, talks, tmp_path):
+    """{"file": PATH} lines, relative to the JSONL file's folder: stored as --files stores them (typed by their
+    bytes, the same job as --files makes of them), outputs named after them; a file that is not media fails alone."""
+    batch_file = jsonl(talks / "batch.jsonl", {"file": "talk1.wav"}, {"file": "sub/../sub/talk3.wav", "id": "three"},
+                       {"file": "clip.mp4", "options": {"sleep": 0.01}}, {"file": "notes.txt"})
+    out, saved, log = tmp_path / "results.jsonl", tmp_path / "saved", tmp_path / "ran.log"
+    options = json.dumps({"log": str(log)})  # jobs of this test alone (their options differ from other tests')
+    proc = mediaconduit("batch", str(batch_file), "--allow-files", "--provider", sound_url, "--model", "describe",
+                        "--options", options, "--out", str(out), "--save-outputs", str(saved))
+    clean(proc.stderr)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.splitlines()[-1] == f"error: 1 of 4 jobs failed, 0 of 4 lines were skipped (see above and {out})"
+    assert "files 4/4, written" in proc.stderr and "1 not media); sent 3, succeeded 3, failed 1" in proc.stderr
+    records = {r["keys"][0]["line"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert [records[n]["keys"] for n in (1, 2, 3, 4)] == [
+        [{"line": 1, "file": "talk1.wav"}], [{"line": 2, "id": "three", "file": "sub/talk3.wav"}],
+        [{"line": 3, "file": "clip.mp4"}], [{"line": 4, "file": "notes.txt"}]]
+    assert records[4]["status"] == "FAILURE" and f"{talks / 'notes.txt'}: not audio" in records[4]["error"]
+    for name, source in (("talk1.txt", "talk1.wav"), ("sub/talk3.txt", "sub/talk3.wav"), ("clip.txt", "clip.mp4")):
+        assert (saved / name).read_text() == described(talks / source), name  # clip.mp4 went as audio/wav
+    assert records[3]["result"]["metadata"]["generation_prompt"]["options"]["sleep"] == 0.01  # the line's options
+    assert sorted(log.read_text().split()) == sorted(hashlib.sha256((talks / f).read_bytes()).hexdigest()
+                                                     for f in ("talk1.wav", "sub/talk3.wav", "clip.mp4"))
+
+    folder_run = tmp_path / "folder.jsonl"
+    again = mediaconduit("batch", "--files", str(talks / "talk1.wav"), "--provider", sound_url, "--model", "describe",
+                         "--options", options, "--out", str(folder_run))
+    assert again.returncode == 0 and "sent 0," in again.stderr, again.stderr  # the same job: content and steps
+    assert json.loads(folder_run.read_text())["id"] == records[1]["id"]
+
+
+def test_without_allow_files_a_line_naming_a_file_fails_alone_naming_the_flag(sound_worker, sound_url, talks, tmp_path):
+    asset = json.loads(mediaconduit("blobs", "put", "--json", str(talks / "talk2.wav")).stdout)
+    batch_file = jsonl(talks / "batch.jsonl", {"file": "talk1.wav"}, {"input": asset, "id": "two"})
+    out = tmp_path / "results.jsonl"
+    proc = mediaconduit("batch", str(batch_file), "--provider", sound_url, "--model", "describe", "--out", str(out))
+    clean(proc.stderr)
+    assert proc.returncode == 1, proc.stderr
+    assert (f"{batch_file} line 1: names the local file 'talk1.wav': JSONL lines may name files only with --allow-files "
+            "(skipped)") in proc.stderr
+    assert proc.stderr.splitlines()[-1] == f"error: 0 of 1 jobs failed, 1 of 2 lines were skipped (see above and {out})"
+    (record,) = map(json.loads, out.read_text().splitlines())  # the rest of the batch ran
+    assert record["keys"] == [{"line": 2, "id": "two"}] and record["result"]["asset"]["content"] == described(
+        talks / "talk2.wav")
+
+
+def test_allow_files_refuses_what_resolves_outside_the_jsonl_folder(sound_worker, sound_url, talks, tmp_path):
+    """``..``, a symlink pointing out and an absolute path are refused, each alone and before anything is read; a
+    symlink staying inside the folder is followed."""
+    from mediaconduit_worker.blobs import BlobStore
+
+    outside = tone(tmp_path / "secret.wav", 777, seconds=0.37)
+    (talks / "out-link.wav").symlink_to(outside)
+    (talks / "in-link.wav").symlink_to(talks / "talk2.wav")
+    batch_file = jsonl(talks / "batch.jsonl", {"file": "../secret.wav"}, {"file": "out-link.wav"},
+                       {"file": str(outside)}, {"file": str(talks / "talk1.wav")}, {"file": "in-link.wav"})
+    out = tmp_path / "results.jsonl"
+    proc = mediaconduit("batch", str(batch_file), "--allow-files", "--provider", sound_url, "--model", "describe",
+                        "--out", str(out))
+    clean(proc.stderr)
+    assert proc.returncode == 1, proc.stderr
+    root = talks.resolve()
+    for line in (f"line 1: file '../secret.wav' resolves to {outside.resolve()}, outside the JSONL file's folder {root}: "
+                 "refused (skipped)",
+                 f"line 2: file 'out-link.wav' resolves to {outside.resolve()}, outside the JSONL file's folder {root}: "
+                 "refused (skipped)",
+                 f"line 3: file '{outside}' is an absolute path: name files relative to the JSONL file's folder",
+                 f"line 4: file '{talks / 'talk1.wav'}' is an absolute path"):
+        assert line in proc.stderr, (line, proc.stderr)
+    assert proc.stderr.splitlines()[-1] == f"error: 0 of 1 jobs failed, 4 of 5 lines were skipped (see above and {out})"
+    (record,) = map(json.loads, out.read_text().splitlines())
+    assert record["keys"] == [{"line": 5, "file": "in-link.wav"}]
+    assert record["result"]["asset"]["content"] == described(talks / "talk2.wav")
+    assert not BlobStore().has(hashlib.sha256(outside.read_bytes()).hexdigest())  # nothing outside was read
+
+
+def test_allow_files_without_a_jsonl_file_is_a_usage_error(sound_url, talks, tmp_path):
+    proc = mediaconduit("batch", "--files", str(talks), "--allow-files", "--provider", sound_url, "--model", "describe",
+                        "--out", str(tmp_path / "o.jsonl"))
+    assert proc.returncode == 2 and "--allow-files lets INPUT.jsonl lines name files; --files names them itself" in \
+        proc.stderr, proc.stderr
