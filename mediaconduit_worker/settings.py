@@ -126,8 +126,8 @@ class Settings(BaseSettings):
     """``user:password`` for Flower's basic auth."""
     flower_address: str = "127.0.0.1"
     metrics_port: int | None = None
-    """Port a worker command serves its Prometheus metrics on (``mediaconduit worker --metrics-port``);
-    unset: no metrics recorded."""
+    """Port a worker command or a gateway serves its Prometheus metrics on (``mediaconduit worker
+    --metrics-port``, ``mediaconduit gateway --metrics-port``); unset: no metrics recorded."""
     metrics_address: str = "127.0.0.1"
     """Address the metrics port listens on (``0.0.0.0`` for a Prometheus on another host or container)."""
     flower_port: int = 5555

@@ -113,6 +113,7 @@ def _sweep_deadlines(gw: Gateway, stop: threading.Event) -> None:
 
 def create_app(settings: Settings) -> FastAPI:
     """The gateway for ``settings``; Redis is reached on the first request, not here."""
+    from ..worker.metrics.multiproc import recording
     from ..worker.redis_state import state_redis
 
     state = state_redis(settings.effective_result_backend)
@@ -138,4 +139,8 @@ def create_app(settings: Settings) -> FastAPI:
     for router in ROUTERS:
         app.include_router(router)
     app.add_middleware(BodyCap, settings=settings)
+    if recording():  # outermost: a body refused by its cap is counted too
+        from .metrics import Measured
+
+        app.add_middleware(Measured)
     return app

@@ -2,7 +2,8 @@
 
 A client address that sent ``MEDIACONDUIT_GATEWAY_AUTH_FAILURES`` bad keys within a minute gets 429 for
 the rest of that minute, before its key is even looked at, so a key cannot be found by trying: the count
-is in Redis, shared by every gateway behind a load balancer.
+is in Redis, shared by every gateway behind a load balancer. The caller's tenant, or why it was refused,
+is left in the request's state for the metrics (``metrics.Measured``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,10 @@ from .tenants import Tenant
 
 FAILURE_WINDOW = 60
 """Seconds over which failed keys of one client address are counted."""
+TENANT_KEY = "mediaconduit_tenant"
+"""The request state's key (``scope["state"]``) holding the caller's tenant name."""
+AUTH_FAILURE_KEY = "mediaconduit_auth_failure"
+"""The request state's key holding why the caller's key was refused: missing, unknown or guessing."""
 
 
 def _unauthorized(detail: str) -> Problem:
@@ -30,6 +35,7 @@ def _failures_key(request: Request) -> str:
 def _refuse_if_guessing(gw: Gateway, request: Request) -> None:
     count = gw.redis.get(_failures_key(request))
     if count is not None and int(count) >= gw.settings.gateway_auth_failures:
+        setattr(request.state, AUTH_FAILURE_KEY, "guessing")
         wait = max(int(gw.redis.ttl(_failures_key(request))), 1)
         raise Problem(429, "too-many-failed-keys", "Too many failed keys",
                       f"{int(count)} bad keys from this address within {FAILURE_WINDOW} s; try again in {wait} s",
@@ -50,9 +56,12 @@ def tenant(request: Request) -> Tenant:
     header = request.headers.get("authorization", "")
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
+        setattr(request.state, AUTH_FAILURE_KEY, "missing")
         raise _unauthorized("send 'Authorization: Bearer KEY' (`mediaconduit keys create --tenant NAME` makes a key)")
     found = gw.keys.lookup(key.strip())
     if found is None:
         _count_failure(gw, request)
+        setattr(request.state, AUTH_FAILURE_KEY, "unknown")
         raise _unauthorized("the key is unknown or revoked")
+    setattr(request.state, TENANT_KEY, found.name)
     return found
