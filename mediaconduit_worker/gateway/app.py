@@ -15,13 +15,13 @@ from typing import Any
 from fastapi import FastAPI
 
 from ..settings import Settings
-from . import events, files, jobs
+from . import events, files, jobs, openai
 from .context import Gateway
 from .problems import Problem, install, response
 from .tenants import KeyStore
 
 log = logging.getLogger(__name__)
-ROUTERS = (jobs.router, events.router, files.router)
+ROUTERS = (jobs.router, events.router, files.router, openai.router)
 """Every router of the API, in the order the OpenAPI document lists them."""
 DEADLINE_SWEEP = 1.0
 """Seconds between looks for jobs whose ``cancel_after`` passed."""

@@ -1,0 +1,293 @@
+"""The OpenAI-compatible surface: ``GET /v1/models`` and ``POST /v1/chat/completions``, so an OpenAI client
+whose ``base_url`` is ``http://HOST:PORT/v1`` and whose API key is a tenant's key runs its chats as jobs.
+
+A ``model`` is a route of the operator's routes file (``worker/routes.py``), never a provider URL: the
+route picks its candidates, with their failover, limits and budgets. Each call is one job, created as
+``POST /v1/jobs`` creates one (``submit.create``: the tenant's checks, rate and budget, its record in the job
+list and in Flower). A streamed call follows the job's output chunks (``worker/chunks.py``) in its event
+stream and answers them as ``chat.completion.chunk`` server-sent events; a client that goes away leaves
+the job to finish and be recorded. Errors are OpenAI's ``{"error": {message, type, param, code}}``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any, cast
+
+import redis
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from ..capabilities import MediaCapability
+from ..chat import ChatOptions
+from ..errors import InvalidInputError, RouteError
+from ..worker.events import FINAL, OUTPUT, STATUS, stream_key
+from .auth import tenant
+from .context import Gateway, gateway_of
+from .events import _stored_state
+from .problems import Problem
+from .records import JobRecord
+from .schemas import JobIn
+
+router = APIRouter(tags=["openai"])
+BLOCK_MS = 1000
+"""Longest single ``XREAD`` wait, so a job whose final event was lost is noticed by its stored state."""
+JOB_HEADER = "X-MediaConduit-Job-Id"
+COST_HEADER = "X-MediaConduit-Cost-USD"
+#: OpenAI's error ``type`` for an HTTP status.
+_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                404: "invalid_request_error", 409: "invalid_request_error", 413: "invalid_request_error",
+                422: "invalid_request_error", 429: "rate_limit_exceeded"}
+#: Request fields mapped to the job's options (``chat.ChatOptions`` spellings); others listed in _IGNORED.
+_OPTIONS = {"temperature": "temperature", "max_tokens": "maxOutputTokens", "max_completion_tokens": "maxOutputTokens",
+            "top_p": "topP", "stop": "stop", "seed": "seed", "response_format": "responseFormat"}
+_IGNORED = frozenset({"model", "messages", "stream", "stream_options", "user", "n", "store", "metadata"})
+
+
+class OpenAIError(Exception):
+    """An error answered in OpenAI's shape."""
+
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.param, self.code, self.headers = status, message, param, code, headers or {}
+
+    def body(self) -> dict[str, Any]:
+        kind = _ERROR_TYPES.get(self.status, "api_error")
+        return {"error": {"message": self.message, "type": kind, "param": self.param, "code": self.code}}
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
+
+
+def _from_problem(problem: Problem) -> OpenAIError:
+    body = problem.body()
+    code = "invalid_api_key" if problem.status == 401 else problem.kind
+    return OpenAIError(problem.status, body["detail"], problem.field, code, problem.headers)
+
+
+async def _tenant(request: Request) -> Any:
+    try:
+        return await run_in_threadpool(tenant, request)
+    except Problem as problem:
+        raise _from_problem(problem) from None
+
+
+def _text(content: Any, where: str) -> str:
+    """A message's ``content``: a string, or a list of text parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text" for p in content):
+        return "".join(str(p.get("text", "")) for p in content)
+    raise OpenAIError(400, f"{where}.content must be a string or a list of text parts", where)
+
+
+def job_of(body: Any) -> tuple[str, str, dict[str, Any]]:
+    """The route, the input text and the options of a chat completion request (400 naming the field)."""
+    if not isinstance(body, dict):
+        raise OpenAIError(400, "the request body must be a JSON object")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise OpenAIError(400, "'model' is required: the name of a route (GET /v1/models lists them)", "model")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise OpenAIError(400, "'messages' must be a non-empty list", "messages")
+    system: list[str] = []
+    user: list[str] = []
+    for k, message in enumerate(messages):
+        where = f"messages[{k}]"
+        role = message.get("role") if isinstance(message, dict) else None
+        if role in ("system", "developer") and not user:
+            system.append(_text(message.get("content"), where))
+        elif role == "user" and not user:
+            user.append(_text(message.get("content"), where))
+        else:
+            raise OpenAIError(400, f"{where}: a chat here is system (or developer) messages, then one user message "
+                                   f"(got role {role!r} there)", where)
+    if not user:
+        raise OpenAIError(400, "'messages' needs a user message", "messages")
+    if body.get("n", 1) != 1:
+        raise OpenAIError(400, "only n=1 is served", "n")
+    unknown = sorted(set(body) - set(_OPTIONS) - _IGNORED)
+    if unknown:
+        raise OpenAIError(400, f"unsupported parameter {unknown[0]!r}", unknown[0])
+    options = {_OPTIONS[k]: v for k, v in body.items() if k in _OPTIONS and v is not None}
+    if system:
+        options["systemPrompt"] = "\n".join(system)
+    try:
+        ChatOptions.parse(options)  # refused here, as OpenAI would, not by the worker after a queue wait
+    except InvalidInputError as exc:
+        raise OpenAIError(400, str(exc)) from None
+    return model, user[0], options
+
+
+def _check_route(name: str) -> None:
+    from ..worker.routes import get_routes
+
+    try:
+        routes = get_routes().routes
+    except RouteError as exc:
+        raise OpenAIError(503, f"the routes file cannot be read: {exc}") from None
+    route = routes.get(name)
+    if route is None:
+        raise OpenAIError(404, f"The model {name!r} does not exist: models are the routes GET /v1/models lists",
+                          "model", "model_not_found")
+    if route.capability != MediaCapability.TEXT_TO_TEXT:
+        raise OpenAIError(400, f"route {name!r} serves {route.capability}, not chat (text-to-text)", "model")
+
+
+def _create(gw: Gateway, who: Any, model: str, text: str, options: dict[str, Any]) -> JobRecord:
+    from .submit import create
+
+    _check_route(model)
+    try:
+        gw.limit_rate(who)
+        record, _ = create(gw, who, JobIn.model_validate({"input": text, "route": model, "options": options}))
+    except Problem as problem:
+        raise _from_problem(problem) from None
+    return record
+
+
+async def _follow(gw: Gateway, task_id: str) -> AsyncIterator[dict[str, Any]]:
+    """The job's output entries' data as they come, until its final status (or its stored end)."""
+    client = gw.streams()
+    cursor = "0-0"
+    while True:
+        reply = await client.xread({stream_key(task_id): cursor}, count=100, block=BLOCK_MS)
+        entries = cast(list[tuple[str, dict[str, str]]], reply[0][1] if reply else [])  # type: ignore[index]
+        if not entries and await _stored_state(client, task_id) is not None:
+            return
+        for entry_id, fields in entries:
+            cursor = entry_id
+            data = json.loads(fields.get("data") or "{}")
+            if fields.get("event") == OUTPUT:
+                yield data
+            elif fields.get("event") == STATUS and data.get("status") in FINAL:
+                return
+
+
+def _view(gw: Gateway, record: JobRecord, request: Request) -> dict[str, Any]:
+    from .jobs import view
+
+    return view(gw, record, request)
+
+
+def _failure(out: dict[str, Any]) -> OpenAIError:
+    error = out.get("error") or {}
+    status = 400 if error.get("type") == "InvalidInputError" else 502
+    return OpenAIError(status, f"the job {out['status']}: {error.get('type') or 'Error'}: {error.get('message', '')}",
+                       code=f"job_{out['status']}")
+
+
+def _finish(out: dict[str, Any]) -> tuple[str, str, dict[str, int]]:
+    """The content, the finish reason and the usage of a finished job's result."""
+    asset = (out.get("result") or {}).get("asset") or {}
+    metadata = asset.get("metadata") or {}
+    raw = metadata.get("usage") or {}
+    usage = {k: int(raw.get(k) or 0) for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
+    return str(asset.get("content", "")), str(metadata.get("finish_reason") or "stop"), usage
+
+
+def _cost_headers(record: JobRecord, out: dict[str, Any]) -> dict[str, str]:
+    headers = {JOB_HEADER: record.id}
+    if out.get("cost_usd") is not None:
+        headers[COST_HEADER] = f"{out['cost_usd']:.10g}"
+    return headers
+
+
+@router.get("/v1/models", operation_id="listModels", summary="The routes, as OpenAI models")
+async def list_models(request: Request) -> Response:
+    """OpenAI's model list: one entry per route of the routes file (never a provider URL)."""
+    try:
+        await _tenant(request)
+        from ..worker.routes import get_routes
+
+        try:
+            routes = await run_in_threadpool(get_routes)
+        except RouteError as exc:
+            raise OpenAIError(503, f"the routes file cannot be read: {exc}") from None
+        try:
+            created = int(routes.path.stat().st_mtime)
+        except OSError:
+            created = 0
+        data = [{"id": name, "object": "model", "created": created, "owned_by": "mediaconduit",
+                 "capability": str(route.capability)} for name, route in sorted(routes.routes.items())]
+        return JSONResponse({"object": "list", "data": data})
+    except OpenAIError as exc:
+        return exc.response()
+
+
+@router.post("/v1/chat/completions", operation_id="createChatCompletion", summary="A chat completion, as a job")
+async def chat_completions(request: Request) -> Response:
+    """OpenAI's chat completion, streamed (``stream: true``) or not, with ``usage``; the job's id and cost in
+    the ``X-MediaConduit-Job-Id`` and ``X-MediaConduit-Cost-USD`` headers."""
+    gw = gateway_of(request)
+    try:
+        who = await _tenant(request)
+        try:
+            body = await request.json()
+        except ValueError:
+            raise OpenAIError(400, "the request body is not JSON") from None
+        model, text, options = job_of(body)
+        record = await run_in_threadpool(_create, gw, who, model, text, options)
+        created = int(time.time())
+        if body.get("stream"):
+            usage_asked = bool((body.get("stream_options") or {}).get("include_usage"))
+            return StreamingResponse(_stream(gw, record, request, model, created, usage_asked),
+                                     media_type="text/event-stream", headers={JOB_HEADER: record.id,
+                                                                              "Cache-Control": "no-cache"})
+        async for _ in _follow(gw, record.steps[-1]):
+            pass
+        out = await run_in_threadpool(_view, gw, record, request)
+        if out["status"] != "succeeded":
+            raise _failure(out)
+        content, finish, usage = _finish(out)
+        return JSONResponse({
+            "id": f"chatcmpl-{record.id}", "object": "chat.completion", "created": created, "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish,
+                         "logprobs": None}],
+            "usage": usage,
+        }, headers=_cost_headers(record, out))
+    except OpenAIError as exc:
+        return exc.response()
+    except redis.RedisError as exc:
+        return OpenAIError(503, f"the gateway lost its Redis ({type(exc).__name__})").response()
+
+
+def _sse(data: Any) -> bytes:
+    return f"data: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+async def _stream(gw: Gateway, record: JobRecord, request: Request, model: str, created: int,
+                  usage_asked: bool) -> AsyncIterator[bytes]:
+    """The job's chunks as ``chat.completion.chunk`` events, then the finish reason, the usage (when asked
+    for) and ``[DONE]``; a job that fails or breaks ends with an ``error`` event."""
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+        return _sse({"id": f"chatcmpl-{record.id}", "object": "chat.completion.chunk", "created": created, "model": model,
+                     "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]})
+
+    try:
+        yield chunk({"role": "assistant", "content": ""})
+        async for data in _follow(gw, record.steps[-1]):
+            if "error" in data:
+                error = data["error"] or {}
+                yield _sse(OpenAIError(502, f"the stream broke: {error.get('type')}: {error.get('message')}",
+                                       code="stream_broken").body())
+                return
+            if data.get("chunk"):
+                yield chunk({"content": data["chunk"]})
+        out = await run_in_threadpool(_view, gw, record, request)
+        if out["status"] != "succeeded":
+            yield _sse(_failure(out).body())
+            return
+        _, finish, usage = _finish(out)
+        yield chunk({}, finish)
+        if usage_asked:
+            yield _sse({"id": f"chatcmpl-{record.id}", "object": "chat.completion.chunk", "created": created,
+                        "model": model, "choices": [], "usage": usage})
+        yield b"data: [DONE]\n\n"
+    except redis.RedisError as exc:
+        yield _sse(OpenAIError(503, f"the gateway lost its Redis ({type(exc).__name__})").body())
