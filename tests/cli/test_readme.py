@@ -1,6 +1,7 @@
 """The README's first steps run as written, in order, on a fresh ``MEDIACONDUIT_HOME`` with the embedded
 default broker stopped (as ``make run`` leaves it): the shell block that starts a broker and a worker, the
-Python snippet, and the same job from the shell. The snippets are read from README.md, not copied here."""
+Python snippet, and the same job from the shell; and its "Folder batches" blocks, in order. The snippets are
+read from README.md, not copied here."""
 
 from __future__ import annotations
 
@@ -59,6 +60,50 @@ def test_the_readme_first_steps_run_as_written(fresh_home, tmp_path):
     finally:
         os.killpg(started.pid, signal.SIGTERM)
         subprocess.run([str(VENV_BIN / "mediaconduit"), "broker", "stop"], env=fresh_home, capture_output=True, timeout=60)
+
+
+def folder_batch_blocks() -> list[str]:
+    """The shell blocks of the README's "Folder batches" section, in order."""
+    section = re.search(r"^## Folder batches.*?(?=^## )", README, re.S | re.M)
+    assert section, "README.md has no '## Folder batches' section"
+    blocks = re.findall(r"```sh\n(.*?)```", section.group(0), re.S)
+    assert len(blocks) == 2, blocks
+    return blocks
+
+
+@pytest.mark.docker
+def test_the_readme_folder_batch_runs_as_written(docker_engine, redis_server, tmp_path):
+    """Both blocks, in order, in a folder laid out as the repository root (its .venv, providers/ and services/),
+    on the session's broker: recordings made by espeak-ng, transcribed by Whisper in its container, written back as
+    files; then a blob and a result fetched one at a time."""
+    if not (VENV_BIN / "mediaconduit").exists():
+        pytest.skip(f"the README's commands use {VENV_BIN}, which `make venv` creates; it is missing")
+    if shutil.which("espeak-ng") is None:
+        pytest.fail("espeak-ng is not installed on this host (scripts/ci-setup.sh installs it)", pytrace=False)
+    root = tmp_path / "root"
+    root.mkdir()
+    for name in (".venv", "providers", "services"):
+        (root / name).symlink_to(REPO / name)
+    batch, one_at_a_time = folder_batch_blocks()
+    log = tmp_path / "shell.log"
+    started = subprocess.Popen(["bash", "-ec", batch], cwd=root, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
+                               start_new_session=True)  # its `&` worker stays in this group
+    try:
+        assert started.wait(900) == 0, log.read_text()[-4000:]
+        words = (root / "transcripts" / "talk1.txt").read_text().lower().split()
+        said = "my name is john and i live in a small house near the river".split()
+        assert sum(w in words for w in said) >= len(said) // 2, (words, log.read_text()[-2000:])
+        assert log.read_text().rstrip().endswith((root / "transcripts" / "talk1.txt").read_text().rstrip())  # `cat`
+        record = json.loads((root / "transcripts" / "talk1.txt.json").read_text())
+        assert record["asset"]["content"] == (root / "transcripts" / "talk1.txt").read_text()
+        proc = subprocess.run(["bash", "-ec", one_at_a_time], cwd=root, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        assert (root / "talk2-copy.wav").read_bytes() == (root / "talks" / "talk2.wav").read_bytes()
+        first = json.loads((root / "results.jsonl").read_text().splitlines()[0])
+        name = Path(first["keys"][0]["file"]).with_suffix(".txt")
+        assert (root / "again.txt").read_text() == (root / "transcripts" / name).read_text()
+    finally:
+        os.killpg(started.pid, signal.SIGTERM)
 
 
 def test_a_relative_provider_path_is_the_commands_folder_not_the_workers(text_worker, tmp_path):
