@@ -9,10 +9,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
-from typing import Any
+from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..settings import Settings
 from . import events, files, jobs, openai
@@ -26,10 +26,6 @@ ROUTERS = (jobs.router, events.router, files.router, openai.router)
 DEADLINE_SWEEP = 1.0
 """Seconds between looks for jobs whose ``cancel_after`` passed."""
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 
 class BodyTooLarge(Exception):
@@ -44,7 +40,7 @@ class BodyCap:
     """Refuses a request body over its cap (``Content-Length`` at once, a chunked body as it arrives):
     uploads have ``MEDIACONDUIT_GATEWAY_MAX_UPLOAD_BYTES``, everything else ``MEDIACONDUIT_GATEWAY_MAX_BODY_BYTES``."""
 
-    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], settings: Settings) -> None:
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app, self.settings = app, settings
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

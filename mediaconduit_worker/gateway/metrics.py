@@ -18,8 +18,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.multiprocess import MultiProcessCollector
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .app import Receive, Scope, Send
 from .auth import AUTH_FAILURE_KEY, TENANT_KEY
 
 REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -52,7 +52,7 @@ def route_of(scope: Scope) -> str:
 class Measured:
     """Records each HTTP request once its answer is sent (or its handler raised: a 500)."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -209,13 +209,18 @@ class TransformTask(Task):
     def stream(self, input: Any, provider: str, model: str, options: dict[str, Any] | None = None, *,
                timeout: float | None = None, **send: Any) -> Iterator[StreamChunk]:
         """Send a transform whose stream is read (``EVENTS_HEADER``) and follow its output chunks as they are
-        made (``streams.stream_of``); ``send``: further ``apply_async`` options. Sent at once, iterated
-        later; each chunk names its job (``chunk.task_id``) and its id, to resume after it."""
-        from .streams import stream_of
-
+        made (``stream_of``); ``send``: further ``apply_async`` options. Sent at once, iterated later; each
+        chunk names its job (``chunk.task_id``) and its id, to resume after it."""
         headers = {**dict(send.pop("headers", None) or {}), EVENTS_HEADER: True}
         sent = self.apply_async((input, provider, model, options or {}), headers=headers, **send)
-        return stream_of(sent.id, timeout=timeout)
+        return self.stream_of(sent.id, timeout=timeout)
+
+    def stream_of(self, task_id: str, after: str = "0-0", timeout: float | None = None) -> Iterator[StreamChunk]:
+        """The output chunks of a job already sent with ``EVENTS_HEADER``, after stream id ``after``, until it
+        ends (``streams.follow``); ``timeout``: seconds without the job ending before ``TimeoutError``."""
+        from .streams import follow
+
+        return follow(self.app, task_id, after, timeout)
 
 
 @app.task(name=TRANSFORM_TASK, bind=True, base=TransformTask, max_retries=MAX_RETRIES,

@@ -101,7 +101,9 @@ def test_a_succeeded_jobs_statuses_come_in_order_and_the_stream_ends_cleanly(car
     seen = list(stream(carol, chain["id"]))
     assert statuses(seen) == ["running", "succeeded", "running", "succeeded"]
     assert seen == stored(wait_finished(carol, chain["id"]))
-    assert [e["id"].split(":")[0] for e in seen] == ["0", "0", "1", "1"]
+    assert [(e["id"].split(":")[0], e["event"]) for e in seen] == [
+        ("0", "status"), ("0", "output"), ("0", "status"), ("1", "status"), ("1", "output"), ("1", "status")]
+    assert [json.loads(e["data"])["chunk"] for e in seen if e["event"] == "output"] == ["ABC", "CBA"]
 
 
 def test_last_event_id_resumes_mid_stream_with_exactly_the_rest(carol: API, slow_url: str, text_worker) -> None:

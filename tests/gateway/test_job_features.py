@@ -124,7 +124,8 @@ def test_a_tenants_rpm_is_held(gateway, openapi, slow_url: str) -> None:
         erin.call("cancelJob", {"job_id": a.json()["id"]})
 
 
-def test_a_webhook_job_hands_its_start_and_completion_to_the_outbox(alice: API, echo_url: str, text_worker) -> None:
+def test_a_webhook_job_hands_its_start_output_and_completion_to_the_outbox(alice: API, echo_url: str,
+                                                                          text_worker) -> None:
     """The webhook is stored before the job is sent, so even a job that starts at once has its ``start``."""
     from mediaconduit_worker.worker.events import OUTBOX
     from mediaconduit_worker.worker.redis_state import state_redis
@@ -135,4 +136,4 @@ def test_a_webhook_job_hands_its_start_and_completion_to_the_outbox(alice: API, 
     job_id = created.json()["id"]
     assert wait_finished(alice, job_id)["status"] == "succeeded"
     sent = [fields["event"] for _, fields in state_redis().xrange(OUTBOX) if fields["task_id"] == job_id]
-    assert sent == ["start", "completed"]
+    assert sent == ["start", "output", "completed"]  # the default filter: every webhook event

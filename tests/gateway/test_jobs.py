@@ -25,7 +25,9 @@ def test_a_job_is_created_and_read_back_with_its_result(alice: API, echo_url: st
     from mediaconduit_worker.worker.redis_state import state_redis
 
     stream = state_redis().xrange(stream_key(job["id"]))
-    assert [json.loads(fields["data"])["status"] for _, fields in stream] == ["running", "succeeded"]
+    assert [(fields["event"], json.loads(fields["data"])) for _, fields in stream] == [
+        ("status", {"status": "running", "attempt": 0}), ("output", {"chunk": "HELLO GATEWAY"}),
+        ("status", {"status": "succeeded"})]  # a model that cannot stream: its whole text as one chunk
 
 
 def test_problems_name_the_field_and_value(alice: API, echo_url: str) -> None:

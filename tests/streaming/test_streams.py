@@ -1,5 +1,5 @@
 """Streamed outputs through the queue: a real worker process and a real Redis, the OpenAI provider talking
-to the stand-in's SSE stream; ``transform.stream`` and ``stream_of`` read the chunks back from Redis."""
+to the stand-in's SSE stream; ``transform.stream`` and ``transform.stream_of`` read the chunks back from Redis."""
 
 from __future__ import annotations
 
@@ -72,10 +72,10 @@ def test_chunks_arrive_in_order_and_the_record_is_whole(worker, urls, apis):
 
 
 def test_stream_of_resumes_after_a_chunk_id(worker, urls):
-    from mediaconduit_worker.worker.streams import stream_of
+    from mediaconduit_worker import transform
 
     chunks = list(stream(worker, "one two three four five", urls["openai"]))
-    again = list(stream_of(chunks[0].task_id, after=chunks[1].id, timeout=30))
+    again = list(transform.stream_of(chunks[0].task_id, after=chunks[1].id, timeout=30))
     assert [c.text for c in again] == [c.text for c in chunks[2:]] and again[0].id == chunks[2].id
 
 

@@ -50,15 +50,16 @@ def test_a_job_runs_then_succeeds_and_its_result_is_stored_before_the_event(text
     client = _client()
     seen: list[str] = []
     for _ in range(1200):  # as a reader does: the moment it sees "succeeded", the result is there
-        got = [json.loads(f["data"])["status"] for _, f in client.xrange(stream_key(job.id))]
+        got = [json.loads(f["data"]).get("status", f["event"]) for _, f in client.xrange(stream_key(job.id))]
         if "succeeded" in got:
             assert app.backend.get_state(job.id) == "SUCCESS"
             seen = got
             break
         time.sleep(0.05)
-    assert seen == ["running", "succeeded"]
+    assert seen == ["running", "output", "succeeded"]
     got = entries(job.id)
-    assert got[0][2] == {"status": "running", "attempt": 0} and got[1][2] == {"status": "succeeded"}
+    assert [(kind, data) for _, kind, data in got] == [("status", {"status": "running", "attempt": 0}),
+                                                      ("output", {"chunk": "HELLO"}), ("status", {"status": "succeeded"})]
     ids = [i for i, _, _ in got]
     assert ids == sorted(ids, key=lambda i: tuple(map(int, i.split("-"))))
     ttl = client.ttl(stream_key(job.id))
