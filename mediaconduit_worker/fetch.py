@@ -132,12 +132,13 @@ def _locator(url: httpx.URL) -> Locator:
 
 
 def allowed_prefixes() -> tuple[Locator, ...]:
-    return _parsed_prefixes(get_settings().input_url_allow or "")
+    return parse_prefixes(get_settings().input_url_allow or "", "MEDIACONDUIT_INPUT_URL_ALLOW")
 
 
-@functools.lru_cache(maxsize=4)
-def _parsed_prefixes(allow: str) -> tuple[Locator, ...]:
-    """``MEDIACONDUIT_INPUT_URL_ALLOW`` parsed once per setting; a malformed entry is named."""
+@functools.lru_cache(maxsize=8)
+def parse_prefixes(allow: str, setting: str) -> tuple[Locator, ...]:
+    """An allow-list setting (comma-separated URL prefixes) parsed once per value; a malformed entry is named
+    with its ``setting``."""
     out = []
     for entry in (e.strip() for e in allow.split(",")):
         if not entry:
@@ -148,7 +149,7 @@ def _parsed_prefixes(allow: str) -> tuple[Locator, ...]:
                 raise ValueError("expected http(s)://HOST[:PORT][/PATH], without credentials, query or fragment")
             out.append(_locator(url))
         except (httpx.InvalidURL, ValueError) as exc:
-            raise ConfigurationError(f"MEDIACONDUIT_INPUT_URL_ALLOW entry {entry!r} is malformed: {exc}") from None
+            raise ConfigurationError(f"{setting} entry {entry!r} is malformed: {exc}") from None
     return tuple(out)
 
 
@@ -210,23 +211,36 @@ def fetch_input(url: str, where: str, store: BlobStore | None = None,
     raise InvalidInputError(f"{where}: {shown!r} redirects more than {MAX_REDIRECTS} times")
 
 
-def _checked_url(url: str, prefixes: tuple[Locator, ...], where: str) -> httpx.URL:
+class URLRefused(ValueError):
+    """A URL that is not http(s), carries credentials, or is outside its allow-list; the message says which."""
+
+
+def checked_url(url: str, prefixes: tuple[Locator, ...], setting: str, what: str) -> httpx.URL:
+    """``url`` parsed, when it is an http(s) URL without credentials under one of ``prefixes`` (the value of
+    ``setting``); ``URLRefused`` otherwise. ``what`` names the kind of URL in the message (``input URLs``)."""
     shown = redact_url(url)
     try:
         parsed = httpx.URL(url)
     except httpx.InvalidURL as exc:
-        raise InvalidInputError(f"{where}: {shown!r} is not a valid URL: {exc}") from None
+        raise URLRefused(f"{shown!r} is not a valid URL: {exc}") from None
     if parsed.scheme not in ("http", "https") or not parsed.host:
-        raise InvalidInputError(f"{where}: {shown!r} is not an http(s) URL")
+        raise URLRefused(f"{shown!r} is not an http(s) URL")
     if parsed.userinfo:
-        raise InvalidInputError(f"{where}: {shown!r} carries credentials; input URLs may not")
+        raise URLRefused(f"{shown!r} carries credentials; {what} may not")
     try:
         located = _locator(parsed)
     except UnsafeSegment as exc:
-        raise InvalidInputError(f"{where}: {shown!r}: {exc}") from None
+        raise URLRefused(f"{shown!r}: {exc}") from None
     if not _is_allowed(located, prefixes):
-        raise InvalidInputError(f"{where}: {shown!r} is not allowed by MEDIACONDUIT_INPUT_URL_ALLOW")
+        raise URLRefused(f"{shown!r} is not allowed by {setting}")
     return parsed
+
+
+def _checked_url(url: str, prefixes: tuple[Locator, ...], where: str) -> httpx.URL:
+    try:
+        return checked_url(url, prefixes, "MEDIACONDUIT_INPUT_URL_ALLOW", "input URLs")
+    except URLRefused as exc:
+        raise InvalidInputError(f"{where}: {exc}") from None
 
 
 def _bounded(chunks: Iterable[bytes], limit: int, deadline: float, where: str, url: str) -> Iterator[bytes]:

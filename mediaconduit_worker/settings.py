@@ -112,6 +112,21 @@ class Settings(BaseSettings):
     gateway_events_keepalive: float = Field(default=10.0, gt=0)
     """Seconds an idle event stream (``GET /v1/jobs/{id}/events``) waits for an event before it sends a
     keep-alive comment (proxies drop connections silent for long; the API promises one every 15 s at most)."""
+    webhook_allow: str | None = None
+    """Comma-separated URL prefixes a job's ``webhook`` may be under; unset allows none. Never loopback,
+    private, link-local or metadata addresses (also as a name resolves at send time) unless a prefix names
+    that address itself (``http://127.0.0.1:9000/``)."""
+    gateway_webhooks: bool = True
+    """Whether each gateway process runs a webhook dispatcher; ``false`` where dispatchers run apart
+    (``mediaconduit webhooks``)."""
+    webhook_timeout: float = 10.0
+    """Seconds one webhook delivery attempt may take (connect, send, answer)."""
+    webhook_retry_base: float = 5.0
+    """Seconds before a failed delivery's first retry; each further one waits twice as long (with jitter),
+    at most 15 minutes."""
+    webhook_retry_horizon: int = 24 * 3600
+    """Seconds a ``start``, ``output`` or ``logs`` event is retried before it is recorded as failed;
+    ``completed`` is retried as long as results are kept (``result_expires``)."""
     log_format: Literal["text", "json"] = "text"
     """``json``: a worker's log lines as JSON objects, with the running job's task id, provider, model, route,
     tenant and trace id (``worker/logformat.py``)."""

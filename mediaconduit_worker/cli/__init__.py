@@ -18,6 +18,7 @@ from .providers import providers
 from .replay import replay
 from .routes import routes
 from .services import services
+from .webhooks import webhooks
 from .worker import broker, worker
 
 
@@ -34,7 +35,7 @@ def main(debug: bool) -> None:
 
 
 for _command in (batch, blobs, broker, cache, cancel, credentials, demo, flower, gateway, get, keys, providers, replay, routes,
-                 services, status, submit, worker):
+                 services, status, submit, webhooks, worker):
     main.add_command(_command)
 
 __all__ = ["main"]

@@ -1,4 +1,4 @@
-"""``mediaconduit keys``: API tenants and their keys for the HTTP gateway (``mediaconduit gateway``)."""
+"""``mediaconduit keys``: API tenants, their keys and webhook secrets for the HTTP gateway (``mediaconduit gateway``)."""
 
 from __future__ import annotations
 
@@ -100,3 +100,20 @@ def keys_revoke(key_ids: tuple[str, ...]) -> None:
             click.echo(f"revoked {key_id}")
     if missing:
         raise CommandError(f"no key matches {', '.join(missing)} (`mediaconduit keys list` shows them)")
+
+
+@keys.command("webhook-secret")
+@click.option("--tenant", required=True, help="Tenant name.")
+@click.option("--rotate", is_flag=True, help="Replace the secret: deliveries from now on are signed with the new one.")
+def keys_webhook_secret(tenant: str, rotate: bool) -> None:
+    """The whsec_ secret TENANT's webhooks are signed with (Standard Webhooks), printed as the last line;
+    made on first use. Exits 1 for an unknown tenant."""
+    from ..gateway.tenants import TenantError
+
+    try:
+        secret = _store().webhook_secret(tenant, rotate=rotate)
+    except TenantError as exc:
+        raise CommandError(error_line(exc)) from None
+    click.echo(f"tenant {tenant}: {'a new' if rotate else 'the'} webhook signing secret "
+               "(verify webhook-signature with it):", err=True)
+    click.echo(secret)

@@ -1,11 +1,13 @@
 """The HTTP gateway's ASGI app: ``create_app(settings)``. Each concern is its own module with its own
 ``APIRouter`` (jobs, files, ...); this module only assembles them, with auth, problem+json errors and
-body caps. The app keeps no state of its own: everything is in Redis, so several gateways can serve
-behind one load balancer. Nothing connects when the app is made; Redis is reached on the first request.
+body caps, and starts the ``cancel_after`` sweep and the webhook dispatcher (``dispatcher.py``) with the
+app. The app keeps no state of its own: everything is in Redis, so several gateways can serve behind one
+load balancer. Nothing connects when the app is made; Redis is reached on the first request.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import threading
@@ -15,13 +17,13 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..settings import Settings
-from . import events, files, jobs, openai
+from . import events, files, jobs, openai, webhooks
 from .context import Gateway
 from .problems import Problem, install, response
 from .tenants import KeyStore
 
 log = logging.getLogger(__name__)
-ROUTERS = (jobs.router, events.router, files.router, openai.router)
+ROUTERS = (jobs.router, events.router, files.router, webhooks.router, openai.router)
 """Every router of the API, in the order the OpenAPI document lists them."""
 DEADLINE_SWEEP = 1.0
 """Seconds between looks for jobs whose ``cancel_after`` passed."""
@@ -111,6 +113,7 @@ def create_app(settings: Settings) -> FastAPI:
     """The gateway for ``settings``; Redis is reached on the first request, not here."""
     from ..worker.metrics.multiproc import recording
     from ..worker.redis_state import state_redis
+    from .dispatcher import run_in_thread
 
     state = state_redis(settings.effective_result_backend)
     gw = Gateway(settings, state, state_redis(settings.effective_broker_url), KeyStore(state))
@@ -120,11 +123,15 @@ def create_app(settings: Settings) -> FastAPI:
         stop = threading.Event()
         sweeper = threading.Thread(target=_sweep_deadlines, args=(gw, stop), name="deadline-sweep", daemon=True)
         sweeper.start()
+        dispatcher = run_in_thread(settings, state) if settings.gateway_webhooks else None
         yield
         stop.set()
         sweeper.join(timeout=5)
         if gw.stream_client is not None:
             await gw.stream_client.aclose()
+        if dispatcher is not None:
+            dispatcher[1].set()
+            await asyncio.to_thread(dispatcher[0].join, settings.webhook_timeout + 10)
 
     app = FastAPI(title="MediaConduit Worker HTTP API", version="1", lifespan=lifespan,
                   description="Jobs from any language: create, read, list and cancel transforms, follow their events, "

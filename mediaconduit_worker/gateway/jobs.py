@@ -101,7 +101,7 @@ def create_job(body: JobIn, request: Request, response: Response, who: Tenant = 
         warnings: list[str] = []
     else:
         gw.limit_rate(who)
-        record, warnings = create(gw, who, body, idempotency_key)
+        record, warnings = create(gw, who, body, idempotency_key, str(request.base_url))
     if wait is not None:
         response.headers["Preference-Applied"] = f"wait={wait:g}"
         out = _held(gw, record, request, wait)

@@ -86,9 +86,11 @@ def existing_job(gw: Gateway, tenant: Tenant, key: str, digest: str) -> str | No
     return job_id
 
 
-def create(gw: Gateway, tenant: Tenant, body: JobIn, idempotency_key: str | None = None) -> tuple[JobRecord, list[str]]:
+def create(gw: Gateway, tenant: Tenant, body: JobIn, idempotency_key: str | None = None,
+           base_url: str = "/") -> tuple[JobRecord, list[str]]:
     """Check and send ``body`` for ``tenant``; its record and warnings. An ``Idempotency-Key`` seen before
-    returns its job (check with ``existing_job`` first; a race between two is settled here)."""
+    returns its job (check with ``existing_job`` first; a race between two is settled here). ``base_url``
+    is the API's, for the job's URLs in its webhooks."""
     from celery import chain
 
     from ..worker.app import transform
@@ -100,6 +102,8 @@ def create(gw: Gateway, tenant: Tenant, body: JobIn, idempotency_key: str | None
     steps: list[tuple[StepIn, str]] = [(body, "/")]
     steps += [(s, f"/steps/{k}/") for k, s in enumerate(body.steps)]
     providers = [_provider(step, where) for step, where in steps]
+    if body.webhook is not None:
+        _check_webhook(gw, body.webhook)
     for digest in sorted(_blobs_in(body.input)):
         if not owns_blob(gw, tenant, digest):
             raise invalid("/input", f"blob://sha256/{digest}", f"no file blob://sha256/{digest} for this key "
@@ -127,7 +131,7 @@ def create(gw: Gateway, tenant: Tenant, body: JobIn, idempotency_key: str | None
     record.save(gw.redis, ttl)
     try:
         if body.webhook:  # before sending: a worker's first event may come at once
-            _store_webhook(gw, tenant, record, body)
+            _store_webhook(gw, tenant, record, body, base_url)
         sigs = []
         for k, ((step, _), provider) in enumerate(zip(steps, providers)):
             args = (body.input, provider, step.model, step.options) if k == 0 else (provider, step.model, step.options)
@@ -157,13 +161,25 @@ def _unsent(gw: Gateway, tenant: Tenant, record: JobRecord, idempotency_key: str
     gw.redis.delete(*keys)
 
 
-def _store_webhook(gw: Gateway, tenant: Tenant, record: JobRecord, body: JobIn) -> None:
-    """``mediaconduit:webhook:<task id>`` of every step (url, events, tenant, job): the worker's event
-    script reads it to put the job's events in the webhook outbox."""
+def _check_webhook(gw: Gateway, url: str) -> None:
+    """A webhook URL outside ``MEDIACONDUIT_WEBHOOK_ALLOW``, or at a non-public address it does not name: 422."""
+    from ..fetch import URLRefused
+    from .webhooks import check_url, refused_problem
+
+    try:
+        check_url(url, gw.settings)
+    except URLRefused as exc:
+        raise refused_problem(url, exc) from None
+
+
+def _store_webhook(gw: Gateway, tenant: Tenant, record: JobRecord, body: JobIn, base_url: str) -> None:
+    """``mediaconduit:webhook:<task id>`` of every step (url, events, tenant, job, base URL): the worker's event
+    script reads it to put the job's events in the webhook outbox, the dispatcher to send them."""
     events = ",".join(body.webhook_events_filter or ["start", "output", "logs", "completed"])
     with gw.redis.pipeline() as pipe:
         for task_id in record.steps:
             key = f"{WEBHOOK_PREFIX}{task_id}"
-            pipe.hset(key, mapping={"url": body.webhook or "", "events": events, "tenant": tenant.name, "job": record.id})
+            pipe.hset(key, mapping={"url": body.webhook or "", "events": events, "tenant": tenant.name, "job": record.id,
+                                    "base": base_url})
             pipe.expire(key, gw.settings.result_expires)
         pipe.execute()

@@ -1,18 +1,23 @@
 """Tenants and their API keys, in Redis: a key is shown once and only its SHA-256 is stored.
 
+A tenant's webhooks are signed with its ``whsec_`` secret (Standard Webhooks: ``whsec_`` + 32 random bytes in
+base64), made on first use and replaced by ``rotate_webhook_secret``; it is kept whole, since the gateway
+signs with it, and is never logged or shown but by ``mediaconduit keys webhook-secret``.
+
 A key is ``mck_`` + 32 random bytes (URL-safe base64). Its id (the first 12 hex digits of its hash) names
 it in ``keys list`` and ``keys revoke`` without revealing it. A plain SHA-256 is enough here, unlike a
 password: the key is random and long, so nothing can be guessed from its hash.
 
 Redis keys (``docs/http.md``):
 - ``mediaconduit:gateway:key:<sha256 of the key>``: hash ``{tenant, id, created}``;
-- ``mediaconduit:gateway:tenant:<name>``: hash ``{name, created, budget_usd?, rpm?}``;
+- ``mediaconduit:gateway:tenant:<name>``: hash ``{name, created, budget_usd?, rpm?, webhook_secret?}``;
 - ``mediaconduit:gateway:tenant:<name>:keys``: set of the key hashes of the tenant;
 - ``mediaconduit:gateway:tenants``: set of tenant names.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
 import secrets
@@ -22,6 +27,7 @@ from typing import Any
 
 PREFIX = "mediaconduit:gateway"
 KEY_PREFIX = "mck_"
+SECRET_PREFIX = "whsec_"
 #: A tenant's name: it appears in Redis keys and spend scopes, so no separators or spaces.
 TENANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -111,6 +117,19 @@ class KeyStore:
             return None
         record = self.redis.hgetall(_tenant(tenant))
         return Tenant.from_hash(record) if record else None
+
+    def webhook_secret(self, name: str, rotate: bool = False) -> str:
+        """The tenant's ``whsec_`` secret its webhooks are signed with: made on first use, a new one with
+        ``rotate`` (deliveries from then on, retries included, are signed with it)."""
+        if not self.redis.exists(_tenant(name)):
+            raise TenantError(f"no tenant {name!r} (`mediaconduit keys create --tenant {name}` makes it)")
+        fresh = SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
+        if rotate:
+            self.redis.hset(_tenant(name), "webhook_secret", fresh)
+            return fresh
+        self.redis.hsetnx(_tenant(name), "webhook_secret", fresh)
+        secret: str = self.redis.hget(_tenant(name), "webhook_secret")
+        return secret
 
     def tenant(self, name: str) -> Tenant | None:
         record = self.redis.hgetall(_tenant(name))

@@ -102,6 +102,9 @@ GATEWAY_ENV = {
     "MEDIACONDUIT_GATEWAY_MAX_UPLOAD_BYTES": str(MAX_UPLOAD),
     "MEDIACONDUIT_GATEWAY_MAX_BODY_BYTES": str(MAX_BODY),
     "MEDIACONDUIT_GATEWAY_AUTH_FAILURES": str(AUTH_FAILURES),
+    # webhooks are sent by test_webhooks.py's own gateways, which it stops and kills
+    "MEDIACONDUIT_GATEWAY_WEBHOOKS": "false",
+    "MEDIACONDUIT_WEBHOOK_ALLOW": "https://hooks.example/",
 }
 
 
