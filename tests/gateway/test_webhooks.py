@@ -189,8 +189,10 @@ def test_deliveries_are_signed_and_filtered_and_a_chain_sends_one_start_and_one_
     secret = webhook_secret(name)
     bodies = {path: verified(secret, hooks.receiver.at(path)) for path in jobs}
     assert [b["type"] for b in bodies[only_completed]] == ["completed"]
-    assert sorted(b["type"] for b in bodies[every]) == ["completed", "start"]
-    assert sorted(b["type"] for b in bodies[chained]) == ["completed", "start"]
+    assert sorted(b["type"] for b in bodies[every]) == ["completed", "output", "start"]
+    assert sorted(b["type"] for b in bodies[chained]) == ["completed", "output", "output", "start"]  # each step's output
+    output = next(b for b in bodies[every] if b["type"] == "output")
+    assert output["event"]["data"] == {"chunk": "B"} and output["data"]["id"] == jobs[every]
     for path, job_id in jobs.items():
         completed = next(b for b in bodies[path] if b["type"] == "completed")
         assert completed["data"]["id"] == job_id and completed["data"]["status"] == "succeeded"
@@ -198,53 +200,55 @@ def test_deliveries_are_signed_and_filtered_and_a_chain_sends_one_start_and_one_
         assert completed["data"]["urls"]["get"] == f"{hooks.gateway.url}/v1/jobs/{job_id}"
         assert completed["event"]["data"]["status"] == "succeeded"
     ids = [r.webhook_id for path in jobs for r in hooks.receiver.at(path)]
-    assert len(ids) == len(set(ids)) == 5
+    assert len(ids) == len(set(ids)) == 8
     tampered = hooks.receiver.at(every)[0]
     with pytest.raises(WebhookVerificationError):
         Webhook(secret).verify(tampered.body.replace(b"upper", b"lower"), tampered.headers)
 
 
 def test_a_receiver_failing_for_a_while_gets_every_event_exactly_once(hooks: Hooks, echo_url: str, text_worker) -> None:
-    """503 (and a 429, a 408) for its first six requests, then 200: both events arrive, each once."""
+    """503 (and a 429, a 408) for its first six requests, then 200: every event arrives, each once."""
     name, key = tenant()
     api = hooks.api(key)
     path = hooks.receiver.path(503, 503, 429, 503, 408, 503)
     job_id = api.call("createJob", json={"input": "later", "provider": echo_url, "model": "upper",
                                          "webhook": hooks.receiver.url + path}).json()["id"]
     assert wait_finished(api, job_id)["status"] == "succeeded"
-    wait_for("both events answered 200", lambda: len(delivered(hooks.receiver.at(path))) >= 2, hooks)
+    wait_for("every event answered 200", lambda: len(delivered(hooks.receiver.at(path))) >= 3, hooks)
     time.sleep(4 * RETRY_BASE)  # room for a wrong extra delivery to show
     got = hooks.receiver.at(path)
-    assert len(got) >= 8  # six refused, two taken
+    assert len(got) >= 9  # six refused, three taken
     secret = webhook_secret(name)
     verified(secret, got)
     per_id = Counter(r.webhook_id for r in delivered(got))
-    assert sorted(per_id.values()) == [1, 1]
-    assert sorted(r.event for r in delivered(got)) == ["completed", "start"]
+    assert sorted(per_id.values()) == [1, 1, 1]
+    assert sorted(r.event for r in delivered(got)) == ["completed", "output", "start"]
     assert {r.webhook_id for r in got} == set(per_id)  # every retry kept its webhook-id
 
 
 def test_a_gateway_killed_mid_delivery_loses_nothing(hooks: Hooks, echo_url: str, text_worker) -> None:
-    """The gateway holding a delivery under way is SIGKILLed; the one started after takes the events over."""
+    """The gateway holding two deliveries under way and one due for a retry is SIGKILLed; the one started after
+    takes them all over (the two from the outbox's pending entries, the third from the retry set)."""
     name, key = tenant()
     api = hooks.api(key)
     path = hooks.receiver.path(HANG, HANG, 503)
     job_id = api.call("createJob", json={"input": "kill", "provider": echo_url, "model": "upper",
                                          "webhook": hooks.receiver.url + path}).json()["id"]
-    wait_for("both deliveries under way", lambda: len(hooks.receiver.at(path)) == 2, hooks)
+    wait_for("two deliveries held, one refused", lambda: len(hooks.receiver.at(path)) == 3, hooks)
     os.killpg(hooks.gateway.proc.pid, signal.SIGKILL)
     hooks.gateway.proc.wait()
     hooks.receiver.let_go.set()
     hooks.restart()
     hooks.receiver.let_go.clear()
     assert wait_finished(hooks.api(key), job_id)["status"] == "succeeded"
-    wait_for("both events delivered after the restart", lambda: len(delivered(hooks.receiver.at(path))) >= 2, hooks)
+    wait_for("every event delivered after the restart", lambda: len(delivered(hooks.receiver.at(path))) >= 3, hooks)
     got = hooks.receiver.at(path)
     verified(webhook_secret(name), got)
     held = {r.webhook_id for r in got if r.status == HANG}
     assert len(held) == 2
-    assert set(Counter(r.webhook_id for r in delivered(got))) == held  # each held one sent again, and taken
-    assert sorted(r.event for r in delivered(got)) == ["completed", "start"]
+    assert set(Counter(r.webhook_id for r in delivered(got))) == {r.webhook_id for r in got}  # none lost
+    assert held <= {r.webhook_id for r in delivered(got)}  # each held one sent again, and taken
+    assert sorted(r.event for r in delivered(got)) == ["completed", "output", "start"]
 
 
 def test_refused_webhook_urls_name_the_field_and_value(hooks: Hooks, echo_url: str) -> None:
@@ -288,17 +292,17 @@ def test_a_name_resolving_to_loopback_is_refused_at_send_time(hooks: Hooks) -> N
 def test_a_permanent_refusal_is_recorded_for_the_tenant_and_not_retried(hooks: Hooks, echo_url: str, text_worker) -> None:
     _, key = tenant()
     api = hooks.api(key)
-    path = hooks.receiver.path(410, 410)
+    path = hooks.receiver.path(410, 410, 410)
     job_id = api.call("createJob", json={"input": "gone", "provider": echo_url, "model": "upper",
                                          "webhook": hooks.receiver.url + path}).json()["id"]
     assert wait_finished(api, job_id)["status"] == "succeeded"
-    wait_for("both failures recorded",
-             lambda: len(api.call("listWebhookFailures").json()["failures"]) == 2, hooks)
+    wait_for("three failures recorded",
+             lambda: len(api.call("listWebhookFailures").json()["failures"]) == 3, hooks)
     failures = api.call("listWebhookFailures").json()["failures"]
-    assert {f["event"] for f in failures} == {"start", "completed"}
+    assert {f["event"] for f in failures} == {"start", "output", "completed"}
     assert all(f["job_id"] == job_id and f["status"] == 410 and f["attempts"] == 1 for f in failures)
     time.sleep(4 * RETRY_BASE)
-    assert len(hooks.receiver.at(path)) == 2  # never retried
+    assert len(hooks.receiver.at(path)) == 3  # never retried
     _, other = tenant()
     assert hooks.api(other).call("listWebhookFailures").json()["failures"] == []
 
