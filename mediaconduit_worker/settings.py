@@ -112,6 +112,9 @@ class Settings(BaseSettings):
     gateway_events_keepalive: float = Field(default=10.0, gt=0)
     """Seconds an idle event stream (``GET /v1/jobs/{id}/events``) waits for an event before it sends a
     keep-alive comment (proxies drop connections silent for long; the API promises one every 15 s at most)."""
+    gateway_events_max_streams: int = Field(default=4096, ge=1)
+    """Most event streams one gateway process serves at once: each holds a connection to the state Redis
+    while it waits (and two file descriptors); past it, 503 with ``Retry-After``."""
     webhook_allow: str | None = None
     """Comma-separated URL prefixes a job's ``webhook`` may be under; unset allows none. Never loopback,
     private, link-local or metadata addresses (also as a name resolves at send time) unless a prefix names

@@ -34,12 +34,14 @@ class Gateway:
 
     def streams(self) -> aioredis.Redis:
         """The asyncio client event streams wait on, made on first use in the server's event loop; its
-        connections are named ``mediaconduit-gateway-events-<pid>`` (``CLIENT LIST`` shows who waits)."""
+        connections are named ``mediaconduit-gateway-events-<pid>`` (``CLIENT LIST`` shows who waits), at most
+        ``MEDIACONDUIT_GATEWAY_EVENTS_MAX_STREAMS`` of them."""
         if self.stream_client is None:
             from ..worker.redis_state import async_client_for
 
             self.stream_client = async_client_for(self.settings.effective_result_backend,
-                                                  client_name=f"mediaconduit-gateway-events-{os.getpid()}")
+                                                  client_name=f"mediaconduit-gateway-events-{os.getpid()}",
+                                                  max_connections=self.settings.gateway_events_max_streams)
         return self.stream_client
 
     def limit_rate(self, tenant: Tenant) -> None:

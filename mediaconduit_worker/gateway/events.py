@@ -145,14 +145,21 @@ async def _events(client: Any, record: JobRecord, step: int, cursor: str, keepal
                              "content": {"text/event-stream": {"schema": {"type": "string"}, "example": _EXAMPLE}}},
                        204: {"description": "Resumed after the job's final event: nothing more will come"},
                        400: {"description": "A Last-Event-ID that is not one of this job's ids", "content": {MEDIA_TYPE: {}}},
-                       404: {"description": "No such job for this key", "content": {MEDIA_TYPE: {}}}})
+                       404: {"description": "No such job for this key", "content": {MEDIA_TYPE: {}}},
+                       503: {"description": "The gateway serves MEDIACONDUIT_GATEWAY_EVENTS_MAX_STREAMS streams already",
+                             "content": {MEDIA_TYPE: {}}}})
 async def job_events(job_id: str, request: Request, who: Tenant = Depends(tenant),
                      last_event_id: str | None = Header(None, alias="Last-Event-ID",
                                                         description="The id of the last event received: resume after it.")
                      ) -> Response:
     gw = gateway_of(request)
     client = gw.streams()
-    data = cast(dict[str, str], await client.hgetall(job_key(job_id))) if len(job_id) <= 64 else {}
+    try:
+        data = cast(dict[str, str], await client.hgetall(job_key(job_id))) if len(job_id) <= 64 else {}
+    except redis.MaxConnectionsError:
+        raise Problem(503, "too-many-streams", "Too many event streams",
+                      f"this gateway serves {gw.settings.gateway_events_max_streams} event streams at once "
+                      "(MEDIACONDUIT_GATEWAY_EVENTS_MAX_STREAMS); try again", headers={"Retry-After": "5"}) from None
     record = JobRecord.from_hash(job_id, data)
     if record is None or record.tenant != who.name:
         raise not_found("job", job_id)
