@@ -16,6 +16,9 @@ from .tenants import KeyStore, Redis, Tenant
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
 
+STREAM_READ_MARGIN = 10.0
+"""Seconds a stream's Redis reply may take past its ``XREAD BLOCK`` before the connection is taken for dead."""
+
 
 @dataclass
 class Gateway:
@@ -35,13 +38,15 @@ class Gateway:
     def streams(self) -> aioredis.Redis:
         """The asyncio client event streams wait on, made on first use in the server's event loop; its
         connections are named ``mediaconduit-gateway-events-<pid>`` (``CLIENT LIST`` shows who waits), at most
-        ``MEDIACONDUIT_GATEWAY_EVENTS_MAX_STREAMS`` of them."""
+        ``MEDIACONDUIT_GATEWAY_EVENTS_MAX_STREAMS`` of them. Their read timeout outlasts an ``XREAD BLOCK`` of
+        a keep-alive (redis-py's default of 5 s would cut a longer one and retry it)."""
         if self.stream_client is None:
             from ..worker.redis_state import async_client_for
 
             self.stream_client = async_client_for(self.settings.effective_result_backend,
                                                   client_name=f"mediaconduit-gateway-events-{os.getpid()}",
-                                                  max_connections=self.settings.gateway_events_max_streams)
+                                                  max_connections=self.settings.gateway_events_max_streams,
+                                                  socket_timeout=self.settings.gateway_events_keepalive + STREAM_READ_MARGIN)
         return self.stream_client
 
     def limit_rate(self, tenant: Tenant) -> None:
