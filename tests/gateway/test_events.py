@@ -218,3 +218,37 @@ def test_the_openapi_document_describes_the_event_stream(carol: API) -> None:
     assert "text/event-stream" in operation["responses"]["200"]["content"]
     assert {"404", "400", "204"} <= set(operation["responses"])
     assert any(p["name"] == "Last-Event-ID" and p["in"] == "header" for p in operation["parameters"])
+
+
+def test_a_wait_longer_than_redis_pys_read_timeout_keeps_its_connection(alice: API, slow_url: str) -> None:
+    """With the default keep-alive (10 s) a stream waits longer than redis-py's default read timeout (5 s):
+    the reader keeps one Redis connection through a whole wait, not one cut and redone every 5 s."""
+    from mediaconduit_worker.worker.redis_state import state_redis
+
+    keepalive = 6
+    gw = GatewayProcess({**GATEWAY_ENV, "MEDIACONDUIT_GATEWAY_EVENTS_KEEPALIVE": str(keepalive)}).wait_ready()
+    api = API(gw.url, alice.key, {"paths": {}})
+    job = alice.call("createJob", json={"input": "idle", "provider": slow_url, "model": "parked"}).json()
+    name = f"mediaconduit-gateway-events-{gw.proc.pid}"
+
+    def blocked() -> list[str]:
+        return [c["id"] for c in state_redis().client_list() if c["name"] == name and "b" in c["flags"]]
+
+    def until_blocked() -> list[str]:
+        for _ in range(100):
+            if blocked():
+                break
+            time.sleep(0.05)
+        return blocked()
+
+    try:
+        events = stream(api, job["id"])
+        assert next(events) == {"comment": "keep-alive"}
+        first = until_blocked()
+        assert len(first) == 1
+        assert next(events) == {"comment": "keep-alive"}  # a whole wait of 6 s more
+        assert until_blocked() == first, "the wait's connection was cut and made again"
+        events.close()
+    finally:
+        alice.call("cancelJob", {"job_id": job["id"]})
+        gw.stop()
