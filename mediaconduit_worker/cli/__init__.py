@@ -18,6 +18,7 @@ from .providers import providers
 from .replay import replay
 from .routes import routes
 from .services import services
+from .verify import verify
 from .webhooks import webhooks
 from .worker import broker, worker
 
@@ -35,7 +36,7 @@ def main(debug: bool) -> None:
 
 
 for _command in (batch, blobs, broker, cache, cancel, credentials, demo, flower, gateway, get, keys, providers, replay, routes,
-                 services, status, submit, webhooks, worker):
+                 services, status, submit, verify, webhooks, worker):
     main.add_command(_command)
 
 __all__ = ["main"]

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 
-def _load_result(ref: str, timeout: float) -> dict[str, Any]:
+def load_result(ref: str, timeout: float) -> dict[str, Any]:
     """A result from a JSON file, or from the result backend by task id."""
     path = Path(ref)
     if path.is_file():
@@ -77,7 +77,7 @@ def replay(ref: str, verify: bool, as_json: bool, timeout: float, yes: bool) -> 
 
     console = Console(stderr=True)
     try:
-        original, steps = plan(_load_result(ref, timeout))
+        original, steps = plan(load_result(ref, timeout))
         planned = fetches(steps)
         refuse_unallowed(planned)
     except MediaConduitError as exc:

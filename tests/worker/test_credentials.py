@@ -218,3 +218,84 @@ def test_a_key_named_without_its_certificate_leaves_outputs_unsigned_naming_the_
     reason = result["metadata"]["credentials"]["reason"]
     assert "MEDIACONDUIT_C2PA_KEY is set but MEDIACONDUIT_C2PA_CERT is not" in reason
     assert "MEDIACONDUIT_C2PA_CERT is not" in worker.log_text()
+
+
+# -- mediaconduit verify ------------------------------------------------------------------------------
+def verify(*args: str) -> tuple[int, dict[str, Any]]:
+    done = cli("verify", "--json", *args)
+    assert done.returncode in (0, 1), done.stderr
+    return done.returncode, json.loads(done.stdout)
+
+
+@pytest.fixture(scope="module")
+def signed_png(signing_worker, tmp_path_factory) -> dict[str, Path]:
+    """A signed PNG's record as a file, and a copy of the PNG as a user downloads it."""
+    _, queue = signing_worker
+    result = run(queue, "verify me", TEXTRENDER, "render-png")
+    folder = tmp_path_factory.mktemp("verify")
+    (folder / "result.json").write_text(json.dumps(result))
+    (folder / "out.png").write_bytes(BlobStore().path_for(result["asset"]["sha256"]).read_bytes())
+    return {"record": folder / "result.json", "file": folder / "out.png", "folder": folder}
+
+
+def test_verify_a_record_and_its_file_trusted_by_the_ca_given(signed_png, dev_pair):
+    code, report = verify(str(signed_png["record"]), "--trust", str(dev_pair["ca"]))
+    assert code == 0 and report["verified"] is True and report["problems"] == []
+    assert report["file"]["state"] == "Trusted" and report["record"]["trusted"] is True
+    (step,) = report["file"]["chain"]
+    assert step["signer"] == "MediaConduit development signer" and step["actions"][0]["action"] == "c2pa.created"
+    assert step["actions"][0]["digital_source_type"] == "algorithmicMedia"
+    assert step["actions"][0]["agent"].startswith("textrender-provider/render-png@")
+    # The file a user holds, against the record: the same answer; without the CA, valid but not trusted.
+    code, report = verify(str(signed_png["file"]), "--record", str(signed_png["record"]))
+    assert code == 0 and report["file"]["state"] == "Valid" and report["record"]["trusted"] is None
+    plain = cli("verify", str(signed_png["file"]), "--trust", str(dev_pair["ca"]))
+    assert plain.returncode == 0 and "Trusted (trusted)" in plain.stdout and plain.stdout.rstrip().endswith("verified")
+
+
+def test_one_byte_changed_in_the_file_fails_naming_what(signed_png):
+    data = bytearray(signed_png["file"].read_bytes())
+    data[data.index(b"IDAT") + 8] ^= 0x01  # a byte of the pixels (the manifest's own chunk is outside the hash)
+    changed = signed_png["folder"] / "changed.png"
+    changed.write_bytes(bytes(data))
+    code, report = verify(str(changed), "--record", str(signed_png["record"]))
+    assert code == 1 and report["verified"] is False
+    assert report["file"]["state"] == "Invalid" and "assertion.dataHash.mismatch" in report["file"]["failures"]
+    assert any("are Invalid" in p for p in report["problems"])
+    assert any(p.startswith("the file's bytes (sha256 ") for p in report["problems"])
+    text = cli("verify", str(changed))
+    assert text.returncode == 1 and "FAIL: " in text.stdout and text.stdout.rstrip().endswith("not verified")
+
+
+def test_one_byte_changed_in_the_record_fails_naming_the_signature(signed_png):
+    record = json.loads(signed_png["record"].read_text())
+    record["metadata"]["generation_prompt"]["options"]["fontSize"] = 49
+    changed = signed_png["folder"] / "changed.json"
+    changed.write_text(json.dumps(record))
+    code, report = verify(str(changed))
+    assert code == 1
+    assert "the record's signature does not match its content: the record was changed after it was signed" in report["problems"]
+    assert "the manifest's generation_prompt_sha256 is not the digest of the record's generation prompt" in report["problems"]
+
+
+def test_verify_a_text_record_by_task_id(signing_worker, dev_pair):
+    _, queue = signing_worker
+    result = run(queue, "abc", ECHO, "reverse")
+    code, report = verify(result["metadata"]["task_id"], "--trust", str(dev_pair["ca"]))
+    assert code == 0 and report["record"]["signed"] and report["record"]["trusted"] and "file" not in report
+
+
+def test_verify_fails_on_a_file_without_credentials_and_refuses_a_bad_argument(tmp_path):
+    from PIL import Image
+
+    bare = tmp_path / "bare.png"
+    Image.new("RGB", (8, 8)).save(bare)
+    code, report = verify(str(bare))
+    assert code == 1 and report["problems"] == [f"{bare} carries no Content Credentials c2pa can read " +
+                                                report["problems"][0].split(" can read ", 1)[1]]
+    missing = cli("verify", str(tmp_path / "nowhere.png"))
+    assert missing.returncode == 2 and missing.stderr.startswith("error: ") and "nowhere.png" in missing.stderr
+    unnamed = tmp_path / "blob"
+    unnamed.write_bytes(bare.read_bytes())
+    no_type = cli("verify", str(unnamed))
+    assert no_type.returncode == 2 and "pass --type" in no_type.stderr
