@@ -12,7 +12,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -22,33 +21,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import isolated_environment, percentile, row, stop_process
+from common import free_port, isolated_environment, percentile, row, start_gateway, stop_process
 
 HOME = isolated_environment()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_gateway(port: int, metrics_port: int | None) -> subprocess.Popen[bytes]:
-    import httpx
-
-    cmd = [sys.executable, "-m", "mediaconduit_worker.cli", "gateway", "--port", str(port), "--log-level", "warning"]
-    if metrics_port is not None:
-        cmd += ["--metrics-port", str(metrics_port)]
-    proc = subprocess.Popen(cmd, start_new_session=True)
-    end = time.monotonic() + 60
-    while time.monotonic() < end:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/openapi.json", timeout=2).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    stop_process(proc)
-    raise SystemExit(f"the gateway on port {port} did not answer within 60 s")
 
 
 def requests_timed(client: Any, count: int) -> tuple[float, float, float]:

@@ -104,6 +104,36 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
     stop(proc, timeout)
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_gateway(port: int, metrics_port: int | None = None, env: dict[str, str] | None = None,
+                  log: Path | None = None) -> subprocess.Popen[bytes]:
+    """``mediaconduit gateway --port PORT`` once it answers ``/openapi.json``; ``env`` settings of its own,
+    ``log`` a file for its output (kept for the error when it does not come up)."""
+    import httpx
+
+    cmd = [sys.executable, "-m", "mediaconduit_worker.cli", "gateway", "--port", str(port), "--log-level", "warning"]
+    if metrics_port is not None:
+        cmd += ["--metrics-port", str(metrics_port)]
+    out = open(log, "wb") if log else None
+    proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT if out else None,
+                            start_new_session=True)
+    end = time.monotonic() + 60
+    while time.monotonic() < end and proc.poll() is None:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/openapi.json", timeout=2).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    stop_process(proc)
+    shown = f"; its log: {log}" if log else ""
+    raise SystemExit(f"error: the gateway on port {port} did not answer within 60 s{shown}")
+
+
 def rss_mb(pid: int) -> float:
     """Resident memory of a worker: its process and every process under it (pool children, and the
     worker processes of a ``mediaconduit worker`` command)."""
