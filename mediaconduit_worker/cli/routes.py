@@ -53,6 +53,8 @@ def check(file: Path | None) -> None:
     for route in table.routes.values():
         n = len(route.candidates)
         click.echo(f"{route.name}: {route.spec.strategy} over {n} candidate{'' if n == 1 else 's'} -> queue {route.capability}")
+    for alias, name in table.aliases.items():
+        click.echo(f"{alias}: alias of {name}")
 
 
 def probe(cand: Candidate) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import redis
 from fastapi import APIRouter, Request
@@ -31,6 +31,9 @@ from .events import _stored_state
 from .problems import Problem
 from .records import JobRecord
 from .schemas import JobIn
+
+if TYPE_CHECKING:
+    from ..worker.routes import Route
 
 router = APIRouter(tags=["openai"])
 BLOCK_MS = 1000
@@ -91,7 +94,7 @@ def job_of(body: Any) -> tuple[str, str, dict[str, Any]]:
         raise OpenAIError(400, "the request body must be a JSON object")
     model = body.get("model")
     if not isinstance(model, str) or not model:
-        raise OpenAIError(400, "'model' is required: the name of a route (GET /v1/models lists them)", "model")
+        raise OpenAIError(400, "'model' is required: a route or an alias (GET /v1/models lists them)", "model")
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise OpenAIError(400, "'messages' must be a non-empty list", "messages")
@@ -124,28 +127,32 @@ def job_of(body: Any) -> tuple[str, str, dict[str, Any]]:
     return model, user[0], options
 
 
-def _check_route(name: str) -> None:
+def _route(name: str, capability: MediaCapability, serves: str) -> Route:
+    """The route a ``model`` names (a route's name or an alias the routes file declares), of ``capability``."""
     from ..worker.routes import get_routes
 
     try:
-        routes = get_routes().routes
+        route = get_routes().named(name)
     except RouteError as exc:
         raise OpenAIError(503, f"the routes file cannot be read: {exc}") from None
-    route = routes.get(name)
     if route is None:
-        raise OpenAIError(404, f"The model {name!r} does not exist: models are the routes GET /v1/models lists",
-                          "model", "model_not_found")
-    if route.capability != MediaCapability.TEXT_TO_TEXT:
-        raise OpenAIError(400, f"route {name!r} serves {route.capability}, not chat (text-to-text)", "model")
+        raise OpenAIError(404, f"The model {name!r} does not exist: models are the routes and aliases GET /v1/models "
+                               "lists", "model", "model_not_found")
+    if route.capability != capability:
+        raise OpenAIError(400, f"model {name!r} (route {route.name!r}) serves {route.capability}, not {serves} "
+                               f"({capability})", "model")
+    return route
 
 
-def _create(gw: Gateway, who: Any, model: str, text: str, options: dict[str, Any]) -> JobRecord:
+def _create(gw: Gateway, who: Any, model: str, job_input: Any, options: dict[str, Any],
+            capability: MediaCapability = MediaCapability.TEXT_TO_TEXT, serves: str = "chat") -> JobRecord:
+    """One job through the route ``model`` names, made as ``POST /v1/jobs`` makes one."""
     from .submit import create
 
-    _check_route(model)
+    route = _route(model, capability, serves)
     try:
         gw.limit_rate(who)
-        record, _ = create(gw, who, JobIn.model_validate({"input": text, "route": model, "options": options}))
+        record, _ = create(gw, who, JobIn.model_validate({"input": job_input, "route": route.name, "options": options}))
     except Problem as problem:
         raise _from_problem(problem) from None
     return record
@@ -200,7 +207,7 @@ def _cost_headers(record: JobRecord, out: dict[str, Any]) -> dict[str, str]:
 
 @router.get("/v1/models", operation_id="listModels", summary="The routes, as OpenAI models")
 async def list_models(request: Request) -> Response:
-    """OpenAI's model list: one entry per route of the routes file (never a provider URL)."""
+    """OpenAI's model list: one entry per route and per alias of the routes file (never a provider URL)."""
     try:
         await _tenant(request)
         from ..worker.routes import get_routes
@@ -214,7 +221,8 @@ async def list_models(request: Request) -> Response:
         except OSError:
             created = 0
         data = [{"id": name, "object": "model", "created": created, "owned_by": "mediaconduit",
-                 "capability": str(route.capability)} for name, route in sorted(routes.routes.items())]
+                 "capability": str(route.capability), "route": route.name}
+                for name in sorted([*routes.routes, *routes.aliases]) if (route := routes.named(name)) is not None]
         return JSONResponse({"object": "list", "data": data})
     except OpenAIError as exc:
         return exc.response()

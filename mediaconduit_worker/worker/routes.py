@@ -98,6 +98,8 @@ class RouteSpec(BaseModel):
 class RoutesFileModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
     routes: dict[str, RouteSpec] = Field(default_factory=dict)
+    aliases: dict[str, str] = Field(default_factory=dict)
+    """Other names of routes, alias -> route name: the model names an OpenAI client sends (``gateway/openai.py``)."""
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,12 @@ class Routes:
 
     path: Path
     routes: dict[str, Route] = field(default_factory=dict)
+    aliases: dict[str, str] = field(default_factory=dict)
+    """Alias -> route name, every target a route of ``routes``."""
+
+    def named(self, name: str) -> Route | None:
+        """The route called ``name``, or the one an alias ``name`` stands for; None for any other name."""
+        return self.routes.get(self.aliases.get(name, name))
 
     def get(self, name: str) -> Route:
         route = self.routes.get(name)
@@ -170,7 +178,10 @@ def _where(loc: tuple[Any, ...], data: Any) -> str:
     """``('routes', 'chat', 'candidates', 1, 'model')`` as "route 'chat', candidate 2 (URL): field 'model'"."""
     parts: list[str] = []
     rest = list(loc)
-    if rest[:1] == ["routes"] and len(rest) > 1:
+    if rest[:1] == ["aliases"] and len(rest) > 1:
+        parts.append(f"alias {rest[1]!r}")
+        rest = rest[2:]
+    elif rest[:1] == ["routes"] and len(rest) > 1:
         name = rest[1]
         parts.append(f"route {name!r}")
         rest = rest[2:]
@@ -211,16 +222,33 @@ def parse_routes(data: Any, path: Path) -> RoutesFileModel:
         raise RouteError(f"routes file {path}: no 'routes' key at the top level (found {found}); each route goes "
                          "under it: 'routes: {NAME: {candidates: [...]}}'")
     try:
-        return RoutesFileModel.model_validate(data)
+        model = RoutesFileModel.model_validate(data)
     except ValidationError as exc:
         problems = [f"{_where(tuple(e['loc']), data)}: {e['msg'].removeprefix('Value error, ')}{_got(e)}"
                     for e in exc.errors()]
         raise RouteError(f"routes file {path}: " + "; ".join(problems)) from None
+    problems = [f"alias {alias!r}: {why}" for alias, target in model.aliases.items()
+                if (why := _bad_alias(alias, target, model.routes))]
+    if problems:
+        raise RouteError(f"routes file {path}: " + "; ".join(problems))
+    return model
+
+
+def _bad_alias(alias: str, target: str, routes: dict[str, RouteSpec]) -> str | None:
+    """Why an alias cannot stand: a blank name, a route's own name, or a target that is no route (an alias of
+    an alias included: one hop, so a name's route is plain to read)."""
+    if not alias.strip():
+        return "must not be empty"
+    if alias in routes:
+        return "is a route's name already: an alias names a route by another name"
+    if target not in routes:
+        return f"names no route {target!r} (routes: {', '.join(sorted(routes)) or 'none'})"
+    return None
 
 
 def build_routes(model: RoutesFileModel, path: Path) -> Routes:
     """Each candidate's capability from its manifest (via the provider registry); one capability per route."""
-    routes = Routes(path)
+    routes = Routes(path, aliases=dict(model.aliases))
     problems: list[str] = []
     for name, spec in model.routes.items():
         caps: list[tuple[int, MediaCapability]] = []

@@ -43,7 +43,8 @@ BROKEN = "/raw/v1/chat/completions"
 
 @pytest.fixture(scope="module")
 def routes(apis: StandInAPIs, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """Routes ``chat`` (the stand-in) and ``chat-failover`` (a scripted candidate first, then the stand-in)."""
+    """Routes ``chat`` (the stand-in) and ``chat-failover`` (a scripted candidate first, then the stand-in), and
+    an alias of each."""
     from mediaconduit_worker.settings import get_settings
 
     def provider(name: str, base: str) -> str:
@@ -57,7 +58,7 @@ def routes(apis: StandInAPIs, tmp_path_factory: pytest.TempPathFactory) -> Itera
         "chat": {"candidates": [{"provider": good, "model": "gpt-4o-mini", "pricing": PRICING}]},
         "chat-failover": {"candidates": [{"provider": scripted, "model": "gpt-4o-mini"},
                                          {"provider": good, "model": "gpt-4o-mini"}]},
-    }}
+    }, "aliases": {"gpt-4o-mini": "chat", "house-model": "chat-failover"}}
     path = get_settings().routes_file
     assert not path.exists(), f"{path} exists: another test left a routes file at the default path"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -81,10 +82,21 @@ def ask(text: str, system: str | None = None) -> list[dict[str, str]]:
     return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
 
 
-def test_models_are_the_routes_and_never_urls(client, routes):
+def test_models_are_the_routes_and_their_aliases_never_urls(client, routes):
     models = client.models.list()
-    assert [m.id for m in models.data] == sorted(routes["routes"])
+    assert [m.id for m in models.data] == sorted([*routes["routes"], *routes["aliases"]])
+    assert {m.id: m.route for m in models.data} == {**{r: r for r in routes["routes"]}, **routes["aliases"]}
     assert all("://" not in m.id and m.owned_by == "mediaconduit" for m in models.data)
+
+
+def test_an_alias_runs_its_route(client, alice, apis):
+    raw = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=ask("By alias"))
+    completion = raw.parse()
+    assert completion.model == "gpt-4o-mini" and completion.choices[0].message.content == "[gpt-4o-mini] By alias"
+    job = wait_finished(alice, raw.headers["X-MediaConduit-Job-Id"])
+    assert job["provider"] == "route:chat" and job["result"]["metadata"]["candidate"]["index"] == 1
+    assert len(apis.calls(CHAT)) == 1
+    assert float(raw.headers["X-MediaConduit-Cost-USD"]) == pytest.approx(job["cost_usd"])
 
 
 def test_a_chat_completion_is_a_job_with_usage_and_its_cost_header(client, alice, apis):

@@ -106,6 +106,34 @@ def test_bad_routes_files_name_the_route_the_candidate_and_the_field(urls, route
         get_routes()
 
 
+def test_aliases_name_routes_and_bad_ones_are_refused_naming_the_alias(urls, routes_file):
+    from mediaconduit_worker.errors import RouteError
+    from mediaconduit_worker.worker.routes import get_routes
+
+    chat = {"chat": {"candidates": [{"provider": urls["together"], "model": CHAT}]},
+            "pictures": {"candidates": [{"provider": urls["together"], "model": IMAGE}]}}
+
+    def aliased(aliases: object) -> str:
+        routes_file.write_text(yaml.safe_dump({"routes": chat, "aliases": aliases}))
+        with pytest.raises(RouteError) as err:
+            get_routes()
+        return str(err.value)
+
+    assert "alias 'gpt-4o': names no route 'chatt' (routes: chat, pictures)" in aliased({"gpt-4o": "chatt"})
+    assert "alias 'pictures': is a route's name already" in aliased({"pictures": "chat"})
+    assert "alias 'dall-e': names no route 'gpt-4o'" in aliased({"gpt-4o": "chat", "dall-e": "gpt-4o"})
+    assert "alias 'gpt-4o': Input should be a valid string, got 3" in aliased({"gpt-4o": 3})
+    assert "field 'aliases': Input should be a valid dictionary, got ['chat']" in aliased(["chat"])
+    routes_file.write_text(yaml.safe_dump({"routes": chat, "aliases": {"gpt-4o": "chat", "dall-e-3": "pictures"}}))
+    table = get_routes()
+    assert table.named("gpt-4o") is table.routes["chat"] and table.named("dall-e-3") is table.routes["pictures"]
+    assert table.named("chat") is table.routes["chat"] and table.named("gpt-5") is None
+    from mediaconduit_worker.cli import main
+
+    out = CliRunner().invoke(main, ["routes", "check"], catch_exceptions=False)
+    assert out.exit_code == 0 and {"gpt-4o: alias of chat", "dall-e-3: alias of pictures"} <= set(out.output.splitlines())
+
+
 def test_a_routed_job_goes_to_its_routes_capability_queue(urls, routes_file):
     from mediaconduit_worker.worker.app import TRANSFORM_TASK, transform_queue
 
