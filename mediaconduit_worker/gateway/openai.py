@@ -1,8 +1,9 @@
-"""The OpenAI-compatible surface: ``GET /v1/models`` and ``POST /v1/chat/completions``, so an OpenAI client
-whose ``base_url`` is ``http://HOST:PORT/v1`` and whose API key is a tenant's key runs its chats as jobs.
+"""The OpenAI-compatible surface: ``GET /v1/models``, ``POST /v1/chat/completions`` and
+``/v1/images/generations``, so an OpenAI client whose ``base_url`` is ``http://HOST:PORT/v1`` and whose API key
+is a tenant's key runs its calls as jobs.
 
-A ``model`` is a route of the operator's routes file (``worker/routes.py``), never a provider URL: the
-route picks its candidates, with their failover, limits and budgets. Each call is one job, created as
+A ``model`` is a route of the operator's routes file (``worker/routes.py``) or an alias it declares, never a
+provider URL: the route picks its candidates, with their failover, limits and budgets. Each call is one job, created as
 ``POST /v1/jobs`` creates one (``submit.create``: the tenant's checks, rate and budget, its record in the job
 list and in Flower). A streamed call follows the job's output chunks (``worker/chunks.py``) in its event
 stream and answers them as ``chat.completion.chunk`` server-sent events; a client that goes away leaves
@@ -11,6 +12,7 @@ the job to finish and be recorded. Errors are OpenAI's ``{"error": {message, typ
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from collections.abc import AsyncIterator
@@ -21,6 +23,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from ..blobs import BlobStore
 from ..capabilities import MediaCapability
 from ..chat import ChatOptions
 from ..errors import InvalidInputError, RouteError
@@ -90,11 +93,7 @@ def _text(content: Any, where: str) -> str:
 
 def job_of(body: Any) -> tuple[str, str, dict[str, Any]]:
     """The route, the input text and the options of a chat completion request (400 naming the field)."""
-    if not isinstance(body, dict):
-        raise OpenAIError(400, "the request body must be a JSON object")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise OpenAIError(400, "'model' is required: a route or an alias (GET /v1/models lists them)", "model")
+    model = _model_of(body)
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise OpenAIError(400, "'messages' must be a non-empty list", "messages")
@@ -112,11 +111,8 @@ def job_of(body: Any) -> tuple[str, str, dict[str, Any]]:
                                    f"(got role {role!r} there)", where)
     if not user:
         raise OpenAIError(400, "'messages' needs a user message", "messages")
-    if body.get("n", 1) != 1:
-        raise OpenAIError(400, "only n=1 is served", "n")
-    unknown = sorted(set(body) - set(_OPTIONS) - _IGNORED)
-    if unknown:
-        raise OpenAIError(400, f"unsupported parameter {unknown[0]!r}", unknown[0])
+    _one(body)
+    _refuse_unknown(body, frozenset(_OPTIONS) | _IGNORED)
     options = {_OPTIONS[k]: v for k, v in body.items() if k in _OPTIONS and v is not None}
     if system:
         options["systemPrompt"] = "\n".join(system)
@@ -235,10 +231,7 @@ async def chat_completions(request: Request) -> Response:
     gw = gateway_of(request)
     try:
         who = await _tenant(request)
-        try:
-            body = await request.json()
-        except ValueError:
-            raise OpenAIError(400, "the request body is not JSON") from None
+        body = await _json_body(request)
         model, text, options = job_of(body)
         record = await run_in_threadpool(_create, gw, who, model, text, options)
         created = int(time.time())
@@ -247,11 +240,7 @@ async def chat_completions(request: Request) -> Response:
             return StreamingResponse(_stream(gw, record, request, model, created, usage_asked),
                                      media_type="text/event-stream", headers={JOB_HEADER: record.id,
                                                                               "Cache-Control": "no-cache"})
-        async for _ in _follow(gw, record.steps[-1]):
-            pass
-        out = await run_in_threadpool(_view, gw, record, request)
-        if out["status"] != "succeeded":
-            raise _failure(out)
+        out = await _finished(gw, record, request)
         content, finish, usage = _finish(out)
         return JSONResponse({
             "id": f"chatcmpl-{record.id}", "object": "chat.completion", "created": created, "model": model,
@@ -259,6 +248,94 @@ async def chat_completions(request: Request) -> Response:
                          "logprobs": None}],
             "usage": usage,
         }, headers=_cost_headers(record, out))
+    except OpenAIError as exc:
+        return exc.response()
+    except redis.RedisError as exc:
+        return OpenAIError(503, f"the gateway lost its Redis ({type(exc).__name__})").response()
+
+
+async def _json_body(request: Request) -> Any:
+    try:
+        return await request.json()
+    except ValueError:
+        raise OpenAIError(400, "the request body is not JSON") from None
+
+
+def _model_of(body: Any) -> str:
+    if not isinstance(body, dict):
+        raise OpenAIError(400, "the request body must be a JSON object")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise OpenAIError(400, "'model' is required: a route or an alias (GET /v1/models lists them)", "model")
+    return model
+
+
+def _refuse_unknown(fields: Any, served: frozenset[str]) -> None:
+    unknown = sorted(set(fields) - served)
+    if unknown:
+        raise OpenAIError(400, f"unsupported parameter {unknown[0]!r} (served here: {', '.join(sorted(served))})",
+                          unknown[0])
+
+
+def _one(body: dict[str, Any]) -> None:
+    if body.get("n") not in (None, 1):
+        raise OpenAIError(400, "only n=1 is served", "n")
+
+
+async def _finished(gw: Gateway, record: JobRecord, request: Request) -> dict[str, Any]:
+    """The job once it has ended, as ``GET /v1/jobs/{id}`` shows it (its outputs granted to its tenant); a job
+    that did not succeed raises its failure."""
+    async for _ in _follow(gw, record.steps[-1]):
+        pass
+    out = await run_in_threadpool(_view, gw, record, request)
+    if out["status"] != "succeeded":
+        raise _failure(out)
+    return out
+
+
+def _output(out: dict[str, Any], kind: str, model: str) -> dict[str, Any]:
+    """The job's output asset, which must be a stored ``kind`` (the route's capability promises one)."""
+    asset = (out.get("result") or {}).get("asset") or {}
+    if asset.get("type") != kind or not isinstance(asset.get("sha256"), str):
+        raise OpenAIError(502, f"model {model!r} made a {asset.get('type') or 'nothing'}, not a stored {kind}",
+                          code="unexpected_output")
+    return cast(dict[str, Any], asset)
+
+
+def _blob_bytes(gw: Gateway, sha256: str) -> bytes:
+    return BlobStore(gw.settings.blobs).path_for(sha256).read_bytes()
+
+
+IMAGE_FIELDS = frozenset({"model", "prompt", "n", "response_format", "user"})
+"""What ``POST /v1/images/generations`` takes; ``user`` is OpenAI's end-user tag, accepted and not used."""
+
+
+@router.post("/v1/images/generations", operation_id="createImage", summary="An image from a prompt, as a job")
+async def images_generations(request: Request) -> Response:
+    """OpenAI's image generation on a text-to-image route: ``data: [{"b64_json"}]``, or ``[{"url"}]`` (the
+    default) naming ``GET /v1/files/{sha256}``, which serves the image to this tenant's key."""
+    gw = gateway_of(request)
+    try:
+        who = await _tenant(request)
+        body = await _json_body(request)
+        model = _model_of(body)
+        prompt = body.get("prompt")
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise OpenAIError(400, "'prompt' must be a non-empty string", "prompt")
+        _one(body)
+        form = body.get("response_format") or "url"
+        if form not in ("url", "b64_json"):
+            raise OpenAIError(400, f"'response_format' must be 'url' or 'b64_json', got {form!r}", "response_format")
+        _refuse_unknown(body, IMAGE_FIELDS)
+        record = await run_in_threadpool(_create, gw, who, model, prompt, {}, MediaCapability.TEXT_TO_IMAGE,
+                                         "image generation")
+        out = await _finished(gw, record, request)
+        asset = _output(out, "image", model)
+        if form == "b64_json":
+            item = {"b64_json": base64.b64encode(await run_in_threadpool(_blob_bytes, gw, asset["sha256"])).decode()}
+        else:
+            item = {"url": f"{request.base_url}v1/files/{asset['sha256']}"}
+        return JSONResponse({"created": int(time.time()), "data": [item]}, headers=_cost_headers(record, out))
     except OpenAIError as exc:
         return exc.response()
     except redis.RedisError as exc:
