@@ -39,8 +39,9 @@ class BodyTooLarge(Exception):
 
 
 class BodyCap:
-    """Refuses a request body over its cap (``Content-Length`` at once, a chunked body as it arrives):
-    uploads have ``MEDIACONDUIT_GATEWAY_MAX_UPLOAD_BYTES``, everything else ``MEDIACONDUIT_GATEWAY_MAX_BODY_BYTES``."""
+    """Refuses a request body over its cap (``Content-Length`` at once, a chunked body as it arrives): uploads
+    (``POST /v1/files``, a transcription's recording) have ``MEDIACONDUIT_GATEWAY_MAX_UPLOAD_BYTES``, everything
+    else ``MEDIACONDUIT_GATEWAY_MAX_BODY_BYTES``."""
 
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app, self.settings = app, settings
@@ -49,7 +50,7 @@ class BodyCap:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        upload = scope["path"] == "/v1/files"
+        upload = scope["path"] in ("/v1/files", openai.UPLOAD_PATH)
         cap = self.settings.gateway_max_upload_bytes + 64 * 1024 if upload else self.settings.gateway_max_body_bytes
         setting = "MEDIACONDUIT_GATEWAY_MAX_UPLOAD_BYTES" if upload else "MEDIACONDUIT_GATEWAY_MAX_BODY_BYTES"
         length = dict(scope.get("headers") or []).get(b"content-length")
@@ -83,8 +84,12 @@ class BodyCap:
 
 
 async def _too_large(exc: BodyTooLarge, scope: Scope, send: Send) -> None:
-    problem = Problem(413, "too-large", "Request body too large", str(exc), field="body", value=None)
-    reply = response(problem, scope.get("path"))
+    """problem+json, or OpenAI's error shape on the OpenAI-compatible paths (an OpenAI client reads that)."""
+    path = scope.get("path")
+    if path in openai.PATHS:
+        reply = openai.OpenAIError(413, str(exc), "file" if path == openai.UPLOAD_PATH else None).response()
+    else:
+        reply = response(Problem(413, "too-large", "Request body too large", str(exc), field="body", value=None), path)
     await reply(scope, _nothing, send)
 
 

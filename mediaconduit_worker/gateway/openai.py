@@ -1,6 +1,7 @@
-"""The OpenAI-compatible surface: ``GET /v1/models``, ``POST /v1/chat/completions`` and
-``/v1/images/generations``, so an OpenAI client whose ``base_url`` is ``http://HOST:PORT/v1`` and whose API key
-is a tenant's key runs its calls as jobs.
+"""The OpenAI-compatible surface: ``GET /v1/models``, ``POST /v1/chat/completions``, ``/v1/images/generations``,
+``/v1/audio/speech`` and ``/v1/audio/transcriptions``, so an OpenAI client whose ``base_url`` is
+``http://HOST:PORT/v1`` and whose API key is a tenant's key runs its calls as jobs, each on a route of the
+call's capability.
 
 A ``model`` is a route of the operator's routes file (``worker/routes.py``) or an alias it declares, never a
 provider URL: the route picks its candidates, with their failover, limits and budgets. Each call is one job, created as
@@ -20,13 +21,15 @@ from typing import TYPE_CHECKING, Any, cast
 
 import redis
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 
 from ..blobs import BlobStore
 from ..capabilities import MediaCapability
 from ..chat import ChatOptions
-from ..errors import InvalidInputError, RouteError
+from ..errors import InvalidInputError, MediaLimitError, RouteError
 from ..worker.events import FINAL, OUTPUT, STATUS, stream_key
 from .auth import tenant
 from .context import Gateway, gateway_of
@@ -254,6 +257,125 @@ async def chat_completions(request: Request) -> Response:
         return OpenAIError(503, f"the gateway lost its Redis ({type(exc).__name__})").response()
 
 
+SPEECH_FIELDS = frozenset({"model", "input", "voice", "response_format", "user"})
+"""What ``POST /v1/audio/speech`` takes."""
+AUDIO_FORMATS = {"wav": ("audio/wav", "audio/x-wav", "audio/wave"), "mp3": ("audio/mpeg",), "flac": ("audio/flac",),
+                 "opus": ("audio/ogg", "audio/opus"), "aac": ("audio/aac",), "pcm": ("audio/pcm", "audio/l16")}
+"""OpenAI's ``response_format`` values of speech, and the media types that are each."""
+
+
+@router.post("/v1/audio/speech", operation_id="createSpeech", summary="Speech from text, as a job",
+             responses={200: {"content": {"audio/wav": {}}}})
+async def audio_speech(request: Request) -> Response:
+    """OpenAI's text to speech on a text-to-audio route: the audio's bytes, with the media type the model
+    made. ``voice`` is the model's own voice option (espeak's ``en-us``, say); ``response_format``, when given,
+    must be what the model makes: the gateway converts nothing."""
+    gw = gateway_of(request)
+    try:
+        who = await _tenant(request)
+        body = await _json_body(request)
+        model = _model_of(body)
+        text = body.get("input")
+        if not isinstance(text, str) or not text.strip():
+            raise OpenAIError(400, "'input' must be a non-empty string", "input")
+        voice = body.get("voice")
+        if voice is not None and not isinstance(voice, str):
+            raise OpenAIError(400, "'voice' must be a string: a voice of the route's model", "voice")
+        form = body.get("response_format")
+        if form is not None and form not in AUDIO_FORMATS:
+            raise OpenAIError(400, f"'response_format' must be one of {', '.join(AUDIO_FORMATS)}, got {form!r}",
+                              "response_format")
+        _refuse_unknown(body, SPEECH_FIELDS)
+        options = {"voice": voice} if voice else {}
+        record = await run_in_threadpool(_create, gw, who, model, text, options, MediaCapability.TEXT_TO_AUDIO,
+                                         "speech")
+        out = await _finished(gw, record, request)
+        asset = _output(out, "audio", model)
+        mime = str(asset.get("mime_type") or "application/octet-stream")
+        if form is not None and mime.lower() not in AUDIO_FORMATS[form]:
+            raise OpenAIError(400, f"model {model!r} made {mime}, not {form}: the gateway converts no audio; leave "
+                                   "'response_format' out, or ask for what the model makes", "response_format",
+                              headers={JOB_HEADER: record.id})
+        audio = await run_in_threadpool(_blob_bytes, gw, asset["sha256"])
+        return Response(audio, media_type=mime, headers=_cost_headers(record, out))
+    except OpenAIError as exc:
+        return exc.response()
+    except redis.RedisError as exc:
+        return OpenAIError(503, f"the gateway lost its Redis ({type(exc).__name__})").response()
+
+
+TRANSCRIPTION_FIELDS = frozenset({"file", "model", "language", "prompt", "response_format"})
+"""What ``POST /v1/audio/transcriptions`` takes (multipart form fields)."""
+UPLOAD_PATH = "/v1/audio/transcriptions"
+"""The one OpenAI path whose body is an upload, capped as ``POST /v1/files`` is (``app.BodyCap``)."""
+
+
+async def _upload(gw: Gateway, who: Any, part: UploadFile) -> dict[str, Any]:
+    """The uploaded recording streamed into the blob store, served to its tenant, as the job's audio input."""
+    from .files import grant
+
+    cap = gw.settings.gateway_max_upload_bytes
+    writer = await run_in_threadpool(BlobStore(gw.settings.blobs).writer, cap, "the upload")
+    try:
+        while chunk := await part.read(1 << 20):
+            await run_in_threadpool(writer.write, chunk)
+    except MediaLimitError:
+        raise OpenAIError(413, f"'file' is over {cap:,} bytes (MEDIACONDUIT_GATEWAY_MAX_UPLOAD_BYTES)", "file") from None
+    except BaseException as exc:
+        writer.__exit__(type(exc), exc, None)
+        raise
+    await run_in_threadpool(writer.__exit__, None, None, None)
+    mime = part.content_type or "application/octet-stream"
+    await run_in_threadpool(grant, gw, who.name, writer.sha256, mime, writer.size)
+    return {"type": "audio", "uri": writer.uri, "mime_type": mime}
+
+
+@router.post(UPLOAD_PATH, operation_id="createTranscription", summary="Text from an uploaded recording, as a job")
+async def audio_transcriptions(request: Request) -> Response:
+    """OpenAI's transcription on an audio-to-text route: a multipart upload (``file``, ``model``, ``language``,
+    ``prompt``: the model's ``initialPrompt``), answered ``{"text"}`` or, for ``response_format=text``, the
+    text alone. The recording goes into the blob store, served to the tenant as its uploads are."""
+    gw = gateway_of(request)
+    try:
+        who = await _tenant(request)
+        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+            raise OpenAIError(400, "the request body must be multipart/form-data with the recording in 'file'", "file")
+        try:
+            form = await request.form(max_files=1, max_fields=len(TRANSCRIPTION_FIELDS))
+        except HTTPException as exc:
+            raise OpenAIError(400, f"the multipart body cannot be read: {exc.detail}", "file") from None
+        _refuse_unknown(form, TRANSCRIPTION_FIELDS)
+        fields = {k: v for k, v in form.items() if isinstance(v, str)}
+        model = _model_of(fields)
+        part = form.get("file")
+        if not isinstance(part, UploadFile):
+            raise OpenAIError(400, "'file' is required: the recording, as a file part", "file")
+        form_kind = fields.get("response_format") or "json"
+        if form_kind not in ("json", "text"):
+            raise OpenAIError(400, f"'response_format' must be 'json' or 'text', got {form_kind!r}", "response_format")
+        options = {"language": fields["language"]} if fields.get("language") else {}
+        if fields.get("prompt"):
+            options["initialPrompt"] = fields["prompt"]
+        _route(model, MediaCapability.AUDIO_TO_TEXT, "transcription")  # before the upload is stored
+        recording = await _upload(gw, who, part)
+        record = await run_in_threadpool(_create, gw, who, model, recording, options, MediaCapability.AUDIO_TO_TEXT,
+                                         "transcription")
+        out = await _finished(gw, record, request)
+        asset = (out.get("result") or {}).get("asset") or {}
+        if asset.get("type") != "text":
+            raise OpenAIError(502, f"model {model!r} made a {asset.get('type') or 'nothing'}, not text",
+                              code="unexpected_output")
+        text = str(asset.get("content", ""))
+        headers = _cost_headers(record, out)
+        if form_kind == "text":
+            return PlainTextResponse(text, headers=headers)
+        return JSONResponse({"text": text}, headers=headers)
+    except OpenAIError as exc:
+        return exc.response()
+    except redis.RedisError as exc:
+        return OpenAIError(503, f"the gateway lost its Redis ({type(exc).__name__})").response()
+
+
 async def _json_body(request: Request) -> Any:
     try:
         return await request.json()
@@ -376,3 +498,7 @@ async def _stream(gw: Gateway, record: JobRecord, request: Request, model: str, 
         yield b"data: [DONE]\n\n"
     except redis.RedisError as exc:
         yield _sse(OpenAIError(503, f"the gateway lost its Redis ({type(exc).__name__})").body())
+
+
+PATHS = frozenset(str(getattr(route, "path", "")) for route in router.routes)
+"""The paths served here, whose errors are OpenAI's shape wherever they arise (``app.BodyCap`` too)."""

@@ -10,6 +10,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import shutil
+import subprocess
+import wave
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,7 +21,7 @@ import pytest
 import yaml
 from conftest import WorkerProcess
 
-from .conftest import API, GatewayProcess, wait_finished
+from .conftest import API, MAX_UPLOAD, GatewayProcess, wait_finished
 
 openai = pytest.importorskip("openai", reason="the openai package is in the test extras")
 
@@ -106,3 +109,78 @@ def test_image_requests_are_refused_naming_the_field(client):
         with pytest.raises(error) as err:
             client.images.generate(**request)
         assert err.value.body["param"] == field, (request, err.value.body)
+
+
+SENTENCE = "my name is john and i live in a small house near the river"
+# espeak-ng's en-us+f2 voice at 120 wpm is what PocketSphinx's English model hears best (deterministic).
+SPEECH = ["-v", "en-us+f2", "-s", "120"]
+
+
+def wav_seconds(data: bytes) -> float:
+    with wave.open(io.BytesIO(data)) as w:
+        return w.getnframes() / w.getframerate()
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory) -> bytes:
+    """SENTENCE spoken by the host's espeak-ng (scripts/ci-setup.sh installs it), as a WAV."""
+    if shutil.which("espeak-ng") is None:
+        pytest.fail("espeak-ng is not installed on this host (scripts/ci-setup.sh installs it)", pytrace=False)
+    path = tmp_path_factory.mktemp("speech") / "speech.wav"
+    subprocess.run(["espeak-ng", *SPEECH, "-w", str(path), SENTENCE], check=True, capture_output=True, timeout=60)
+    return path.read_bytes()
+
+
+@pytest.mark.docker
+def test_speech_is_the_audio_espeak_made_with_its_media_type(docker_engine, client, alice):
+    raw = client.audio.speech.with_raw_response.create(model="tts-1", voice="en-us", input=SENTENCE)
+    audio = raw.parse().content
+    assert raw.headers["content-type"] == "audio/wav" and audio[:4] == b"RIFF" and wav_seconds(audio) > 1
+    job = wait_finished(alice, raw.headers["X-MediaConduit-Job-Id"])
+    assert job["status"] == "succeeded" and job["provider"] == "route:speech"
+    assert job["result"]["asset"]["sha256"] == hashlib.sha256(audio).hexdigest()
+    prompt = job["result"]["metadata"]["generation_prompt"]
+    assert (prompt["input"], prompt["options"], prompt["route"]) == (SENTENCE, {"voice": "en-us"}, "speech")
+    with pytest.raises(openai.BadRequestError) as mp3:
+        client.audio.speech.create(model="speech", voice="en-us", input="hello", response_format="mp3")
+    assert mp3.value.body["param"] == "response_format" and "made audio/wav" in mp3.value.message
+
+
+@pytest.mark.docker
+def test_an_uploaded_recording_is_transcribed_by_whisper(docker_engine, client, alice, recording):
+    raw = client.audio.transcriptions.with_raw_response.create(
+        model="whisper-1", file=("speech.wav", recording, "audio/wav"), language="en")
+    text = raw.parse().text
+    heard = [w for w in SENTENCE.split() if w in text.lower().split()]
+    assert len(heard) >= len(SENTENCE.split()) / 2, f"heard {text!r}"
+    job = wait_finished(alice, raw.headers["X-MediaConduit-Job-Id"])
+    assert job["status"] == "succeeded" and job["provider"] == "route:transcribe"
+    prompt = job["result"]["metadata"]["generation_prompt"]
+    assert prompt["input"]["type"] == "audio" and prompt["input"]["sha256"] == hashlib.sha256(recording).hexdigest()
+    assert prompt["options"] == {"language": "en"} and prompt["route"] == "transcribe"
+    plain = client.audio.transcriptions.create(model="transcribe", file=("speech.wav", recording, "audio/wav"),
+                                               language="en", response_format="text")
+    assert isinstance(plain, str) and plain.strip() == text.strip()
+
+
+def test_speech_and_transcription_requests_are_refused_naming_the_field(client, recording):
+    speech = [({"model": "pictures", "voice": "en-us", "input": "x"}, "model"),
+              ({"model": "speech", "voice": "en-us", "input": " "}, "input"),
+              ({"model": "speech", "voice": "en-us", "input": "x", "response_format": "ogg"}, "response_format"),
+              ({"model": "speech", "voice": "en-us", "input": "x", "speed": 1.5}, "speed")]
+    for request, field in speech:
+        with pytest.raises(openai.BadRequestError) as err:
+            client.audio.speech.create(**request)
+        assert err.value.body["param"] == field, (request, err.value.body)
+    upload = ("speech.wav", recording, "audio/wav")
+    transcription = [({"model": "speech", "file": upload}, "model"),
+                     ({"model": "transcribe", "file": upload, "response_format": "srt"}, "response_format"),
+                     ({"model": "transcribe", "file": upload, "temperature": 0.2}, "temperature")]
+    for request, field in transcription:
+        with pytest.raises(openai.BadRequestError) as err:
+            client.audio.transcriptions.create(**request)
+        assert err.value.body["param"] == field, (request, err.value.body)
+    with pytest.raises(openai.APIStatusError) as big:
+        client.audio.transcriptions.create(model="transcribe", file=("big.wav", bytes(MAX_UPLOAD + 128 * 1024), "audio/wav"))
+    assert big.value.status_code == 413 and big.value.body["param"] == "file"
+    assert "MEDIACONDUIT_GATEWAY_MAX_UPLOAD_BYTES" in big.value.message
