@@ -204,7 +204,59 @@ def _cost_headers(record: JobRecord, out: dict[str, Any]) -> dict[str, str]:
     return headers
 
 
-@router.get("/v1/models", operation_id="listModels", summary="The routes, as OpenAI models")
+async def _json_body(request: Request) -> Any:
+    try:
+        return await request.json()
+    except ValueError:
+        raise OpenAIError(400, "the request body is not JSON") from None
+
+
+def _model_of(body: Any) -> str:
+    if not isinstance(body, dict):
+        raise OpenAIError(400, "the request body must be a JSON object")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise OpenAIError(400, "'model' is required: a route or an alias (GET /v1/models lists them)", "model")
+    return model
+
+
+def _refuse_unknown(fields: Any, served: frozenset[str]) -> None:
+    unknown = sorted(set(fields) - served)
+    if unknown:
+        raise OpenAIError(400, f"unsupported parameter {unknown[0]!r} (served here: {', '.join(sorted(served))})",
+                          unknown[0])
+
+
+def _one(body: dict[str, Any]) -> None:
+    if body.get("n") not in (None, 1):
+        raise OpenAIError(400, "only n=1 is served", "n")
+
+
+async def _finished(gw: Gateway, record: JobRecord, request: Request) -> dict[str, Any]:
+    """The job once it has ended, as ``GET /v1/jobs/{id}`` shows it (its outputs granted to its tenant); a job
+    that did not succeed raises its failure."""
+    async for _ in _follow(gw, record.steps[-1]):
+        pass
+    out = await run_in_threadpool(_view, gw, record, request)
+    if out["status"] != "succeeded":
+        raise _failure(out)
+    return out
+
+
+def _output(out: dict[str, Any], kind: str, model: str) -> dict[str, Any]:
+    """The job's output asset, which must be a stored ``kind`` (the route's capability promises one)."""
+    asset = (out.get("result") or {}).get("asset") or {}
+    if asset.get("type") != kind or not isinstance(asset.get("sha256"), str):
+        raise OpenAIError(502, f"model {model!r} made a {asset.get('type') or 'nothing'}, not a stored {kind}",
+                          code="unexpected_output")
+    return cast(dict[str, Any], asset)
+
+
+def _blob_bytes(gw: Gateway, sha256: str) -> bytes:
+    return BlobStore(gw.settings.blobs).path_for(sha256).read_bytes()
+
+
+@router.get("/v1/models", operation_id="listModels", summary="The routes and aliases, as OpenAI models")
 async def list_models(request: Request) -> Response:
     """OpenAI's model list: one entry per route and per alias of the routes file (never a provider URL)."""
     try:
@@ -251,6 +303,78 @@ async def chat_completions(request: Request) -> Response:
                          "logprobs": None}],
             "usage": usage,
         }, headers=_cost_headers(record, out))
+    except OpenAIError as exc:
+        return exc.response()
+    except redis.RedisError as exc:
+        return OpenAIError(503, f"the gateway lost its Redis ({type(exc).__name__})").response()
+
+
+def _sse(data: Any) -> bytes:
+    return f"data: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+async def _stream(gw: Gateway, record: JobRecord, request: Request, model: str, created: int,
+                  usage_asked: bool) -> AsyncIterator[bytes]:
+    """The job's chunks as ``chat.completion.chunk`` events, then the finish reason, the usage (when asked
+    for) and ``[DONE]``; a job that fails or breaks ends with an ``error`` event."""
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+        return _sse({"id": f"chatcmpl-{record.id}", "object": "chat.completion.chunk", "created": created, "model": model,
+                     "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]})
+
+    try:
+        yield chunk({"role": "assistant", "content": ""})
+        async for data in _follow(gw, record.steps[-1]):
+            if "error" in data:
+                error = data["error"] or {}
+                yield _sse(OpenAIError(502, f"the stream broke: {error.get('type')}: {error.get('message')}",
+                                       code="stream_broken").body())
+                return
+            if data.get("chunk"):
+                yield chunk({"content": data["chunk"]})
+        out = await run_in_threadpool(_view, gw, record, request)
+        if out["status"] != "succeeded":
+            yield _sse(_failure(out).body())
+            return
+        _, finish, usage = _finish(out)
+        yield chunk({}, finish)
+        if usage_asked:
+            yield _sse({"id": f"chatcmpl-{record.id}", "object": "chat.completion.chunk", "created": created,
+                        "model": model, "choices": [], "usage": usage})
+        yield b"data: [DONE]\n\n"
+    except redis.RedisError as exc:
+        yield _sse(OpenAIError(503, f"the gateway lost its Redis ({type(exc).__name__})").body())
+
+
+IMAGE_FIELDS = frozenset({"model", "prompt", "n", "response_format", "user"})
+"""What ``POST /v1/images/generations`` takes; ``user`` is OpenAI's end-user tag, accepted and not used."""
+
+
+@router.post("/v1/images/generations", operation_id="createImage", summary="An image from a prompt, as a job")
+async def images_generations(request: Request) -> Response:
+    """OpenAI's image generation on a text-to-image route: ``data: [{"b64_json"}]``, or ``[{"url"}]`` (the
+    default) naming ``GET /v1/files/{sha256}``, which serves the image to this tenant's key."""
+    gw = gateway_of(request)
+    try:
+        who = await _tenant(request)
+        body = await _json_body(request)
+        model = _model_of(body)
+        prompt = body.get("prompt")
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise OpenAIError(400, "'prompt' must be a non-empty string", "prompt")
+        _one(body)
+        form = body.get("response_format") or "url"
+        if form not in ("url", "b64_json"):
+            raise OpenAIError(400, f"'response_format' must be 'url' or 'b64_json', got {form!r}", "response_format")
+        _refuse_unknown(body, IMAGE_FIELDS)
+        record = await run_in_threadpool(_create, gw, who, model, prompt, {}, MediaCapability.TEXT_TO_IMAGE,
+                                         "image generation")
+        out = await _finished(gw, record, request)
+        asset = _output(out, "image", model)
+        if form == "b64_json":
+            item = {"b64_json": base64.b64encode(await run_in_threadpool(_blob_bytes, gw, asset["sha256"])).decode()}
+        else:
+            item = {"url": f"{request.base_url}v1/files/{asset['sha256']}"}
+        return JSONResponse({"created": int(time.time()), "data": [item]}, headers=_cost_headers(record, out))
     except OpenAIError as exc:
         return exc.response()
     except redis.RedisError as exc:
@@ -374,130 +498,6 @@ async def audio_transcriptions(request: Request) -> Response:
         return exc.response()
     except redis.RedisError as exc:
         return OpenAIError(503, f"the gateway lost its Redis ({type(exc).__name__})").response()
-
-
-async def _json_body(request: Request) -> Any:
-    try:
-        return await request.json()
-    except ValueError:
-        raise OpenAIError(400, "the request body is not JSON") from None
-
-
-def _model_of(body: Any) -> str:
-    if not isinstance(body, dict):
-        raise OpenAIError(400, "the request body must be a JSON object")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise OpenAIError(400, "'model' is required: a route or an alias (GET /v1/models lists them)", "model")
-    return model
-
-
-def _refuse_unknown(fields: Any, served: frozenset[str]) -> None:
-    unknown = sorted(set(fields) - served)
-    if unknown:
-        raise OpenAIError(400, f"unsupported parameter {unknown[0]!r} (served here: {', '.join(sorted(served))})",
-                          unknown[0])
-
-
-def _one(body: dict[str, Any]) -> None:
-    if body.get("n") not in (None, 1):
-        raise OpenAIError(400, "only n=1 is served", "n")
-
-
-async def _finished(gw: Gateway, record: JobRecord, request: Request) -> dict[str, Any]:
-    """The job once it has ended, as ``GET /v1/jobs/{id}`` shows it (its outputs granted to its tenant); a job
-    that did not succeed raises its failure."""
-    async for _ in _follow(gw, record.steps[-1]):
-        pass
-    out = await run_in_threadpool(_view, gw, record, request)
-    if out["status"] != "succeeded":
-        raise _failure(out)
-    return out
-
-
-def _output(out: dict[str, Any], kind: str, model: str) -> dict[str, Any]:
-    """The job's output asset, which must be a stored ``kind`` (the route's capability promises one)."""
-    asset = (out.get("result") or {}).get("asset") or {}
-    if asset.get("type") != kind or not isinstance(asset.get("sha256"), str):
-        raise OpenAIError(502, f"model {model!r} made a {asset.get('type') or 'nothing'}, not a stored {kind}",
-                          code="unexpected_output")
-    return cast(dict[str, Any], asset)
-
-
-def _blob_bytes(gw: Gateway, sha256: str) -> bytes:
-    return BlobStore(gw.settings.blobs).path_for(sha256).read_bytes()
-
-
-IMAGE_FIELDS = frozenset({"model", "prompt", "n", "response_format", "user"})
-"""What ``POST /v1/images/generations`` takes; ``user`` is OpenAI's end-user tag, accepted and not used."""
-
-
-@router.post("/v1/images/generations", operation_id="createImage", summary="An image from a prompt, as a job")
-async def images_generations(request: Request) -> Response:
-    """OpenAI's image generation on a text-to-image route: ``data: [{"b64_json"}]``, or ``[{"url"}]`` (the
-    default) naming ``GET /v1/files/{sha256}``, which serves the image to this tenant's key."""
-    gw = gateway_of(request)
-    try:
-        who = await _tenant(request)
-        body = await _json_body(request)
-        model = _model_of(body)
-        prompt = body.get("prompt")
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise OpenAIError(400, "'prompt' must be a non-empty string", "prompt")
-        _one(body)
-        form = body.get("response_format") or "url"
-        if form not in ("url", "b64_json"):
-            raise OpenAIError(400, f"'response_format' must be 'url' or 'b64_json', got {form!r}", "response_format")
-        _refuse_unknown(body, IMAGE_FIELDS)
-        record = await run_in_threadpool(_create, gw, who, model, prompt, {}, MediaCapability.TEXT_TO_IMAGE,
-                                         "image generation")
-        out = await _finished(gw, record, request)
-        asset = _output(out, "image", model)
-        if form == "b64_json":
-            item = {"b64_json": base64.b64encode(await run_in_threadpool(_blob_bytes, gw, asset["sha256"])).decode()}
-        else:
-            item = {"url": f"{request.base_url}v1/files/{asset['sha256']}"}
-        return JSONResponse({"created": int(time.time()), "data": [item]}, headers=_cost_headers(record, out))
-    except OpenAIError as exc:
-        return exc.response()
-    except redis.RedisError as exc:
-        return OpenAIError(503, f"the gateway lost its Redis ({type(exc).__name__})").response()
-
-
-def _sse(data: Any) -> bytes:
-    return f"data: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
-
-
-async def _stream(gw: Gateway, record: JobRecord, request: Request, model: str, created: int,
-                  usage_asked: bool) -> AsyncIterator[bytes]:
-    """The job's chunks as ``chat.completion.chunk`` events, then the finish reason, the usage (when asked
-    for) and ``[DONE]``; a job that fails or breaks ends with an ``error`` event."""
-    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-        return _sse({"id": f"chatcmpl-{record.id}", "object": "chat.completion.chunk", "created": created, "model": model,
-                     "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]})
-
-    try:
-        yield chunk({"role": "assistant", "content": ""})
-        async for data in _follow(gw, record.steps[-1]):
-            if "error" in data:
-                error = data["error"] or {}
-                yield _sse(OpenAIError(502, f"the stream broke: {error.get('type')}: {error.get('message')}",
-                                       code="stream_broken").body())
-                return
-            if data.get("chunk"):
-                yield chunk({"content": data["chunk"]})
-        out = await run_in_threadpool(_view, gw, record, request)
-        if out["status"] != "succeeded":
-            yield _sse(_failure(out).body())
-            return
-        _, finish, usage = _finish(out)
-        yield chunk({}, finish)
-        if usage_asked:
-            yield _sse({"id": f"chatcmpl-{record.id}", "object": "chat.completion.chunk", "created": created,
-                        "model": model, "choices": [], "usage": usage})
-        yield b"data: [DONE]\n\n"
-    except redis.RedisError as exc:
-        yield _sse(OpenAIError(503, f"the gateway lost its Redis ({type(exc).__name__})").body())
 
 
 PATHS = frozenset(str(getattr(route, "path", "")) for route in router.routes)

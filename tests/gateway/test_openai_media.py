@@ -26,12 +26,14 @@ from .conftest import API, MAX_UPLOAD, GatewayProcess, wait_finished
 openai = pytest.importorskip("openai", reason="the openai package is in the test extras")
 
 PER_IMAGE = 0.04
+PER_CHARACTER = 1e-5
 CAPABILITIES = ["text-to-image", "text-to-audio", "audio-to-text"]
 
 
 @pytest.fixture(scope="module")
 def routes(reference_url: str) -> Iterator[dict[str, Any]]:
-    """Routes ``pictures`` (textrender, priced per image), ``speech`` (espeak) and ``transcribe`` (Whisper),
+    """Routes ``pictures`` (textrender, priced per image), ``speech`` (espeak, per character) and ``transcribe``
+    (Whisper),
     and an OpenAI name for each."""
     from mediaconduit_worker.settings import get_settings
 
@@ -41,7 +43,8 @@ def routes(reference_url: str) -> Iterator[dict[str, Any]]:
     spec = {"routes": {
         "pictures": {"candidates": [{"provider": provider("textrender"), "model": "render-png",
                                      "pricing": {"per_image": PER_IMAGE}}]},
-        "speech": {"candidates": [{"provider": provider("espeak"), "model": "espeak-default"}]},
+        "speech": {"candidates": [{"provider": provider("espeak"), "model": "espeak-default",
+                                   "pricing": {"per_character": PER_CHARACTER}}]},
         "transcribe": {"candidates": [{"provider": provider("whisper"), "model": "whisper-stt"}]},
     }, "aliases": {"dall-e-3": "pictures", "tts-1": "speech", "whisper-1": "transcribe"}}
     path = get_settings().routes_file
@@ -141,6 +144,12 @@ def test_speech_is_the_audio_espeak_made_with_its_media_type(docker_engine, clie
     assert job["result"]["asset"]["sha256"] == hashlib.sha256(audio).hexdigest()
     prompt = job["result"]["metadata"]["generation_prompt"]
     assert (prompt["input"], prompt["options"], prompt["route"]) == (SENTENCE, {"voice": "en-us"}, "speech")
+    assert job["cost_usd"] == pytest.approx(len(SENTENCE) * PER_CHARACTER)
+    assert float(raw.headers["X-MediaConduit-Cost-USD"]) == pytest.approx(job["cost_usd"])
+    with pytest.raises(openai.APIStatusError) as alloy:
+        client.audio.speech.create(model="speech", voice="alloy", input="hello")
+    assert alloy.value.status_code == 502 and alloy.value.body["code"] == "job_failed"
+    assert "espeak-ng failed for voice 'alloy'" in alloy.value.message  # a voice is the model's own, not OpenAI's
     with pytest.raises(openai.BadRequestError) as mp3:
         client.audio.speech.create(model="speech", voice="en-us", input="hello", response_format="mp3")
     assert mp3.value.body["param"] == "response_format" and "made audio/wav" in mp3.value.message
