@@ -430,6 +430,8 @@ async def audio_speech(request: Request) -> Response:
 
 TRANSCRIPTION_FIELDS = frozenset({"file", "model", "language", "prompt", "response_format"})
 """What ``POST /v1/audio/transcriptions`` takes (multipart form fields)."""
+FORM_FIELDS = 20
+"""Most form fields read: more than are served, so an unserved one is refused by its name."""
 UPLOAD_PATH = "/v1/audio/transcriptions"
 """The one OpenAI path whose body is an upload, capped as ``POST /v1/files`` is (``app.BodyCap``)."""
 
@@ -465,9 +467,9 @@ async def audio_transcriptions(request: Request) -> Response:
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
             raise OpenAIError(400, "the request body must be multipart/form-data with the recording in 'file'", "file")
         try:
-            form = await request.form(max_files=1, max_fields=len(TRANSCRIPTION_FIELDS))
+            form = await request.form(max_files=1, max_fields=FORM_FIELDS)
         except HTTPException as exc:
-            raise OpenAIError(400, f"the multipart body cannot be read: {exc.detail}", "file") from None
+            raise OpenAIError(400, f"the multipart body cannot be read: {exc.detail}") from None
         _refuse_unknown(form, TRANSCRIPTION_FIELDS)
         fields = {k: v for k, v in form.items() if isinstance(v, str)}
         model = _model_of(fields)

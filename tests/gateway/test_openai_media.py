@@ -184,7 +184,9 @@ def test_speech_and_transcription_requests_are_refused_naming_the_field(client, 
     upload = ("speech.wav", recording, "audio/wav")
     transcription = [({"model": "speech", "file": upload}, "model"),
                      ({"model": "transcribe", "file": upload, "response_format": "srt"}, "response_format"),
-                     ({"model": "transcribe", "file": upload, "temperature": 0.2}, "temperature")]
+                     ({"model": "transcribe", "file": upload, "temperature": 0.2}, "temperature"),
+                     ({"model": "transcribe", "file": upload, "timestamp_granularities": ["word", "segment"]},
+                      "timestamp_granularities[]")]
     for request, field in transcription:
         with pytest.raises(openai.BadRequestError) as err:
             client.audio.transcriptions.create(**request)
