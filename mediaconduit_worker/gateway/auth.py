@@ -32,7 +32,8 @@ def _failures_key(request: Request) -> str:
     return f"mediaconduit:gateway:authfail:{host}"
 
 
-def _refuse_if_guessing(gw: Gateway, request: Request) -> None:
+def refuse_if_guessing(gw: Gateway, request: Request) -> None:
+    """429 for an address that sent too many bad keys in the window (the API's and the login form's alike)."""
     count = gw.redis.get(_failures_key(request))
     if count is not None and int(count) >= gw.settings.gateway_auth_failures:
         setattr(request.state, AUTH_FAILURE_KEY, "guessing")
@@ -42,7 +43,8 @@ def _refuse_if_guessing(gw: Gateway, request: Request) -> None:
                       headers={"Retry-After": str(wait)})
 
 
-def _count_failure(gw: Gateway, request: Request) -> None:
+def count_failure(gw: Gateway, request: Request) -> None:
+    """One more bad key from the request's address."""
     with gw.redis.pipeline() as pipe:
         pipe.set(_failures_key(request), 0, ex=FAILURE_WINDOW, nx=True)  # the window starts at the first failure
         pipe.incr(_failures_key(request))
@@ -52,7 +54,7 @@ def _count_failure(gw: Gateway, request: Request) -> None:
 def tenant(request: Request) -> Tenant:
     """The tenant of the request's bearer key (a FastAPI dependency); 401 without a valid key."""
     gw = gateway_of(request)
-    _refuse_if_guessing(gw, request)
+    refuse_if_guessing(gw, request)
     header = request.headers.get("authorization", "")
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
@@ -60,7 +62,7 @@ def tenant(request: Request) -> Tenant:
         raise _unauthorized("send 'Authorization: Bearer KEY' (`mediaconduit keys create --tenant NAME` makes a key)")
     found = gw.keys.lookup(key.strip())
     if found is None:
-        _count_failure(gw, request)
+        count_failure(gw, request)
         setattr(request.state, AUTH_FAILURE_KEY, "unknown")
         raise _unauthorized("the key is unknown or revoked")
     setattr(request.state, TENANT_KEY, found.name)

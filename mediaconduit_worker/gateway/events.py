@@ -152,6 +152,12 @@ async def job_events(job_id: str, request: Request, who: Tenant = Depends(tenant
                      last_event_id: str | None = Header(None, alias="Last-Event-ID",
                                                         description="The id of the last event received: resume after it.")
                      ) -> Response:
+    return await follow(request, who, job_id, last_event_id)
+
+
+async def follow(request: Request, who: Tenant, job_id: str, last_event_id: str | None) -> Response:
+    """The job's events for ``who`` (another tenant's job: 404), resumed after ``last_event_id``: the API's
+    stream, and the job page's (``pages.py``), which a browser session authenticates."""
     gw = gateway_of(request)
     client = gw.streams()
     try:

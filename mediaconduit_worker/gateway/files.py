@@ -145,7 +145,12 @@ async def upload(request: Request, who: Tenant = Depends(tenant)) -> FileOut:
 @router.get("/v1/files/{sha256}", operation_id="downloadFile", summary="Download a file (Range supported)",
             responses={200: {"content": {"application/octet-stream": {}}}, 206: {"description": "Partial content"}})
 def download(sha256: str, request: Request, who: Tenant = Depends(tenant)) -> FileResponse:
-    gw = gateway_of(request)
+    return served(gateway_of(request), who, sha256)
+
+
+def served(gw: Gateway, who: Tenant, sha256: str) -> FileResponse:
+    """The blob ``sha256`` with its content type, if ``who`` may read it (else 404): the API's download and
+    the job page's previews (``pages.py``)."""
     store = BlobStore(gw.settings.blobs)
     if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256) or not owns_blob(gw, who, sha256):
         raise not_found("file", sha256, "sha256")

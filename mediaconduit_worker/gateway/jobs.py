@@ -128,7 +128,19 @@ def list_jobs(request: Request, who: Tenant = Depends(tenant),
               status: list[str] | None = Query(None, description="Only jobs in these statuses."),
               limit: int = Query(20, ge=1, le=PAGE_MAX),
               cursor: str | None = Query(None, description="From the previous page's `next`.")) -> dict[str, Any]:
-    gw = gateway_of(request)
+    found, following = listing(gateway_of(request), who, request, status, limit, cursor)
+    next_url = None
+    if following is not None:
+        query = [(k, v) for k, v in request.query_params.multi_items() if k != "cursor"]
+        query.append(("cursor", following))
+        next_url = f"{request.base_url}v1/jobs?{urlencode(query)}"
+    return {"jobs": found, "next": next_url}
+
+
+def listing(gw: Gateway, who: Tenant, request: Request, status: list[str] | None, limit: int,
+            cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of the tenant's jobs, newest first, as ``view`` shows each, and the cursor of the next page
+    (None: this is the last); for ``GET /v1/jobs`` and the job list page (``pages.py``)."""
     for s in status or []:
         if s not in STATUSES:
             raise invalid("status", s, f"status must be one of {', '.join(STATUSES)}", status=422)
@@ -161,12 +173,7 @@ def list_jobs(request: Request, who: Tenant = Depends(tenant),
                 break
             found.append(out)
             last = (int(at), job_id)
-    next_url = None
-    if more and last is not None:
-        query = [(k, v) for k, v in request.query_params.multi_items() if k != "cursor"]
-        query.append(("cursor", f"{last[0]}:{last[1]}"))
-        next_url = f"{request.base_url}v1/jobs?{urlencode(query)}"
-    return {"jobs": found, "next": next_url}
+    return found, f"{last[0]}:{last[1]}" if more and last is not None else None
 
 
 @router.post("/v1/jobs/{job_id}/cancel", operation_id="cancelJob", response_model=JobOut, summary="Cancel a job, queued or running",

@@ -112,7 +112,11 @@ class KeyStore:
         """The tenant of a key, or None for an unknown or revoked one (one round trip)."""
         if not key.startswith(KEY_PREFIX):
             return None
-        tenant = self.redis.hget(_key(key_hash(key)), "tenant")
+        return self.lookup_hash(key_hash(key))
+
+    def lookup_hash(self, digest: str) -> Tenant | None:
+        """The tenant of the key whose SHA-256 is ``digest`` (a browser session keeps only that), or None."""
+        tenant = self.redis.hget(_key(digest), "tenant")
         if tenant is None:
             return None
         record = self.redis.hgetall(_tenant(tenant))
