@@ -159,6 +159,12 @@ def page_media_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     return publish(folder, f"page-media-{uuid.uuid4().hex[:6]}", org="tests")
 
 
+def keep(page: Any, name: str) -> None:
+    """A screenshot of the page as it is now, beside those the ``browse`` fixture takes at the end."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
 def rows(page: Any) -> dict[str, list[str]]:
     """The list page's rows: job id to its cells' text."""
     return {r.get_attribute("data-job"): [c.inner_text().strip() for c in r.query_selector_all("td")]
@@ -179,6 +185,7 @@ def test_the_list_page_shows_the_tenants_jobs_in_pages(alice: API, bob: API, bro
 
     page = browse(lister)
     shown = rows(page)
+    keep(page, "job-list")
     listed = lister.call("listJobs").json()["jobs"]
     assert list(shown) == [j["id"] for j in listed] == [queued["id"], *(j["id"] for j in reversed(jobs))]
     assert bobs["id"] not in shown
@@ -208,6 +215,7 @@ def test_a_job_page_follows_the_job_live_until_it_succeeds(alice: API, browse, s
     page = browse(alice, f"/jobs/{job['id']}")
     rendered = page.get_attribute("#job", "data-status")
     assert rendered in ("queued", "running"), rendered  # the server rendered it unfinished
+    keep(page, "job-before-its-end")
     page.evaluate("""() => {
         window.keptAcrossUpdates = true;  // a reload would lose it
         window.seen = [document.getElementById("status").textContent];
@@ -225,6 +233,36 @@ def test_a_job_page_follows_the_job_live_until_it_succeeds(alice: API, browse, s
     assert seen[0] == rendered and "succeeded" in seen, seen
 
 
+def test_a_chain_page_waits_for_its_last_step_and_a_cancel_shows_live(alice: API, browse, echo_url: str,
+                                                                       slow_url: str, text_worker) -> None:
+    """A chain's first step succeeding is not the job's end (its events carry the step); a job cancelled
+    while its page is open turns canceled with its error, without a reload."""
+    chain = alice.call("createJob", json={"input": "chained", "provider": slow_url, "model": "sleep",
+                                          "options": {"seconds": 4}, "steps": [{"provider": echo_url, "model": "upper"}]}).json()
+    page = browse(alice, f"/jobs/{chain['id']}")
+    assert page.get_attribute("#job", "data-status") in ("queued", "running")
+    page.evaluate("window.keptAcrossUpdates = true")
+    page.wait_for_selector("#result .result-text")
+    done = wait_finished(alice, chain["id"])
+    assert page.inner_text("#result .result-text") == done["result"]["asset"]["content"] == "SLEPT: CHAINED"
+    assert page.evaluate("window.keptAcrossUpdates") is True
+    assert [s.inner_text() for s in page.query_selector_all("#steps tr.step-row .status")] == ["succeeded"] * 2
+
+    parked = alice.call("createJob", json={"input": "parked", "provider": slow_url, "model": "parked"}).json()
+    page.goto(f"/jobs/{parked['id']}")
+    position = alice.call("getJob", {"job_id": parked["id"]}).json()["queue_position"]
+    assert page.inner_text("#status") == "queued" and position >= 1
+    assert f"queue position\n{position}" in page.inner_text("#facts").replace("\t", "\n")
+    page.evaluate("window.keptAcrossUpdates = true")
+    keep(page, "queued-job")
+    assert alice.call("cancelJob", {"job_id": parked["id"]}).status_code == 200
+    page.wait_for_selector("#error")
+    canceled = alice.call("getJob", {"job_id": parked["id"]}).json()
+    assert page.inner_text("#status") == canceled["status"] == "canceled"
+    assert canceled["error"]["message"] in page.inner_text("#error")
+    assert page.evaluate("window.keptAcrossUpdates") is True
+
+
 def test_image_audio_and_video_results_play_in_the_page(alice: API, browse, media_url: str,
                                                         page_media_url: str) -> None:
     from PIL import Image
@@ -238,6 +276,7 @@ def test_image_audio_and_video_results_play_in_the_page(alice: API, browse, medi
     size = page.evaluate("(() => { const i = document.querySelector('#result img'); "
                          "return [i.naturalWidth, i.naturalHeight]; })()")
     assert size == list(png.size) and size[0] > 0
+    keep(page, "image-result")
 
     for model, tag, ready in (("tone", "audio", "duration"), ("clip", "video", "videoWidth")):
         job = wait_finished(alice, alice.call("createJob", json={"input": model, "provider": page_media_url,
@@ -248,6 +287,7 @@ def test_image_audio_and_video_results_play_in_the_page(alice: API, browse, medi
         assert page.get_attribute(f"#result {tag}", "src") == f"/files/{digest}"
         page.wait_for_function(f"document.querySelector('#result {tag}').readyState >= 1")  # metadata decoded
         assert page.evaluate(f"document.querySelector('#result {tag}').{ready}") > 0
+        keep(page, f"{tag}-result")
         if tag == "video":
             assert page.evaluate("document.querySelector('#result video').videoWidth") == 160
 
