@@ -39,6 +39,7 @@ bench: venv
 	$(PY) bench/bench_instructions.py
 	$(PY) bench/bench_steps.py
 	$(PY) bench/bench_gateway.py
+	$(PY) bench/bench_webhooks.py
 
 ## docs/record.schema.json, generated from the record's pydantic model (a test holds the two equal).
 schema: venv
