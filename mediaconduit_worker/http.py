@@ -15,7 +15,7 @@ import random
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
@@ -259,17 +259,21 @@ class HttpClient:
             response.close()
 
     def stream_sse(self, method: str, path: str, *, json: Any = None, timeout: float | None = None,
-                   what: str | None = None) -> Iterator[dict[str, Any]]:
-        """The JSON objects of a server-sent event stream's ``data:`` lines, up to ``data: [DONE]``. An error in
-        the stream (an ``error`` object, or ``event: error``), a malformed line, or a stream that ends without
-        ``[DONE]`` is an error naming the provider; a connection that breaks or stalls is a ``TransientError``."""
+                   what: str | None = None, end_event: str | None = None,
+                   transient: Collection[str] = ()) -> Iterator[dict[str, Any]]:
+        """The JSON objects of a server-sent event stream's ``data:`` lines, up to ``data: [DONE]`` or, with
+        ``end_event``, up to and including the event of that name (Anthropic's ``message_stop``). An error in
+        the stream (an ``error`` object, or ``event: error``), a malformed line, or a stream that ends before its
+        end is an error naming the provider; a connection that breaks or stalls is a ``TransientError``, and so
+        is an error whose ``type`` is in ``transient`` (Anthropic's ``overloaded_error``: worth another try)."""
         with self._clients.lease() as client:
-            yield from self._stream_sse(client, method, path, json, timeout, what)
+            yield from self._stream_sse(client, method, path, json, timeout, what, end_event, frozenset(transient))
 
     def _stream_sse(self, client: httpx.Client, method: str, path: str, json: Any, timeout: float | None,
-                    what: str | None) -> Iterator[dict[str, Any]]:
+                    what: str | None, end_event: str | None, transient: frozenset[str]) -> Iterator[dict[str, Any]]:
         response = self._send(client, method, path, json=json, params=None, headers=None, timeout=timeout, stream=True)
         label = what or f"{method} {self._show(path)}"
+        end = end_event or "[DONE]"
         event = ""
         try:
             for line in response.iter_lines():
@@ -281,7 +285,7 @@ class HttpClient:
                 if not line.startswith("data:"):
                     continue  # blank separators, ": keep-alive" comments, id: and retry: fields
                 data = line[5:].strip()
-                if data == "[DONE]":
+                if data == "[DONE]" and end_event is None:
                     return
                 try:
                     item = _json_loads(data)
@@ -289,13 +293,19 @@ class HttpClient:
                     raise ProviderResponseError(self.scrub(
                         f"{self.provider}: {label} streamed a malformed event: {exc}; data {data[:200]!r}")) from None
                 if event == "error" or (isinstance(item, dict) and item.get("error")):
-                    raise ProviderResponseError(self.scrub(
-                        f"{self.provider}: {label} failed mid-stream: {api_error_message(item) or data[:200]}"))
+                    message = self.scrub(f"{self.provider}: {label} failed mid-stream: "
+                                         f"{api_error_message(item) or data[:200]}")
+                    inner = item.get("error") if isinstance(item, dict) else None
+                    if isinstance(inner, dict) and inner.get("type") in transient:
+                        raise TransientError(message)
+                    raise ProviderResponseError(message)
                 if not isinstance(item, dict):
                     raise ProviderResponseError(self.scrub(f"{self.provider}: {label} streamed a non-object event "
                                                            f"{data[:200]!r}"))
-                event = ""
+                ended, event = event == end_event, ""
                 yield item
+                if ended:
+                    return
         except httpx.TimeoutException:
             if (d := current_deadline()) is not None and d.remaining() <= 0.1:
                 raise d.error(label) from None
@@ -304,7 +314,7 @@ class HttpClient:
             raise TransientError(self.scrub(f"{self.provider}: {label} stream broke: {type(exc).__name__}: {exc}")) from None
         finally:
             response.close()
-        raise TransientError(self.scrub(f"{self.provider}: {label} stream ended before its [DONE]"))
+        raise TransientError(self.scrub(f"{self.provider}: {label} stream ended before its {end}"))
 
     def scrub(self, text: str) -> str:
         """``text`` with every secret this client holds replaced."""

@@ -72,11 +72,37 @@ class Reply:
     raw: bytes | None = None
     lines: list[Any] | None = None
     events: list[Any] | None = None
-    """Server-sent events: each item is sent as one ``data:`` line (JSON, or a string as is)."""
+    """Server-sent events: each item is sent as one ``data:`` line (JSON, or a string as is), a ``Named`` one
+    with its ``event:`` line, a ``Comment`` as a comment line."""
     cut_after: int | None = None
-    """Break the connection after this many ``events`` (no end of the chunked body): a stream that breaks."""
+    """Break the connection after this many ``events`` or ``lines`` (no end of the chunked body): a stream
+    that breaks."""
     event_delay: float = 0.0
-    """Seconds before each event (a model generating tokens)."""
+    """Seconds before each event or line (a model generating tokens)."""
+
+
+@dataclass(frozen=True)
+class Named:
+    """A server-sent event with its name: ``event: <name>`` then ``data: <JSON>`` (Anthropic's stream)."""
+
+    name: str
+    data: Any
+
+
+@dataclass(frozen=True)
+class Comment:
+    """An SSE comment line, ``: <text>``, which clients ignore (OpenRouter's ``: OPENROUTER PROCESSING``)."""
+
+    text: str
+
+
+def sse(item: Any) -> bytes:
+    """One event of ``Reply.events`` as it goes on the wire."""
+    if isinstance(item, Comment):
+        return f": {item.text}\n\n".encode()
+    if isinstance(item, Named):
+        return f"event: {item.name}\ndata: {json.dumps(item.data)}\n\n".encode()
+    return f"data: {item if isinstance(item, str) else json.dumps(item)}\n\n".encode()
 
 
 @dataclass
@@ -218,13 +244,16 @@ class _Handler(BaseHTTPRequestHandler):
             with apis.lock:
                 apis.active[parts.path] -= 1
 
-    def _send_events(self, reply: Reply) -> None:
+    def _send_chunked(self, reply: Reply, content_type: str, pieces: list[bytes]) -> None:
+        """A chunked body, one chunk per piece, ``event_delay`` before each; cut off after ``cut_after``."""
         self.send_response(reply.status)
-        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Content-Type", content_type)
         self.send_header("Cache-Control", "no-cache")
         self.send_header("Transfer-Encoding", "chunked")
+        for k, v in reply.headers.items():
+            self.send_header(k, v)
         self.end_headers()
-        for n, item in enumerate(reply.events or []):
+        for n, data in enumerate(pieces):
             if n == reply.cut_after:
                 self.wfile.flush()
                 self.close_connection = True
@@ -232,27 +261,17 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             if reply.event_delay:
                 self.apis.stopping.wait(reply.event_delay)
-            data = f"data: {item if isinstance(item, str) else json.dumps(item)}\n\n".encode()
             self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
             self.wfile.flush()
         self.wfile.write(b"0\r\n\r\n")
 
     def _send(self, reply: Reply) -> None:
         if reply.events is not None:
-            self._send_events(reply)
+            self._send_chunked(reply, "text/event-stream", [sse(item) for item in reply.events])
             return
         if reply.lines is not None:
-            self.send_response(reply.status)
-            self.send_header("Content-Type", "application/x-ndjson")
-            self.send_header("Transfer-Encoding", "chunked")
-            for k, v in reply.headers.items():
-                self.send_header(k, v)
-            self.end_headers()
-            for line in reply.lines:
-                data = (line if isinstance(line, str) else json.dumps(line)).encode() + b"\n"
-                self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-                self.wfile.flush()
-            self.wfile.write(b"0\r\n\r\n")
+            self._send_chunked(reply, "application/x-ndjson", [
+                (line if isinstance(line, str) else json.dumps(line)).encode() + b"\n" for line in reply.lines])
             return
         if reply.raw is not None:
             data, ctype = reply.raw, reply.headers.get("Content-Type", "application/octet-stream")
@@ -479,12 +498,43 @@ def _anthropic(apis: StandInAPIs, rec: Recorded, sub: str) -> Reply:
                                 "messages: Unexpected role \"system\". Use the top-level `system` parameter.")
     user = messages[-1]["content"] if messages else ""
     text = f"[{body.get('model')}] {user}" + (f" (system: {body['system']})" if body.get("system") else "")
+    usage = {"input_tokens": len(str(user).split()) + 3, "output_tokens": len(text.split()),
+             "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+    if body.get("stream"):
+        return Reply(200, events=anthropic_events(str(body.get("model")), text, usage))
     return Reply(200, {
         "id": "msg_standin", "type": "message", "role": "assistant", "model": body.get("model"),
         "content": [{"type": "text", "text": text}], "stop_reason": "end_turn", "stop_sequence": None,
-        "usage": {"input_tokens": len(str(user).split()) + 3, "output_tokens": len(text.split()),
-                  "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0},
+        "usage": usage,
     })
+
+
+def anthropic_events(model: str, text: str, usage: dict[str, Any] | None = None) -> list[Any]:
+    """The Messages API's event stream as Anthropic documents it: ``message_start`` (the message, empty, with
+    the input usage), ``content_block_start``, a ``ping``, one ``content_block_delta`` (``text_delta``) per
+    word, ``content_block_stop``, ``message_delta`` (stop reason, cumulative output tokens), ``message_stop``."""
+    usage = usage or {"input_tokens": 3, "output_tokens": len(text.split())}
+    start = {"id": "msg_standin", "type": "message", "role": "assistant", "model": model, "content": [],
+             "stop_reason": None, "stop_sequence": None, "usage": {**usage, "output_tokens": 1}}
+    words = text.split(" ")
+    return [
+        Named("message_start", {"type": "message_start", "message": start}),
+        Named("content_block_start", {"type": "content_block_start", "index": 0,
+                                      "content_block": {"type": "text", "text": ""}}),
+        Named("ping", {"type": "ping"}),
+        *(Named("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                        "delta": {"type": "text_delta", "text": word if i == 0 else " " + word}})
+          for i, word in enumerate(words)),
+        Named("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        Named("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                                "usage": {"output_tokens": usage["output_tokens"]}}),
+        Named("message_stop", {"type": "message_stop"}),
+    ]
+
+
+def anthropic_error_event(kind: str = "overloaded_error", message: str = "Overloaded") -> Named:
+    """The ``error`` event Anthropic sends inside a stream that has already answered 200."""
+    return Named("error", {"type": "error", "error": {"type": kind, "message": message}})
 
 
 # -- Ollama native API -----------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Anthropic: Claude over the Messages API (``x-api-key`` + ``anthropic-version``), not OpenAI-compatible."""
+"""Anthropic: Claude over the Messages API (``x-api-key`` + ``anthropic-version``), not OpenAI-compatible; it
+streams from the API's event stream (``stream: true``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 from mediaconduit_worker import (
     ChatOptions,
     MediaCapability,
+    OutputStream,
     ProviderModel,
     ProviderResponseError,
     RemoteProvider,
@@ -21,6 +23,8 @@ from mediaconduit_worker import (
 API_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 1024
 JSON_INSTRUCTION = "Respond with a single valid JSON value and nothing else."
+TRANSIENT_ERRORS = frozenset({"overloaded_error", "rate_limit_error", "api_error"})
+"""A stream's ``error`` event types worth another try: those of HTTP 529, 429 and 500 (Anthropic's error docs)."""
 # Published USD prices per million input/output tokens, by model family (first match wins).
 PRICING = [
     ("claude-opus-4", 15.0, 75.0),
@@ -64,6 +68,40 @@ class AnthropicChatModel(TextToTextModel):
         self.provider.ensure_configured()
         opts = ChatOptions.parse(options)
         reply = self.provider.http.post_json("/v1/messages", self.request_body(input_text(input), opts))
+        return self.output(reply, input, options, started)
+
+    def stream(self, input: Any, options: dict[str, Any] | None = None) -> OutputStream:
+        """The same call with ``stream: true``: each ``text_delta`` as it arrives, then the ``Text`` that
+        ``transform`` returns, the reply rebuilt from the events (``message_start``'s message, its usage
+        updated by ``message_delta``'s cumulative counts, the stop reason from ``message_delta``)."""
+        started = time.perf_counter()
+        self.provider.ensure_configured()
+        opts = ChatOptions.parse(options)
+        body = {**self.request_body(input_text(input), opts), "stream": True}
+        reply: dict[str, Any] = {"model": self.id}
+        usage: dict[str, Any] = {}
+        parts: list[str] = []
+        for event in self.provider.http.stream_sse("POST", "/v1/messages", json=body, what="Messages API stream",
+                                                   end_event="message_stop", transient=TRANSIENT_ERRORS):
+            kind = event.get("type")
+            if kind == "message_start" and isinstance(event.get("message"), dict):
+                message = event["message"]
+                reply["model"] = message.get("model", self.id)
+                usage.update(message.get("usage") or {})
+            elif kind == "content_block_delta" and isinstance(event.get("delta"), dict):
+                delta = event["delta"]
+                if delta.get("type") == "text_delta" and isinstance(delta.get("text"), str) and delta["text"]:
+                    parts.append(delta["text"])
+                    yield delta["text"]
+            elif kind == "message_delta":
+                reply["stop_reason"] = (event.get("delta") or {}).get("stop_reason")
+                usage.update({k: v for k, v in (event.get("usage") or {}).items() if v is not None})
+            # ping, content_block_start/stop, message_stop and event types added later carry no text
+        reply.update(content=[{"type": "text", "text": "".join(parts)}], usage=usage)
+        return self.output(reply, input, options, started)
+
+    def output(self, reply: Any, input: Any, options: dict[str, Any] | None, started: float) -> Text:
+        """A Messages API reply (returned, or rebuilt from a stream) as the ``Text`` output."""
         blocks = reply.get("content") if isinstance(reply, dict) else None
         if not isinstance(blocks, list):
             raise ProviderResponseError(f"{self.provider.label}: Messages API response has no content list")
