@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: venv run test lint bench schema base-image wheelhouse up down clean
+.PHONY: venv run test lint bench schema base-image wheelhouse prometheus-debs up down clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,7 +49,8 @@ schema: venv
 base-image:
 	bash scripts/base-image.sh
 
-## The compose/ stack: Redis + worker pools + Flower, images built here (offline after base-image).
+## The compose/ stack: Redis + worker pools + Flower + gateway + Prometheus, images built here (offline after
+## base-image and prometheus-debs).
 COMPOSE := docker-compose -p mediaconduit --env-file compose/.env -f compose/docker-compose.yml
 
 compose/.env:
@@ -63,13 +64,18 @@ compose/.env:
 wheelhouse: venv
 	$(PY) -m pip wheel --disable-pip-version-check -q --wheel-dir compose/wheelhouse . pip async-timeout
 
-up: base-image wheelhouse compose/.env
+# Debian's prometheus and what it needs beyond the base image, for compose/Dockerfile.prometheus.
+prometheus-debs: base-image
+	bash scripts/prometheus-debs.sh
+
+up: base-image wheelhouse prometheus-debs compose/.env
 	mkdir -p compose/data/blobs
 	$(COMPOSE) up -d --build
 	@echo "The stack is up. From this folder, this runs a job on it (echo-provider, served by the stack's git service):"
 	@bash scripts/stack-command.sh compose/.env
 	@echo "For batch --files, blobs put/get and get -o, this points the CLI at the blob folder the stack's workers use:"
 	@echo "export MEDIACONDUIT_BLOB_DIR=$(CURDIR)/compose/data/blobs"
+	@bash scripts/stack-urls.sh compose/.env
 
 down:
 	-docker ps -aq --filter label=org.mediaconduit.managed=1 --filter network=mediaconduit | xargs -r docker rm -f

@@ -59,6 +59,7 @@ class Stack:
         self.password = secrets.token_hex(12)
         self.flower_auth = ("admin", secrets.token_hex(8))
         self.redis_port, self.flower_port, self.git_port = free_port(), free_port(), free_port()
+        self.gateway_port, self.prometheus_port = free_port(), free_port()
         self.network = self.project
         env = {
             "MEDIACONDUIT_REDIS_PASSWORD": self.password,
@@ -66,6 +67,8 @@ class Stack:
             "MEDIACONDUIT_REDIS_PORT": str(self.redis_port),
             "MEDIACONDUIT_FLOWER_PORT": str(self.flower_port),
             "MEDIACONDUIT_GIT_PORT": str(self.git_port),
+            "MEDIACONDUIT_GATEWAY_PORT": str(self.gateway_port),
+            "MEDIACONDUIT_PROMETHEUS_PORT": str(self.prometheus_port),
             "MEDIACONDUIT_VERSION": self.project,  # an image tag of its own: other stacks building at once keep theirs
             "MEDIACONDUIT_NETWORK": self.network,
             "MEDIACONDUIT_BLOB_DIR": str(self.dir / "blobs"),
@@ -131,7 +134,8 @@ class Stack:
         if ids:
             subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
         self.compose("down", "-v", "--remove-orphans")
-        subprocess.run(["docker", "rmi", "-f", f"mediaconduit/worker:{self.project}"], capture_output=True)
+        subprocess.run(["docker", "rmi", "-f", f"mediaconduit/worker:{self.project}", f"mediaconduit/prometheus:{self.project}"],
+                       capture_output=True)
 
     def wait_workers(self, count: int, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
@@ -153,7 +157,7 @@ def stack(docker_engine):
         from conftest import _no_docker
 
         _no_docker("docker-compose is not installed (apt-get install docker-compose)")
-    build = subprocess.run(["make", "-C", str(REPO), "wheelhouse"], capture_output=True, text=True)
+    build = subprocess.run(["make", "-C", str(REPO), "wheelhouse", "prometheus-debs"], capture_output=True, text=True)
     assert build.returncode == 0, build.stderr[-2000:]
     s = Stack()
     try:
