@@ -6,7 +6,7 @@ Redis; the same job without a reader is the non-streaming call the streamed reco
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,24 +14,29 @@ from typing import Any
 import pytest
 import yaml
 from support.remote import QueueWorker, publish_remote_providers
-from support.standin_apis import KEYS, Reply, StandInAPIs, anthropic_error_event, anthropic_events
+from support.standin_apis import KEYS, Reply, StandInAPIs, anthropic_error_event, anthropic_events, ollama_lines
 
 
 @dataclass(frozen=True)
 class Streamer:
-    """A provider under test: its published name, a model, the path it streams from, and a stand-in reply
-    streaming ``words`` in its format."""
+    """A provider under test: its published name, a model, the path it streams from, and how the stand-in
+    streams a reply in its format."""
 
     name: str
     model: str
     path: str
+    reply_of: Callable[[str, str, int | None], Reply]
 
     def reply(self, words: str, cut_after: int | None = None) -> Reply:
-        return Reply(events=anthropic_events(self.model, words), cut_after=cut_after)
+        """A reply streaming ``words``, its connection cut after ``cut_after`` events or lines."""
+        return self.reply_of(self.model, words, cut_after)
 
 
-ANTHROPIC = Streamer("anthropic", "claude-haiku-4-5", "/anthropic/v1/messages")
-STREAMERS = [ANTHROPIC]
+ANTHROPIC = Streamer("anthropic", "claude-haiku-4-5", "/anthropic/v1/messages",
+                     lambda model, words, cut: Reply(events=anthropic_events(model, words), cut_after=cut))
+OLLAMA = Streamer("ollama", "llama3.2:latest", "/ollama/api/generate",
+                  lambda model, words, cut: Reply(lines=ollama_lines(model, words), cut_after=cut))
+STREAMERS = [ANTHROPIC, OLLAMA]
 
 
 @pytest.fixture(autouse=True)
@@ -100,7 +105,7 @@ def test_a_provider_streams_chunks_whose_join_is_the_record_identical_to_the_pla
     streamed = result_of(chunks[0].task_id)
     assert streamed["asset"]["content"] == text == plain["asset"]["content"]
     assert without_timing(streamed) == without_timing(plain)
-    assert streamed["asset"]["metadata"]["usage"]["completion_tokens"] == len(text.split())
+    assert streamed["asset"]["metadata"]["usage"]["completion_tokens"] > 0
     sent, unstreamed = (call.body for call in apis.calls(streamer.path))
     assert sent["stream"] is True and not unstreamed.get("stream")
 
@@ -158,3 +163,22 @@ def test_an_overloaded_event_before_the_first_chunk_fails_over_to_the_next_candi
     assert [(a["candidate"], a["error"]) for a in attempts] == [(1, "TransientError"), (2, None)]
     assert "overloaded_error" in attempts[0]["message"] and "anthropic-provider" in attempts[0]["message"]
     assert len(apis.calls(ANTHROPIC.path)) == 1 and len(apis.calls("/openai/v1/chat/completions")) == 1
+
+
+def test_an_ollama_error_line_names_the_provider(worker, urls, apis):
+    apis.script("POST", OLLAMA.path, Reply(lines=[{"error": "an error was encountered while running the model: "
+                                                            "unexpected EOF"}]))
+    with pytest.raises(Exception) as err:
+        list(stream(worker, "x", urls["ollama"], OLLAMA.model))
+    assert type(err.value).__name__ == "ProviderResponseError"
+    assert "ollama-provider" in str(err.value) and "unexpected EOF" in str(err.value)
+    assert len(apis.calls(OLLAMA.path)) == 1  # a permanent error: not retried
+
+
+def test_an_ollama_stream_that_ends_without_its_done_line_is_broken_not_complete(worker, urls, apis):
+    from mediaconduit_worker import StreamBrokenError
+
+    apis.script("POST", OLLAMA.path, Reply(lines=ollama_lines(OLLAMA.model, "cut short")[:-1]))
+    with pytest.raises(StreamBrokenError) as err:
+        list(stream(worker, "x", urls["ollama"], OLLAMA.model))
+    assert "ollama-provider" in str(err.value) and "ended before its done line" in str(err.value)

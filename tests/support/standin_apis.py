@@ -538,6 +538,21 @@ def anthropic_error_event(kind: str = "overloaded_error", message: str = "Overlo
 
 
 # -- Ollama native API -----------------------------------------------------------------------------
+OLLAMA_DONE = {"created_at": "2025-01-01T00:00:00Z", "done": True, "done_reason": "stop", "context": [1, 2, 3],
+               "total_duration": 5_000_000_000, "load_duration": 1_000_000, "prompt_eval_count": 26,
+               "prompt_eval_duration": 130_000_000, "eval_count": 12, "eval_duration": 900_000_000}
+"""The last object of ``/api/generate``: its counts and timings (the whole reply, with ``response``, unstreamed)."""
+
+
+def ollama_lines(model: str, text: str) -> list[Any]:
+    """``/api/generate`` streamed as Ollama documents it: one ``{"response": piece, "done": false}`` line per
+    word, then the ``done: true`` line with an empty ``response``, the counts and timings."""
+    words = text.split(" ")
+    pieces = [{"model": model, "created_at": "2025-01-01T00:00:00Z", "response": word if i == 0 else " " + word,
+               "done": False} for i, word in enumerate(words)]
+    return [*pieces, {**OLLAMA_DONE, "model": model, "response": ""}]
+
+
 def _canon(name: str) -> str:
     return name if ":" in name else f"{name}:latest"
 
@@ -572,11 +587,9 @@ def _ollama(apis: StandInAPIs, rec: Recorded, sub: str) -> Reply:
         text = f"[{model}] {body.get('prompt', '')}" + (f" (system: {body['system']})" if body.get("system") else "")
         if body.get("format") == "json":
             text = json.dumps({"echo": body.get("prompt", "")})
-        return Reply(200, {
-            "model": model, "created_at": "2025-01-01T00:00:00Z", "response": text, "done": True, "done_reason": "stop",
-            "context": [1, 2, 3], "total_duration": 5_000_000_000, "load_duration": 1_000_000,
-            "prompt_eval_count": 26, "prompt_eval_duration": 130_000_000, "eval_count": 12, "eval_duration": 900_000_000,
-        })
+        if body.get("stream", True):  # Ollama streams unless told not to
+            return Reply(200, lines=ollama_lines(model, text))
+        return Reply(200, {**OLLAMA_DONE, "model": model, "response": text})
     return Reply(404, "404 page not found")
 
 

@@ -1,4 +1,4 @@
-"""Ollama: local models over its native API (/api/tags, /api/generate, /api/pull streaming NDJSON).
+"""Ollama: local models over its native API (/api/tags, /api/generate, /api/pull; the last two stream NDJSON).
 
 The server is wherever ``OLLAMA_BASE_URL`` says; without it, a Docker service named by
 ``OLLAMA_SERVICE_URL`` (or the manifest's ``serviceUrl``) is started, else ``localhost:11434``.
@@ -9,11 +9,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 from mediaconduit_worker import (
     ChatOptions,
     MediaCapability,
+    OutputStream,
     ProviderHTTPError,
     ProviderModel,
     ProviderResponseError,
@@ -21,6 +23,7 @@ from mediaconduit_worker import (
     RemoteProvider,
     Text,
     TextToTextModel,
+    TransientError,
     input_text,
     usage_metadata,
 )
@@ -28,6 +31,7 @@ from mediaconduit_worker import (
 log = logging.getLogger(__name__)
 DEFAULT_BASE_URL = "http://localhost:11434"
 _FALSE = {"0", "false", "no", "off"}
+T = TypeVar("T")
 
 
 def canonical(name: str) -> str:
@@ -36,7 +40,8 @@ def canonical(name: str) -> str:
 
 
 class OllamaModel(TextToTextModel):
-    """``/api/generate`` (non-streaming); pulls the model first when the server does not have it."""
+    """``/api/generate``, streamed (NDJSON) when the job's output has a reader; pulls the model first when the
+    server does not have it."""
 
     provider: OllamaProvider
 
@@ -60,15 +65,51 @@ class OllamaModel(TextToTextModel):
         opts = ChatOptions.parse(options)
         pulled = self.provider.ensure_model(self.id)
         body = self.request_body(input_text(input), opts)
+        reply, pulled_now = self.pulling_if_gone(lambda: self.provider.http.post_json("/api/generate", body))
+        return self.output(reply, pulled or pulled_now, input, options, started)
+
+    def stream(self, input: Any, options: dict[str, Any] | None = None) -> OutputStream:
+        """The same call with ``stream: true``: NDJSON lines, each ``response`` piece a chunk, the last one
+        ``done: true`` with the counts and timings; the ``Text`` that ``transform`` returns is that last line
+        with the pieces joined as its ``response``. An ``error`` line fails naming the provider; a stream
+        that ends before its ``done`` line is transient."""
+        started = time.perf_counter()
+        opts = ChatOptions.parse(options)
+        pulled = self.provider.ensure_model(self.id)
+        body = {**self.request_body(input_text(input), opts), "stream": True}
+
+        def opened() -> tuple[Iterator[dict[str, Any]], dict[str, Any] | None]:
+            lines = self.provider.http.stream_ndjson("POST", "/api/generate", json=body, what="/api/generate stream")
+            return lines, next(lines, None)  # the request is sent, and a 404 raised, at the first line
+
+        (lines, line), pulled_now = self.pulling_if_gone(opened)
+        parts: list[str] = []
+        last = None
+        while line is not None:  # read to the end, so the response is closed and its connection reused
+            piece = line.get("response")
+            if isinstance(piece, str) and piece:
+                parts.append(piece)
+                yield piece
+            if line.get("done"):
+                last = line
+            line = next(lines, None)
+        if last is None:
+            raise TransientError(f"{self.provider.label}: /api/generate stream ended before its done line")
+        return self.output({**last, "response": "".join(parts)}, pulled or pulled_now, input, options, started)
+
+    def pulling_if_gone(self, call: Callable[[], T]) -> tuple[T, bool]:
+        """``call()``, and whether it needed a pull: a model deleted on the server since we listed it answers
+        404, so it is pulled once more and called again."""
         try:
-            reply = self.provider.http.post_json("/api/generate", body)
+            return call(), False
         except ProviderHTTPError as exc:
             if exc.status != 404 or not self.provider.auto_pull:
                 raise
-            # Deleted on the server since we listed it: pull once more and retry.
-            self.provider.pull(self.id)
-            pulled = True
-            reply = self.provider.http.post_json("/api/generate", body)
+        self.provider.pull(self.id)
+        return call(), True
+
+    def output(self, reply: Any, pulled: bool, input: Any, options: dict[str, Any] | None, started: float) -> Text:
+        """An ``/api/generate`` reply (returned, or the stream's last line) as the ``Text`` output."""
         if not isinstance(reply, dict) or not isinstance(reply.get("response"), str):
             raise ProviderResponseError(f"{self.provider.label}: /api/generate response has no 'response' text")
         metadata: dict[str, Any] = {"response_model": reply.get("model", self.id), "finish_reason": reply.get("done_reason")}
