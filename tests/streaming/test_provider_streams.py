@@ -14,7 +14,17 @@ from typing import Any
 import pytest
 import yaml
 from support.remote import QueueWorker, publish_remote_providers
-from support.standin_apis import KEYS, Reply, StandInAPIs, anthropic_error_event, anthropic_events, ollama_lines
+from support.standin_apis import (
+    KEYS,
+    PROCESSING,
+    Reply,
+    StandInAPIs,
+    anthropic_error_event,
+    anthropic_events,
+    chat_events,
+    ollama_lines,
+    openrouter_error_chunk,
+)
 
 
 @dataclass(frozen=True)
@@ -36,7 +46,9 @@ ANTHROPIC = Streamer("anthropic", "claude-haiku-4-5", "/anthropic/v1/messages",
                      lambda model, words, cut: Reply(events=anthropic_events(model, words), cut_after=cut))
 OLLAMA = Streamer("ollama", "llama3.2:latest", "/ollama/api/generate",
                   lambda model, words, cut: Reply(lines=ollama_lines(model, words), cut_after=cut))
-STREAMERS = [ANTHROPIC, OLLAMA]
+OPENROUTER = Streamer("openrouter", "openai/gpt-4o-mini", "/openrouter/api/v1/chat/completions",
+                      lambda model, words, cut: Reply(events=[PROCESSING, *chat_events(model, words)], cut_after=cut))
+STREAMERS = [ANTHROPIC, OLLAMA, OPENROUTER]
 
 
 @pytest.fixture(autouse=True)
@@ -182,3 +194,14 @@ def test_an_ollama_stream_that_ends_without_its_done_line_is_broken_not_complete
     with pytest.raises(StreamBrokenError) as err:
         list(stream(worker, "x", urls["ollama"], OLLAMA.model))
     assert "ollama-provider" in str(err.value) and "ended before its done line" in str(err.value)
+
+
+def test_an_openrouter_error_chunk_names_the_provider_and_never_the_key(worker, urls, apis):
+    error = openrouter_error_chunk(OPENROUTER.model, "server_error", f"Provider disconnected (key {KEYS['openrouter']})")
+    apis.script("POST", OPENROUTER.path, Reply(events=[PROCESSING, chat_events(OPENROUTER.model, "x")[0], error]))
+    with pytest.raises(Exception) as err:
+        list(stream(worker, "x", urls["openrouter"], OPENROUTER.model))
+    message = str(err.value)
+    assert type(err.value).__name__ == "ProviderResponseError"
+    assert "openrouter-provider" in message and "server_error: Provider disconnected" in message
+    assert KEYS["openrouter"] not in message

@@ -371,6 +371,17 @@ OPENROUTER_MODELS = [
 ]
 
 
+PROCESSING = Comment("OPENROUTER PROCESSING")
+"""The comment OpenRouter sends while a stream waits for its first token (its docs: "SSE comments")."""
+
+
+def openrouter_error_chunk(model: str, code: str, message: str) -> dict[str, Any]:
+    """An error inside an OpenRouter stream (after its 200): a chunk with ``error`` and ``finish_reason: error``."""
+    return {"id": "gen-standin", "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
+            "provider": "OpenAI", "error": {"code": code, "message": message},
+            "choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}]}
+
+
 def _openrouter(apis: StandInAPIs, rec: Recorded, sub: str) -> Reply:
     if sub == "/models" and rec.method == "GET":  # public: no key needed
         return Reply(200, {"data": OPENROUTER_MODELS})
@@ -385,7 +396,10 @@ def _openrouter(apis: StandInAPIs, rec: Recorded, sub: str) -> Reply:
         extra = {}
         if ((rec.body or {}).get("usage") or {}).get("include"):
             extra["cost"] = 0.0000123
-        return _chat_reply(rec, extra)
+        reply = _chat_reply(rec, extra)
+        if reply.events:  # OpenRouter keeps a stream alive with comments while the upstream model starts
+            reply.events = [PROCESSING, PROCESSING, *reply.events]
+        return reply
     return Reply(404, {"error": {"code": 404, "message": "Not Found"}})
 
 
