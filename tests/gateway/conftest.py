@@ -39,6 +39,34 @@ class SlowProvider(MediaProvider):
                 m.pricing = {"request": PRICE}
         return models
 '''
+STANDIN_CHAT = '''
+from mediaconduit_worker import OpenAICompatProvider
+
+
+class StandInChat(OpenAICompatProvider):
+    """OpenAI-compatible, its base URL and key the test's stand-in."""
+
+    lists_models = False
+
+    def __init__(self):
+        super().__init__()
+        self.configure({{"api_key": {key!r}, "base_url": {base!r}}})
+'''
+STANDIN_CHAT_MANIFEST = ("id: {id}\nname: Stand-in chat\ntype: remote\nmain: provider.py\nexportName: StandInChat\n"
+                         "models:\n  - {{id: gpt-4o-mini, capabilities: [text-to-text]}}\n")
+
+
+def publish_standin_chat(tmp_path_factory: pytest.TempPathFactory, name: str, base: str) -> str:
+    """An OpenAI-compatible provider (model ``gpt-4o-mini``) whose base URL and the stand-in's OpenAI key are in
+    its code, so the suite's shared text-to-text worker (which has no stand-in environment) serves it."""
+    from support.standin_apis import KEYS
+
+    folder = tmp_path_factory.mktemp(name)
+    (folder / "provider.py").write_text(STANDIN_CHAT.format(key=KEYS["openai"], base=base))
+    (folder / "MediaConduit.provider.yml").write_text(STANDIN_CHAT_MANIFEST.format(id=name))
+    return publish(folder, f"{name}-{uuid.uuid4().hex[:6]}", org="tests")
+
+
 #: USD per call of the slow provider's ``priced`` model.
 PRICE = 0.25
 #: A capability no worker of the suite serves: jobs of the ``parked`` model stay queued.

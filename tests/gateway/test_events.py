@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .conftest import API, GATEWAY_ENV, GatewayProcess, wait_finished
+from .conftest import API, GATEWAY_ENV, GatewayProcess, publish_standin_chat, wait_finished
 
 KEEPALIVE = 0.5
 """Seconds between keep-alives of this module's gateway (short, so an idle stream shows one soon)."""
@@ -104,6 +104,34 @@ def test_a_succeeded_jobs_statuses_come_in_order_and_the_stream_ends_cleanly(car
     assert [(e["id"].split(":")[0], e["event"]) for e in seen] == [
         ("0", "status"), ("0", "output"), ("0", "status"), ("1", "status"), ("1", "output"), ("1", "status")]
     assert [json.loads(e["data"])["chunk"] for e in seen if e["event"] == "output"] == ["ABC", "CBA"]
+
+
+@pytest.fixture(scope="module")
+def standin_chat_url(apis: Any, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A provider whose model streams from the stand-in OpenAI API (SSE)."""
+    return publish_standin_chat(tmp_path_factory, "events-chat", f"{apis.url}/openai/v1")
+
+
+def test_a_streaming_jobs_output_chunks_come_between_its_statuses(carol: API, apis: Any, standin_chat_url: str,
+                                                                  text_worker) -> None:
+    """The job's model streams (the stand-in sends a word every 50 ms): ``curl -N`` gets each chunk as an
+    ``output`` event, in order, between ``running`` and ``succeeded``, and the chunks join to the result."""
+    from support.standin_apis import Reply, chat_events
+
+    words = "the quick brown fox jumps over the lazy dog by the river bank"
+    apis.script("POST", "/openai/v1/chat/completions", Reply(events=chat_events("gpt-4o-mini", words),
+                                                             event_delay=0.05))
+    job = carol.call("createJob", json={"input": "x", "provider": standin_chat_url, "model": "gpt-4o-mini"}).json()
+    code, events, err = curl(carol, job["id"])
+    assert code == 0, err
+    finished = wait_finished(carol, job["id"])
+    assert events == stored(finished)
+    assert [e["event"] for e in events] == ["status", *["output"] * (len(events) - 2), "status"]
+    assert statuses(events) == ["running", "succeeded"]
+    chunks = [json.loads(e["data"])["chunk"] for e in events if e["event"] == "output"]
+    assert len(chunks) > 1 and "".join(chunks) == words == finished["result"]["asset"]["content"]
+    (call,) = apis.calls("/openai/v1/chat/completions")
+    assert call.body["stream"] is True
 
 
 def test_last_event_id_resumes_mid_stream_with_exactly_the_rest(carol: API, slow_url: str, text_worker) -> None:

@@ -7,35 +7,18 @@ The route's candidates are a provider published for this module whose base URL a
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 import yaml
-from conftest import publish
-from support.standin_apis import KEYS, Reply, StandInAPIs, chat_events
+from support.standin_apis import Reply, StandInAPIs, chat_events
 
-from .conftest import API, GatewayProcess, wait_finished
+from .conftest import API, GatewayProcess, publish_standin_chat, wait_finished
 
 openai = pytest.importorskip("openai", reason="the openai package is in the test extras")
 
-PROVIDER = '''
-from mediaconduit_worker import OpenAICompatProvider
-
-
-class StandInChat(OpenAICompatProvider):
-    """OpenAI-compatible, its base URL and key the test's stand-in."""
-
-    lists_models = False
-
-    def __init__(self):
-        super().__init__()
-        self.configure({{"api_key": {key!r}, "base_url": {base!r}}})
-'''
-MANIFEST = ("id: {id}\nname: Stand-in chat\ntype: remote\nmain: provider.py\nexportName: StandInChat\n"
-            "models:\n  - {{id: gpt-4o-mini, capabilities: [text-to-text]}}\n")
 CHAT = "/openai/v1/chat/completions"
 PRICING = {"prompt": 1e-6, "completion": 2e-6}
 BROKEN = "/raw/v1/chat/completions"
@@ -47,13 +30,8 @@ def routes(apis: StandInAPIs, tmp_path_factory: pytest.TempPathFactory) -> Itera
     an alias of each."""
     from mediaconduit_worker.settings import get_settings
 
-    def provider(name: str, base: str) -> str:
-        folder = tmp_path_factory.mktemp(name)
-        (folder / "provider.py").write_text(PROVIDER.format(key=KEYS["openai"], base=base))
-        (folder / "MediaConduit.provider.yml").write_text(MANIFEST.format(id=name))
-        return publish(folder, f"{name}-{uuid.uuid4().hex[:6]}", org="tests")
-
-    good, scripted = provider("standin-chat", f"{apis.url}/openai/v1"), provider("scripted-chat", f"{apis.url}/raw/v1")
+    good = publish_standin_chat(tmp_path_factory, "standin-chat", f"{apis.url}/openai/v1")
+    scripted = publish_standin_chat(tmp_path_factory, "scripted-chat", f"{apis.url}/raw/v1")
     spec = {"routes": {
         "chat": {"candidates": [{"provider": good, "model": "gpt-4o-mini", "pricing": PRICING}]},
         "chat-failover": {"candidates": [{"provider": scripted, "model": "gpt-4o-mini"},
