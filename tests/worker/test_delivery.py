@@ -305,12 +305,14 @@ def test_a_job_whose_worker_died_before_its_ack_is_not_run_again(rig):
 def test_a_worker_whose_connections_redis_keeps_cutting_loses_nothing(rig, pool):
     """Redis cuts every client connection (``CLIENT KILL TYPE normal``, what a failover or a proxy's cut
     does) every 50 ms for 10 s while a gevent, threads or prefork worker works through 200 queued single
-    jobs: the worker reconnects each time and every job ends SUCCESS; calls per job are counted. The cuts
+    jobs of 0.2 s: the worker reconnects each time and every job ends SUCCESS; calls per job are counted. The cuts
     come from one connection of their own, which CLIENT KILL skips; the test's other connections are cut
     too, so nothing else talks to Redis while they run."""
     n = 200
     worker = rig.wait_ready(rig.start_worker(pool, concurrency=4))
-    rig.produce(n, rate=1000, seconds=0.05)  # queued before the cuts start: a publish is not what is cut
+    # queued before the cuts start (a publish is not what is cut), 0.2 s each: 10 s of work on 4 slots, so the
+    # queue is still full when the producer's process has exited, however fast the worker drains it
+    rig.produce(n, rate=1000, seconds=0.2)
     assert rig.producer is not None and rig.producer.wait(120) == 0, "the producer failed"
     cuts: Counter[str] = Counter()
     cutter = redis_py.Redis.from_url(rig.env["MEDIACONDUIT_BROKER_URL"], single_connection_client=True)
