@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
-import subprocess
 import sys
 import tempfile
 import types
@@ -23,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import git_mirror, row
+from common import count_calls, git_mirror, row
 
 #: The steps measured alone, in the pipeline's order, and the whole body.
 STEPS = ("scrub_secrets", "stop_when_interrupted", "validate", "retry_transient", "hold_deadline", "pin_service",
@@ -80,22 +78,6 @@ def measured(name: str, calls: int, url: str) -> None:
         one()
 
 
-def _total(out: Path) -> int:
-    found = re.search(r"^(?:summary|totals): (\d+)", out.read_text(), re.M)
-    if not found:
-        raise RuntimeError(f"{out}: no instruction total")
-    return int(found.group(1))
-
-
-def count(name: str, calls: int, url: str) -> int:
-    out = Path(tempfile.mkdtemp(prefix="mc-callgrind-")) / "steps"
-    cmd = ["valgrind", "--tool=callgrind", "--log-file=/dev/null", f"--callgrind-out-file={out}",
-           sys.executable, __file__, "--measure", name, "--calls", str(calls), "--url", url]
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"{name} x{calls} failed:\n{done.stderr[-3000:]}")
-    return _total(out)
-
 
 def main() -> None:
     parser = argparse.ArgumentParser()
@@ -111,7 +93,7 @@ def main() -> None:
     runs = [(n, c) for n in names for c in (0, args.calls)]
     print(f"instructions per call, callgrind, {args.calls} calls of each step of a warm echo job:")
     with ThreadPoolExecutor(2) as pool:
-        totals = dict(zip(runs, pool.map(lambda r: count(r[0], r[1], url), runs)))
+        totals = dict(zip(runs, pool.map(lambda r: count_calls(__file__, r[0], r[1], url), runs)))
     per = {n: (totals[n, args.calls] - totals[n, 0]) / args.calls / 1000 for n in names}
     per["build_result"] -= per["complete_provenance"]
     for name in STEPS:

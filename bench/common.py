@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import statistics
@@ -177,3 +178,27 @@ def percentile(values: list[float], q: float) -> float:
 
 def row(label: str, value: float, unit: str, target: str = "") -> None:
     print(f"  {label:<48} {value:>10.2f} {unit:<7} {target}")
+
+
+def callgrind(out_file: Path | str) -> list[str]:
+    """The command prefix that counts a process's instructions into ``out_file`` (``%p``: its pid)."""
+    return ["valgrind", "--tool=callgrind", "--log-file=/dev/null", f"--callgrind-out-file={out_file}"]
+
+
+def callgrind_total(out: Path) -> int:
+    """The instructions a callgrind output file counted."""
+    found = re.search(r"^(?:summary|totals): (\d+)", out.read_text(), re.M)
+    if not found:
+        raise RuntimeError(f"{out}: no instruction total")
+    return int(found.group(1))
+
+
+def count_calls(script: str, name: str, calls: int, url: str) -> int:
+    """Instructions of ``script --measure name --calls N --url URL`` under callgrind (a part's or a step's
+    ``calls`` calls on the echo job at ``url``)."""
+    out = Path(tempfile.mkdtemp(prefix="mc-callgrind-")) / name
+    done = subprocess.run([*callgrind(out), sys.executable, script, "--measure", name, "--calls", str(calls),
+                           "--url", url], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{name} x{calls} failed:\n{done.stderr[-3000:]}")
+    return callgrind_total(out)
