@@ -9,7 +9,11 @@ parts in a thousand, so this is the yardstick for what a change to the job path 
   pool process, ``--jobs`` sequential round trips sent by a producer, also under callgrind (sending a
   job, waiting for its result and decoding it), so the round trip counts every Python process it crosses.
 
-Each figure is (a run of N jobs minus a run of none) / N, so start-up and provider loading cancel out.
+Each figure is (a run of N jobs minus a run of none) / N, so start-up and provider loading cancel out. A
+worker's main process also spends instructions while it waits (its event loop's timers, the transport's
+reclaim sweep), in proportion to the time it runs, not to the jobs: the run of none is held idle for as
+long as the run of N took to send its jobs, so a loaded machine's slower run is not counted as the jobs'
+cost.
 
     python bench/bench_instructions.py [--jobs 200]
 """
@@ -19,18 +23,29 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ECHO_QUEUE, RAW_QUEUE, git_mirror, isolated_environment, row, senders, start_celery, stop_process
+from common import (
+    ECHO_QUEUE,
+    RAW_QUEUE,
+    callgrind,
+    callgrind_total,
+    git_mirror,
+    isolated_environment,
+    row,
+    senders,
+    start_celery,
+    stop_process,
+)
 
 WARM_UP = 30
 KINDS = ("raw", "echo")
@@ -62,58 +77,54 @@ def traced(kind: str, jobs: int, url: str) -> None:
         call()
 
 
-def callgrind(out_file: Path | str) -> list[str]:
-    """The command prefix that counts a process's instructions into ``out_file`` (``%p``: its pid)."""
-    return ["valgrind", "--tool=callgrind", "--log-file=/dev/null", f"--callgrind-out-file={out_file}"]
+def this_script(mode: str, kind: str, jobs: int, url: str, idle: float = 0.0) -> list[str]:
+    return [sys.executable, __file__, f"--{mode}", kind, "--jobs", str(jobs), "--url", url, "--idle", str(idle)]
 
 
-def this_script(mode: str, kind: str, jobs: int, url: str) -> list[str]:
-    return [sys.executable, __file__, f"--{mode}", kind, "--jobs", str(jobs), "--url", url]
-
-
-def worker(kind: str, jobs: int, url: str) -> None:
-    """Starts a ``prefork -c 1`` worker under valgrind, sends it ``jobs`` round trips after a warm-up, stops
-    it and prints the instructions of its main and its pool process (JSON)."""
+def worker(kind: str, jobs: int, url: str, idle: float) -> None:
+    """Starts a ``prefork -c 1`` worker under valgrind, sends it ``jobs`` round trips after a warm-up (then
+    waits ``idle`` seconds), stops it and prints the instructions of its main and its pool process, and the
+    seconds the jobs took (JSON)."""
     out = Path(tempfile.mkdtemp(prefix="mc-callgrind-"))
     app, queue = WORKER_APPS[kind]
     proc = start_celery(app, queue, 1, ["--without-heartbeat", "--without-mingle", "--without-gossip"],
                         name=f"{kind}-{jobs}", timeout=VALGRIND_TIMEOUT,
                         prefix=callgrind(out / "cg.%p"))
     try:
-        sent = subprocess.run([*callgrind(out / "producer"), *this_script("producer", kind, jobs, url)],
+        began = time.monotonic()
+        sent = subprocess.run([*callgrind(out / "producer"), *this_script("producer", kind, jobs, url, idle)],
                               capture_output=True, text=True)
+        took = time.monotonic() - began
     finally:
         stop_process(proc, VALGRIND_TIMEOUT)
     if sent.returncode != 0:
         raise RuntimeError(f"producer {kind} {jobs} failed:\n{sent.stderr[-3000:]}")
-    counts = {int(f.name.split(".")[1]): _total(f) for f in out.glob("cg.*")}
+    counts = {int(f.name.split(".")[1]): callgrind_total(f) for f in out.glob("cg.*")}
     main_process = counts.pop(proc.pid)
-    print(json.dumps({"main": main_process, "pool": sum(counts.values()), "producer": _total(out / "producer")}))
+    print(json.dumps({"main": main_process, "pool": sum(counts.values()), "producer": callgrind_total(out / "producer"),
+                      "seconds": took}))
 
 
-def producer(kind: str, jobs: int, url: str) -> None:
-    """Runs under valgrind: ``jobs`` sequential round trips of ``kind`` after a warm-up."""
+def producer(kind: str, jobs: int, url: str, idle: float) -> None:
+    """Runs under valgrind: ``jobs`` sequential round trips of ``kind`` after a warm-up, then ``idle`` seconds
+    of waiting (the producer sleeps; its worker's main process keeps its timers)."""
     send = senders(url)[kind]
     for _ in range(WARM_UP + jobs):
         send().get(timeout=300)
+    time.sleep(idle)
 
 
-def _total(callgrind_out: Path) -> int:
-    found = re.search(r"^(?:summary|totals): (\d+)", callgrind_out.read_text(), re.M)
-    if not found:
-        raise RuntimeError(f"{callgrind_out}: no instruction total")
-    return int(found.group(1))
-
-
-def run(mode: str, kind: str, jobs: int, url: str, env: dict[str, str] | None = None) -> dict[str, int]:
+def run(mode: str, kind: str, jobs: int, url: str, env: dict[str, str] | None = None,
+        idle: float = 0.0) -> dict[str, float]:
     """One measurement in a new process: ``traced`` under valgrind, or ``worker`` driving one (``env``: settings
-    for it, its worker and its producer, such as ``MEDIACONDUIT_BROKER_TRANSPORT``)."""
+    for it, its worker and its producer, such as ``MEDIACONDUIT_BROKER_TRANSPORT``; ``idle``: seconds its
+    producer waits after its jobs)."""
     counted = Path(tempfile.mkdtemp(prefix="mc-callgrind-")) / "traced"
-    cmd = this_script(mode, kind, jobs, url)
+    cmd = this_script(mode, kind, jobs, url, idle)
     out = subprocess.run([*callgrind(counted), *cmd] if mode == "traced" else cmd, capture_output=True, text=True,
                          env={**os.environ, **(env or {})})
     if mode == "traced" and out.returncode == 0:
-        return {"pool": _total(counted)}
+        return {"pool": callgrind_total(counted)}
     if mode == "worker" and out.returncode == 0:
         return json.loads(out.stdout.splitlines()[-1])  # type: ignore[no-any-return]
     raise RuntimeError(f"{mode} {kind} {jobs} failed:\n{out.stderr[-3000:]}")
@@ -126,21 +137,27 @@ def main() -> None:
     parser.add_argument("--worker", choices=KINDS)
     parser.add_argument("--producer", choices=KINDS)
     parser.add_argument("--url")
+    parser.add_argument("--idle", type=float, default=0.0)
     args = parser.parse_args()
     if args.traced:
         return traced(args.traced, args.jobs, args.url)
     if args.worker:
-        return worker(args.worker, args.jobs, args.url)
+        return worker(args.worker, args.jobs, args.url, args.idle)
     if args.producer:
-        return producer(args.producer, args.jobs, args.url)
+        return producer(args.producer, args.jobs, args.url, args.idle)
     if not shutil.which("valgrind"):
         sys.exit("bench_instructions needs valgrind (Debian: apt-get install valgrind)")
     isolated_environment()  # the Redis that the worker runs use
     url = git_mirror("echo-provider")
     print(f"instructions per job, callgrind, {args.jobs} jobs (about 10 minutes):")
-    runs = [(mode, kind, n) for mode in ("traced", "worker") for n in (0, args.jobs) for kind in KINDS]
+    runs = [(mode, kind, n) for mode, n in (("traced", 0), ("traced", args.jobs), ("worker", args.jobs))
+            for kind in KINDS]
     with ThreadPoolExecutor(2) as pool:  # raw and echo side by side (separate queues and worker names)
         counts = dict(zip(runs, pool.map(lambda r: run(*r, url), runs)))
+        # the runs of none last as long as the runs of N took: the same waiting in both
+        idle = [("worker", kind, 0) for kind in KINDS]
+        counts.update(zip(idle, pool.map(lambda r: run(*r, url, idle=counts["worker", r[1], args.jobs]["seconds"]),
+                                         idle)))
 
     def per_job(mode: str, kind: str, part: str) -> float:
         return (counts[mode, kind, args.jobs][part] - counts[mode, kind, 0][part]) / args.jobs / 1000
