@@ -1,11 +1,15 @@
 """The compose/ stack for real: images built here, Redis with a password, two worker pools in
 containers starting a provider service through the host's engine, Flower with basic auth, and the git
-service holding the reference providers and services (nothing else is served: offline from the start).
+service holding the reference providers and services (nothing else is served: offline from the start),
+the HTTP gateway, and Debian's Prometheus scraping the workers and the gateway.
 
 The command `make up` prints runs a job from the host, as printed, for a text provider (echo) and a
 Docker-service provider (cowsay). Then 200 jobs from the host, the text pool scaled to 2 and one
 worker container SIGKILLed mid-batch: every job ends with exactly one final result, Flower lists
 them all, and nothing is left running afterwards.
+
+A job through the stack's gateway, with a key made in the gateway's container, answers succeeded, and the
+stack's Prometheus counts it in the worker's series and the gateway's.
 """
 
 from __future__ import annotations
@@ -108,6 +112,12 @@ class Stack:
             raise AssertionError(f"docker-compose {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
         return proc.stdout
 
+    def urls(self) -> dict[str, str]:
+        """The gateway's and Prometheus's URLs as `make up` prints them for this stack's env file."""
+        out = subprocess.run(["bash", str(REPO / "scripts" / "stack-urls.sh"), str(self.env_file)],
+                             capture_output=True, text=True, check=True).stdout
+        return {line.split(" ", 1)[0]: line.split("http://", 1)[1].split(" ", 1)[0] for line in out.splitlines()}
+
     def producer(self, cmd: str, arg: object) -> object:
         env = {**os.environ, "MEDIACONDUIT_BROKER_URL": self.broker_url, "MEDIACONDUIT_HOME": str(self.dir / "home"),
                "MEDIACONDUIT_BLOB_DIR": str(self.dir / "blobs")}
@@ -149,6 +159,37 @@ class Stack:
                 return
             time.sleep(1)
         raise TimeoutError(f"{count} workers did not answer:\n{self.compose('logs', '--tail=40')}")
+
+
+def wait_http(url: str, what: str, timeout: float = 180) -> None:
+    """Until ``url`` answers 200 (a container's server is up some seconds after `up -d` returns)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url, timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, f"{what} did not answer 200 at {url} within {timeout:g}s"
+        time.sleep(1)
+
+
+def prometheus_query(base: str, promql: str) -> dict[str, float]:
+    """The instant vector ``promql`` evaluates to on the Prometheus at ``base``, as {labels rendered: value}."""
+    reply = httpx.get(f"{base}/api/v1/query", params={"query": promql}, timeout=10)
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert body["status"] == "success", body
+    return {",".join(f"{k}={v}" for k, v in sorted(r["metric"].items())): float(r["value"][1])
+            for r in body["data"]["result"]}
+
+
+def wait_scraped(base: str, promql: str, want: dict[str, float], timeout: float = 120) -> None:
+    """Until ``promql`` evaluates to ``want`` (the stack scrapes every 5 s)."""
+    deadline = time.monotonic() + timeout
+    while (got := prometheus_query(base, promql)) != want:
+        assert time.monotonic() < deadline, f"{promql} is {got}, not {want}, after {timeout:g}s"
+        time.sleep(1)
 
 
 @pytest.fixture
@@ -244,3 +285,44 @@ def test_the_printed_command_runs_jobs_and_the_stack_survives_a_killed_worker_co
 
     stack.down()
     assert stack.containers() == [] and stack.service_containers() == []
+
+
+def test_a_job_through_the_stacks_gateway_is_counted_by_the_stacks_prometheus(stack):
+    urls = stack.urls()
+    assert urls == {"Gateway": f"127.0.0.1:{stack.gateway_port}", "Prometheus": f"127.0.0.1:{stack.prometheus_port}"}
+    gateway, prometheus = f"http://{urls['Gateway']}", f"http://{urls['Prometheus']}"
+    stack.wait_workers(2)
+    wait_http(f"{gateway}/openapi.json", "the gateway")
+    wait_http(f"{prometheus}/-/ready", "Prometheus")
+    # Every worker container and the gateway found through Docker's DNS and scraped.
+    wait_scraped(prometheus, "sum by (job) (up)", {"job=mediaconduit-workers": 2, "job=mediaconduit-gateway": 1})
+
+    tenant = f"stack-{uuid.uuid4().hex[:6]}"
+    made = json.loads(stack.compose("exec", "-T", "gateway", "mediaconduit", "keys", "create", "--tenant", tenant, "--json"))
+    assert made["tenant"] == tenant
+    auth = {"Authorization": f"Bearer {made['key']}"}
+    echo = stack.provider_url("echo")
+    created = httpx.post(f"{gateway}/v1/jobs", headers={**auth, "Prefer": "wait=60"}, timeout=90,
+                         json={"input": "through the stack", "provider": echo, "model": "upper"})
+    assert created.status_code == 201, created.text
+    job = httpx.get(f"{gateway}/v1/jobs/{created.json()['id']}", headers=auth, timeout=30).json()
+    assert job["status"] == "succeeded", job
+    assert job["result"]["asset"]["content"] == "THROUGH THE STACK"
+    assert job["result"]["metadata"]["generation_prompt"]["provider_url"] == echo
+    # The stack's gateway refuses what its allow-list does not name (the stack's reference providers only).
+    foreign = httpx.post(f"{gateway}/v1/jobs", headers=auth, timeout=30,
+                         json={"input": "x", "provider": echo.replace(str(stack.git_port), "1"), "model": "upper"})
+    assert foreign.status_code == 422 and "MEDIACONDUIT_PROVIDER_ALLOW" in foreign.text, foreign.text
+
+    workers = 'job="mediaconduit-workers"'
+    wait_scraped(prometheus, f"sum by (provider, model, tenant) (mediaconduit_calls_total{{{workers}}})",
+                 {f"model=upper,provider=echo-provider,tenant={tenant}": 1})
+    wait_scraped(prometheus, f"sum by (queue, outcome) (mediaconduit_jobs_total{{{workers}}})",
+                 {"outcome=succeeded,queue=text-to-text": 1})
+    gw = 'job="mediaconduit-gateway"'
+    wait_scraped(prometheus, f'sum by (route, method, status, tenant) (mediaconduit_gateway_requests_total{{{gw},'
+                             f'route=~"/v1/jobs.*"}})',
+                 {f"method=POST,route=/v1/jobs,status=201,tenant={tenant}": 1,
+                  f"method=POST,route=/v1/jobs,status=422,tenant={tenant}": 1,
+                  f"method=GET,route=/v1/jobs/{{job_id}},status=200,tenant={tenant}": 1})
+    wait_scraped(prometheus, f"sum by (tenant) (mediaconduit_gateway_jobs_created_total{{{gw}}})", {f"tenant={tenant}": 1})
