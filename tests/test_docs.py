@@ -11,7 +11,8 @@ from conftest import REPO
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), REPO / "broker" / "README.md"]
 PACKAGE = REPO / "mediaconduit_worker"
 #: Paths the docs name that `make` creates, not the repository.
-GENERATED = {"compose/.env": "make up writes it", "compose/wheelhouse": "make wheelhouse builds it"}
+GENERATED = {"compose/.env": "make up writes it", "compose/wheelhouse": "make wheelhouse builds it",
+             "compose/prometheus-debs": "make prometheus-debs downloads it"}
 _TOP = {p.name for p in REPO.iterdir() if not p.name.startswith(".")}
 _SUFFIXES = (".py", ".md", ".yml", ".yaml", ".lua", ".sh", ".json", ".conf", ".toml")
 
