@@ -44,7 +44,11 @@ CONNECT_TIMEOUT = 5.0
 """Seconds to open a connection before the attempt counts as failed (and is retried)."""
 _CERT_REQS = {"CERT_NONE": "none", "CERT_OPTIONAL": "optional", "CERT_REQUIRED": "required"}
 
+MAX_WAITS = 4096
+"""Blocking waits one process may hold at once on ``waiting_redis`` (one connection each)."""
+
 _clients: dict[str, redis.Redis] = {}
+_waiting: dict[str, redis.Redis] = {}
 _lock = threading.Lock()
 
 
@@ -114,15 +118,26 @@ def async_client_for(url: str, **options: Any) -> aioredis.Redis:
 
 def state_redis(url: str | None = None) -> redis.Redis:
     """This process's client of the state Redis at ``url`` (default: the result backend's), one pool per URL."""
+    return _client(_clients, url)
+
+
+def waiting_redis(url: str | None = None) -> redis.Redis:
+    """``state_redis``'s twin for blocking waits (``transform.stream``'s ``XREAD BLOCK``), with a pool of its own
+    of up to ``MAX_WAITS`` connections: each wait holds one, and redis-py's pools hold 100 by default, so
+    101 followers in one process would fail, and 100 would leave none for the process's other commands."""
+    return _client(_waiting, url, max_connections=MAX_WAITS)
+
+
+def _client(clients: dict[str, redis.Redis], url: str | None, **options: Any) -> redis.Redis:
     url = url or get_settings().effective_result_backend
-    client = _clients.get(url)
+    client = clients.get(url)
     if client is None:
         with _lock:
-            client = _clients.get(url)
+            client = clients.get(url)
             if client is None:
-                client = _clients[url] = client_for(
+                client = clients[url] = client_for(
                     url, decode_responses=True, socket_connect_timeout=CONNECT_TIMEOUT,
                     socket_keepalive=True, health_check_interval=30,
                     retry=Retry(ExponentialBackoff(cap=RETRY_CAP, base=RETRY_BASE), RETRIES),
-                    retry_on_error=[redis.ConnectionError, redis.TimeoutError])
+                    retry_on_error=[redis.ConnectionError, redis.TimeoutError], **options)
     return client

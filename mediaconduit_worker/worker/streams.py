@@ -22,7 +22,7 @@ from celery import Celery
 
 from ..errors import StreamBrokenError
 from . import events
-from .redis_state import state_redis
+from .redis_state import waiting_redis
 
 BLOCK_MS = 1000
 """Longest single wait for the next entry, so a timeout is noticed."""
@@ -46,7 +46,7 @@ def follow(app: Celery, task_id: str, after: str = "0-0", timeout: float | None 
     ``timeout``: seconds without the job ending before ``TimeoutError`` (None: no limit). A job sent without
     ``headers.EVENTS_HEADER`` has no stream to follow: use ``transform.stream``, or send it with that header.
     """
-    client = state_redis()
+    client = waiting_redis()
     key = events.stream_key(task_id)
     until = None if timeout is None else time.monotonic() + timeout
     last = after

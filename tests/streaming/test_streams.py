@@ -3,6 +3,7 @@ to the stand-in's SSE stream; ``transform.stream`` and ``transform.stream_of`` r
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -133,3 +134,22 @@ def test_a_job_without_a_reader_writes_no_stream(worker, urls, apis):
     assert sent.get(timeout=60)["asset"]["content"] == f"[{MODEL}] nobody reads"
     assert not state_redis().exists(events.stream_key(sent.id))
     assert "stream" not in apis.calls(CHAT)[0].body
+
+
+def test_more_followers_in_one_process_than_a_redis_pool_holds_each_wait():
+    """150 threads follow a job that does not end (redis-py's pool holds 100 connections by default): each
+    waits its whole timeout in XREAD BLOCK and ends with TimeoutError, none with a pool error."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mediaconduit_worker import transform
+
+    def follow(_: int) -> str:
+        try:
+            list(transform.stream_of(f"never-sent-{uuid.uuid4().hex}", timeout=1.5))
+        except Exception as exc:  # what each follower ended with is what the test counts
+            return type(exc).__name__
+        return "ended"
+
+    with ThreadPoolExecutor(150) as pool:
+        ends = list(pool.map(follow, range(150)))
+    assert ends == ["TimeoutError"] * 150
