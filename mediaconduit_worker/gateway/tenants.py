@@ -125,6 +125,8 @@ class KeyStore:
     def webhook_secret(self, name: str, rotate: bool = False) -> str:
         """The tenant's ``whsec_`` secret its webhooks are signed with: made on first use, a new one with
         ``rotate`` (deliveries from then on, retries included, are signed with it)."""
+        if not rotate and (held := self.redis.hget(_tenant(name), "webhook_secret")):
+            return str(held)  # one read for every delivery's signature
         if not self.redis.exists(_tenant(name)):
             raise TenantError(f"no tenant {name!r} (`mediaconduit keys create --tenant {name}` makes it)")
         fresh = SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
