@@ -4,9 +4,9 @@ service holding the reference providers and services (nothing else is served: of
 the HTTP gateway, and Debian's Prometheus scraping the workers and the gateway.
 
 The command `make up` prints runs a job from the host, as printed, for a text provider (echo) and a
-Docker-service provider (cowsay). Then 200 jobs from the host, the text pool scaled to 2 and one
-worker container SIGKILLed mid-batch: every job ends with exactly one final result, Flower lists
-them all, and nothing is left running afterwards.
+Docker-service provider (cowsay). Then 200 jobs from the host, the text pool scaled to 2 (the stack's
+Prometheus then scrapes three worker containers) and one worker container SIGKILLed mid-batch: every job
+ends with exactly one final result, Flower lists them all, and nothing is left running afterwards.
 
 A job through the stack's gateway, with a key made in the gateway's container, answers succeeded, and the
 stack's Prometheus counts it in the worker's series and the gateway's.
@@ -227,6 +227,9 @@ def test_the_printed_command_runs_jobs_and_the_stack_survives_a_killed_worker_co
     ids = stack.producer("send", jobs[: JOBS // 2])
     stack.compose("up", "-d", "--no-recreate", "--scale", "worker-text=2")
     stack.wait_workers(3)
+    # The stack's Prometheus finds the new container by Docker's DNS and scrapes the scaled pool whole.
+    wait_scraped(f"http://{stack.urls()['Prometheus']}", 'sum by (job) (up{job="mediaconduit-workers"})',
+                 {"job=mediaconduit-workers": 3})
     ids += stack.producer("send", jobs[JOBS // 2 :])
     text_pool = stack.containers("worker-text")
     assert len(text_pool) == 2
