@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # System parts the tests use: git, a Docker engine (started if not running), docker-compose, a TLS-capable
-# redis-server, Prometheus, Chromium (the job page tests), and the offline base image.
+# redis-server, Prometheus, Chromium (the job page tests), the offline base image, and the Debian packages
+# the compose stack's Prometheus image installs offline.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
@@ -27,3 +28,6 @@ if ! docker info >/dev/null 2>&1; then
   docker info >/dev/null
 fi
 if [ -f scripts/base-image.sh ]; then bash scripts/base-image.sh; fi
+# scripts/prometheus-debs.sh asks apt with the host's package lists: a machine that needed nothing has none yet.
+compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null || apt-get update -q
+bash scripts/prometheus-debs.sh
