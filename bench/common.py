@@ -135,6 +135,20 @@ def start_gateway(port: int, metrics_port: int | None = None, env: dict[str, str
     raise SystemExit(f"error: the gateway on port {port} did not answer within 60 s{shown}")
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user and system) used so far by a worker: its process and every process under it."""
+    total, todo = 0, [str(pid)]
+    while todo:
+        p = todo.pop()
+        todo += subprocess.run(["pgrep", "-P", p], capture_output=True, text=True).stdout.split()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime: fields 14 and 15 of proc(5)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mb(pid: int) -> float:
     """Resident memory of a worker: its process and every process under it (pool children, and the
     worker processes of a ``mediaconduit worker`` command)."""
