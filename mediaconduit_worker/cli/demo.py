@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shlex
 from pathlib import Path
 
 import click
@@ -57,4 +59,12 @@ def demo() -> None:
             embedded.stop()
     console.print(f"worker log: {log_path}")
     console.print("The broker and worker stopped with the demo. For jobs of your own (the README's first steps): "
-                  "`mediaconduit broker start`, then `mediaconduit worker --capability text-to-text &`", highlight=False)
+                  "`mediaconduit broker start`, then `mediaconduit worker --capability text-to-text &`; from any "
+                  "language, through the HTTP API:", highlight=False)
+    providers = REPO_ROOT / "providers"
+    body = json.dumps({"input": "Hello", "provider": str(providers / "echo-provider"), "model": "upper"})
+    for line in (f"MEDIACONDUIT_PROVIDER_ALLOW={shlex.quote(str(providers))} mediaconduit gateway &",
+                 "KEY=$(mediaconduit keys create --tenant demo)",
+                 "curl -s http://127.0.0.1:8700/v1/jobs -H \"Authorization: Bearer $KEY\" -H 'Prefer: wait=30' "
+                 f"-H 'Content-Type: application/json' -d {shlex.quote(body)}"):
+        click.echo(f"  {line}")  # unwrapped, to be copied whole

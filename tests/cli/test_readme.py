@@ -1,6 +1,7 @@
 """The README's first steps run as written, in order, on a fresh ``MEDIACONDUIT_HOME`` with the embedded
 default broker stopped (as ``make run`` leaves it): the shell block that starts a broker and a worker, the
-Python snippet, and the same job from the shell; and its "Folder batches" blocks, in order. The snippets are
+Python snippet, the same job from the shell, and the block that sends it through the HTTP gateway; and its
+"Folder batches" blocks, in order. The snippets are
 read from README.md, not copied here."""
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ VENV_BIN = REPO / ".venv" / "bin"
 MEDIACONDUIT = Path(sys.executable).with_name("mediaconduit")  # the installed console script
 
 
-def first_steps() -> tuple[str, str, str]:
-    """The shell block that starts the broker, the Python block after it, and the inline submit after that."""
+def first_steps() -> tuple[str, str, str, str]:
+    """The shell block that starts the broker, the Python block after it, the inline submit after that, and
+    the shell block that starts the gateway and sends it the job."""
     start = re.search(r"```sh\n((?:(?!```).)*mediaconduit broker start(?:(?!```).)*)```", README, re.S)
     assert start, "README.md has no ```sh block with `mediaconduit broker start`"
     rest = README[start.end():]
@@ -31,7 +33,9 @@ def first_steps() -> tuple[str, str, str]:
     assert python, "README.md has no ```python block after the one starting the broker"
     submit = re.search(r"`(\.venv/bin/mediaconduit submit [^`]+)`", rest[python.end():])
     assert submit, "README.md shows no shell form of the snippet's job after it"
-    return start.group(1), python.group(1), submit.group(1)
+    gateway = re.search(r"```sh\n((?:(?!```).)*mediaconduit gateway &(?:(?!```).)*)```", rest[python.end():], re.S)
+    assert gateway, "README.md has no ```sh block starting the gateway after the first steps"
+    return start.group(1), python.group(1), submit.group(1), gateway.group(1)
 
 
 @pytest.fixture
@@ -43,7 +47,7 @@ def fresh_home(tmp_path) -> dict[str, str]:
 def test_the_readme_first_steps_run_as_written(fresh_home, tmp_path):
     if not (VENV_BIN / "mediaconduit").exists():
         pytest.skip(f"the README's commands use {VENV_BIN}, which `make venv` creates; it is missing")
-    shell, python, submit = first_steps()
+    shell, python, submit, gateway = first_steps()
     log = tmp_path / "shell.log"
     started = subprocess.Popen(["bash", "-ec", shell], cwd=REPO, env=fresh_home, stdout=open(log, "wb"),
                                stderr=subprocess.STDOUT, start_new_session=True)  # its `&` worker stays in this group
@@ -57,6 +61,19 @@ def test_the_readme_first_steps_run_as_written(fresh_home, tmp_path):
                                    timeout=240)
         assert shell_job.returncode == 0, shell_job.stderr
         assert json.loads(shell_job.stdout)["asset"]["content"] == "Hello"
+        # the HTTP block, in a shell of its own whose `&` gateway is stopped with it
+        http = subprocess.Popen(["bash", "-ec", gateway + "\nkill %1\n"], cwd=REPO, env=fresh_home,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            out, err = http.communicate(timeout=120)
+        finally:
+            if http.poll() is None:
+                os.killpg(http.pid, signal.SIGTERM)
+        assert http.returncode == 0, err
+        replies = [line for line in out.splitlines() if line.startswith('{"id"')]  # beside uvicorn's access log
+        assert len(replies) == 1, out
+        job = json.loads(replies[0])
+        assert job["status"] == "succeeded" and job["result"]["asset"]["content"] == "HELLO", job
     finally:
         os.killpg(started.pid, signal.SIGTERM)
         subprocess.run([str(VENV_BIN / "mediaconduit"), "broker", "stop"], env=fresh_home, capture_output=True, timeout=60)
