@@ -21,7 +21,7 @@ The tree::
     ├── ProviderExecutionError        the provider's own code raised while transforming
     │   ├── ProviderHTTPError         an API answered 4xx: wrong key, bad request, unknown model
     │   ├── ProviderResponseError     an API answered something it should not have (bad JSON, no fields)
-    │   └── StreamBrokenError         a model's stream broke after its first chunk left (never retried)
+    │   └── StreamBrokenError         a model's stream broke transiently after its first chunk left (never retried)
     └── TransientError                retried: 429/5xx, a restarting service, a broker blip
         ├── RouteUnavailableError     every candidate of a route failed transiently, cooled down or at its limit
         └── BudgetHeldError           an estimate a budget can take only once the jobs in flight settle
@@ -38,8 +38,9 @@ What fails over (``worker/failover.py``'s ``FAILOVER_EXCEPTIONS``): in a ``route
 kinds and ``ServiceError`` (a Docker service that will not start) move the job to the route's next
 candidate within the same delivery; a candidate whose estimate a budget refuses (``BudgetExceededError``,
 ``BudgetHeldError``) is skipped. Any other error ends the job at once. A streamed job whose stream broke
-after its first chunk was written ends with ``StreamBrokenError``, whatever broke it: its reader holds part
-of one candidate's output, which neither a retry nor another candidate may silently continue.
+after its first chunk was written is never retried: its reader holds part of one candidate's output, which
+neither a retry nor another candidate may silently continue. A transient error there becomes
+``StreamBrokenError``; a permanent one ends the job as it is.
 """
 
 from __future__ import annotations

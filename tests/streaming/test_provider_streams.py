@@ -205,3 +205,21 @@ def test_an_openrouter_error_chunk_names_the_provider_and_never_the_key(worker, 
     assert type(err.value).__name__ == "ProviderResponseError"
     assert "openrouter-provider" in message and "server_error: Provider disconnected" in message
     assert KEYS["openrouter"] not in message
+
+
+def test_an_error_event_after_the_first_chunk_reaches_the_reader_and_ends_the_job_with_it(worker, urls, apis):
+    from mediaconduit_worker import StreamBrokenError
+
+    events = anthropic_events(ANTHROPIC.model, "alpha beta gamma delta")
+    error = anthropic_error_event("invalid_request_error", "output blocked by policy")
+    apis.script("POST", ANTHROPIC.path, Reply(events=[*events[:6], error]))
+    seen: list[str] = []
+    with pytest.raises(StreamBrokenError) as err:
+        for chunk in stream(worker, "x", urls["anthropic"], ANTHROPIC.model):
+            seen.append(chunk.text)
+    assert "".join(seen) == "alpha beta gamma"  # each delta the model yielded, the held one included
+    assert "ProviderResponseError" in str(err.value) and "output blocked by policy" in str(err.value)
+    with pytest.raises(Exception) as stored:
+        result_of(chunk.task_id)
+    assert type(stored.value).__name__ == "ProviderResponseError" and "anthropic-provider" in str(stored.value)
+    assert len(apis.calls(ANTHROPIC.path)) == 1
