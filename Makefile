@@ -18,7 +18,7 @@ run: venv
 
 ## The test suite (real Redis, real workers; Docker tests skip without an engine unless in CI).
 test: venv
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=25 tests
 
 ## Lint: ruff (rules and import order) and mypy on the package.
 lint: venv

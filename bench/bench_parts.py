@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import count_calls, git_mirror, isolated_environment, row
+from common import count_calls, git_mirror, isolated_environment, row, senders
 
 #: Where each part runs, and the feature it is.
 PARTS = {
@@ -31,6 +31,8 @@ PARTS = {
     "request_argsrepr": "worker main: the size check and redacted arguments of the request (trust boundary)",
     "revoke_lookup": "worker main: the stored revoke or expiry read before a job starts (cancels that stick)",
     "redacted_request": "pool: the request stored with STARTED and SUCCESS, its arguments redacted (secrets)",
+    "send_echo": "producer: transform.delay of the echo job, whole (the three producer parts above among it)",
+    "send_raw": "yardstick: the raw Celery task's apply_async on the same app and transport",
     "ping": "yardstick: one Redis PING from redis-py",
 }
 
@@ -45,6 +47,8 @@ def parts(url: str) -> dict[str, Callable[[], Any]]:
     args = ("hello", url, "echo", None)
     body = b'[["hello", "%s", "echo", null], {}, {}]' % url.encode()
 
+    send = senders(url)
+
     def request() -> Any:
         return types.SimpleNamespace(id=str(uuid.uuid4()), args=list(args), kwargs={}, expires=None)
 
@@ -56,6 +60,8 @@ def parts(url: str) -> dict[str, Callable[[], Any]]:
                                      redaction.kwargsrepr({})),
         "revoke_lookup": lambda: revokes.why_not_run(request()),
         "redacted_request": lambda: redaction.redacted_request(request()),
+        "send_echo": send["echo"],  # published to a queue nobody consumes: the send alone
+        "send_raw": send["raw"],
         "ping": lambda: state_redis().ping(),
     }
 

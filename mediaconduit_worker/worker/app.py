@@ -27,7 +27,7 @@ from .headers import EVENTS_HEADER, EXEC_HEADER, SENT_HEADER
 from .logformat import use_json
 from .pipeline import LEGACY_OPTIONS, STEPS, Run, Step, named_arguments, run_steps, split_options
 from .redaction import LOG_FILTER, argsrepr, kwargsrepr, redacting_backend, show_results_briefly
-from .redis_state import sentinel_options
+from .redis_state import MAX_CONNECTIONS, sentinel_options
 from .reliability import WORKER_LOST_RETRY_DELAY, CrashAwareRequest, celery_options
 from .replicas import waiting
 from .revokes import PersistentControl
@@ -127,6 +127,7 @@ def make_app() -> Celery:
         task_default_queue=DEFAULT_QUEUE,
         task_queues=[Queue(q, routing_key=q) for q in (DEFAULT_QUEUE, *CAPABILITY_QUEUES)],
         task_routes=(transform_queue,),
+        redis_max_connections=MAX_CONNECTIONS,
         result_backend_transport_options={"visibility_timeout": settings.visibility_timeout,
                                           **sentinel_options(settings.effective_result_backend)},
         broker_connection_retry_on_startup=True,

@@ -46,6 +46,10 @@ _CERT_REQS = {"CERT_NONE": "none", "CERT_OPTIONAL": "optional", "CERT_REQUIRED":
 
 MAX_WAITS = 4096
 """Blocking waits one process may hold at once on ``waiting_redis`` (one connection each)."""
+MAX_CONNECTIONS = 1024
+"""Connections one process's pool of a URL may open (``state_redis``, and the result backend's): redis-py 8's
+default of 100 is below the threads one I/O pool process runs (128 with ``--processes 1``), past which a
+command fails with ``MaxConnectionsError`` instead of waiting for a connection."""
 
 _clients: dict[str, redis.Redis] = {}
 _waiting: dict[str, redis.Redis] = {}
@@ -118,7 +122,7 @@ def async_client_for(url: str, **options: Any) -> aioredis.Redis:
 
 def state_redis(url: str | None = None) -> redis.Redis:
     """This process's client of the state Redis at ``url`` (default: the result backend's), one pool per URL."""
-    return _client(_clients, url)
+    return _client(_clients, url, max_connections=MAX_CONNECTIONS)
 
 
 def waiting_redis(url: str | None = None) -> redis.Redis:

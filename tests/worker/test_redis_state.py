@@ -50,3 +50,28 @@ def test_nothing_connects_on_import():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env={"MEDIACONDUIT_RESULT_BACKEND": f"redis://127.0.0.1:{free_port()}/0", "PATH": "/usr/bin:/bin"})
     assert done.returncode == 0, done.stderr
+
+
+def test_a_process_of_many_threads_gets_a_connection_for_each(redis_server):
+    """150 threads each holding a state Redis connection at once (a 1 s BLPOP), as an I/O process of 128 threads
+    may: none fails with redis-py 8's default cap of 100; the result backend's pool has the same room."""
+    import threading
+
+    from mediaconduit_worker.worker.app import app
+    from mediaconduit_worker.worker.redis_state import MAX_CONNECTIONS
+
+    errors: list[BaseException] = []
+
+    def hold() -> None:
+        try:
+            state_redis().blpop(["mediaconduit:test:nothing-here"], timeout=1)
+        except redis.RedisError as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=hold) for _ in range(150)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert errors == []
+    assert app.backend.client.connection_pool.max_connections == MAX_CONNECTIONS > 128
