@@ -6,20 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from support.remote import publish_remote_providers
-from support.standin_apis import KEYS, Reply, StandInAPIs, chat_events
+from support.standin_apis import KEYS, Reply, chat_events
 
 CHAT = "/openai/v1/chat/completions"
-
-
-@pytest.fixture(autouse=True)
-def _fresh_apis(apis: StandInAPIs) -> None:
-    apis.reset()
-
-
-@pytest.fixture(scope="module")
-def urls() -> dict[str, str]:
-    return publish_remote_providers()
 
 
 @pytest.fixture

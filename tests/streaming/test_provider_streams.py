@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
-from support.remote import QueueWorker, publish_remote_providers
+from support.remote import QueueWorker
 from support.standin_apis import (
     KEYS,
     PROCESSING,
@@ -49,16 +49,6 @@ OLLAMA = Streamer("ollama", "llama3.2:latest", "/ollama/api/generate",
 OPENROUTER = Streamer("openrouter", "openai/gpt-4o-mini", "/openrouter/api/v1/chat/completions",
                       lambda model, words, cut: Reply(events=[PROCESSING, *chat_events(model, words)], cut_after=cut))
 STREAMERS = [ANTHROPIC, OLLAMA, OPENROUTER]
-
-
-@pytest.fixture(autouse=True)
-def _fresh_apis(apis: StandInAPIs) -> None:
-    apis.reset()
-
-
-@pytest.fixture(scope="module")
-def urls() -> dict[str, str]:
-    return publish_remote_providers()
 
 
 @pytest.fixture(scope="module")

@@ -8,21 +8,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from support.remote import QueueWorker, publish_remote_providers
+from support.remote import QueueWorker
 from support.standin_apis import KEYS, Reply, StandInAPIs, chat_events
 
 CHAT = "/openai/v1/chat/completions"
 MODEL = "gpt-4o-mini"
-
-
-@pytest.fixture(autouse=True)
-def _fresh_apis(apis: StandInAPIs) -> None:
-    apis.reset()
-
-
-@pytest.fixture(scope="module")
-def urls() -> dict[str, str]:
-    return publish_remote_providers()
 
 
 @pytest.fixture(scope="module")
