@@ -3,6 +3,7 @@ clients that know the API only from the gateway's own ``/openapi.json``, with pl
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -202,3 +203,21 @@ def wait_finished(api: API, job_id: str, timeout: float = 120) -> dict[str, Any]
 
 def repo_path(*parts: str) -> Path:
     return Path(__file__).resolve().parents[2].joinpath(*parts)
+
+
+@contextlib.contextmanager
+def default_routes_file(spec: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """``spec`` written as the routes file at its default path (where the gateway and workers read it) for the
+    block's time; one test module at a time may hold it."""
+    import yaml
+
+    from mediaconduit_worker.settings import get_settings
+
+    path = get_settings().routes_file
+    assert not path.exists(), f"{path} exists: another test left a routes file at the default path"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(spec))
+    try:
+        yield spec
+    finally:
+        path.unlink()

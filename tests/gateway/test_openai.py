@@ -12,10 +12,9 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 from support.standin_apis import Reply, StandInAPIs, chat_events
 
-from .conftest import API, GatewayProcess, publish_standin_chat, wait_finished
+from .conftest import API, GatewayProcess, default_routes_file, publish_standin_chat, wait_finished
 
 openai = pytest.importorskip("openai", reason="the openai package is in the test extras")
 
@@ -28,7 +27,6 @@ BROKEN = "/raw/v1/chat/completions"
 def routes(apis: StandInAPIs, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """Routes ``chat`` (the stand-in) and ``chat-failover`` (a scripted candidate first, then the stand-in), and
     an alias of each."""
-    from mediaconduit_worker.settings import get_settings
 
     good = publish_standin_chat(tmp_path_factory, "standin-chat", f"{apis.url}/openai/v1")
     scripted = publish_standin_chat(tmp_path_factory, "scripted-chat", f"{apis.url}/raw/v1")
@@ -37,12 +35,8 @@ def routes(apis: StandInAPIs, tmp_path_factory: pytest.TempPathFactory) -> Itera
         "chat-failover": {"candidates": [{"provider": scripted, "model": "gpt-4o-mini"},
                                          {"provider": good, "model": "gpt-4o-mini"}]},
     }, "aliases": {"gpt-4o-mini": "chat", "house-model": "chat-failover"}}
-    path = get_settings().routes_file
-    assert not path.exists(), f"{path} exists: another test left a routes file at the default path"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(spec))
-    yield spec
-    path.unlink()
+    with default_routes_file(spec):
+        yield spec
 
 
 @pytest.fixture(autouse=True)

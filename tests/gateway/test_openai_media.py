@@ -18,10 +18,9 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 from conftest import WorkerProcess
 
-from .conftest import API, MAX_UPLOAD, GatewayProcess, wait_finished
+from .conftest import API, MAX_UPLOAD, GatewayProcess, default_routes_file, wait_finished
 
 openai = pytest.importorskip("openai", reason="the openai package is in the test extras")
 
@@ -35,7 +34,6 @@ def routes(reference_url: str) -> Iterator[dict[str, Any]]:
     """Routes ``pictures`` (textrender, priced per image), ``speech`` (espeak, per character) and ``transcribe``
     (Whisper),
     and an OpenAI name for each."""
-    from mediaconduit_worker.settings import get_settings
 
     def provider(name: str) -> str:
         return f"git+{reference_url}#subdirectory=providers/{name}-provider"
@@ -47,12 +45,8 @@ def routes(reference_url: str) -> Iterator[dict[str, Any]]:
                                    "pricing": {"per_character": PER_CHARACTER}}]},
         "transcribe": {"candidates": [{"provider": provider("whisper"), "model": "whisper-stt"}]},
     }, "aliases": {"dall-e-3": "pictures", "tts-1": "speech", "whisper-1": "transcribe"}}
-    path = get_settings().routes_file
-    assert not path.exists(), f"{path} exists: another test left a routes file at the default path"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(spec))
-    yield spec
-    path.unlink()
+    with default_routes_file(spec):
+        yield spec
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ import pytest
 import yaml
 from conftest import WorkerProcess, head_commit, publish
 
-from .conftest import API, PRICE, GatewayProcess, create_key, repo_path, wait_finished
+from .conftest import API, PRICE, GatewayProcess, create_key, default_routes_file, repo_path, wait_finished
 
 REQUIRE_CHROMIUM = os.environ.get("MEDIACONDUIT_REQUIRE_CHROMIUM") == "1"
 ARTIFACTS = repo_path(".ci", "artifacts", "pages")
@@ -294,7 +294,6 @@ def test_image_audio_and_video_results_play_in_the_page(alice: API, browse, medi
 
 def test_the_prompt_chain_steps_and_failover_attempts_are_shown(alice: API, browse, echo_url: str, text_worker,
                                                                  tmp_path_factory: pytest.TempPathFactory) -> None:
-    from mediaconduit_worker.settings import get_settings
 
     secret = "sk-" + uuid.uuid4().hex
     chain = wait_finished(alice, alice.call("createJob", json={
@@ -323,16 +322,10 @@ def test_the_prompt_chain_steps_and_failover_attempts_are_shown(alice: API, brow
     (folder / "provider.py").write_text(FLAKY_PROVIDER)
     (folder / "MediaConduit.provider.yml").write_text(FLAKY_MANIFEST)
     flaky = publish(folder, f"flaky-{uuid.uuid4().hex[:6]}", org="tests")
-    routes = get_settings().routes_file
-    assert not routes.exists(), f"{routes} exists: another test left a routes file at the default path"
-    routes.parent.mkdir(parents=True, exist_ok=True)
-    routes.write_text(yaml.safe_dump({"routes": {"page-failover": {"candidates": [
-        {"provider": flaky, "model": "down"}, {"provider": echo_url, "model": "upper"}]}}}))
-    try:
+    with default_routes_file({"routes": {"page-failover": {"candidates": [
+            {"provider": flaky, "model": "down"}, {"provider": echo_url, "model": "upper"}]}}}):
         routed = wait_finished(alice, alice.call("createJob", json={"input": "fell over", "route": "page-failover",
                                                                     "model": None}).json()["id"])
-    finally:
-        routes.unlink()
     assert routed["status"] == "succeeded", routed
     page.goto(f"/jobs/{routed['id']}")
     attempts = [[c.inner_text() for c in row.query_selector_all("td")]
