@@ -33,6 +33,7 @@ bench: venv
 	$(PY) bench/bench_remote.py
 	$(PY) bench/bench_media.py
 	$(PY) bench/bench_media_bombs.py
+	$(PY) bench/bench_c2pa.py
 	$(PY) bench/bench_validate.py
 	$(PY) bench/bench_redaction.py
 	$(PY) bench/bench_routing.py
