@@ -33,7 +33,6 @@ bench: venv
 	$(PY) bench/bench_remote.py
 	$(PY) bench/bench_media.py
 	$(PY) bench/bench_media_bombs.py
-	$(PY) bench/bench_c2pa.py
 	$(PY) bench/bench_validate.py
 	$(PY) bench/bench_redaction.py
 	$(PY) bench/bench_routing.py
@@ -41,6 +40,7 @@ bench: venv
 	$(PY) bench/bench_steps.py
 	$(PY) bench/bench_gateway.py
 	$(PY) bench/bench_webhooks.py
+	$(PY) bench/bench_c2pa.py
 
 ## docs/record.schema.json, generated from the record's pydantic model (a test holds the two equal).
 schema: venv
