@@ -29,6 +29,7 @@ from ..assets import Asset, BinaryAsset, input_items
 from ..blobs import BlobStore
 from ..errors import ConfigurationError
 from ..record import package_version
+from ..settings import get_settings
 from .signatures import SigningKey, canonical_json, signing_key
 
 log = logging.getLogger(__name__)
@@ -155,6 +156,12 @@ def sign_served(served: Any, job_input: Any, prompt: dict[str, Any], task_id: st
     output: BinaryAsset = served.output
     if output.mime_type not in signable_types():
         return output, {"signed": False, "reason": f"C2PA defines no embedded manifest for {output.mime_type}"}
+    size = output.size if output.size is not None else output.path().stat().st_size
+    most = get_settings().c2pa_max_bytes
+    if most and size > most:
+        return output, {"signed": False, "reason": f"the {output.mime_type} output is {size} bytes, over "
+                                                   f"MEDIACONDUIT_C2PA_MAX_BYTES ({most}): c2pa would hold it in memory "
+                                                   "to sign it"}
     try:
         key = signing_key()
     except ConfigurationError as exc:

@@ -220,6 +220,21 @@ def test_a_key_named_without_its_certificate_leaves_outputs_unsigned_naming_the_
     assert "MEDIACONDUIT_C2PA_CERT is not" in worker.log_text()
 
 
+
+def test_an_output_over_the_signing_cap_is_stored_unsigned_naming_the_setting(dev_pair):
+    """``MEDIACONDUIT_C2PA_MAX_BYTES`` bounds what c2pa may hold in memory: a PNG over it is kept as made."""
+    worker, queue = private_worker({"MEDIACONDUIT_C2PA_CERT": str(dev_pair["cert"]),
+                                    "MEDIACONDUIT_C2PA_KEY": str(dev_pair["key"]), "MEDIACONDUIT_C2PA_MAX_BYTES": "1000"})
+    try:
+        result = run(queue, "too large to sign here", TEXTRENDER, "render-png")
+    finally:
+        worker.stop()
+    credentials, asset = result["metadata"]["credentials"], result["asset"]
+    assert credentials["signed"] is False and asset["size"] > 1000
+    assert credentials["reason"] == (f"the image/png output is {asset['size']} bytes, over MEDIACONDUIT_C2PA_MAX_BYTES "
+                                     "(1000): c2pa would hold it in memory to sign it")
+    assert asset["sha256"] == result["metadata"]["generation_prompt"]["output_digest"]  # the bytes as made
+
 # -- mediaconduit verify ------------------------------------------------------------------------------
 def verify(*args: str) -> tuple[int, dict[str, Any]]:
     done = cli("verify", "--json", *args)
