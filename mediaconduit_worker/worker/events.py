@@ -7,8 +7,8 @@ server's clock) is its id and its time. Types:
 
 - ``status``: ``{"status": "queued" | "running" | "succeeded" | "failed" | "canceled" | "expired", ...}``;
   a job's stream ends with one of the last four (``FINAL``);
-- ``progress``, ``log``, ``output``: what a running model reports (``progress``, ``log``, ``output`` below),
-  for the streaming models to come.
+- ``output`` and ``progress``: a streamed job's chunks and a media model's progress, written by the serving
+  worker (``chunks.py``); ``log``: a model's log line, which no step writes yet (webhooks' ``logs``).
 
 Status events are written for a job that carries ``headers.EVENTS_HEADER`` (every job the gateway sends),
 where the job's state is: right after the result backend stores it
@@ -43,7 +43,6 @@ from ..redaction import scrub, secret_values
 from ..settings import get_settings
 from .headers import EVENTS_HEADER
 from .lua_scripts import named, register
-from .redaction import current_secrets
 from .redis_state import state_redis
 
 log = logging.getLogger(__name__)
@@ -104,23 +103,6 @@ def status(task_id: str, value: str, **fields: Any) -> str | None:
     except redis.RedisError as exc:
         log.warning("job %s: its %r event was not written (%s)", task_id, value, exc)
         return None
-
-
-# -- what a running model reports (the job's secrets scrubbed, as from its log lines) -------------------
-def progress(task_id: str, done: float, total: float | None = None, message: str | None = None) -> str | None:
-    data: dict[str, Any] = {"done": done, "total": total}
-    if message is not None:
-        data["message"] = scrub(message, current_secrets.get())
-    return add(task_id, PROGRESS, data)
-
-
-def log_line(task_id: str, line: str) -> str | None:
-    return add(task_id, LOG, {"line": scrub(line, current_secrets.get())})
-
-
-def output(task_id: str, chunk: str) -> str | None:
-    """One output chunk (a text delta); the whole output is still the result record."""
-    return add(task_id, OUTPUT, {"chunk": scrub(chunk, current_secrets.get())})
 
 
 # -- status events from the stored states ----------------------------------------------------------------
