@@ -10,6 +10,7 @@ children, in process groups of their own, included.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -193,13 +194,15 @@ def test_the_storm_loses_no_job(tmp_path, recorder_url):
         while rig.producer.poll() is None or sum(kinds.values()) < 30:
             time.sleep(rng.uniform(0.6, 1.6))
             kind = rng.choices(["child", "main", "tree", "term"], [2, 2, 2, 4])[0]
-            parents = [w for w in live if w.pool == "prefork" and w.child_pids()]
+            # each prefork worker's pool children, read once: a child may be replaced between two reads
+            parents = [kids for w in live if w.pool == "prefork" and (kids := w.child_pids())]
             if kind == "child" and not parents:
                 kind = "tree"
-            victim = rng.choice(parents if kind == "child" else live)
             if kind == "child":
-                os.kill(rng.choice(victim.child_pids()), signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):  # it ended on its own meanwhile
+                    os.kill(rng.choice(rng.choice(parents)), signal.SIGKILL)
             else:
+                victim = rng.choice(live)
                 if kind == "main":
                     os.kill(victim.proc.pid, signal.SIGKILL)  # split children get SIGTERM from its death
                 elif kind == "tree":
