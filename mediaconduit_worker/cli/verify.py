@@ -39,14 +39,6 @@ def _is_json(path: Path) -> bool:
         return fh.read(64).lstrip()[:1] == b"{"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _trust_anchors(extra: tuple[Path, ...]) -> list[bytes]:
     """This installation's development CA (when ``credentials init`` made one) and the ``--trust`` files."""
     from ..settings import get_settings
@@ -98,9 +90,11 @@ def check_file(path: Path, mime: str, anchors: list[bytes]) -> tuple[dict[str, A
     """The file's credentials as reported, its active manifest (None without one), and what fails."""
     import c2pa
 
+    from ..batch.files import file_digest
+
     settings = {"trust": {"trust_anchors": b"".join(anchors).decode()}} if anchors else {}
     context = c2pa.Context(settings=c2pa.Settings.from_dict(settings))
-    report: dict[str, Any] = {"path": str(path), "mime_type": mime, "sha256": _sha256(path)}
+    report: dict[str, Any] = {"path": str(path), "mime_type": mime, "sha256": file_digest(path)[0]}
     try:
         with path.open("rb") as stream:
             reader = c2pa.Reader(mime, stream, context=context)
